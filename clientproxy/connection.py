@@ -1,0 +1,122 @@
+# -*- test-case-name: tests.test_connection -*-
+"""
+The component's connection to the server (XEP-0114), as an operator expects
+it to behave: back within seconds of the server, and clear about a refused
+handshake.
+
+L{wokkel.component.Component} is kept, with two changes:
+
+ - the reconnect back-off is capped at L{MAX_RECONNECT_DELAY} seconds
+   (Twisted's default cap is an hour), and restarts only once the handshake
+   succeeds, so a server that refuses the component is not hammered;
+ - a refused handshake (wrong secret, unknown component) is logged as such
+   and retried, instead of stopping the service: the server's configuration
+   may be fixed while the component keeps trying.
+"""
+
+from twisted.logger import Logger
+from twisted.words.protocols.jabber import xmlstream
+from twisted.words.protocols.jabber.component import ConnectComponentAuthenticator
+from twisted.words.xish.xmlstream import XmlStreamFactoryMixin
+from wokkel.component import Component
+from wokkel.subprotocols import StreamManager
+
+#: Seconds: the longest wait between two connection attempts.
+MAX_RECONNECT_DELAY = 5.0
+#: Seconds: the wait before the first new attempt.
+INITIAL_RECONNECT_DELAY = 0.5
+
+#: Stream error conditions that mean the server refused the handshake, with
+#: what an operator should check.
+HANDSHAKE_REFUSALS = {
+    "not-authorized": "check the component secret",
+    "host-unknown": "the server has no external component of that name",
+    "conflict": "another process is connected as that component",
+}
+
+
+class ComponentFactory(xmlstream.XmlStreamFactory):
+    """
+    Reconnecting stream factory whose back-off is reset only by a
+    successful handshake (see L{ProxyComponent._authd}), not by a TCP
+    connection alone.
+    """
+
+    noisy = False
+    initialDelay = INITIAL_RECONNECT_DELAY
+    maxDelay = MAX_RECONNECT_DELAY
+
+    def buildProtocol(self, addr):
+        return XmlStreamFactoryMixin.buildProtocol(self, addr)
+
+
+class ProxyComponent(Component):
+    """
+    The external component: a wokkel stream manager, connected to the server
+    with L{ComponentFactory}.
+
+    @ivar stats: the L{clientproxy.stats.Stats} of this component.
+    """
+
+    log = Logger()
+
+    def __init__(self, host, port, jid, secret, stats, reactor=None):
+        self.host = host
+        self.port = port
+        self.jid = jid
+        self.stats = stats
+        factory = ComponentFactory(ConnectComponentAuthenticator(jid, secret))
+        factory.addBootstrap(xmlstream.STREAM_ERROR_EVENT, self._onStreamError)
+        StreamManager.__init__(self, factory, reactor)
+        self._authenticated = False
+        self._everConnected = False
+
+    def _getConnection(self):
+        return self._reactor.connectTCP(self.host, self.port, self.factory)
+
+    def _authd(self, xs):
+        self.factory.resetDelay()
+        self._authenticated = True
+        if self._everConnected:
+            self.stats.reconnects += 1
+        self._everConnected = True
+        self.log.info(
+            "Connected to {host}:{port} as {jid}",
+            host=self.host,
+            port=self.port,
+            jid=self.jid,
+        )
+        Component._authd(self, xs)
+
+    def _disconnected(self, reason):
+        if self._authenticated and self.running:
+            self.log.warn(
+                "Connection to the server lost ({reason}); reconnecting",
+                reason=reason.getErrorMessage(),
+            )
+        self._authenticated = False
+        Component._disconnected(self, reason)
+
+    def _onStreamError(self, reason):
+        condition = getattr(reason.value, "condition", None)
+        if not self._authenticated:
+            self.log.error(
+                "The server refused the handshake of component {jid} ({condition}): "
+                "{hint}; trying again",
+                jid=self.jid,
+                condition=condition,
+                hint=HANDSHAKE_REFUSALS.get(condition, "see the server's log"),
+            )
+        else:
+            self.log.error(
+                "Stream error from the server: {condition}", condition=condition
+            )
+
+    def initializationFailed(self, reason):
+        """
+        Stream initialisation failed: log it and drop the connection, so the
+        factory tries again (wokkel would stop the service for good).
+        """
+        self.log.failure("Stream initialisation failed", reason)
+        if self.xmlstream is not None:
+            self.xmlstream.transport.loseConnection()

@@ -1,0 +1,199 @@
+# -*- test-case-name: tests.test_presence -*-
+"""
+Presence tracking of the target: which of its resources can take requests.
+
+On every (re)connect the component asks the target for a presence
+subscription. Once the subscription stands (a C{subscribed} arrives; a
+server answers a repeated subscribe from a subscribed contact with
+C{subscribed} too) it sends a probe, so resources that were online before
+the component learnt of them are learnt as well. Probing earlier would be
+wrong: Prosody answers a probe sent before the target approved with
+C{unsubscribed} on the target's behalf, which cancels the request.
+
+Available, unavailable and error presence of the target's resources then
+keep the L{ResourceSet} current. A bounce of the subscription request (for
+instance when the target's host is not active yet on the server) is retried
+with a back-off.
+
+The target's own subscription requests to the component are approved, and
+the component shows itself available to it.
+"""
+
+from twisted.logger import Logger
+from twisted.words.xish import domish
+from wokkel.subprotocols import XMPPHandler
+
+from clientproxy.stanzas import splitJID
+
+#: Seconds before the first new subscription request after a bounce; doubled
+#: on each bounce up to L{RESUBSCRIBE_MAX}.
+RESUBSCRIBE_INITIAL = 2.0
+RESUBSCRIBE_MAX = 60.0
+
+
+def presenceStanza(sender, recipient, kind=None):
+    """
+    Build a presence stanza; C{kind} C{None} is an available presence.
+    """
+    presence = domish.Element((None, "presence"))
+    presence["from"] = sender
+    presence["to"] = recipient
+    if kind is not None:
+        presence["type"] = kind
+    return presence
+
+
+def presencePriority(presence):
+    """
+    Return the priority of an available presence: its C{<priority/>}, an
+    integer from -128 to 127 (RFC 6121 4.7.2.3), 0 when absent or invalid.
+    """
+    for child in presence.elements():
+        if child.name == "priority":
+            try:
+                value = int(str(child).strip())
+            except ValueError:
+                return 0
+            return max(-128, min(127, value))
+    return 0
+
+
+class TargetPresence(XMPPHandler):
+    """
+    Subscribes to the target and tracks its available resources.
+
+    @ivar component: the component's bare JID.
+    @ivar target: the target's bare JID.
+    @ivar resources: the L{clientproxy.resources.ResourceSet} to keep.
+    @ivar subscribed: whether the target approved the subscription on this
+        connection.
+    """
+
+    log = Logger()
+
+    def __init__(self, component, target, resources, stats, clock):
+        XMPPHandler.__init__(self)
+        self.component = component
+        self.target = target
+        self.resources = resources
+        self.stats = stats
+        self.clock = clock
+        self.subscribed = False
+        self._retry = None
+        self._retryDelay = RESUBSCRIBE_INITIAL
+
+    def connectionInitialized(self):
+        self.xmlstream.addObserver("/presence", self.onPresence)
+        self.subscribed = False
+        self._retryDelay = RESUBSCRIBE_INITIAL
+        self.subscribe()
+
+    def connectionLost(self, reason):
+        self._cancelRetry()
+        self.subscribed = False
+        self.resources.clear()
+
+    def subscribe(self):
+        """
+        Ask the target for a presence subscription.
+        """
+        self._retry = None
+        self.send(presenceStanza(self.component, self.target, "subscribe"))
+
+    def _cancelRetry(self):
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._retry = None
+
+    def onPresence(self, presence):
+        """
+        Handle presence from the target; leave other presence to others.
+        """
+        if presence.handled:
+            return
+        sender = presence.getAttribute("from")
+        if not sender:
+            return
+        bare, name = splitJID(sender)
+        if bare != self.target:
+            return
+        presence.handled = True
+        kind = presence.getAttribute("type")
+        if kind is None:
+            if name:
+                self._available(sender, name, presencePriority(presence))
+            else:
+                self.stats.drop(presence, "presence-from-bare-target")
+        elif kind == "unavailable":
+            self._unavailable(sender)
+        elif kind == "error":
+            self._error(presence, sender, name)
+        elif kind == "subscribed":
+            self._subscribed()
+        elif kind == "unsubscribed":
+            self._unsubscribed()
+        elif kind == "subscribe":
+            self.send(presenceStanza(self.component, self.target, "subscribed"))
+            self.send(presenceStanza(self.component, self.target))
+        elif kind == "unsubscribe":
+            self.send(presenceStanza(self.component, self.target, "unsubscribed"))
+        elif kind == "probe":
+            self.send(presenceStanza(self.component, sender))
+        else:
+            self.stats.drop(presence, "bad-type")
+
+    def _available(self, sender, name, priority):
+        known = sender in self.resources
+        resource = self.resources.update(sender, name, priority)
+        if resource is None:
+            self.log.debug("Ignoring resource {jid}: not matched by --resources", jid=sender)
+        elif not known:
+            self.log.info(
+                "Resource {jid} available (priority {priority}); {count} in all",
+                jid=sender,
+                priority=priority,
+                count=len(self.resources),
+            )
+
+    def _unavailable(self, sender):
+        resource = self.resources.remove(sender)
+        if resource is not None:
+            self.log.info(
+                "Resource {jid} unavailable; {count} left",
+                jid=sender,
+                count=len(self.resources),
+            )
+
+    def _error(self, presence, sender, name):
+        if name:
+            self._unavailable(sender)
+            return
+        # A bounce of our subscribe or probe: the target's host may not be
+        # active yet, or the account may not exist. Ask again later.
+        self.log.warn(
+            "Presence to the target {target} bounced; asking again in {delay} s",
+            target=self.target,
+            delay=self._retryDelay,
+        )
+        if self._retry is None:
+            self._retry = self.clock.callLater(self._retryDelay, self.subscribe)
+            self._retryDelay = min(self._retryDelay * 2, RESUBSCRIBE_MAX)
+
+    def _subscribed(self):
+        if not self.subscribed:
+            self.log.info("The target {target} approved the subscription", target=self.target)
+        self.subscribed = True
+        self._cancelRetry()
+        self._retryDelay = RESUBSCRIBE_INITIAL
+        self.send(presenceStanza(self.component, self.target, "probe"))
+
+    def _unsubscribed(self):
+        self.log.warn(
+            "The target {target} has not approved (or revoked) the subscription "
+            "of {component}: no requests can be dispatched until it approves",
+            target=self.target,
+            component=self.component,
+        )
+        self.subscribed = False
+        for resource in list(self.resources.available):
+            self.resources.remove(resource.jid)

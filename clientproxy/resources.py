@@ -1,0 +1,130 @@
+# -*- test-case-name: tests.test_resources -*-
+"""
+The set of resources of the target that requests can be dispatched to.
+
+Kept current by L{clientproxy.presence.TargetPresence} from the target's
+presence. A resource that goes away is reported to the observers added with
+L{ResourceSet.whenRemoved}, so that requests it held can be retried or
+answered.
+"""
+
+import re
+
+
+class Resource:
+    """
+    One available resource of the target.
+
+    @ivar jid: its full JID, as the server stamps it (the C{from} of its
+        presence), e.g. C{svc@example.org/a}.
+    @ivar name: the resource part, e.g. C{a}.
+    @ivar priority: the priority of its last available presence.
+    @ivar pending: the requests it holds now (a dict keyed like the pending
+        table), so strategies can weigh load and a resource that leaves can
+        hand its requests back.
+    """
+
+    __slots__ = ("jid", "name", "priority", "pending")
+
+    def __init__(self, jid, name, priority=0):
+        self.jid = jid
+        self.name = name
+        self.priority = priority
+        self.pending = {}
+
+    def __repr__(self):
+        return "<Resource %s priority=%d pending=%d>" % (
+            self.jid,
+            self.priority,
+            len(self.pending),
+        )
+
+
+class ResourceSet:
+    """
+    The available resources of one target account.
+
+    L{available} is a list, so that a strategy can index and pick in
+    constant time; removal swaps the last entry into the hole, so no gap is
+    ever left behind (mod_client_proxy's list kept holes, and a third of its
+    random picks then found nothing).
+
+    @ivar available: the usable resources, in no particular order.
+    @ivar accept: compiled C{--resources} filter, or C{None} for all. It is
+        searched (not anchored) in the resource name: C{^focus$} for an
+        exact name.
+    """
+
+    def __init__(self, accept=None):
+        self.available = []
+        self._byJID = {}
+        self._removedObservers = []
+        self.accept = re.compile(accept) if isinstance(accept, str) else accept
+
+    def __len__(self):
+        return len(self.available)
+
+    def __contains__(self, jid):
+        return jid in self._byJID
+
+    def get(self, jid):
+        """
+        Return the available resource with full JID C{jid}, or C{None}.
+        """
+        return self._byJID.get(jid)
+
+    def accepts(self, name):
+        """
+        Whether a resource called C{name} may serve requests.
+        """
+        return self.accept is None or self.accept.search(name) is not None
+
+    def whenRemoved(self, observer):
+        """
+        Call C{observer(resource)} whenever an available resource goes away.
+        """
+        self._removedObservers.append(observer)
+
+    def update(self, jid, name, priority):
+        """
+        Record an available presence of resource C{jid}.
+
+        @return: the L{Resource}, or C{None} when the filter refuses it.
+        """
+        resource = self._byJID.get(jid)
+        if resource is not None:
+            resource.priority = priority
+            return resource
+        if not self.accepts(name):
+            return None
+        resource = Resource(jid, name, priority)
+        self._byJID[jid] = resource
+        self.available.append(resource)
+        return resource
+
+    def remove(self, jid):
+        """
+        Forget resource C{jid} (it went unavailable or bounced) and tell the
+        observers.
+
+        @return: the removed L{Resource}, or C{None} if it was not known.
+        """
+        resource = self._byJID.pop(jid, None)
+        if resource is None:
+            return None
+        index = self.available.index(resource)
+        last = self.available.pop()
+        if last is not resource:
+            self.available[index] = last
+        for observer in list(self._removedObservers):
+            observer(resource)
+        return resource
+
+    def clear(self):
+        """
+        Forget every resource without telling the observers: used when the
+        connection to the server is lost, where the pending requests are
+        answered by the dispatcher itself.
+        """
+        self.available = []
+        self._byJID = {}

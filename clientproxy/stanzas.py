@@ -1,0 +1,55 @@
+# -*- test-case-name: tests.test_stanzas -*-
+"""
+Small helpers for building and reading stanzas, on plain domish elements.
+
+The stanza path works on L{domish.Element} and attribute strings rather
+than L{wokkel.generic.Stanza}: that class parses and interns every address
+(see L{clientproxy.jat}), which costs time per stanza and memory for good.
+"""
+
+from twisted.words.protocols.jabber.error import StanzaError
+from twisted.words.xish import domish
+
+REQUEST_TYPES = frozenset(("get", "set"))
+REPLY_TYPES = frozenset(("result", "error"))
+
+
+def errorReply(sender, recipient, stanzaID, condition, text=None, kind="iq"):
+    """
+    Build an error stanza with an RFC 6120 stanza error.
+
+    The condition's type is the one RFC 6120 8.3.3 gives it (as in
+    L{twisted.words.protocols.jabber.error.STANZA_CONDITIONS}). The
+    request's payload is not echoed: it may be large and the requester has it.
+    """
+    reply = domish.Element((None, kind))
+    reply["type"] = "error"
+    reply["from"] = sender
+    reply["to"] = recipient
+    if stanzaID is not None:
+        reply["id"] = stanzaID
+    reply.addChild(StanzaError(condition, text=text).getElement())
+    return reply
+
+
+def childElementCount(element, stop=2):
+    """
+    Count the child elements of C{element} (text is ignored), up to C{stop}.
+    """
+    count = 0
+    for child in element.children:
+        if isinstance(child, domish.Element):
+            count += 1
+            if count >= stop:
+                break
+    return count
+
+
+def splitJID(address):
+    """
+    Split an address string into C{(bare, resource)}; the resource is C{''}
+    for a bare JID. No stringprep: the server has normalised the addresses it
+    stamps.
+    """
+    bare, _, resource = address.partition("/")
+    return bare, resource

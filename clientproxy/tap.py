@@ -1,0 +1,138 @@
+# -*- test-case-name: tests.test_tap -*-
+"""
+C{twistd clientproxy}: the command-line options and the service they make.
+
+The tac files in C{tac/} build their services with the same L{Options} and
+L{makeService}.
+"""
+
+import os
+import re
+
+from twisted.python import usage
+from twisted.words.protocols.jabber.jid import JID, InvalidFormat
+
+from clientproxy.service import DEFAULT_TIMEOUT, makeProxy
+from clientproxy.strategies import DEFAULT, availableStrategies
+
+SECRET_ENVIRONMENT = "CLIENTPROXY_SECRET"
+
+
+def normalisedJID(value, what):
+    """
+    Parse and normalise a JID given on the command line.
+
+    @raise usage.UsageError: it does not parse.
+    """
+    try:
+        return JID(value)
+    except (InvalidFormat, RuntimeError) as e:
+        raise usage.UsageError("%s: not a valid JID: %r (%s)" % (what, value, e))
+
+
+class Options(usage.Options):
+    synopsis = (
+        "--jid COMPONENT --target ACCOUNT (--secret-file FILE | --secret SECRET) "
+        "[options]"
+    )
+    longdesc = (
+        "Run an XMPP external component (XEP-0114) that forwards every IQ "
+        "request sent to it to one available resource of the target account, "
+        "and routes the replies back. The secret may also be given in the "
+        "environment variable %s." % (SECRET_ENVIRONMENT,)
+    )
+
+    optParameters = [
+        ["jid", None, None, "The component's JID, e.g. proxy.example.org."],
+        ["target", None, None, "The bare JID of the account implementing the service."],
+        ["secret-file", None, None, "A file holding the component secret."],
+        ["secret", None, None, "The component secret (prefer --secret-file)."],
+        ["host", None, "127.0.0.1", "The server's component host."],
+        ["port", None, 5347, "The server's component port.", int],
+        ["timeout", None, DEFAULT_TIMEOUT, "Seconds a request waits for its reply.", float],
+        ["strategy", None, DEFAULT, "How a resource is chosen (see --help-strategies)."],
+        ["resources", None, None, "Only resources whose name matches this regular expression."],
+    ]
+
+    optFlags = [["help-strategies", None, "List the dispatch strategies and exit."]]
+
+    def opt_help_strategies(self):
+        for name, plugin in sorted(availableStrategies().items()):
+            print("%-16s %s" % (name, plugin.description))
+        raise SystemExit(0)
+
+    def postOptions(self):
+        for required in ("jid", "target"):
+            if not self[required]:
+                raise usage.UsageError("--%s is required" % (required,))
+        component = normalisedJID(self["jid"], "--jid")
+        if component.user or component.resource:
+            raise usage.UsageError("--jid: a component's JID is a bare domain")
+        target = normalisedJID(self["target"], "--target")
+        if not target.user or target.resource:
+            raise usage.UsageError("--target: the bare JID of an account, e.g. svc@example.org")
+        self["jid"] = component.full()
+        self["target"] = target.full()
+        self["secret"] = self._secret()
+        if not self["timeout"] > 0:
+            raise usage.UsageError("--timeout must be positive")
+        if not 0 < self["port"] < 65536:
+            raise usage.UsageError("--port must be a TCP port")
+        strategies = availableStrategies()
+        if self["strategy"] not in strategies:
+            raise usage.UsageError(
+                "--strategy: unknown strategy %r; known: %s"
+                % (self["strategy"], ", ".join(sorted(strategies)))
+            )
+        if self["resources"] is not None:
+            try:
+                re.compile(self["resources"])
+            except re.error as e:
+                raise usage.UsageError("--resources: not a regular expression: %s" % (e,))
+
+    def _secret(self):
+        """
+        The secret from exactly one of --secret-file, --secret and the
+        environment. The secret itself never appears in a message.
+        """
+        given = [
+            source
+            for source in ("secret-file", "secret")
+            if self[source] is not None
+        ]
+        if len(given) > 1:
+            raise usage.UsageError("give only one of --secret-file and --secret")
+        if self["secret-file"] is not None:
+            try:
+                with open(self["secret-file"], encoding="utf-8") as f:
+                    secret = f.read().strip("\r\n")
+            except OSError as e:
+                raise usage.UsageError(
+                    "--secret-file: cannot read %s: %s" % (self["secret-file"], e.strerror)
+                )
+        elif self["secret"] is not None:
+            secret = self["secret"]
+        else:
+            secret = os.environ.get(SECRET_ENVIRONMENT)
+        if not secret:
+            raise usage.UsageError(
+                "the component secret is required: --secret-file, --secret or $%s"
+                % (SECRET_ENVIRONMENT,)
+            )
+        return secret
+
+
+def makeService(config):
+    """
+    Make the proxy service from parsed L{Options}.
+    """
+    return makeProxy(
+        config["jid"],
+        config["target"],
+        config["secret"],
+        host=config["host"],
+        port=config["port"],
+        timeout=config["timeout"],
+        strategy=config["strategy"],
+        resources=config["resources"],
+    )
