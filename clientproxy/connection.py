@@ -68,6 +68,7 @@ class ProxyComponent(Component):
         factory = ComponentFactory(ConnectComponentAuthenticator(jid, secret))
         factory.addBootstrap(xmlstream.STREAM_ERROR_EVENT, self._onStreamError)
         StreamManager.__init__(self, factory, reactor)
+        factory.clock = self._reactor
         self._authenticated = False
         self._everConnected = False
 

@@ -6,16 +6,17 @@ The built-in dispatch strategies, and the lookup of strategies by name
 
 import random
 
-from twisted.plugin import getPlugins
+from twisted.plugin import IPlugin, getPlugins
 from zope.interface import implementer
 
 from clientproxy.istrategy import IDispatchStrategy, IStrategyPlugin
 
 
-@implementer(IStrategyPlugin)
+@implementer(IPlugin, IStrategyPlugin)
 class StrategyPlugin:
     """
-    A named strategy: C{factory()} makes the L{IDispatchStrategy}.
+    A named strategy: C{factory()} makes the L{IDispatchStrategy}. It is
+    an L{IPlugin}, so a module in a plugin package can simply hold one.
 
     Third parties can use it for their plugins too::
 
@@ -129,26 +130,27 @@ BUILTIN = {
 DEFAULT = "random"
 
 
-def availableStrategies():
+def availableStrategies(package=None):
     """
     Return every known strategy by name: the built-ins and the
-    L{IStrategyPlugin} plugins found in C{twisted.plugins}. A plugin cannot
-    replace a built-in of the same name.
+    L{IStrategyPlugin} plugins found in C{package} (C{twisted.plugins} by
+    default). A plugin cannot replace a built-in of the same name.
     """
-    from twisted import plugins
+    if package is None:
+        from twisted import plugins as package
 
     found = {}
-    for plugin in getPlugins(IStrategyPlugin, plugins):
+    for plugin in getPlugins(IStrategyPlugin, package):
         found.setdefault(plugin.name, plugin)
     found.update(BUILTIN)
     return found
 
 
-def makeStrategy(name):
+def makeStrategy(name, package=None):
     """
     Return a new strategy called C{name}.
 
     @raise KeyError: no strategy has that name.
     """
-    plugin = BUILTIN.get(name) or availableStrategies()[name]
+    plugin = BUILTIN.get(name) or availableStrategies(package)[name]
     return plugin.makeStrategy()

@@ -1,0 +1,136 @@
+"""
+In-memory harness for the stanza handlers: a stream that records what the
+handlers send, and a way to feed them stanzas as the server would.
+"""
+
+from twisted.internet import task
+from twisted.words.protocols.jabber import xmlstream
+from twisted.words.protocols.jabber.error import STANZA_CONDITIONS
+from wokkel.generic import parseXml
+from wokkel.subprotocols import XMPPHandlerCollection
+
+from clientproxy.dispatch import IQDispatcher
+from clientproxy.pending import PendingTable
+from clientproxy.presence import TargetPresence
+from clientproxy.resources import ResourceSet
+from clientproxy.stats import Stats
+from clientproxy.strategies import RoundRobinStrategy
+
+COMPONENT = "proxy.example.org"
+TARGET = "svc@example.org"
+NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+
+
+class RecordingManager(XMPPHandlerCollection):
+    """
+    Stands in for the stream manager: what handlers send is serialised and
+    parsed back (as the peer would see it) into L{sent}.
+    """
+
+    def __init__(self):
+        XMPPHandlerCollection.__init__(self)
+        self.xmlstream = xmlstream.XmlStream(xmlstream.Authenticator())
+        self.sent = []
+
+    def send(self, obj):
+        self.sent.append(parseXml(obj.toXml().encode("utf-8")))
+
+    def connect(self):
+        for handler in self:
+            handler.makeConnection(self.xmlstream)
+            handler.connectionInitialized()
+
+    def disconnect(self, reason=None):
+        for handler in self:
+            handler.connectionLost(reason)
+
+    def receive(self, xml):
+        """
+        Deliver a stanza (a string of XML) as the server would.
+        """
+        self.xmlstream.dispatch(parseXml(xml.encode("utf-8")))
+
+    def take(self):
+        """
+        Return what was sent since the last call, and forget it.
+        """
+        sent, self.sent = self.sent, []
+        return sent
+
+
+class Harness:
+    """
+    A component's handlers wired together on a L{RecordingManager}, with a
+    L{task.Clock}.
+    """
+
+    def __init__(self, timeout=30, strategy=None, resources=None):
+        self.clock = task.Clock()
+        self.stats = Stats()
+        self.resources = ResourceSet(resources)
+        self.pending = PendingTable(self.clock, timeout)
+        self.manager = RecordingManager()
+        self.presence = TargetPresence(
+            COMPONENT, TARGET, self.resources, self.stats, self.clock
+        )
+        self.presence.setHandlerParent(self.manager)
+        self.dispatcher = IQDispatcher(
+            COMPONENT,
+            TARGET,
+            self.resources,
+            strategy or RoundRobinStrategy(),
+            self.pending,
+            self.stats,
+        )
+        self.dispatcher.setHandlerParent(self.manager)
+        self.manager.connect()
+        self.manager.take()
+
+    def receive(self, xml):
+        self.manager.receive(xml)
+
+    def take(self):
+        return self.manager.take()
+
+    def online(self, *names, priority=0):
+        """
+        Make resources of the target available.
+        """
+        for name in names:
+            self.receive(
+                "<presence from='%s/%s' to='%s'><priority>%d</priority></presence>"
+                % (TARGET, name, COMPONENT, priority)
+            )
+
+    def offline(self, name):
+        self.receive(
+            "<presence type='unavailable' from='%s/%s' to='%s'/>"
+            % (TARGET, name, COMPONENT)
+        )
+
+    def request(self, requester="alice@example.org/abc", stanzaID="1", kind="get",
+                payload="<query xmlns='urn:test'/>", to=COMPONENT):
+        self.receive(
+            "<iq type='%s' id='%s' from='%s' to='%s'>%s</iq>"
+            % (kind, stanzaID, requester, to, payload)
+        )
+
+    def reply(self, resource, requester="alice@example.org/abc", stanzaID="1",
+              kind="result", payload="<query xmlns='urn:test'><answer/></query>"):
+        self.receive(
+            "<iq type='%s' id='%s' from='%s/%s' to='%s/%s'>%s</iq>"
+            % (kind, stanzaID, TARGET, resource, COMPONENT, requester, payload)
+        )
+
+
+def errorCondition(stanza):
+    """
+    Return C{(condition, type)} of an error stanza.
+    """
+    error = next(c for c in stanza.elements() if c.name == "error")
+    condition = next(c.name for c in error.elements() if c.uri == NS_STANZAS)
+    return condition, error.getAttribute("type")
+
+
+def expectedType(condition):
+    return STANZA_CONDITIONS[condition]["type"]

@@ -1,0 +1,93 @@
+"""
+Tests for L{clientproxy.connection}: reconnect back-off, refused
+handshakes, and what the handlers see of the connection's life.
+"""
+
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import capturedLogs
+from twisted.trial import unittest
+from twisted.internet.error import ConnectionLost
+from twisted.python.failure import Failure
+
+from clientproxy.connection import MAX_RECONNECT_DELAY
+from clientproxy.service import makeProxy
+
+HEADER = (
+    b"<stream:stream xmlns='jabber:component:accept' "
+    b"xmlns:stream='http://etherx.jabber.org/streams' from='proxy.example.org' id='s1'>"
+)
+NOT_AUTHORIZED = (
+    b"<stream:error><not-authorized xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"
+    b"</stream:error>"
+)
+
+
+class ConnectionTests(unittest.TestCase):
+    def setUp(self):
+        self.reactor = MemoryReactorClock()
+        self.proxy = makeProxy(
+            "proxy.example.org", "svc@example.org", "hunter2",
+            host="127.0.0.1", port=5347, reactor=self.reactor,
+        )
+        self.proxy.startService()
+        self.addCleanup(self.proxy.stopService)
+        [(host, port, factory, _, _)] = self.reactor.tcpClients
+        self.assertEqual((host, port), ("127.0.0.1", 5347))
+        self.factory = factory
+
+    def connect(self):
+        """
+        Build the stream on a string transport, as a TCP connection would.
+        """
+        xs = self.factory.buildProtocol(None)
+        transport = StringTransport()
+        xs.makeConnection(transport)
+        return xs, transport
+
+    def test_backoffCapped(self):
+        connector = self.proxy._connection
+        attempts = []
+        connector.connect = lambda: attempts.append(self.reactor.seconds())
+        for _ in range(20):
+            self.factory.clientConnectionFailed(connector, Failure(ConnectionLost()))
+            # the delay is capped, then jittered by about 12%: 2x is 8 sigma away
+            self.reactor.advance(MAX_RECONNECT_DELAY * 2)
+        self.assertEqual(len(attempts), 20)
+        self.assertLessEqual(self.factory.delay, MAX_RECONNECT_DELAY)
+
+    def test_tcpConnectionAloneDoesNotResetBackoff(self):
+        self.factory.delay = 4.0
+        self.connect()
+        self.assertEqual(self.factory.delay, 4.0)
+
+    def test_refusedHandshakeLoggedAndRetried(self):
+        xs, transport = self.connect()
+        with capturedLogs() as events:
+            xs.dataReceived(HEADER)
+            xs.dataReceived(NOT_AUTHORIZED)
+        self.assertTrue(transport.disconnecting)
+        [event] = [e for e in events if e.get("log_level").name == "error"]
+        self.assertEqual(event["condition"], "not-authorized")
+        self.assertIn("secret", event["hint"])
+        self.assertTrue(self.proxy.running)
+        for e in events:
+            self.assertNotIn("hunter2", repr(e))
+
+    def test_handshakeSuccessStartsHandlers(self):
+        xs, transport = self.connect()
+        self.factory.delay = 4.0
+        xs.dataReceived(HEADER)
+        self.assertIn(b"<handshake>", transport.value())
+        self.assertNotIn(b"hunter2", transport.value())
+        transport.clear()
+        xs.dataReceived(b"<handshake/>")
+        self.assertEqual(self.factory.delay, self.factory.initialDelay)
+        self.assertIn(b"type='subscribe'", transport.value())
+        self.assertIn(b"to='svc@example.org'", transport.value())
+
+    def test_reconnectCounted(self):
+        for _ in range(2):
+            xs, transport = self.connect()
+            xs.dataReceived(HEADER + b"<handshake/>")
+            xs.connectionLost(Failure(ConnectionLost()))
+        self.assertEqual(self.proxy.stats.reconnects, 1)

@@ -1,0 +1,353 @@
+"""
+Tests for L{clientproxy.dispatch}: the IQ flow, the checks on replies, the
+errors the component answers with, and requests held by a resource that
+leaves.
+"""
+
+from twisted.python.failure import Failure
+from twisted.internet.error import ConnectionLost
+from twisted.trial import unittest
+from twisted.words.protocols.jabber import jid
+
+from tests.helpers import COMPONENT, TARGET, Harness, errorCondition
+
+ALICE = "alice@example.org/abc"
+
+
+class RequestFlowTests(unittest.TestCase):
+    """
+    The seed's example: request out with JAT, reply back from the bare JID.
+    """
+
+    def setUp(self):
+        self.h = Harness()
+        self.h.online("a")
+
+    def test_requestForwardedWithEncodedRequester(self):
+        self.h.request(stanzaID="1234")
+        [out] = self.h.take()
+        self.assertEqual(out.name, "iq")
+        self.assertEqual(out["type"], "get")
+        self.assertEqual(out["id"], "1234")
+        self.assertEqual(out["to"], TARGET + "/a")
+        self.assertEqual(out["from"], COMPONENT + "/" + ALICE)
+        [payload] = list(out.elements())
+        self.assertEqual((payload.uri, payload.name), ("urn:test", "query"))
+
+    def test_replyRoutedBackFromBareComponent(self):
+        self.h.request(stanzaID="1234")
+        self.h.take()
+        self.h.reply("a", stanzaID="1234")
+        [out] = self.h.take()
+        self.assertEqual(out["type"], "result")
+        self.assertEqual(out["id"], "1234")
+        self.assertEqual(out["to"], ALICE)
+        self.assertEqual(out["from"], COMPONENT)
+        [payload] = list(out.elements())
+        self.assertEqual(payload.firstChildElement().name, "answer")
+        self.assertEqual(len(self.h.pending), 0)
+        self.assertEqual(self.h.stats.requests["answered"], 1)
+
+    def test_errorReplyPassesThrough(self):
+        self.h.request()
+        self.h.take()
+        self.h.reply(
+            "a",
+            kind="error",
+            payload="<error type='cancel'><item-not-found "
+            "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>",
+        )
+        [out] = self.h.take()
+        self.assertEqual(out["to"], ALICE)
+        self.assertEqual(errorCondition(out), ("item-not-found", "cancel"))
+
+    def test_requestToComponentResourceIsServed(self):
+        self.h.request(to=COMPONENT + "/anything")
+        [out] = self.h.take()
+        self.assertEqual(out["to"], TARGET + "/a")
+
+    def test_setIsForwarded(self):
+        self.h.request(kind="set")
+        [out] = self.h.take()
+        self.assertEqual(out["type"], "set")
+
+    def test_sameIdFromTwoRequestersAreDistinct(self):
+        self.h.request(requester=ALICE, stanzaID="x")
+        self.h.request(requester="bob@example.org/b", stanzaID="x")
+        self.assertEqual(len(self.h.pending), 2)
+        self.h.take()
+        self.h.reply("a", requester="bob@example.org/b", stanzaID="x")
+        [out] = self.h.take()
+        self.assertEqual(out["to"], "bob@example.org/b")
+
+    def test_requestersAreNotInterned(self):
+        """
+        A distinct requester per request leaves nothing behind in
+        twisted.words' JID cache (it would grow for the life of the
+        process).
+        """
+        cache = jid.__dict__["__internJIDs"]
+        before = len(cache)
+        for i in range(50):
+            requester = "user%d@example.org/r%d" % (i, i)
+            self.h.request(requester=requester, stanzaID=str(i))
+            self.h.reply("a", requester=requester, stanzaID=str(i))
+        self.assertEqual(self.h.stats.requests["answered"], 50)
+        self.assertEqual(len(cache), before)
+
+
+class ReplyCheckTests(unittest.TestCase):
+    """
+    Only a reply that matches, from the resource asked, in time, is routed.
+    """
+
+    def setUp(self):
+        self.h = Harness()
+        self.h.online("a", "b")
+        self.h.request(stanzaID="1")
+        [self.out] = self.h.take()
+        self.assertEqual(self.out["to"], TARGET + "/a")
+
+    def assertDropped(self, reason):
+        self.assertEqual(self.h.take(), [])
+        self.assertEqual(self.h.stats.dropped[reason], 1)
+
+    def test_replyFromOtherResourceDropped(self):
+        self.h.reply("b", stanzaID="1")
+        self.assertDropped("reply-from-wrong-resource")
+        self.assertEqual(len(self.h.pending), 1)
+
+    def test_replyFromThirdPartyDropped(self):
+        self.h.receive(
+            "<iq type='result' id='1' from='mallory@example.org/m' to='%s/%s'/>"
+            % (COMPONENT, ALICE)
+        )
+        self.assertDropped("reply-from-outsider")
+        self.assertEqual(len(self.h.pending), 1)
+
+    def test_unsolicitedReplyDropped(self):
+        self.h.reply("a", stanzaID="never-asked")
+        self.assertDropped("unknown-reply")
+
+    def test_replyToBareComponentDropped(self):
+        self.h.receive(
+            "<iq type='result' id='1' from='%s/a' to='%s'/>" % (TARGET, COMPONENT)
+        )
+        self.assertDropped("unknown-reply")
+
+    def test_errorFromWrongResourceNotAnswered(self):
+        """
+        An error is never answered with an error (RFC 6120 8.2.3).
+        """
+        self.h.reply("b", stanzaID="1", kind="error", payload="")
+        self.assertDropped("reply-from-wrong-resource")
+
+    def test_lateReplyDropped(self):
+        self.h.clock.advance(30)
+        [timeout] = self.h.take()
+        self.assertEqual(errorCondition(timeout), ("remote-server-timeout", "wait"))
+        self.h.reply("a", stanzaID="1")
+        self.assertDropped("unknown-reply")
+
+    def test_replyRoutedOnlyOnce(self):
+        self.h.reply("a", stanzaID="1")
+        self.assertEqual(len(self.h.take()), 1)
+        self.h.reply("a", stanzaID="1")
+        self.assertDropped("unknown-reply")
+
+
+class ErrorAnswerTests(unittest.TestCase):
+    """
+    The errors the component answers with itself (DESIGN.md's table).
+    """
+
+    def setUp(self):
+        self.h = Harness(timeout=10)
+
+    def assertAnswer(self, condition, kind, stanzaID="1", to=ALICE):
+        [out] = self.h.take()
+        self.assertEqual(out["type"], "error")
+        self.assertEqual(out["to"], to)
+        self.assertEqual(out.getAttribute("id"), stanzaID)
+        self.assertEqual(out["from"], COMPONENT)
+        self.assertEqual(errorCondition(out), (condition, kind))
+
+    def test_noResource(self):
+        self.h.request()
+        self.assertAnswer("service-unavailable", "cancel")
+
+    def test_timeout(self):
+        self.h.online("a")
+        self.h.request()
+        self.h.take()
+        self.h.clock.advance(9.9)
+        self.assertEqual(self.h.take(), [])
+        self.h.clock.advance(0.1)
+        self.assertAnswer("remote-server-timeout", "wait")
+        self.assertEqual(len(self.h.pending), 0)
+        self.assertEqual(len(self.h.resources.get(TARGET + "/a").pending), 0)
+
+    def test_noChild(self):
+        self.h.online("a")
+        self.h.request(payload="")
+        self.assertAnswer("bad-request", "modify")
+
+    def test_twoChildren(self):
+        self.h.online("a")
+        self.h.request(payload="<a xmlns='urn:x'/><b xmlns='urn:x'/>")
+        self.assertAnswer("bad-request", "modify")
+
+    def test_textIsNotAChild(self):
+        self.h.online("a")
+        self.h.request(payload=" <a xmlns='urn:x'/> ")
+        [out] = self.h.take()
+        self.assertEqual(out["type"], "get")
+
+    def test_duplicateIdInFlight(self):
+        self.h.online("a")
+        self.h.request(stanzaID="dup")
+        self.h.take()
+        self.h.request(stanzaID="dup")
+        self.assertAnswer("bad-request", "modify", stanzaID="dup")
+        self.assertEqual(len(self.h.pending), 1)
+
+    def test_missingIdDropped(self):
+        self.h.online("a")
+        self.h.receive(
+            "<iq type='get' from='%s' to='%s'><q xmlns='urn:x'/></iq>" % (ALICE, COMPONENT)
+        )
+        self.assertEqual(self.h.take(), [])
+        self.assertEqual(self.h.stats.dropped["request-without-id"], 1)
+
+    def test_requesterTooLongToEncode(self):
+        self.h.online("a")
+        requester = "a@example.org/" + "r" * 1020
+        self.h.request(requester=requester)
+        self.assertAnswer("jid-malformed", "modify", to=requester)
+
+    def test_multibyteRequesterMeasuredInBytes(self):
+        self.h.online("a")
+        requester = "a@example.org/" + "\u00e9" * 600
+        self.h.request(requester=requester)
+        self.assertAnswer("jid-malformed", "modify", to=requester)
+
+    def test_requestFromTargetRefused(self):
+        self.h.online("a")
+        self.h.receive(
+            "<iq type='get' id='t' from='%s/a' to='%s/%s'><q xmlns='urn:x'/></iq>"
+            % (TARGET, COMPONENT, ALICE)
+        )
+        [out] = self.h.take()
+        self.assertEqual(out["to"], TARGET + "/a")
+        self.assertEqual(errorCondition(out), ("service-unavailable", "cancel"))
+
+    def test_resultFromOutsiderNotAnswered(self):
+        self.h.receive("<iq type='result' id='1' from='%s' to='%s'/>" % (ALICE, COMPONENT))
+        self.h.receive(
+            "<iq type='error' id='1' from='%s' to='%s'><error type='cancel'/></iq>"
+            % (ALICE, COMPONENT)
+        )
+        self.assertEqual(self.h.take(), [])
+        self.assertEqual(self.h.stats.dropped["reply-from-outsider"], 2)
+
+    def test_unknownTypeDropped(self):
+        self.h.receive("<iq type='bogus' id='1' from='%s' to='%s'/>" % (ALICE, COMPONENT))
+        self.h.receive("<iq id='2' from='%s' to='%s'/>" % (ALICE, COMPONENT))
+        self.assertEqual(self.h.take(), [])
+        self.assertEqual(self.h.stats.dropped["bad-type"], 2)
+
+    def test_noFromDropped(self):
+        self.h.receive("<iq type='get' id='1' to='%s'><q xmlns='u'/></iq>" % (COMPONENT,))
+        self.assertEqual(self.h.take(), [])
+        self.assertEqual(self.h.stats.dropped["no-address"], 1)
+
+
+class ResourceLeavesTests(unittest.TestCase):
+    """
+    A resource goes unavailable with requests in flight.
+    """
+
+    def setUp(self):
+        self.h = Harness(timeout=10)
+        self.h.online("a", "b")
+
+    def test_getRetriedOnOtherResource(self):
+        self.h.request(stanzaID="g")
+        [first] = self.h.take()
+        self.assertEqual(first["to"], TARGET + "/a")
+        self.h.clock.advance(4)
+        self.h.offline("a")
+        [again] = self.h.take()
+        self.assertEqual(again["to"], TARGET + "/b")
+        self.assertEqual(again["id"], "g")
+        self.assertEqual(again["from"], COMPONENT + "/" + ALICE)
+        self.h.reply("b", stanzaID="g")
+        [out] = self.h.take()
+        self.assertEqual((out["type"], out["to"]), ("result", ALICE))
+        self.assertEqual(self.h.stats.requests["retried"], 1)
+
+    def test_retryKeepsTheDeadline(self):
+        self.h.request(stanzaID="g")
+        self.h.take()
+        self.h.clock.advance(4)
+        self.h.offline("a")
+        self.h.take()
+        self.h.clock.advance(6)
+        [out] = self.h.take()
+        self.assertEqual(errorCondition(out), ("remote-server-timeout", "wait"))
+
+    def test_replyFromFirstResourceAfterRetryDropped(self):
+        self.h.request(stanzaID="g")
+        self.h.offline("a")
+        self.h.take()
+        self.h.reply("a", stanzaID="g")
+        self.assertEqual(self.h.take(), [])
+        self.assertEqual(self.h.stats.dropped["reply-from-wrong-resource"], 1)
+
+    def test_getRetriedOnlyOnce(self):
+        self.h.online("c")
+        self.h.request(stanzaID="g")
+        self.h.take()
+        self.h.offline("a")
+        [again] = self.h.take()
+        self.h.offline(again["to"].split("/")[1])
+        [out] = self.h.take()
+        self.assertEqual(out["to"], ALICE)
+        self.assertEqual(errorCondition(out), ("recipient-unavailable", "wait"))
+
+    def test_setFailsAtOnce(self):
+        self.h.request(stanzaID="s", kind="set")
+        self.h.take()
+        self.h.offline("a")
+        [out] = self.h.take()
+        self.assertEqual(out["to"], ALICE)
+        self.assertEqual(out["id"], "s")
+        self.assertEqual(errorCondition(out), ("recipient-unavailable", "wait"))
+        self.assertEqual(len(self.h.pending), 0)
+
+    def test_getWithNoOtherResource(self):
+        self.h.offline("b")
+        self.h.request(stanzaID="g")
+        self.h.take()
+        self.h.offline("a")
+        [out] = self.h.take()
+        self.assertEqual(errorCondition(out), ("recipient-unavailable", "wait"))
+
+    def test_laterRequestsGoToRemainingResources(self):
+        self.h.offline("a")
+        for i in range(5):
+            self.h.request(stanzaID=str(i))
+        self.assertEqual({out["to"] for out in self.h.take()}, {TARGET + "/b"})
+
+    def test_connectionLostAnswersEverything(self):
+        self.h.request(stanzaID="1")
+        self.h.request(stanzaID="2", kind="set")
+        self.h.take()
+        self.h.manager.disconnect(Failure(ConnectionLost()))
+        out = self.h.take()
+        self.assertEqual(sorted(o["id"] for o in out), ["1", "2"])
+        for o in out:
+            self.assertEqual(errorCondition(o), ("recipient-unavailable", "wait"))
+        self.assertEqual(len(self.h.pending), 0)
+        self.h.clock.advance(60)
+        self.assertEqual(self.h.take(), [])

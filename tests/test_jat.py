@@ -1,0 +1,39 @@
+"""
+Tests for L{clientproxy.jat}.
+"""
+
+from twisted.trial import unittest
+
+from clientproxy.jat import Translator
+
+
+class TranslatorTests(unittest.TestCase):
+    def setUp(self):
+        self.jat = Translator("proxy.example.org")
+
+    def test_anchorCompatible(self):
+        """
+        The encoded resource is the requester's full JID, as
+        mod_client_proxy's.
+        """
+        encoded = self.jat.encode("alice@example.org/abc")
+        self.assertEqual(
+            self.jat.address(encoded), "proxy.example.org/alice@example.org/abc"
+        )
+
+    def test_roundTrip(self):
+        for requester in ["alice@example.org/abc", "example.org", "a@b/c/d", "\u00e9@x/\u2603"]:
+            address = self.jat.address(self.jat.encode(requester))
+            self.assertEqual(self.jat.requester(self.jat.decode(address)), requester)
+
+    def test_decodeOtherAddresses(self):
+        self.assertIsNone(self.jat.decode("proxy.example.org"))
+        self.assertIsNone(self.jat.decode("proxy.example.org/"))
+        self.assertIsNone(self.jat.decode("other.example.org/alice@example.org"))
+        self.assertIsNone(self.jat.decode("proxy.example.org.evil/x"))
+
+    def test_tooLong(self):
+        self.assertIsNotNone(self.jat.encode("a" * 1023))
+        self.assertIsNone(self.jat.encode("a" * 1024))
+        self.assertIsNotNone(self.jat.encode("\u00e9" * 511))
+        self.assertIsNone(self.jat.encode("\u00e9" * 512))

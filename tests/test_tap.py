@@ -1,0 +1,159 @@
+"""
+Tests for L{clientproxy.tap}, the twistd plugin and the tac files.
+"""
+
+import os
+
+from twisted.application import service
+from twisted.application.service import IServiceMaker
+from twisted.plugin import getPlugins
+from twisted.python import usage
+from twisted.python.filepath import FilePath
+from twisted.trial import unittest
+
+from clientproxy.connection import ProxyComponent
+from clientproxy.strategies import LeastPendingStrategy
+from clientproxy.tap import SECRET_ENVIRONMENT, Options, makeService
+
+REQUIRED = ["--jid", "proxy.example.org", "--target", "svc@example.org"]
+TAC = FilePath(__file__).parent().sibling("tac")
+
+
+class OptionsTests(unittest.TestCase):
+    def setUp(self):
+        self.patch(os, "environ", {})
+
+    def parse(self, *arguments):
+        options = Options()
+        options.parseOptions(list(arguments))
+        return options
+
+    def test_defaults(self):
+        options = self.parse(*REQUIRED + ["--secret", "s"])
+        self.assertEqual(options["host"], "127.0.0.1")
+        self.assertEqual(options["port"], 5347)
+        self.assertEqual(options["timeout"], 30.0)
+        self.assertEqual(options["strategy"], "random")
+        self.assertIsNone(options["resources"])
+
+    def test_allOptions(self):
+        options = self.parse(
+            "--jid", "Proxy.Example.ORG", "--target", "Svc@Example.org",
+            "--secret", "s", "--host", "10.0.0.1", "--port", "5348",
+            "--timeout", "2.5", "--strategy", "least-pending", "--resources", "^focus",
+        )
+        self.assertEqual(options["jid"], "proxy.example.org")
+        self.assertEqual(options["target"], "svc@example.org")
+        self.assertEqual(options["port"], 5348)
+        self.assertEqual(options["timeout"], 2.5)
+        self.assertEqual(options["resources"], "^focus")
+
+    def test_required(self):
+        self.assertRaises(usage.UsageError, self.parse, "--secret", "s")
+        self.assertRaises(usage.UsageError, self.parse, "--jid", "p.x", "--secret", "s")
+
+    def test_badJIDs(self):
+        for arguments in [
+            ["--jid", "user@proxy.example.org", "--target", "svc@example.org"],
+            ["--jid", "proxy.example.org/r", "--target", "svc@example.org"],
+            ["--jid", "proxy.example.org", "--target", "example.org"],
+            ["--jid", "proxy.example.org", "--target", "svc@example.org/a"],
+            ["--jid", "proxy.example.org", "--target", "svc@exa mple.org"],
+            ["--jid", "", "--target", "svc@example.org"],
+        ]:
+            self.assertRaises(usage.UsageError, self.parse, *arguments + ["--secret", "s"])
+
+    def test_secretFile(self):
+        path = self.mktemp()
+        FilePath(path).setContent(b"from-file\n")
+        self.assertEqual(self.parse(*REQUIRED + ["--secret-file", path])["secret"], "from-file")
+
+    def test_secretFileMissing(self):
+        e = self.assertRaises(
+            usage.UsageError, self.parse, *REQUIRED + ["--secret-file", "/nonexistent/s"]
+        )
+        self.assertIn("/nonexistent/s", str(e))
+
+    def test_secretFromEnvironment(self):
+        os.environ[SECRET_ENVIRONMENT] = "from-env"
+        self.assertEqual(self.parse(*REQUIRED)["secret"], "from-env")
+
+    def test_secretRequired(self):
+        self.assertRaises(usage.UsageError, self.parse, *REQUIRED)
+
+    def test_oneSecretOnly(self):
+        path = self.mktemp()
+        FilePath(path).setContent(b"x")
+        self.assertRaises(
+            usage.UsageError, self.parse, *REQUIRED + ["--secret", "a", "--secret-file", path]
+        )
+
+    def test_secretNotInErrors(self):
+        e = self.assertRaises(
+            usage.UsageError, self.parse,
+            "--jid", "proxy.example.org", "--target", "svc@example.org/a",
+            "--secret", "hunter2",
+        )
+        self.assertNotIn("hunter2", str(e))
+
+    def test_badValues(self):
+        for extra in [
+            ["--timeout", "0"],
+            ["--timeout", "-1"],
+            ["--port", "0"],
+            ["--port", "70000"],
+            ["--strategy", "nope"],
+            ["--resources", "("],
+        ]:
+            self.assertRaises(usage.UsageError, self.parse, *REQUIRED + ["--secret", "s"] + extra)
+
+    def test_makeService(self):
+        options = self.parse(
+            *REQUIRED + ["--secret", "s", "--port", "5348", "--timeout", "3",
+                         "--strategy", "least-pending", "--resources", "^a"]
+        )
+        proxy = makeService(options)
+        self.assertIsInstance(proxy, ProxyComponent)
+        self.assertEqual((proxy.host, proxy.port, proxy.jid), ("127.0.0.1", 5348, "proxy.example.org"))
+        self.assertEqual(proxy.dispatcher.target, "svc@example.org")
+        self.assertEqual(proxy.dispatcher.pending.timeout, 3.0)
+        self.assertIsInstance(proxy.dispatcher.strategy, LeastPendingStrategy)
+        self.assertTrue(proxy.dispatcher.resources.accepts("abc"))
+        self.assertFalse(proxy.dispatcher.resources.accepts("b"))
+        self.assertEqual(proxy.factory.authenticator.password, "s")
+
+
+class PluginTests(unittest.TestCase):
+    def test_twistdPlugin(self):
+        from twisted import plugins
+
+        makers = {p.tapname: p for p in getPlugins(IServiceMaker, plugins)}
+        self.assertIn("clientproxy", makers)
+        self.assertIs(makers["clientproxy"].options, Options)
+
+
+class TacTests(unittest.TestCase):
+    """
+    The tac files build their services with the same makeService.
+    """
+
+    def setUp(self):
+        self.patch(os, "environ", {SECRET_ENVIRONMENT: "s"})
+
+    def load(self, name):
+        namespace = {}
+        exec(compile(TAC.child(name).getContent(), name, "exec"), namespace)
+        return list(service.IServiceCollection(namespace["application"]))
+
+    def test_single(self):
+        [proxy] = self.load("clientproxy.tac")
+        self.assertIsInstance(proxy, ProxyComponent)
+        self.assertEqual(proxy.jid, "proxy.example.org")
+
+    def test_two(self):
+        proxies = self.load("two-proxies.tac")
+        self.assertEqual(
+            [(p.jid, p.dispatcher.target) for p in proxies],
+            [("focus.example.org", "focus@auth.example.org"),
+             ("search.example.org", "search@example.org")],
+        )
