@@ -41,6 +41,24 @@ def echo(iq):
     return reply
 
 
+_ids = itertools.count()
+
+
+def requestFor(to, payload=None, kind="get", stanzaID=None):
+    """
+    Build an IQ request to C{to} with C{payload} (a C{<query
+    xmlns='urn:test'/>} by default) and a fresh id unless one is given.
+    """
+    iq = domish.Element((None, "iq"))
+    iq["type"] = kind
+    iq["to"] = to
+    iq["id"] = stanzaID or "r%d" % (next(_ids),)
+    if payload is None:
+        payload = domish.Element(("urn:test", "query"))
+    iq.addChild(payload)
+    return iq
+
+
 def resultFor(iq, kind="result"):
     reply = domish.Element((None, "iq"))
     reply["type"] = kind
@@ -83,8 +101,6 @@ class Client:
     @ivar onRequest: called with each IQ get/set received; returns the reply
         element, C{None} to hold it, or a Deferred of either.
     """
-
-    _ids = itertools.count()
 
     def __init__(
         self,
@@ -183,13 +199,12 @@ class Client:
         @return: a Deferred that fires with the reply element (a result or
             an error: both are answers).
         """
-        iq = domish.Element((None, "iq"))
-        iq["type"] = kind
-        iq["to"] = to
-        iq["id"] = stanzaID or "r%d" % (next(self._ids),)
-        if payload is None:
-            payload = domish.Element(("urn:test", "query"))
-        iq.addChild(payload)
+        return self.sendRequest(requestFor(to, payload, kind, stanzaID))
+
+    def sendRequest(self, iq):
+        """
+        Send a ready IQ request (with an id) and wait for its reply.
+        """
         d = self._waiting[iq["id"]] = defer.Deferred()
         self.send(iq)
         return d

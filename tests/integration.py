@@ -1,0 +1,119 @@
+"""
+Base for integration tests: a real Prosody (the Debian package) on loopback,
+real client connections, and the component under test in this process.
+
+Every test gets its own throwaway server on free ports, and everything it
+starts (server process, component, clients) is stopped in its clean-up.
+Waits are on events or conditions, each bounded.
+"""
+
+from twisted.internet import defer, reactor, task
+from twisted.logger import globalLogPublisher
+from twisted.trial import unittest
+
+from clientproxy.service import makeProxy
+from clientproxy.testing.client import Client
+from clientproxy.testing.prosody import ThrowawayProsody
+
+DOMAIN = "localhost"
+COMPONENT = "proxy.localhost"
+TARGET = "svc@localhost"
+SECRET = "integration-secret"
+PASSWORD = "pw"
+USERS = ("svc", "alice", "bob", "mallory")
+
+#: Seconds any single wait in a test may take.
+WAIT = 15
+
+
+def withTimeout(d, seconds=WAIT, what="an event"):
+    """
+    Fail C{d} with a clear message if it has not fired within C{seconds}.
+    """
+
+    def onTimeout(result, timeout):
+        raise AssertionError("waited %s s for %s" % (timeout, what))
+
+    return d.addTimeout(seconds, reactor, onTimeoutCancel=onTimeout)
+
+
+class ProsodyTestCase(unittest.TestCase):
+    """
+    A test with its own Prosody, accounts C{USERS} (password C{PASSWORD}),
+    and the component C{COMPONENT} configured with C{SECRET}.
+    """
+
+    timeout = 90
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.server = ThrowawayProsody({COMPONENT: SECRET}, domain=DOMAIN)
+        self.addCleanup(self.server.cleanUp)
+        for user in USERS:
+            self.server.register(user, PASSWORD)
+        yield self.server.start()
+        self.addCleanup(self.server.stop)
+
+    @defer.inlineCallbacks
+    def connect(self, user, resource, **kwargs):
+        """
+        Log in C{user@localhost/resource}; it is disconnected at clean-up.
+        """
+        client = Client(
+            "%s@%s/%s" % (user, DOMAIN, resource),
+            PASSWORD,
+            "127.0.0.1",
+            self.server.c2sPort,
+            **kwargs,
+        )
+        yield withTimeout(client.connect(), what="login of %s" % (resource,))
+        self.addCleanup(client.disconnect)
+        return client
+
+    @defer.inlineCallbacks
+    def startProxy(self, resources=0, secret=SECRET, jid=COMPONENT, **kwargs):
+        """
+        Start the component in this process, and wait until it knows
+        C{resources} resources of the target.
+        """
+        proxy = makeProxy(
+            jid, TARGET, secret, host="127.0.0.1", port=self.server.componentPort, **kwargs
+        )
+        proxy.startService()
+        self.addCleanup(self.stopProxy, proxy)
+        if resources:
+            yield self.resourcesKnown(proxy, resources)
+        return proxy
+
+    def resourcesKnown(self, proxy, count):
+        return self.waitUntil(
+            lambda: len(proxy.dispatcher.resources) == count,
+            "the component to know %d resources" % (count,),
+        )
+
+    @defer.inlineCallbacks
+    def stopProxy(self, proxy):
+        if proxy.running:
+            proxy.stopService()
+        yield self.waitUntil(lambda: proxy.xmlstream is None, "the component to disconnect")
+
+    @defer.inlineCallbacks
+    def waitUntil(self, condition, what, seconds=WAIT):
+        """
+        Wait until C{condition()} is true, checking every 20 ms, for at most
+        C{seconds}.
+        """
+        deadline = reactor.seconds() + seconds
+        while not condition():
+            if reactor.seconds() > deadline:
+                raise AssertionError("waited %s s for %s" % (seconds, what))
+            yield task.deferLater(reactor, 0.02, lambda: None)
+
+    def logEvents(self):
+        """
+        Collect the log events emitted from now until the end of the test.
+        """
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        return events

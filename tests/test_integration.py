@@ -1,0 +1,282 @@
+"""
+End-to-end tests: a real Prosody, real client connections for the requester
+and the resources of the target, and the component connected over XEP-0114.
+"""
+
+from twisted.internet import defer
+from twisted.words.xish import domish
+
+from clientproxy.testing.client import echo, errorFor, hold
+from tests.helpers import errorCondition
+from tests.integration import COMPONENT, TARGET, ProsodyTestCase, withTimeout
+
+
+def payload(text):
+    query = domish.Element(("urn:test", "query"))
+    item = query.addElement("item", content=text)
+    item["n"] = "1"
+    return query
+
+
+class Holder:
+    """
+    A request handler that holds requests until told to answer them.
+    """
+
+    def __init__(self):
+        self.held = []
+
+    def __call__(self, iq):
+        d = defer.Deferred()
+        self.held.append((iq, d))
+        return d
+
+    def answer(self, index=0, marker="answer"):
+        iq, d = self.held[index]
+        reply = echo(iq)
+        reply.addElement(("urn:test", marker))
+        d.callback(reply)
+
+
+class RequestTests(ProsodyTestCase):
+    """
+    Requests and replies through the component.
+    """
+
+    @defer.inlineCallbacks
+    def test_resourcesOnlineBeforeStartAreLearnt(self):
+        """
+        Resources online before the component starts are learnt, and a
+        request's id and payload come back unchanged from the component's
+        bare JID.
+        """
+        a = yield self.connect("svc", "a")
+        b = yield self.connect("svc", "b")
+        proxy = yield self.startProxy(resources=2)
+        self.assertEqual(
+            sorted(r.jid for r in proxy.dispatcher.resources.available),
+            [TARGET + "/a", TARGET + "/b"],
+        )
+        alice = yield self.connect("alice", "x")
+        sent = payload("hello \u2603")
+        reply = yield withTimeout(alice.request(COMPONENT, sent, stanzaID="id-1"))
+        self.assertEqual(reply["type"], "result")
+        self.assertEqual(reply["id"], "id-1")
+        self.assertEqual(reply["from"], COMPONENT)
+        self.assertEqual(reply.firstChildElement().toXml(), sent.toXml())
+        [request] = a.requests + b.requests
+        self.assertEqual(request["from"], COMPONENT + "/alice@localhost/x")
+        self.assertEqual(request["id"], "id-1")
+
+    @defer.inlineCallbacks
+    def test_errorReplyPassesThrough(self):
+        yield self.connect("svc", "a", onRequest=errorFor("item-not-found"))
+        yield self.startProxy(resources=1)
+        alice = yield self.connect("alice", "x")
+        reply = yield withTimeout(alice.request(COMPONENT, stanzaID="e1"))
+        self.assertEqual((reply["type"], reply["id"], reply["from"]), ("error", "e1", COMPONENT))
+        self.assertEqual(errorCondition(reply), ("item-not-found", "cancel"))
+
+    @defer.inlineCallbacks
+    def test_requestsSpreadOverResources(self):
+        a = yield self.connect("svc", "a")
+        b = yield self.connect("svc", "b")
+        yield self.startProxy(resources=2)
+        alice = yield self.connect("alice", "x")
+        replies = yield withTimeout(
+            defer.gatherResults([alice.request(COMPONENT) for _ in range(40)])
+        )
+        self.assertEqual({r["type"] for r in replies}, {"result"})
+        self.assertGreater(len(a.requests), 0)
+        self.assertGreater(len(b.requests), 0)
+        self.assertEqual(len(a.requests) + len(b.requests), 40)
+
+    @defer.inlineCallbacks
+    def test_burstOf500(self):
+        """
+        500 concurrent requests from two requesters are answered completely,
+        each with its own id.
+        """
+        yield self.connect("svc", "a")
+        yield self.connect("svc", "b")
+        proxy = yield self.startProxy(resources=2)
+        alice = yield self.connect("alice", "x")
+        bob = yield self.connect("bob", "y")
+        requests = {}
+        for i in range(250):
+            for client in (alice, bob):
+                stanzaID = "%s-%d" % (client.jid.user, i)
+                requests[stanzaID] = client.request(COMPONENT, payload(stanzaID), stanzaID=stanzaID)
+        replies = yield withTimeout(defer.gatherResults(list(requests.values())), 60)
+        self.assertEqual(len(replies), 500)
+        for stanzaID, reply in zip(requests, replies):
+            self.assertEqual((reply["type"], reply["id"]), ("result", stanzaID))
+            self.assertEqual(str(reply.firstChildElement().firstChildElement()), stanzaID)
+        self.assertEqual(proxy.stats.requests["answered"], 500)
+        self.assertEqual(len(proxy.dispatcher.pending), 0)
+
+    @defer.inlineCallbacks
+    def test_noResource(self):
+        yield self.startProxy()
+        alice = yield self.connect("alice", "x")
+        reply = yield withTimeout(alice.request(COMPONENT, stanzaID="n1"), 5)
+        self.assertEqual((reply["type"], reply["from"]), ("error", COMPONENT))
+        self.assertEqual(errorCondition(reply), ("service-unavailable", "cancel"))
+
+    @defer.inlineCallbacks
+    def test_timeout(self):
+        yield self.connect("svc", "a", onRequest=hold)
+        yield self.startProxy(resources=1, timeout=1)
+        alice = yield self.connect("alice", "x")
+        reply = yield withTimeout(alice.request(COMPONENT, stanzaID="t1"))
+        self.assertEqual((reply["type"], reply["id"]), ("error", "t1"))
+        self.assertEqual(errorCondition(reply), ("remote-server-timeout", "wait"))
+
+    @defer.inlineCallbacks
+    def test_onlyTheAskedResourceIsRouted(self):
+        """
+        A third party, a resource other than the one asked, and an
+        unsolicited reply from the target are never routed to the requester;
+        the asked resource's reply is, once.
+        """
+        holders = {"a": Holder(), "b": Holder()}
+        a = yield self.connect("svc", "a", onRequest=holders["a"])
+        b = yield self.connect("svc", "b", onRequest=holders["b"])
+        proxy = yield self.startProxy(resources=2)
+        alice = yield self.connect("alice", "x")
+        mallory = yield self.connect("mallory", "m")
+        received = []
+        alice.xmlstream.addObserver("/iq", received.append, priority=1)
+        answer = alice.request(COMPONENT, stanzaID="q1")
+        yield self.waitUntil(lambda: a.requests or b.requests, "the request to arrive")
+        asked, other = ("a", b) if a.requests else ("b", a)
+        encoded = COMPONENT + "/alice@localhost/x"
+
+        def forged(client, stanzaID, marker):
+            iq = domish.Element((None, "iq"))
+            iq["type"] = "result"
+            iq["id"] = stanzaID
+            iq["to"] = encoded
+            iq.addElement(("urn:test", marker))
+            client.send(iq)
+
+        forged(other, "q1", "from-other-resource")
+        forged(mallory, "q1", "from-third-party")
+        forged(other, "never-asked", "unsolicited")
+        yield self.waitUntil(
+            lambda: sum(proxy.stats.dropped.values()) == 3, "three drops"
+        )
+        self.assertEqual(
+            dict(proxy.stats.dropped),
+            {"reply-from-wrong-resource": 1, "reply-from-outsider": 1, "unknown-reply": 1},
+        )
+        self.assertEqual(received, [])
+        holders[asked].answer(marker="from-asked")
+        reply = yield withTimeout(answer)
+        self.assertEqual([c.name for c in reply.elements()], ["query", "from-asked"])
+        self.assertEqual(len(received), 1)
+
+
+class ResourceChangeTests(ProsodyTestCase):
+    """
+    Resources that come and go.
+    """
+
+    @defer.inlineCallbacks
+    def test_resourceLeavingDoesNotFailLaterRequests(self):
+        a = yield self.connect("svc", "a")
+        b = yield self.connect("svc", "b")
+        proxy = yield self.startProxy(resources=2)
+        yield b.disconnect()
+        yield self.resourcesKnown(proxy, 1)
+        alice = yield self.connect("alice", "x")
+        replies = yield withTimeout(
+            defer.gatherResults([alice.request(COMPONENT) for _ in range(30)])
+        )
+        self.assertEqual({r["type"] for r in replies}, {"result"})
+        self.assertEqual(len(a.requests), 30)
+
+    @defer.inlineCallbacks
+    def test_getHeldByLeavingResourceIsRetried(self):
+        """
+        A get held by a resource that goes offline is answered by another
+        resource, long before the request's timeout.
+        """
+        a = yield self.connect("svc", "a", onRequest=hold)
+        proxy = yield self.startProxy(resources=1, timeout=60)
+        alice = yield self.connect("alice", "x")
+        answer = alice.request(COMPONENT, stanzaID="g1")
+        yield self.waitUntil(lambda: a.requests, "the request to reach a")
+        b = yield self.connect("svc", "b")
+        yield self.resourcesKnown(proxy, 2)
+        yield a.disconnect()
+        reply = yield withTimeout(answer, 5, "the retried request's answer")
+        self.assertEqual((reply["type"], reply["id"]), ("result", "g1"))
+        self.assertEqual(len(b.requests), 1)
+        self.assertEqual(proxy.stats.requests["retried"], 1)
+
+    @defer.inlineCallbacks
+    def test_setHeldByLeavingResourceFails(self):
+        a = yield self.connect("svc", "a", onRequest=hold)
+        yield self.connect("svc", "b")
+        proxy = yield self.startProxy(resources=2)
+        alice = yield self.connect("alice", "x")
+        answers = [alice.request(COMPONENT, kind="set") for _ in range(6)]
+        yield self.waitUntil(lambda: a.requests, "a request to reach a")
+        held = len(a.requests)
+        yield a.disconnect()
+        replies = yield withTimeout(defer.gatherResults(answers))
+        failed = [r for r in replies if r["type"] == "error"]
+        self.assertEqual(len(failed), held)
+        for reply in failed:
+            self.assertEqual(errorCondition(reply), ("recipient-unavailable", "wait"))
+        self.assertEqual(proxy.stats.requests["retried"], 0)
+
+
+class RestartTests(ProsodyTestCase):
+    """
+    The component and the server restart; nobody approves anything again.
+    """
+
+    @defer.inlineCallbacks
+    def test_componentRestart(self):
+        yield self.connect("svc", "a")
+        first = yield self.startProxy(resources=1)
+        alice = yield self.connect("alice", "x")
+        reply = yield withTimeout(alice.request(COMPONENT))
+        self.assertEqual(reply["type"], "result")
+        yield self.stopProxy(first)
+        yield self.startProxy(resources=1)
+        reply = yield withTimeout(alice.request(COMPONENT))
+        self.assertEqual(reply["type"], "result")
+
+    @defer.inlineCallbacks
+    def test_serverRestart(self):
+        a = yield self.connect("svc", "a")
+        proxy = yield self.startProxy(resources=1)
+        yield self.server.stop()
+        yield withTimeout(a.disconnect())
+        yield self.waitUntil(lambda: proxy.xmlstream is None, "the component to see the server go")
+        self.assertEqual(len(proxy.dispatcher.resources), 0)
+        yield self.server.start()
+        yield self.connect("svc", "a")
+        yield self.resourcesKnown(proxy, 1)
+        alice = yield self.connect("alice", "x")
+        reply = yield withTimeout(alice.request(COMPONENT))
+        self.assertEqual(reply["type"], "result")
+        self.assertEqual(proxy.stats.reconnects, 1)
+
+
+class HandshakeTests(ProsodyTestCase):
+    @defer.inlineCallbacks
+    def test_wrongSecretLoggedClearly(self):
+        events = self.logEvents()
+        proxy = yield self.startProxy(secret="wrong")
+        yield self.waitUntil(
+            lambda: any(e.get("condition") == "not-authorized" for e in events),
+            "the refusal to be logged",
+        )
+        self.assertFalse(proxy._authenticated)
+        self.assertTrue(proxy.running)
+        for event in events:
+            self.assertNotIn("wrong", repr(event))
