@@ -280,3 +280,14 @@ class HandshakeTests(ProsodyTestCase):
         self.assertTrue(proxy.running)
         for event in events:
             self.assertNotIn("wrong", repr(event))
+
+    @defer.inlineCallbacks
+    def test_unknownComponentLoggedClearly(self):
+        events = self.logEvents()
+        proxy = yield self.startProxy(jid="unknown.localhost")
+        yield self.waitUntil(
+            lambda: any(e.get("condition") == "host-unknown" for e in events),
+            "the refusal to be logged",
+        )
+        self.assertFalse(proxy._authenticated)
+        self.assertTrue(proxy.running)
