@@ -88,6 +88,11 @@ class ProxyComponent(Component):
             jid=self.jid,
         )
         Component._authd(self, xs)
+        # The stream manager's own IQ response tracking (for
+        # StreamManager.request) is unused: replies are matched by the
+        # dispatcher's pending table. Two XPath checks less per stanza.
+        xs.removeObserver('/iq[@type="result"]', self._onIQResponse)
+        xs.removeObserver('/iq[@type="error"]', self._onIQResponse)
 
     def _disconnected(self, reason):
         if self._authenticated and self.running:

@@ -7,21 +7,18 @@ and a requester. It prints the exchange, then cleans everything up.
 """
 
 import os
-import shutil
-import sys
 
-from twisted.internet import defer, protocol, task
+from twisted.internet import defer, task
 from twisted.words.xish import domish
 
 from clientproxy.testing.client import Client, requestFor, resultFor
 from clientproxy.testing.prosody import ThrowawayProsody
+from clientproxy.testing.twistd import ComponentProcess
 
 COMPONENT = "proxy.localhost"
 TARGET = "svc@localhost"
 SECRET = "demo-secret"
 NS_WHOAMI = "urn:example:whoami"
-#: Seconds any step of the demo may take.
-STEP = 15
 
 
 def show(who, direction, stanza):
@@ -54,37 +51,6 @@ def answeredBy(reply):
             return str(element)
 
 
-class ComponentProcess(protocol.ProcessProtocol):
-    """
-    `twistd -n clientproxy ...`, with its own log lines shown as they come.
-
-    @ivar knows: resource count to a Deferred that fires once the
-        component's log says it knows that many resources.
-    """
-
-    def __init__(self):
-        self.ended = defer.Deferred()
-        self.knows = {}
-
-    def outReceived(self, data):
-        for line in data.decode("utf-8", "replace").splitlines():
-            if "[clientproxy." in line:
-                print("    [component] " + line.split("] ", 1)[-1])
-            for count, d in list(self.knows.items()):
-                if ("; %d in all" % count) in line or ("; %d left" % count) in line:
-                    del self.knows[count]
-                    d.callback(None)
-
-    errReceived = outReceived
-
-    def resources(self, reactor, count):
-        d = self.knows[count] = defer.Deferred()
-        return d.addTimeout(STEP, reactor)
-
-    def processEnded(self, reason):
-        self.ended.callback(None)
-
-
 @defer.inlineCallbacks
 def ask(alice, n):
     iq = requestFor(COMPONENT, domish.Element((NS_WHOAMI, "query")), stanzaID="req-%d" % n)
@@ -97,8 +63,7 @@ def ask(alice, n):
 @defer.inlineCallbacks
 def main(reactor):
     server = ThrowawayProsody({COMPONENT: SECRET})
-    process = ComponentProcess()
-    component = None
+    process = ComponentProcess(echo=lambda line: print("    [component] " + line))
     clients = []
     try:
         print("1. A throwaway Prosody on 127.0.0.1: port %d for clients, %d for components"
@@ -120,16 +85,11 @@ def main(reactor):
         secretFile = os.path.join(server.directory, "secret")
         with open(secretFile, "w") as f:
             f.write(SECRET + "\n")
-        learnt = process.resources(reactor, 2)
-        twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
-        if not os.path.exists(twistd):
-            twistd = shutil.which("twistd")
-        component = reactor.spawnProcess(
-            process, twistd,
-            [twistd, "-n", "--pidfile=", "clientproxy",
-             "--jid", COMPONENT, "--target", TARGET, "--secret-file", secretFile,
+        learnt = process.waitForResources(2)
+        process.start(
+            ["--jid", COMPONENT, "--target", TARGET, "--secret-file", secretFile,
              "--port", str(server.componentPort), "--timeout", "5"],
-            env=dict(os.environ), path=server.directory,
+            server.directory,
         )
         yield learnt
 
@@ -146,13 +106,13 @@ def main(reactor):
         print("   answered by: %s (a random resource each time)" % ", ".join(answers))
 
         print("5. Resource b logs out; the next request still gets an answer")
-        left = process.resources(reactor, 1)
+        left = process.waitForResources(1)
         yield clients[1].disconnect()
         yield left
         yield ask(alice, 5)
 
         print("6. Resource a logs out too: the component answers service-unavailable itself")
-        left = process.resources(reactor, 0)
+        left = process.waitForResources(0)
         yield clients[0].disconnect()
         yield left
         yield ask(alice, 6)
@@ -160,9 +120,7 @@ def main(reactor):
     finally:
         for client in clients:
             yield client.disconnect()
-        if component is not None and not process.ended.called:
-            component.signalProcess("TERM")
-            yield process.ended
+        yield process.stop()
         yield server.stop()
         server.cleanUp()
 
