@@ -8,7 +8,9 @@ reply out.
     python3 bench/inprocess.py [--requests N] [--resources K] [--profile]
 
 Prints round trips per second of CPU time on one core, and with --profile
-the functions where the time goes.
+the functions where the time goes. The reactor does not run; its timed-call
+bookkeeping (where cancelled timeouts are let go) is run every 64 round
+trips, as a running reactor would between reads.
 """
 
 import argparse
@@ -118,14 +120,17 @@ def run(count, resources, requesters, profile=False, window=1):
     before = transport.writes
     if profiler:
         profiler.enable()
-    cpu0, wall0 = time.process_time(), time.perf_counter()
+    tick = reactor.runUntilCurrent
+    cpu0 = time.process_time()
     for start in range(0, count, window):
         batch = work[start:start + window]
         for request, _ in batch:
             feed(request)
         for _, reply in batch:
             feed(reply)
-    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+        if start % 64 < window:
+            tick()
+    cpu = time.process_time() - cpu0
     if profiler:
         profiler.disable()
     answered = proxy.stats.requests["answered"]

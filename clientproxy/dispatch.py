@@ -16,6 +16,7 @@ The errors the component answers with itself are listed in README.md.
 
 from twisted.logger import Logger
 from twisted.words.protocols.jabber.error import StanzaError
+from twisted.words.xish.domish import escapeToXml
 from wokkel.subprotocols import XMPPHandler
 
 from clientproxy.jat import Translator
@@ -25,6 +26,21 @@ from clientproxy.stanzas import (
     childElementCount,
     errorReply,
 )
+
+#: A get sent again to another resource: id, from, to and the payload.
+RETRY = "<iq type='get' id='%s' from='%s' to='%s'>%s</iq>"
+
+
+def payloadOf(request):
+    """
+    The payload of a serialised IQ request: what is between its root's
+    start and end tags. Kept for a get, to send it again if its resource
+    leaves; far smaller than the parsed tree or the whole stanza. (In an
+    attribute value '>' is always escaped, so the first '>' ends the root's
+    start tag; a request always has a child, so it ends with '</iq>'.)
+    """
+    return request[request.index(">") + 1 : -5]
+
 
 #: The condition for requests in flight when the connection to the server is
 #: lost: type wait, so the requester may ask again.
@@ -54,6 +70,9 @@ class IQDispatcher(XMPPHandler):
         self.pending = pending
         self.stats = stats
         resources.whenRemoved(self._resourceRemoved)
+        # Bound once: every pending request refers to these two objects.
+        self._replied = self._routeReply
+        self._failed = self._answerFailure
 
     def connectionInitialized(self):
         self.xmlstream.addObserver("/iq", self.onIQ)
@@ -93,13 +112,13 @@ class IQDispatcher(XMPPHandler):
             else:
                 self.stats.drop(iq, "bad-type")
         elif kind in REQUEST_TYPES:
-            self._onRequest(iq, sender, recipient)
+            self._onRequest(iq, kind, sender)
         elif kind in REPLY_TYPES:
             self.stats.drop(iq, "reply-from-outsider")
         else:
             self.stats.drop(iq, "bad-type")
 
-    def _onRequest(self, iq, requester, recipient):
+    def _onRequest(self, iq, kind, requester):
         stanzaID = iq.getAttribute("id")
         if stanzaID is None:
             self.stats.drop(iq, "request-without-id")
@@ -122,15 +141,16 @@ class IQDispatcher(XMPPHandler):
         resource = self.strategy.choose(available, requester)
         iq["from"] = self.jat.address(encoded)
         iq["to"] = resource.jid
-        entry = self.pending.add(key, requester, iq, resource)
-        entry.deferred.addCallbacks(
-            self._routeReply,
-            self._answerFailure,
-            callbackArgs=(entry,),
-            errbackArgs=(entry,),
+        request = iq.toXml()
+        entry = self.pending.add(
+            key, requester, payloadOf(request) if kind == "get" else None, resource
+        )
+        args = (entry,)
+        entry.addCallbacks(
+            self._replied, self._failed, callbackArgs=args, errbackArgs=args
         )
         self.stats.requests["forwarded"] += 1
-        self.send(iq)
+        self.send(request)
 
     def _onReply(self, reply, sender, recipient):
         encoded = self.jat.decode(recipient)
@@ -168,13 +188,17 @@ class IQDispatcher(XMPPHandler):
         more to another resource, and fail the rest with
         C{recipient-unavailable} (a C{set} is not safe to repeat).
         """
-        for entry in list(resource.pending.values()):
+        for entry in self.pending.entriesOf(resource):
             available = self.resources.available
-            request = entry.request
-            if request.getAttribute("type") == "get" and not entry.retried and available:
+            if entry.retry is not None and available:
                 other = self.strategy.choose(available, entry.requester)
+                request = RETRY % (
+                    escapeToXml(entry.stanzaID, True),
+                    escapeToXml(self.jat.address(entry.key[0]), True),
+                    escapeToXml(other.jid, True),
+                    entry.retry,
+                )
                 self.pending.reassign(entry, other)
-                request["to"] = other.jid
                 self.stats.requests["retried"] += 1
                 self.send(request)
             else:

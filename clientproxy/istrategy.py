@@ -24,7 +24,8 @@ class IDispatchStrategy(Interface):
 
         @param resources: the available resources, a non-empty list of
             L{clientproxy.resources.Resource} (C{jid}, C{name}, C{priority},
-            and C{pending}, the requests it holds now). Do not change it.
+            and C{pending}, the number of requests it holds now). Do not
+            change it.
         @param requester: the full JID (a string) of the entity asking.
         @return: one item of C{resources}.
         """

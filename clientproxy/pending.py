@@ -4,41 +4,46 @@ The pending-request table: every request sent to a resource of the target
 and not yet answered.
 
 Entries are keyed by C{(encoded resource, stanza id)}, the pair a reply
-carries back in its C{to} and C{id}. Each entry has a L{Deferred} that
-fires with the reply element, or fails with a L{StanzaError} whose condition
-is the answer owed to the requester (C{remote-server-timeout} when the
-timeout passes first). The timeout runs on an injectable L{IReactorTime}, so
-tests drive it with L{twisted.internet.task.Clock}.
+carries back in its C{to} and C{id}. Each entry is a L{Deferred} that fires
+with the reply element, or fails with a L{StanzaError} whose condition is
+the answer owed to the requester (C{remote-server-timeout} once the timeout
+passes).
+
+Every request gets the same timeout, so deadlines grow in the order
+requests are added; the table keeps its entries in that order (a dict keeps
+insertion order) and needs a single timer, on an injectable
+L{IReactorTime}, for the oldest deadline. That is cheaper in time and
+memory than a timer per request, and lets tests drive time with
+L{twisted.internet.task.Clock}.
 """
 
 from twisted.internet.defer import Deferred
 from twisted.words.protocols.jabber.error import StanzaError
 
 
-class PendingRequest:
+class PendingRequest(Deferred):
     """
-    One request in flight.
+    One request in flight: a Deferred with what is needed to route its
+    reply. Small on purpose: a busy component holds many.
 
     @ivar key: C{(encoded, stanzaID)}.
     @ivar requester: the full JID that asked, as a string.
-    @ivar request: the request element as sent to the resource (kept so a
-        C{get} can be sent again to another resource).
+    @ivar retry: the request as sent to the resource, serialised, while it
+        may still be sent again to another resource (a C{get} not yet
+        retried); C{None} otherwise.
     @ivar resource: the L{clientproxy.resources.Resource} holding it now.
-    @ivar retried: whether it has already been sent again once.
-    @ivar deferred: fires with the reply element, or fails with
-        L{StanzaError}.
+    @ivar deadline: when it times out, in the table's clock's seconds.
     """
 
-    __slots__ = ("key", "requester", "request", "resource", "retried", "deferred", "_timer")
+    __slots__ = ("key", "requester", "retry", "resource", "deadline")
 
-    def __init__(self, key, requester, request, resource):
+    def __init__(self, key, requester, retry, resource, deadline):
+        Deferred.__init__(self)
         self.key = key
         self.requester = requester
-        self.request = request
+        self.retry = retry
         self.resource = resource
-        self.retried = False
-        self.deferred = Deferred()
-        self._timer = None
+        self.deadline = deadline
 
     @property
     def stanzaID(self):
@@ -49,13 +54,15 @@ class PendingTable:
     """
     Requests in flight, with their timeouts.
 
-    @ivar timeout: seconds a request may wait for its reply.
+    @ivar timeout: seconds a request may wait for its reply; fixed for the
+        life of the table (the order of deadlines depends on it).
     """
 
     def __init__(self, clock, timeout):
         self._clock = clock
         self.timeout = timeout
         self._entries = {}
+        self._timer = None
 
     def __len__(self):
         return len(self._entries)
@@ -69,53 +76,62 @@ class PendingTable:
         """
         return self._entries.get(key)
 
-    def add(self, key, requester, request, resource):
+    def entriesOf(self, resource):
+        """
+        Return the entries C{resource} holds now (by a scan of the table: it
+        is needed only when a resource leaves).
+        """
+        return [entry for entry in self._entries.values() if entry.resource is resource]
+
+    def add(self, key, requester, retry, resource):
         """
         Track a request just sent to C{resource}, and start its timeout.
 
+        @param retry: the serialised request if it may be sent again to
+            another resource, else C{None}.
         @return: the new L{PendingRequest}.
         """
-        entry = PendingRequest(key, requester, request, resource)
-        self._entries[key] = entry
-        resource.pending[key] = entry
-        entry._timer = self._clock.callLater(
-            self.timeout, self.fail, entry, "remote-server-timeout"
+        entry = PendingRequest(
+            key, requester, retry, resource, self._clock.seconds() + self.timeout
         )
+        self._entries[key] = entry
+        resource.pending += 1
+        if self._timer is None:
+            self._timer = self._clock.callLater(self.timeout, self._expire)
         return entry
 
     def reassign(self, entry, resource):
         """
-        Move C{entry} to C{resource}: it was sent again there. The timeout
-        keeps running: a requester waits at most C{timeout} in all.
+        Move C{entry} to C{resource}: it was sent again there, and is not
+        sent again a second time. The deadline stays: a requester waits at
+        most C{timeout} in all.
         """
-        entry.resource.pending.pop(entry.key, None)
+        entry.resource.pending -= 1
         entry.resource = resource
-        entry.retried = True
-        resource.pending[entry.key] = entry
+        entry.retry = None
+        resource.pending += 1
 
     def _remove(self, entry):
         del self._entries[entry.key]
-        entry.resource.pending.pop(entry.key, None)
-        timer = entry._timer
-        if timer is not None and timer.active():
-            timer.cancel()
-        entry._timer = None
+        entry.resource.pending -= 1
+        if not self._entries and self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def complete(self, entry, reply):
         """
-        The reply to C{entry} came: forget it and fire its Deferred with
-        C{reply}.
+        The reply to C{entry} came: forget it and fire it with C{reply}.
         """
         self._remove(entry)
-        entry.deferred.callback(reply)
+        entry.callback(reply)
 
     def fail(self, entry, condition, text=None):
         """
-        Give up on C{entry}: forget it and fail its Deferred with a
-        L{StanzaError} of C{condition}.
+        Give up on C{entry}: forget it and fail it with a L{StanzaError} of
+        C{condition}.
         """
         self._remove(entry)
-        entry.deferred.errback(StanzaError(condition, text=text))
+        entry.errback(StanzaError(condition, text=text))
 
     def failAll(self, condition, text=None):
         """
@@ -124,3 +140,21 @@ class PendingTable:
         """
         for entry in list(self._entries.values()):
             self.fail(entry, condition, text)
+
+    def _expire(self):
+        """
+        Fail the entries whose deadline has passed, oldest first, and set
+        the timer for the next deadline.
+        """
+        self._timer = None
+        now = self._clock.seconds()
+        expired = []
+        for entry in self._entries.values():
+            if entry.deadline > now:
+                break
+            expired.append(entry)
+        for entry in expired:
+            self.fail(entry, "remote-server-timeout")
+        if self._entries and self._timer is None:
+            oldest = next(iter(self._entries.values()))
+            self._timer = self._clock.callLater(max(0.0, oldest.deadline - now), self._expire)

@@ -19,9 +19,8 @@ class Resource:
         presence), e.g. C{svc@example.org/a}.
     @ivar name: the resource part, e.g. C{a}.
     @ivar priority: the priority of its last available presence.
-    @ivar pending: the requests it holds now (a dict keyed like the pending
-        table), so strategies can weigh load and a resource that leaves can
-        hand its requests back.
+    @ivar pending: the number of requests it holds now, so strategies can
+        weigh load.
     """
 
     __slots__ = ("jid", "name", "priority", "pending")
@@ -30,13 +29,13 @@ class Resource:
         self.jid = jid
         self.name = name
         self.priority = priority
-        self.pending = {}
+        self.pending = 0
 
     def __repr__(self):
         return "<Resource %s priority=%d pending=%d>" % (
             self.jid,
             self.priority,
-            len(self.pending),
+            self.pending,
         )
 
 

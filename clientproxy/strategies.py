@@ -76,11 +76,11 @@ class LeastPendingStrategy:
         start = self._start % count
         self._start = start + 1
         best = resources[start]
-        fewest = len(best.pending)
+        fewest = best.pending
         if fewest:
             for offset in range(1, count):
                 resource = resources[(start + offset) % count]
-                load = len(resource.pending)
+                load = resource.pending
                 if load < fewest:
                     best, fewest = resource, load
                     if not load:

@@ -33,7 +33,9 @@ class RecordingManager(XMPPHandlerCollection):
         self.sent = []
 
     def send(self, obj):
-        self.sent.append(parseXml(obj.toXml().encode("utf-8")))
+        if not isinstance(obj, str):
+            obj = obj.toXml()
+        self.sent.append(parseXml(obj.encode("utf-8")))
 
     def connect(self):
         for handler in self:

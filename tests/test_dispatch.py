@@ -185,7 +185,7 @@ class ErrorAnswerTests(unittest.TestCase):
         self.h.clock.advance(0.1)
         self.assertAnswer("remote-server-timeout", "wait")
         self.assertEqual(len(self.h.pending), 0)
-        self.assertEqual(len(self.h.resources.get(TARGET + "/a").pending), 0)
+        self.assertEqual(self.h.resources.get(TARGET + "/a").pending, 0)
 
     def test_noChild(self):
         self.h.online("a")
@@ -272,7 +272,11 @@ class ResourceLeavesTests(unittest.TestCase):
         self.h.online("a", "b")
 
     def test_getRetriedOnOtherResource(self):
-        self.h.request(stanzaID="g")
+        self.h.request(
+            stanzaID="g",
+            payload="<query xmlns='urn:test' a='&lt;&apos;&gt;'><x:item xmlns:x='urn:x'>"
+            "t&amp;<b/></x:item></query>",
+        )
         [first] = self.h.take()
         self.assertEqual(first["to"], TARGET + "/a")
         self.h.clock.advance(4)
@@ -281,6 +285,9 @@ class ResourceLeavesTests(unittest.TestCase):
         self.assertEqual(again["to"], TARGET + "/b")
         self.assertEqual(again["id"], "g")
         self.assertEqual(again["from"], COMPONENT + "/" + ALICE)
+        self.assertEqual(
+            [c.toXml() for c in again.elements()], [c.toXml() for c in first.elements()]
+        )
         self.h.reply("b", stanzaID="g")
         [out] = self.h.take()
         self.assertEqual((out["type"], out["to"]), ("result", ALICE))
@@ -303,6 +310,21 @@ class ResourceLeavesTests(unittest.TestCase):
         self.h.reply("a", stanzaID="g")
         self.assertEqual(self.h.take(), [])
         self.assertEqual(self.h.stats.dropped["reply-from-wrong-resource"], 1)
+
+    def test_retryRewritesOnlyTheRecipient(self):
+        """
+        A requester whose address looks like an attribute does not confuse
+        the retry: only the request's own recipient changes.
+        """
+        requester = "alice@example.org/ to='%s/a' x" % (TARGET,)
+        self.h.request(requester=requester.replace("'", "&apos;"), stanzaID="g")
+        [first] = self.h.take()
+        self.assertEqual(first["from"], COMPONENT + "/" + requester)
+        self.h.offline("a")
+        [again] = self.h.take()
+        self.assertEqual(again["to"], TARGET + "/b")
+        self.assertEqual(again["from"], COMPONENT + "/" + requester)
+        self.assertEqual(again["id"], "g")
 
     def test_getRetriedOnlyOnce(self):
         self.h.online("c")

@@ -3,7 +3,6 @@ Tests for L{clientproxy.strategies}, and for finding a third party's
 strategy as a Twisted plugin.
 """
 
-import os
 import random
 import sys
 import textwrap
@@ -56,9 +55,9 @@ class BuiltinTests(unittest.TestCase):
 
     def test_leastPending(self):
         rs = resources(0, 0, 0)
-        rs[0].pending = {1: None, 2: None}
-        rs[1].pending = {3: None}
-        rs[2].pending = {4: None, 5: None, 6: None}
+        rs[0].pending = 2
+        rs[1].pending = 1
+        rs[2].pending = 3
         strategy = LeastPendingStrategy()
         for _ in range(4):
             self.assertEqual(strategy.choose(rs, "req").name, "r1")

@@ -100,6 +100,13 @@ class ThrowawayProsody:
         self._process = None
 
     @property
+    def pid(self):
+        """
+        The server's process id while it runs.
+        """
+        return self._process.pid if self._process is not None else None
+
+    @property
     def log(self):
         """
         The path of the server's log file.
