@@ -160,8 +160,17 @@ def main(argv=None):
     parser.add_argument("--requesters", type=int, default=100)
     parser.add_argument("--window", type=int, default=1)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--scale", action="store_true",
+        help="CPU per round trip for 1 to 1000 resources and requesters",
+    )
     args = parser.parse_args(argv)
-    result = run(args.requests, args.resources, args.requesters, args.profile, args.window)
+    if args.scale:
+        counts = (1, 10, 100, 1000)
+        result = {"scale": [run(args.requests, resources, requesters)
+                            for resources in counts for requesters in counts]}
+    else:
+        result = run(args.requests, args.resources, args.requesters, args.profile, args.window)
     print(json.dumps(result))
 
 

@@ -6,6 +6,7 @@ The tac files in C{tac/} build their services with the same L{Options} and
 L{makeService}.
 """
 
+import gc
 import os
 import re
 
@@ -125,7 +126,14 @@ class Options(usage.Options):
 def makeService(config):
     """
     Make the proxy service from parsed L{Options}.
+
+    Called once per process by twistd (or a tac file) after everything is
+    imported, so it also moves the objects that live for the whole process
+    out of reach of the garbage collector (L{gc.freeze}): a full collection
+    then no longer walks them, which keeps latency spikes down (seen in
+    bench/: p99 closer to the bare forwarder's).
     """
+    gc.freeze()
     return makeProxy(
         config["jid"],
         config["target"],

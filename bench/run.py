@@ -1,0 +1,240 @@
+"""
+All of clientproxy's benchmarks, in one command (a few minutes on 2 cores):
+
+    bash tools/setup.sh && python3 bench/run.py
+
+1. Network, side by side, interleaved rounds (A B C A B C ...), medians:
+   direct (requester to a resource of the target), the bare forwarder
+   (bench/forwarder.py, a benchmark baseline), and clientproxy (run as
+   `twistd -n clientproxy`), all on one throwaway Prosody on loopback.
+   Pipelined load (N requesters, window W each), then light load (N=1,
+   W=1). Requests per second, p50/p99 latency, CPU per round trip of the
+   component and of Prosody, and the load tool's own CPU.
+2. In process (bench/inprocess.py): the component's own ceiling, and CPU per
+   round trip with 1 to 1000 resources and 1 to 1000 requesters.
+3. Memory (bench/memory.py): RSS with 0, 10k, 100k requests in flight, and
+   over 1M requests from 1M distinct requesters.
+
+Results are printed as tables and written to bench/results.json.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+from twisted.internet import defer, protocol, task
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+from load import Requester, Responder, measure  # noqa: E402
+
+from clientproxy.testing.client import Client  # noqa: E402
+from clientproxy.testing.prosody import ThrowawayProsody  # noqa: E402
+from clientproxy.testing.twistd import ComponentProcess  # noqa: E402
+
+PROXY = "proxy.localhost"
+FORWARDER = "fwd.localhost"
+TARGET = "svc@localhost"
+SECRET = "bench-secret"
+
+
+class ForwarderProcess(protocol.ProcessProtocol):
+    def __init__(self):
+        self.ready = defer.Deferred()
+        self.ended = defer.Deferred()
+
+    def outReceived(self, data):
+        if b"ready" in data and not self.ready.called:
+            self.ready.callback(None)
+
+    errReceived = outReceived
+
+    def processEnded(self, reason):
+        self.ended.callback(None)
+
+
+def median(rounds, key):
+    return statistics.median(r[key] for r in rounds)
+
+
+@defer.inlineCallbacks
+def network(reactor, args):
+    server = ThrowawayProsody({PROXY: SECRET, FORWARDER: SECRET}, loglevel="warn")
+    server.register("svc", "pw")
+    for i in range(args.requesters):
+        server.register("req%d" % i, "pw")
+    component = ComponentProcess()
+    forwarder = ForwarderProcess()
+    forwarderProcess = None
+    clients = []
+    results = {}
+    try:
+        yield server.start()
+        responders = []
+        for i in range(args.resources):
+            client = Client("%s/r%d" % (TARGET, i), "pw", "127.0.0.1", server.c2sPort)
+            clients.append((yield client.connect()))
+            responders.append(Responder(client))
+        requesters = []
+        for i in range(args.requesters):
+            client = Client("req%d@localhost/load" % i, "pw", "127.0.0.1", server.c2sPort)
+            clients.append((yield client.connect()))
+            requesters.append(Requester(client, "q%d" % i))
+
+        learnt = component.waitForResources(args.resources)
+        component.start(
+            ["--jid", PROXY, "--target", TARGET, "--secret", SECRET,
+             "--port", str(server.componentPort), "--strategy", "round-robin",
+             "--timeout", "30"],
+            server.directory,
+        )
+        yield learnt
+        forwarderProcess = reactor.spawnProcess(
+            forwarder, sys.executable,
+            [sys.executable, os.path.join(HERE, "forwarder.py"), "--jid", FORWARDER,
+             "--secret", SECRET, "--port", str(server.componentPort)]
+            + sum((["--resource", "%s/r%d" % (TARGET, i)] for i in range(args.resources)), []),
+            env=dict(os.environ),
+        )
+        yield forwarder.ready.addTimeout(15, reactor)
+
+        modes = {
+            "direct": (lambda i: "%s/r%d" % (TARGET, i % args.resources), None),
+            "bare forwarder": (lambda i: FORWARDER, forwarderProcess.pid),
+            "clientproxy": (lambda i: PROXY, component.pid),
+        }
+        for load, (active, window) in [
+            ("pipelined", (requesters, args.window)),
+            ("light", (requesters[:1], 1)),
+        ]:
+            rounds = {mode: [] for mode in modes}
+            for n in range(args.rounds):
+                for mode, (to, pid) in modes.items():
+                    for i, requester in enumerate(active):
+                        requester.aim(to(i), window)
+                    pids = {"prosody": server.pid}
+                    if pid is not None:
+                        pids["component"] = pid
+                    figures = yield measure(reactor, active, args.duration, args.warmup, pids)
+                    rounds[mode].append(figures)
+                    print("  %s round %d %-15s %7.0f/s p50 %.2f ms p99 %.2f ms lost %d errors %d"
+                          % (load, n + 1, mode, figures["per_second"], figures["p50_ms"],
+                             figures["p99_ms"], figures["lost"], figures["errors"]),
+                          flush=True)
+            results[load] = {
+                "requesters": len(active),
+                "window": window,
+                "rounds": rounds,
+                "median": {
+                    mode: {key: median(rs, key) for key in rs[0]} for mode, rs in rounds.items()
+                },
+            }
+    finally:
+        for client in clients:
+            yield client.disconnect()
+        yield component.stop()
+        if forwarderProcess is not None and not forwarder.ended.called:
+            forwarderProcess.signalProcess("TERM")
+            yield forwarder.ended
+        yield server.stop()
+        server.cleanUp()
+    return results
+
+
+def inProcess(script, *arguments):
+    output = subprocess.run(
+        [sys.executable, os.path.join(HERE, script)] + list(arguments),
+        check=True, capture_output=True, text=True,
+    ).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def report(results):
+    lines = []
+    for load in ("pipelined", "light"):
+        if load not in results["network"]:
+            continue
+        net = results["network"][load]
+        m = net["median"]
+        lines.append("")
+        lines.append("%s load: %d requesters, window %d, median of %d rounds"
+                     % (load, net["requesters"], net["window"], len(net["rounds"]["direct"])))
+        lines.append("| | req/s | p50 ms | p99 ms | component CPU µs/rt | Prosody CPU µs/rt | load tool CPU % | lost | errors |")
+        lines.append("|---|---|---|---|---|---|---|---|---|")
+        for mode, f in m.items():
+            lines.append("| %s | %.0f | %.2f | %.2f | %s | %.0f | %.0f | %d | %d |" % (
+                mode, f["per_second"], f["p50_ms"], f["p99_ms"],
+                "%.0f" % f["component_cpu_us_per_rt"] if "component_cpu_us_per_rt" in f else "-",
+                f["prosody_cpu_us_per_rt"], f["load_tool_cpu_percent"], f["lost"], f["errors"]))
+        cp, bare, direct = m["clientproxy"], m["bare forwarder"], m["direct"]
+        lines.append("")
+        lines.append("clientproxy / bare forwarder: throughput %.2f, p99 %.2f; clientproxy / direct: throughput %.2f; "
+                     "p50 added over direct: %.3f ms"
+                     % (cp["per_second"] / bare["per_second"], cp["p99_ms"] / bare["p99_ms"],
+                        cp["per_second"] / direct["per_second"], cp["p50_ms"] - direct["p50_ms"]))
+    ceiling = results["ceiling"]
+    lines.append("")
+    lines.append("In-process ceiling: %d round trips per CPU second (%.1f µs each)"
+                 % (ceiling["round_trips_per_cpu_s"], ceiling["cpu_us_per_round_trip"]))
+    lines.append("")
+    lines.append("CPU µs per round trip, in process (rows: resources; columns: requesters)")
+    scale = results["scale"]
+    counts = sorted({s["requesters"] for s in scale})
+    lines.append("| resources | " + " | ".join(str(c) for c in counts) + " |")
+    lines.append("|---" * (len(counts) + 1) + "|")
+    for resources in sorted({s["resources"] for s in scale}):
+        row = {s["requesters"]: s["cpu_us_per_round_trip"] for s in scale if s["resources"] == resources}
+        lines.append("| %d | " % resources + " | ".join("%.1f" % row[c] for c in counts) + " |")
+    memory = results["memory"]
+    lines.append("")
+    lines.append("Memory: RSS by requests in flight: %s; %d bytes per pending request"
+                 % (", ".join("%s: %.1f MiB" % (k, v / 2**20) for k, v in memory["rss_by_in_flight"].items()),
+                    memory["bytes_per_pending_request"]))
+    lines.append("RSS over distinct requesters: %s"
+                 % ", ".join("%s: %.1f MiB" % (k, v / 2**20)
+                             for k, v in memory["rss_by_distinct_requesters"].items()))
+    return "\n".join(lines)
+
+
+@defer.inlineCallbacks
+def run(reactor, args):
+    results = {"parameters": vars(args)}
+    if not args.skip_network:
+        print("1. Network: direct, bare forwarder, clientproxy on one Prosody", flush=True)
+        results["network"] = yield network(reactor, args)
+    else:
+        results["network"] = {}
+    if args.network_only:
+        print(json.dumps(results["network"], indent=1))
+        return
+    print("2. In process: the component's ceiling, and its scale", flush=True)
+    results["ceiling"] = inProcess("inprocess.py", "--requests", "50000")
+    results["scale"] = inProcess("inprocess.py", "--scale", "--requests", "20000")["scale"]
+    print("3. Memory", flush=True)
+    results["memory"] = inProcess("memory.py", "--distinct", str(args.distinct))
+    with open(args.output, "w") as f:
+        json.dump(results, f, indent=1)
+    print(report(results))
+
+
+def main():
+    parser = argparse.ArgumentParser(description="clientproxy benchmarks")
+    parser.add_argument("--requesters", type=int, default=4)
+    parser.add_argument("--resources", type=int, default=2)
+    parser.add_argument("--window", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=4.0)
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--distinct", type=int, default=1000000)
+    parser.add_argument("--skip-network", action="store_true")
+    parser.add_argument("--network-only", action="store_true")
+    parser.add_argument("--output", default=os.path.join(HERE, "results.json"))
+    task.react(run, [parser.parse_args()])
+
+
+if __name__ == "__main__":
+    main()
