@@ -1,10 +1,13 @@
 """
-Base for integration tests: a real Prosody (the Debian package) on loopback,
-real client connections, and the component under test in this process.
+Base for integration tests: a real server (Debian's Prosody or ejabberd) on
+loopback, real client connections, and the component under test in this
+process.
 
 Every test gets its own throwaway server on free ports, and everything it
 starts (server process, component, clients) is stopped in its clean-up.
-Waits are on events or conditions, each bounded.
+Waits are on events or conditions, each bounded. L{onEveryServer} makes
+one test case per server from each set of tests, so that the same tests run
+against both servers.
 """
 
 from twisted.internet import defer, reactor, task
@@ -13,6 +16,7 @@ from twisted.trial import unittest
 
 from clientproxy.service import makeProxy
 from clientproxy.testing.client import Client
+from clientproxy.testing.ejabberd import ThrowawayEjabberd
 from clientproxy.testing.prosody import ThrowawayProsody
 
 DOMAIN = "localhost"
@@ -37,17 +41,23 @@ def withTimeout(d, seconds=WAIT, what="an event"):
     return d.addTimeout(seconds, reactor, onTimeoutCancel=onTimeout)
 
 
-class ProsodyTestCase(unittest.TestCase):
+#: The servers every integration test runs against.
+SERVERS = (ThrowawayProsody, ThrowawayEjabberd)
+
+
+class ServerTestCase(unittest.TestCase):
     """
-    A test with its own Prosody, accounts C{USERS} (password C{PASSWORD}),
-    and the component C{COMPONENT} configured with C{SECRET}.
+    A test with its own server of class C{serverClass}, accounts C{USERS}
+    (password C{PASSWORD}), and the component C{COMPONENT} configured with
+    C{SECRET}.
     """
 
     timeout = 90
+    serverClass = None
 
     @defer.inlineCallbacks
     def setUp(self):
-        self.server = ThrowawayProsody({COMPONENT: SECRET}, domain=DOMAIN)
+        self.server = self.serverClass({COMPONENT: SECRET}, domain=DOMAIN)
         self.addCleanup(self.server.cleanUp)
         for user in USERS:
             self.server.register(user, PASSWORD)
@@ -117,3 +127,18 @@ class ProsodyTestCase(unittest.TestCase):
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
         return events
+
+
+def onEveryServer(*testSets):
+    """
+    Return, by name, one test case per server in L{SERVERS} for each of
+    C{testSets} (classes with test methods that are not test cases
+    themselves): C{RequestTests} gives C{RequestTestsOnProsody} and
+    C{RequestTestsOnEjabberd}. Use as C{globals().update(onEveryServer(...))}.
+    """
+    cases = {}
+    for tests in testSets:
+        for server in SERVERS:
+            name = "%sOn%s" % (tests.__name__, server.name.capitalize())
+            cases[name] = type(name, (tests, ServerTestCase), {"serverClass": server})
+    return cases

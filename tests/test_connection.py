@@ -69,6 +69,7 @@ class ConnectionTests(unittest.TestCase):
         [event] = [e for e in events if e.get("log_level").name == "error"]
         self.assertEqual(event["condition"], "not-authorized")
         self.assertIn("secret", event["hint"])
+        self.assertIn("component of that name", event["hint"])
         self.assertTrue(self.proxy.running)
         for e in events:
             self.assertNotIn("hunter2", repr(e))

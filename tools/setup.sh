@@ -1,17 +1,22 @@
 #!/bin/sh
 # Install what clientproxy's demo, tests and benchmarks need on a fresh
-# Debian machine: Prosody (Debian's package) and clientproxy itself with its
-# Python dependencies (an editable install of this checkout).
+# Debian machine: Prosody and ejabberd (Debian's packages; the integration
+# tests run against both) and clientproxy itself with its Python
+# dependencies (an editable install of this checkout). The servers' own
+# services are not used: the tests start throwaway instances on loopback.
 set -e
 cd "$(dirname "$0")/.."
 
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO="sudo"
 
-if ! command -v prosody >/dev/null 2>&1 || ! command -v prosodyctl >/dev/null 2>&1; then
-    echo "setup: installing prosody from Debian's packages"
+missing=""
+command -v prosodyctl >/dev/null 2>&1 || missing="$missing prosody"
+ls -d /usr/lib/*/ejabberd-* >/dev/null 2>&1 || missing="$missing ejabberd"
+if [ -n "$missing" ]; then
+    echo "setup: installing$missing from Debian's packages"
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq prosody >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
 fi
 
 echo "setup: installing clientproxy and its Python dependencies"

@@ -1,0 +1,160 @@
+"""
+What every throwaway XMPP server of the tests has in common: a temporary
+directory, free loopback ports, a child process that is started, waited
+for, and stopped (TERM, then KILL) so that nothing is left running.
+
+Subclasses say how to configure and run their server:
+L{clientproxy.testing.prosody.ThrowawayProsody},
+L{clientproxy.testing.ejabberd.ThrowawayEjabberd}.
+"""
+
+import shutil
+import socket
+import tempfile
+
+from twisted.internet import defer, error, protocol, reactor as globalReactor, task
+
+
+def freePort():
+    """
+    Return a TCP port that is free on 127.0.0.1 now.
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _Exit(protocol.ProcessProtocol):
+    def __init__(self):
+        self.ended = defer.Deferred()
+
+    def processEnded(self, reason):
+        self.ended.callback(reason.value)
+
+
+def accepts(reactor, port):
+    """
+    Return a Deferred firing with whether 127.0.0.1:C{port} takes a
+    connection now.
+    """
+    creator = protocol.ClientCreator(reactor, protocol.Protocol)
+    d = creator.connectTCP("127.0.0.1", port, timeout=1)
+
+    def connected(p):
+        p.transport.loseConnection()
+        return True
+
+    def refused(failure):
+        failure.trap(error.ConnectError)
+        return False
+
+    return d.addCallbacks(connected, refused)
+
+
+class ThrowawayServer:
+    """
+    One server process in a temporary directory, with a client port and an
+    external component port on 127.0.0.1.
+
+    @ivar name: the server's name, for messages and test names.
+    @ivar domain: the virtual host for accounts.
+    @ivar components: component name to secret.
+    @ivar c2sPort: the client port.
+    @ivar componentPort: the external component port.
+    """
+
+    name = None
+
+    def __init__(self, components, domain="localhost", reactor=globalReactor):
+        self.domain = domain
+        self.components = dict(components)
+        self.reactor = reactor
+        self.directory = tempfile.mkdtemp(prefix="clientproxy-%s-" % (self.name,))
+        self.c2sPort = freePort()
+        self.componentPort = freePort()
+        self._process = None
+        self._exit = None
+
+    @property
+    def pid(self):
+        """
+        The server's process id while it runs.
+        """
+        return self._process.pid if self._process is not None else None
+
+    def command(self):
+        """
+        Return C{(executable, argv, environment)} to run the server in the
+        foreground.
+        """
+        raise NotImplementedError()
+
+    def started(self):
+        """
+        Called once the ports take connections; may return a Deferred.
+        """
+
+    def register(self, user, password):
+        """
+        Create an account C{user@domain}.
+        """
+        raise NotImplementedError()
+
+    @defer.inlineCallbacks
+    def start(self, timeout=30):
+        """
+        Start the server and wait until both of its ports take connections.
+        """
+        executable, argv, env = self.command()
+        self._exit = _Exit()
+        self._process = self.reactor.spawnProcess(
+            self._exit,
+            shutil.which(executable) or executable,
+            argv,
+            env=env,
+            path=self.directory,
+            childFDs={0: "w", 1: "r", 2: "r"},
+        )
+        deadline = self.reactor.seconds() + timeout
+        for port in (self.c2sPort, self.componentPort):
+            while not (yield accepts(self.reactor, port)):
+                if self._exit.ended.called:
+                    raise RuntimeError("%s exited at start; see %s" % (self.name, self.directory))
+                if self.reactor.seconds() > deadline:
+                    raise RuntimeError("%s did not open port %d in time" % (self.name, port))
+                yield task.deferLater(self.reactor, 0.05, lambda: None)
+        yield self.started()
+
+    @defer.inlineCallbacks
+    def stop(self, timeout=15):
+        """
+        Stop the server (SIGTERM, then SIGKILL after C{timeout} seconds) and
+        wait until it has exited. The data stays until L{cleanUp}, so the
+        server can be started again as it was.
+        """
+        process, self._process = self._process, None
+        if process is None or self._exit.ended.called:
+            return
+        process.signalProcess("TERM")
+        killer = self.reactor.callLater(timeout, self._kill, process)
+        yield self._exit.ended
+        if killer.active():
+            killer.cancel()
+
+    @staticmethod
+    def _kill(process):
+        try:
+            process.signalProcess("KILL")
+        except error.ProcessExitedAlready:
+            pass
+
+    def cleanUp(self):
+        """
+        Remove the server's directory.
+        """
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    @defer.inlineCallbacks
+    def stopAndCleanUp(self):
+        yield self.stop()
+        self.cleanUp()
