@@ -61,8 +61,8 @@ class ServerTestCase(unittest.TestCase):
         self.addCleanup(self.server.cleanUp)
         for user in USERS:
             self.server.register(user, PASSWORD)
-        yield self.server.start()
         self.addCleanup(self.server.stop)
+        yield self.server.start()
 
     @defer.inlineCallbacks
     def connect(self, user, resource, **kwargs):

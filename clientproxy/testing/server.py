@@ -103,7 +103,9 @@ class ThrowawayServer:
     @defer.inlineCallbacks
     def start(self, timeout=30):
         """
-        Start the server and wait until both of its ports take connections.
+        Start the server and wait until both of its ports take connections;
+        if that fails, the process is stopped before the failure is passed
+        on.
         """
         executable, argv, env = self.command()
         self._exit = _Exit()
@@ -115,15 +117,22 @@ class ThrowawayServer:
             path=self.directory,
             childFDs={0: "w", 1: "r", 2: "r"},
         )
-        deadline = self.reactor.seconds() + timeout
-        for port in (self.c2sPort, self.componentPort):
-            while not (yield accepts(self.reactor, port)):
-                if self._exit.ended.called:
-                    raise RuntimeError("%s exited at start; see %s" % (self.name, self.directory))
-                if self.reactor.seconds() > deadline:
-                    raise RuntimeError("%s did not open port %d in time" % (self.name, port))
-                yield task.deferLater(self.reactor, 0.05, lambda: None)
-        yield self.started()
+        try:
+            deadline = self.reactor.seconds() + timeout
+            for port in (self.c2sPort, self.componentPort):
+                while not (yield accepts(self.reactor, port)):
+                    if self._exit.ended.called:
+                        raise RuntimeError(
+                            "%s exited at start; see %s" % (self.name, self.directory)
+                        )
+                    if self.reactor.seconds() > deadline:
+                        raise RuntimeError("%s did not open port %d in time" % (self.name, port))
+                    yield task.deferLater(self.reactor, 0.05, lambda: None)
+            yield self.started()
+        except BaseException:
+            # Never leave a half-started server behind.
+            yield self.stop()
+            raise
 
     @defer.inlineCallbacks
     def stop(self, timeout=15):
