@@ -12,7 +12,13 @@ Only a reply that matches a pending request, comes from the resource the
 request went to, and arrives before the timeout is routed; anything else is
 dropped and counted. Errors are never answered with errors (RFC 6120 8.2.3).
 The errors the component answers with itself are listed in README.md.
+
+A resource of the target may also ask a peer: an IQ request to
+C{component/<encoded peer>} goes to the peer from the component's bare JID,
+and the peer's reply goes back to that resource, with the same checks.
 """
+
+import itertools
 
 from twisted.logger import Logger
 from twisted.words.protocols.jabber.error import StanzaError
@@ -26,6 +32,9 @@ from clientproxy.stanzas import (
     childElementCount,
     errorReply,
 )
+
+#: Marks the keys of requests started by a resource of the target.
+REVERSE = "reverse"
 
 #: A get sent again to another resource: id, from, to and the payload.
 RETRY = "<iq type='get' id='%s' from='%s' to='%s'>%s</iq>"
@@ -73,6 +82,7 @@ class IQDispatcher(XMPPHandler):
         # Bound once: every pending request refers to these two objects.
         self._replied = self._routeReply
         self._failed = self._answerFailure
+        self._ids = itertools.count(1)
 
     def connectionInitialized(self):
         self.xmlstream.addObserver("/iq", self.onIQ)
@@ -104,17 +114,13 @@ class IQDispatcher(XMPPHandler):
             if kind in REPLY_TYPES:
                 self._onReply(iq, sender, recipient)
             elif kind in REQUEST_TYPES:
-                self._refuse(
-                    iq,
-                    "service-unavailable",
-                    "The target cannot make requests through the component",
-                )
+                self._onTargetRequest(iq, sender, recipient)
             else:
                 self.stats.drop(iq, "bad-type")
         elif kind in REQUEST_TYPES:
             self._onRequest(iq, kind, sender)
         elif kind in REPLY_TYPES:
-            self.stats.drop(iq, "reply-from-outsider")
+            self._onPeerReply(iq, sender)
         else:
             self.stats.drop(iq, "bad-type")
 
@@ -175,6 +181,76 @@ class IQDispatcher(XMPPHandler):
         self.send(
             errorReply(
                 self.jat.component,
+                entry.requester,
+                entry.stanzaID,
+                error.condition,
+                error.text,
+            )
+        )
+
+    def _onTargetRequest(self, iq, sender, recipient):
+        """
+        A resource of the target asks a peer: C{component/<encoded peer>}.
+        The request goes to the peer from the component's bare JID with an
+        id of the component's own (two resources may use the same id), and
+        only the peer's reply, in time, goes back to the resource that
+        asked.
+        """
+        stanzaID = iq.getAttribute("id")
+        if stanzaID is None:
+            self.stats.drop(iq, "request-without-id")
+            return
+        resource = self.resources.get(sender)
+        if resource is None:
+            self._refuse(iq, "service-unavailable", "Only an available resource of the target may ask")
+            return
+        encoded = self.jat.decode(recipient)
+        if encoded is None:
+            self._refuse(iq, "service-unavailable", "Address a peer as component/<peer JID>")
+            return
+        peer = self.jat.peer(encoded)
+        if peer is None:
+            self._refuse(iq, "jid-malformed", "Not a peer's address")
+            return
+        if childElementCount(iq) != 1:
+            self._refuse(iq, "bad-request", "An IQ request has exactly one child element")
+            return
+        ownID = "cp%d" % (next(self._ids),)
+        entry = self.pending.add((peer, ownID, REVERSE), sender, None, resource, stanzaID)
+        entry.addCallbacks(
+            self._returnReply, self._returnFailure, callbackArgs=(entry,), errbackArgs=(entry,)
+        )
+        iq["id"] = ownID
+        iq["from"] = self.jat.component
+        iq["to"] = peer
+        self.stats.requests["forwarded-from-target"] += 1
+        self.send(iq)
+
+    def _onPeerReply(self, reply, sender):
+        entry = self.pending.get((sender, reply.getAttribute("id"), REVERSE))
+        if entry is None:
+            self.stats.drop(reply, "reply-from-outsider")
+        else:
+            self.pending.complete(entry, reply)
+
+    def _returnReply(self, reply, entry):
+        reply["id"] = entry.stanzaID
+        reply["to"] = entry.requester
+        reply["from"] = self.jat.address(entry.key[0])
+        self.stats.requests["answered-to-target"] += 1
+        self.send(reply)
+
+    def _returnFailure(self, failure, entry):
+        failure.trap(StanzaError)
+        if entry.requester not in self.resources:
+            # The resource that asked is gone: nobody to answer.
+            self.stats.dropped["answer-to-gone-resource"] += 1
+            return
+        error = failure.value
+        self.stats.requests["error-to-target:" + error.condition] += 1
+        self.send(
+            errorReply(
+                self.jat.address(entry.key[0]),
                 entry.requester,
                 entry.stanzaID,
                 error.condition,

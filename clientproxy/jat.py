@@ -15,6 +15,8 @@ interned (L{twisted.words.protocols.jabber.jid.internJID} would keep every
 requester in memory for the life of the process).
 """
 
+from twisted.words.protocols.jabber.jid import InvalidFormat, parse
+
 #: RFC 7622: each part of a JID is at most 1023 bytes (UTF-8).
 MAX_PART_BYTES = 1023
 
@@ -67,3 +69,21 @@ class Translator:
         Return the requester that C{encoded} stands for.
         """
         return encoded
+
+    def peer(self, encoded):
+        """
+        Return the normalised address that C{encoded} stands for, when the
+        target itself addresses C{component/encoded} (to message or ask a
+        peer): unlike a requester's address, this one comes from a client
+        and is checked. C{None} when it is not a valid JID, or is an address
+        of the component itself (which would loop). Parsed without
+        interning (see the module docstring); used off the hot path only.
+        """
+        try:
+            user, host, resource = parse(encoded)
+        except (InvalidFormat, RuntimeError, UnicodeError):
+            return None
+        if host == self.component:
+            return None
+        address = host if user is None else user + "@" + host
+        return address if resource is None else address + "/" + resource

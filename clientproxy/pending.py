@@ -26,8 +26,11 @@ class PendingRequest(Deferred):
     One request in flight: a Deferred with what is needed to route its
     reply. Small on purpose: a busy component holds many.
 
-    @ivar key: C{(encoded, stanzaID)}.
+    @ivar key: C{(encoded, stanzaID)} for a request from outside; for a
+        request started by a resource of the target, C{(peer, id it was
+        sent with, REVERSE)}.
     @ivar requester: the full JID that asked, as a string.
+    @ivar stanzaID: the id the requester used (and gets its answer with).
     @ivar retry: the request as sent to the resource, serialised, while it
         may still be sent again to another resource (a C{get} not yet
         retried); C{None} otherwise.
@@ -35,19 +38,16 @@ class PendingRequest(Deferred):
     @ivar deadline: when it times out, in the table's clock's seconds.
     """
 
-    __slots__ = ("key", "requester", "retry", "resource", "deadline")
+    __slots__ = ("key", "requester", "stanzaID", "retry", "resource", "deadline")
 
-    def __init__(self, key, requester, retry, resource, deadline):
+    def __init__(self, key, requester, stanzaID, retry, resource, deadline):
         Deferred.__init__(self)
         self.key = key
         self.requester = requester
+        self.stanzaID = stanzaID
         self.retry = retry
         self.resource = resource
         self.deadline = deadline
-
-    @property
-    def stanzaID(self):
-        return self.key[1]
 
 
 class PendingTable:
@@ -83,16 +83,25 @@ class PendingTable:
         """
         return [entry for entry in self._entries.values() if entry.resource is resource]
 
-    def add(self, key, requester, retry, resource):
+    def add(self, key, requester, retry, resource, stanzaID=None):
         """
-        Track a request just sent to C{resource}, and start its timeout.
+        Track a request just sent, and start its timeout.
 
-        @param retry: the serialised request if it may be sent again to
+        @param resource: the resource of the target it concerns: the one it
+            was sent to, or the one that started it.
+        @param retry: the serialised payload if it may be sent again to
             another resource, else C{None}.
+        @param stanzaID: the id to answer the requester with, when it is not
+            C{key[1]}.
         @return: the new L{PendingRequest}.
         """
         entry = PendingRequest(
-            key, requester, retry, resource, self._clock.seconds() + self.timeout
+            key,
+            requester,
+            key[1] if stanzaID is None else stanzaID,
+            retry,
+            resource,
+            self._clock.seconds() + self.timeout,
         )
         self._entries[key] = entry
         resource.pending += 1

@@ -3,9 +3,10 @@
 The set of resources of the target that requests can be dispatched to.
 
 Kept current by L{clientproxy.presence.TargetPresence} from the target's
-presence. A resource that goes away is reported to the observers added with
-L{ResourceSet.whenRemoved}, so that requests it held can be retried or
-answered.
+presence. Resources that come and go are reported to the observers added with
+L{ResourceSet.whenAdded} and L{ResourceSet.whenRemoved}: requests a
+resource held are retried or answered, queued messages delivered, and the
+service's own presence kept current.
 """
 
 import re
@@ -58,6 +59,7 @@ class ResourceSet:
         self.available = []
         self._byJID = {}
         self._removedObservers = []
+        self._addedObservers = []
         self.accept = re.compile(accept) if isinstance(accept, str) else accept
 
     def __len__(self):
@@ -77,6 +79,12 @@ class ResourceSet:
         Whether a resource called C{name} may serve requests.
         """
         return self.accept is None or self.accept.search(name) is not None
+
+    def whenAdded(self, observer):
+        """
+        Call C{observer(resource)} whenever a resource becomes available.
+        """
+        self._addedObservers.append(observer)
 
     def whenRemoved(self, observer):
         """
@@ -99,6 +107,8 @@ class ResourceSet:
         resource = Resource(jid, name, priority)
         self._byJID[jid] = resource
         self.available.append(resource)
+        for observer in list(self._addedObservers):
+            observer(resource)
         return resource
 
     def remove(self, jid):

@@ -5,10 +5,13 @@ Assembly of one proxy: the component connection and its handlers.
 
 from clientproxy.connection import ProxyComponent
 from clientproxy.dispatch import IQDispatcher
+from clientproxy.messages import QUEUE_PER_SENDER, QUEUE_SIZE, MessageRouter
 from clientproxy.pending import PendingTable
 from clientproxy.presence import TargetPresence
 from clientproxy.resources import ResourceSet
+from clientproxy.servicepresence import ServicePresence
 from clientproxy.stats import Stats
+from clientproxy.store import Store, storePath
 from clientproxy.strategies import DEFAULT, makeStrategy
 
 #: Seconds a request waits for its reply by default.
@@ -24,6 +27,9 @@ def makeProxy(
     timeout=DEFAULT_TIMEOUT,
     strategy=DEFAULT,
     resources=None,
+    dataDir=None,
+    queuePerSender=QUEUE_PER_SENDER,
+    queueSize=QUEUE_SIZE,
     reactor=None,
 ):
     """
@@ -34,10 +40,16 @@ def makeProxy(
     @param strategy: a strategy name, or an L{IDispatchStrategy} provider.
     @param resources: a regular expression the names of usable resources
         must match (searched, not anchored), or C{None} for all.
+    @param dataDir: the directory of the store (queued messages, service
+        subscribers); C{None} keeps them in memory only (tests).
+    @param queuePerSender: the most messages queued from one sender (bare
+        JID) while no resource is available.
+    @param queueSize: the most messages queued in all.
     @param reactor: an L{IReactorTCP} and L{IReactorTime}; the global
         reactor by default.
     @return: the L{ProxyComponent}, an L{IService}. Its handlers are
-        reachable as C{dispatcher} and C{presence}.
+        reachable as C{presence}, C{dispatcher}, C{messages} and
+        C{servicePresence}, its store as C{store}.
     """
     if reactor is None:
         from twisted.internet import reactor
@@ -52,4 +64,11 @@ def makeProxy(
         jid, target, available, strategy, PendingTable(reactor, timeout), stats
     )
     component.dispatcher.setHandlerParent(component)
+    component.store = Store(":memory:" if dataDir is None else storePath(dataDir, jid))
+    component.messages = MessageRouter(
+        jid, target, available, component.store, stats, reactor, queuePerSender, queueSize
+    )
+    component.messages.setHandlerParent(component)
+    component.servicePresence = ServicePresence(jid, target, available, component.store, stats)
+    component.servicePresence.setHandlerParent(component)
     return component

@@ -15,12 +15,19 @@ class Stats:
     @ivar requests: requests by outcome: C{forwarded}, C{answered},
         C{retried}, and C{error:CONDITION} for each error the component
         answered with itself.
+    @ivar messages: messages by outcome: C{fanned-out}, C{queued},
+        C{delivered-from-queue}, C{routed}, C{mirrored},
+        C{bounces-to-target}, and C{error:CONDITION}.
+    @ivar presence: the service's presence: C{subscribed},
+        C{unsubscribed}, C{broadcasts}, C{probes-answered}.
     @ivar dropped: stanzas dropped, by reason.
     @ivar reconnects: times the connection to the server was made again.
     """
 
     def __init__(self):
         self.requests = Counter()
+        self.messages = Counter()
+        self.presence = Counter()
         self.dropped = Counter()
         self.reconnects = 0
 

@@ -13,6 +13,7 @@ import re
 from twisted.python import usage
 from twisted.words.protocols.jabber.jid import JID, InvalidFormat
 
+from clientproxy.messages import QUEUE_PER_SENDER, QUEUE_SIZE
 from clientproxy.service import DEFAULT_TIMEOUT, makeProxy
 from clientproxy.strategies import DEFAULT, availableStrategies
 
@@ -53,6 +54,10 @@ class Options(usage.Options):
         ["timeout", None, DEFAULT_TIMEOUT, "Seconds a request waits for its reply.", float],
         ["strategy", None, DEFAULT, "How a resource is chosen (see --help-strategies)."],
         ["resources", None, None, "Only resources whose name matches this regular expression."],
+        ["data-dir", None, ".", "Where queued messages and service subscribers are kept."],
+        ["queue-per-sender", None, QUEUE_PER_SENDER,
+         "Most messages queued from one sender while the target is offline.", int],
+        ["queue-size", None, QUEUE_SIZE, "Most messages queued in all.", int],
     ]
 
     optFlags = [["help-strategies", None, "List the dispatch strategies and exit."]]
@@ -85,6 +90,11 @@ class Options(usage.Options):
                 "--strategy: unknown strategy %r; known: %s"
                 % (self["strategy"], ", ".join(sorted(strategies)))
             )
+        if not os.path.isdir(self["data-dir"]):
+            raise usage.UsageError("--data-dir: no such directory: %s" % (self["data-dir"],))
+        for bound in ("queue-per-sender", "queue-size"):
+            if self[bound] < 0:
+                raise usage.UsageError("--%s must not be negative" % (bound,))
         if self["resources"] is not None:
             try:
                 re.compile(self["resources"])
@@ -143,4 +153,7 @@ def makeService(config):
         timeout=config["timeout"],
         strategy=config["strategy"],
         resources=config["resources"],
+        dataDir=config["data-dir"],
+        queuePerSender=config["queue-per-sender"],
+        queueSize=config["queue-size"],
     )

@@ -10,15 +10,31 @@ from wokkel.generic import parseXml
 from wokkel.subprotocols import XMPPHandlerCollection
 
 from clientproxy.dispatch import IQDispatcher
+from clientproxy.messages import MessageRouter
 from clientproxy.pending import PendingTable
 from clientproxy.presence import TargetPresence
 from clientproxy.resources import ResourceSet
+from clientproxy.servicepresence import ServicePresence
 from clientproxy.stats import Stats
+from clientproxy.store import Store
 from clientproxy.strategies import RoundRobinStrategy
 
 COMPONENT = "proxy.example.org"
 TARGET = "svc@example.org"
 NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+
+
+def inStream(xml):
+    """
+    Parse a stanza as the component's stream does: its elements default to
+    the jabber:component:accept namespace.
+    """
+    root = parseXml(
+        ("<stream xmlns='jabber:component:accept'>%s</stream>" % (xml,)).encode("utf-8")
+    )
+    stanza = root.firstChildElement()
+    stanza.parent = None
+    return stanza
 
 
 class RecordingManager(XMPPHandlerCollection):
@@ -48,9 +64,10 @@ class RecordingManager(XMPPHandlerCollection):
 
     def receive(self, xml):
         """
-        Deliver a stanza (a string of XML) as the server would.
+        Deliver a stanza (a string of XML) as the server would: parsed in
+        the component stream's namespace.
         """
-        self.xmlstream.dispatch(parseXml(xml.encode("utf-8")))
+        self.xmlstream.dispatch(inStream(xml))
 
     def take(self):
         """
@@ -66,8 +83,10 @@ class Harness:
     L{task.Clock}.
     """
 
-    def __init__(self, timeout=30, strategy=None, resources=None):
+    def __init__(self, timeout=30, strategy=None, resources=None, store=None,
+                 queuePerSender=100, queueSize=10000):
         self.clock = task.Clock()
+        self.store = store or Store(":memory:")
         self.stats = Stats()
         self.resources = ResourceSet(resources)
         self.pending = PendingTable(self.clock, timeout)
@@ -85,6 +104,15 @@ class Harness:
             self.stats,
         )
         self.dispatcher.setHandlerParent(self.manager)
+        self.messages = MessageRouter(
+            COMPONENT, TARGET, self.resources, self.store, self.stats, self.clock,
+            queuePerSender, queueSize,
+        )
+        self.messages.setHandlerParent(self.manager)
+        self.servicePresence = ServicePresence(
+            COMPONENT, TARGET, self.resources, self.store, self.stats
+        )
+        self.servicePresence.setHandlerParent(self.manager)
         self.manager.connect()
         self.manager.take()
 

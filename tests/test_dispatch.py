@@ -231,16 +231,6 @@ class ErrorAnswerTests(unittest.TestCase):
         self.h.request(requester=requester)
         self.assertAnswer("jid-malformed", "modify", to=requester)
 
-    def test_requestFromTargetRefused(self):
-        self.h.online("a")
-        self.h.receive(
-            "<iq type='get' id='t' from='%s/a' to='%s/%s'><q xmlns='urn:x'/></iq>"
-            % (TARGET, COMPONENT, ALICE)
-        )
-        [out] = self.h.take()
-        self.assertEqual(out["to"], TARGET + "/a")
-        self.assertEqual(errorCondition(out), ("service-unavailable", "cancel"))
-
     def test_resultFromOutsiderNotAnswered(self):
         self.h.receive("<iq type='result' id='1' from='%s' to='%s'/>" % (ALICE, COMPONENT))
         self.h.receive(
@@ -373,3 +363,130 @@ class ResourceLeavesTests(unittest.TestCase):
         self.assertEqual(len(self.h.pending), 0)
         self.h.clock.advance(60)
         self.assertEqual(self.h.take(), [])
+
+
+class TargetRequestTests(unittest.TestCase):
+    """
+    Requests started by a resource of the target, to
+    C{component/<encoded peer>}.
+    """
+
+    def setUp(self):
+        self.h = Harness(timeout=10)
+        self.h.online("a", "b")
+
+    def ask(self, resource="a", peer=ALICE, stanzaID="t1", payload="<q xmlns='urn:x'/>"):
+        self.h.receive(
+            "<iq type='get' id='%s' from='%s/%s' to='%s/%s'>%s</iq>"
+            % (stanzaID, TARGET, resource, COMPONENT, peer, payload)
+        )
+
+    def peerAnswers(self, out, kind="result", sender=ALICE):
+        self.h.receive(
+            "<iq type='%s' id='%s' from='%s' to='%s'><q xmlns='urn:x'><answer/></q></iq>"
+            % (kind, out["id"], sender, COMPONENT)
+        )
+
+    def test_forwardedFromBareComponent(self):
+        self.ask()
+        [out] = self.h.take()
+        self.assertEqual((out["type"], out["from"], out["to"]), ("get", COMPONENT, ALICE))
+        self.assertNotEqual(out["id"], "t1")
+        self.assertEqual(out.firstChildElement().uri, "urn:x")
+
+    def test_replyGoesBackToTheResourceThatAsked(self):
+        self.ask()
+        [out] = self.h.take()
+        self.peerAnswers(out)
+        [back] = self.h.take()
+        self.assertEqual(back["type"], "result")
+        self.assertEqual(back["id"], "t1")
+        self.assertEqual(back["to"], TARGET + "/a")
+        self.assertEqual(back["from"], COMPONENT + "/" + ALICE)
+        self.assertEqual(back.firstChildElement().firstChildElement().name, "answer")
+
+    def test_sameIdFromTwoResources(self):
+        self.ask(resource="a", stanzaID="same")
+        self.ask(resource="b", stanzaID="same")
+        first, second = self.h.take()
+        self.assertNotEqual(first["id"], second["id"])
+        self.peerAnswers(second)
+        [back] = self.h.take()
+        self.assertEqual((back["to"], back["id"]), (TARGET + "/b", "same"))
+
+    def test_replyFromAnotherEntityDropped(self):
+        self.ask()
+        [out] = self.h.take()
+        self.peerAnswers(out, sender="mallory@example.org/m")
+        self.assertEqual(self.h.take(), [])
+        self.assertEqual(self.h.stats.dropped["reply-from-outsider"], 1)
+        self.peerAnswers(out)
+        self.assertEqual(len(self.h.take()), 1)
+
+    def test_errorFromPeerPassesBack(self):
+        self.ask()
+        [out] = self.h.take()
+        self.peerAnswers(out, kind="error")
+        [back] = self.h.take()
+        self.assertEqual((back["type"], back["to"]), ("error", TARGET + "/a"))
+
+    def test_timeout(self):
+        self.ask()
+        self.h.take()
+        self.h.clock.advance(10)
+        [back] = self.h.take()
+        self.assertEqual(back["to"], TARGET + "/a")
+        self.assertEqual(back["id"], "t1")
+        self.assertEqual(back["from"], COMPONENT + "/" + ALICE)
+        self.assertEqual(errorCondition(back), ("remote-server-timeout", "wait"))
+
+    def test_askingResourceLeaves(self):
+        self.ask()
+        [out] = self.h.take()
+        self.h.offline("a")
+        self.assertEqual(self.h.take(), [])
+        self.assertEqual(len(self.h.pending), 0)
+        self.peerAnswers(out)
+        self.assertEqual(self.h.take(), [])
+        self.assertEqual(self.h.stats.dropped["answer-to-gone-resource"], 1)
+
+    def test_peerAddressNormalised(self):
+        self.ask(peer="Alice@Example.ORG/abc")
+        [out] = self.h.take()
+        self.assertEqual(out["to"], ALICE)
+        self.peerAnswers(out)
+        self.assertEqual(len(self.h.take()), 1)
+
+    def assertRefused(self, condition, kind):
+        [out] = self.h.take()
+        self.assertEqual(out["to"], TARGET + "/a")
+        self.assertEqual(errorCondition(out), (condition, kind))
+
+    def test_toBareComponent(self):
+        self.h.receive(
+            "<iq type='get' id='t' from='%s/a' to='%s'><q xmlns='urn:x'/></iq>"
+            % (TARGET, COMPONENT)
+        )
+        self.assertRefused("service-unavailable", "cancel")
+
+    def test_badPeer(self):
+        self.ask(peer="a@b@c")
+        self.assertRefused("jid-malformed", "modify")
+
+    def test_peerIsTheComponent(self):
+        self.ask(peer=COMPONENT + "/x")
+        self.assertRefused("jid-malformed", "modify")
+
+    def test_noChild(self):
+        self.ask(payload="")
+        self.assertRefused("bad-request", "modify")
+
+    def test_unknownResource(self):
+        h = self.h
+        h.receive(
+            "<iq type='get' id='t' from='%s/phone' to='%s/%s'><q xmlns='urn:x'/></iq>"
+            % (TARGET, COMPONENT, ALICE)
+        )
+        [out] = h.take()
+        self.assertEqual(out["to"], TARGET + "/phone")
+        self.assertEqual(errorCondition(out), ("service-unavailable", "cancel"))

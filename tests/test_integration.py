@@ -18,7 +18,7 @@ def proxied(client):
     The requests a client received through the component (servers also
     send clients requests of their own, such as roster pushes).
     """
-    return [iq for iq in client.requests if iq["from"].startswith(COMPONENT + "/")]
+    return [iq for iq in client.requests if iq.getAttribute("from", "").startswith(COMPONENT + "/")]
 
 
 def payload(text):
@@ -37,7 +37,7 @@ class Holder:
         self.held = []
 
     def __call__(self, iq):
-        if not iq["from"].startswith(COMPONENT + "/"):
+        if not iq.getAttribute("from", "").startswith(COMPONENT + "/"):
             return echo(iq)
         d = defer.Deferred()
         self.held.append((iq, d))

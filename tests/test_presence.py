@@ -91,7 +91,7 @@ class SubscriptionTests(unittest.TestCase):
         stanza = parseXml(
             b"<presence type='subscribe' from='alice@example.org' to='proxy.example.org'/>"
         )
-        self.h.manager.xmlstream.dispatch(stanza)
+        self.h.presence.onPresence(stanza)
         self.assertFalse(stanza.handled)
         self.assertEqual(self.h.take(), [])
 

@@ -4,8 +4,9 @@ A plain XMPP client connection (twisted.words), for the integration tests,
 the demo and the benchmarks: a requester, or a resource of the target.
 
 It logs in with SASL over loopback (no TLS: the throwaway server has no
-certificate), optionally sends presence, approves every subscription
-request, and answers IQ requests with a handler of the caller's choosing.
+certificate), fetches its roster and optionally sends presence, approves
+every subscription request, and answers IQ requests with a handler of the
+caller's choosing.
 """
 
 import itertools
@@ -51,7 +52,8 @@ def requestFor(to, payload=None, kind="get", stanzaID=None):
     """
     iq = domish.Element((None, "iq"))
     iq["type"] = kind
-    iq["to"] = to
+    if to is not None:
+        iq["to"] = to
     iq["id"] = stanzaID or "r%d" % (next(_ids),)
     if payload is None:
         payload = domish.Element(("urn:test", "query"))
@@ -62,7 +64,8 @@ def requestFor(to, payload=None, kind="get", stanzaID=None):
 def resultFor(iq, kind="result"):
     reply = domish.Element((None, "iq"))
     reply["type"] = kind
-    reply["to"] = iq["from"]
+    if iq.getAttribute("from") is not None:
+        reply["to"] = iq["from"]
     if iq.getAttribute("id") is not None:
         reply["id"] = iq["id"]
     return reply
@@ -151,9 +154,13 @@ class Client:
             xs.addObserver("/iq[@type='error']", self._onReply)
             xs.addObserver("/presence", self._onPresence)
             xs.addObserver("/message", self._onMessage)
-            if self.presence:
-                self.sendPresence()
-            ready.callback(self)
+            # As a client does (RFC 6121 2.1.3): fetch the roster, then send
+            # presence. Servers show subscription answers only to clients
+            # that have fetched the roster.
+            d = self.request(None, domish.Element(("jabber:iq:roster", "query")))
+            d.addCallback(lambda _: self.sendPresence() if self.presence else None)
+            d.addCallback(lambda _: self)
+            d.chainDeferred(ready)
 
         def failed(reason):
             if not ready.called:
@@ -208,6 +215,21 @@ class Client:
         d = self._waiting[iq["id"]] = defer.Deferred()
         self.send(iq)
         return d
+
+    def enableCarbons(self):
+        """
+        Ask the server for carbon copies (XEP-0280).
+        """
+        return self.request(None, domish.Element(("urn:xmpp:carbons:2", "enable")), "set")
+
+    def sendMessage(self, to, text, kind="chat", stanzaID=None):
+        message = domish.Element((None, "message"))
+        message["to"] = to
+        message["type"] = kind
+        if stanzaID is not None:
+            message["id"] = stanzaID
+        message.addElement("body", content=text)
+        self.send(message)
 
     def waitFor(self, predicate):
         """

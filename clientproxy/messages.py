@@ -1,0 +1,322 @@
+# -*- test-case-name: tests.test_messages -*-
+"""
+Messages through the component: every client of the target sees the whole
+conversation with a peer (the multi-client problem xmpproxy described).
+
+Incoming, fanned out::
+
+    alice@example.org/abc -> proxy.example.org          <message>Hi</message>
+    proxy.example.org/alice@example.org/abc -> svc@example.org/a   the same,
+    proxy.example.org/alice@example.org/abc -> svc@example.org/b   to each
+
+Each copy carries XEP-0280's <private/> and XEP-0334's <no-copy/>, so the
+server adds no carbon copies of its own and no client sees a message twice.
+While no resource is available, messages are queued (persistently, see
+L{clientproxy.store}), with a XEP-0203 delay stamp, and delivered in order
+to the resources available when one comes online.
+
+Outgoing, routed and mirrored::
+
+    svc@example.org/a -> proxy.example.org/alice@example.org/abc   <message>Hello
+    proxy.example.org -> alice@example.org/abc                      the same
+    proxy.example.org/alice@example.org/abc -> svc@example.org/b   a mirror
+
+The mirror shows that resource a sent that message to that peer: the
+original inside a XEP-0297 <forwarded/> wrapper, and a plain body
+C{[svc@example.org/a -> alice@example.org/abc] Hello} for clients that do
+not read the wrapper. Mirrored are the messages XEP-0280 would copy: type
+chat, and type normal (or no type) with a body; not groupchat, headline or
+error messages, and not those the sending client marked <private/> or
+<no-copy/>.
+
+Errors: an error message from a peer (a bounce of something sent to it) goes
+to the target's resources, never back to the peer; an error message from
+the target is dropped. Errors are never answered with errors.
+"""
+
+import datetime
+
+from twisted.logger import Logger
+from twisted.words.xish import domish
+from wokkel.generic import parseXml
+from wokkel.subprotocols import XMPPHandler
+
+from clientproxy.jat import Translator
+from clientproxy.stanzas import errorReply, splitJID
+
+NS_CARBONS = "urn:xmpp:carbons:2"
+NS_HINTS = "urn:xmpp:hints"
+NS_FORWARD = "urn:xmpp:forward:0"
+NS_DELAY = "urn:xmpp:delay"
+NS_CLIENT = "jabber:client"
+NS_COMPONENT = "jabber:component:accept"
+#: What the stanzas' own elements (body, subject, thread) may be in.
+STANZA_URIS = (NS_COMPONENT, NS_CLIENT, None, "")
+
+#: Default bounds of the queue of messages for an offline target.
+QUEUE_PER_SENDER = 100
+QUEUE_SIZE = 10000
+
+
+def utcStamp(clock):
+    """
+    A XEP-0082 date-time for now, by C{clock}.
+    """
+    moment = datetime.datetime.fromtimestamp(clock.seconds(), datetime.timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def isMarked(message):
+    """
+    Whether a message carries <private/> (XEP-0280) or <no-copy/> (XEP-0334).
+    """
+    for child in message.elements():
+        if (child.uri, child.name) in ((NS_CARBONS, "private"), (NS_HINTS, "no-copy")):
+            return True
+    return False
+
+
+def unmark(message):
+    """
+    Remove <private/> and <no-copy/> from a message.
+    """
+    message.children = [
+        child
+        for child in message.children
+        if not (
+            isinstance(child, domish.Element)
+            and (child.uri, child.name) in ((NS_CARBONS, "private"), (NS_HINTS, "no-copy"))
+        )
+    ]
+
+
+def mark(message):
+    """
+    Add <private/> and <no-copy/>, so the server makes no carbon copies.
+    """
+    if not isMarked(message):
+        message.addElement((NS_CARBONS, "private"))
+        message.addElement((NS_HINTS, "no-copy"))
+
+
+def bodyOf(message):
+    for child in message.elements():
+        if child.name == "body" and child.uri in STANZA_URIS:
+            return str(child)
+    return None
+
+
+def isMirrored(message):
+    """
+    Whether an outgoing message is mirrored to the other resources (the
+    messages XEP-0280 would copy).
+    """
+    kind = message.getAttribute("type", "normal")
+    if kind == "chat":
+        return not isMarked(message)
+    if kind == "normal":
+        return bodyOf(message) is not None and not isMarked(message)
+    return False
+
+
+def asClient(element):
+    """
+    A copy of C{element} in which children of the stream's namespace are in
+    jabber:client, as a message inside <forwarded/> must be.
+    """
+    uri = NS_CLIENT if element.uri in STANZA_URIS else element.uri
+    copy = domish.Element((uri, element.name), defaultUri=uri)
+    copy.attributes = dict(element.attributes)
+    for child in element.children:
+        copy.addChild(asClient(child) if isinstance(child, domish.Element) else child)
+    return copy
+
+
+class MessageRouter(XMPPHandler):
+    """
+    Fans incoming messages out to the target's resources, routes and
+    mirrors their outgoing ones, and queues messages while the target is
+    offline.
+    """
+
+    log = Logger()
+
+    def __init__(self, component, target, resources, store, stats, clock,
+                 queuePerSender=QUEUE_PER_SENDER, queueSize=QUEUE_SIZE):
+        XMPPHandler.__init__(self)
+        self.jat = Translator(component)
+        self.target = target
+        self.resources = resources
+        self.store = store
+        self.stats = stats
+        self.clock = clock
+        self.queuePerSender = queuePerSender
+        self.queueSize = queueSize
+        resources.whenAdded(self._resourceAdded)
+
+    def connectionInitialized(self):
+        self.xmlstream.addObserver("/message", self.onMessage)
+
+    def onMessage(self, message):
+        if message.handled:
+            return
+        message.handled = True
+        sender = message.getAttribute("from")
+        recipient = message.getAttribute("to")
+        kind = message.getAttribute("type")
+        if not sender or not recipient:
+            self.stats.drop(message, "no-address")
+        elif splitJID(sender)[0] == self.target:
+            if kind == "error":
+                self.stats.drop(message, "error-from-target")
+            else:
+                self._outgoing(message, sender, recipient)
+        elif kind == "error":
+            self._bounce(message, sender)
+        else:
+            self._incoming(message, sender)
+
+    def _incoming(self, message, sender):
+        encoded = self.jat.encode(sender)
+        if encoded is None:
+            self._refuse(message, "jid-malformed", "The sender's address is too long to translate")
+            return
+        message["from"] = self.jat.address(encoded)
+        mark(message)
+        if self.resources.available:
+            self._fanOut(message)
+            self.stats.messages["fanned-out"] += 1
+        else:
+            self._enqueue(message, sender)
+
+    def _fanOut(self, message):
+        for resource in self.resources.available:
+            message["to"] = resource.jid
+            self.send(message.toXml())
+
+    def _enqueue(self, message, sender):
+        bare = splitJID(sender)[0]
+        if self.store.queueLength() >= self.queueSize:
+            self._queueFull(message, sender, "the queue is full")
+            return
+        if self.store.queueLength(bare) >= self.queuePerSender:
+            self._queueFull(message, sender, "the queue holds its limit from this sender")
+            return
+        delay = message.addElement((NS_DELAY, "delay"))
+        delay["from"] = self.jat.component
+        delay["stamp"] = utcStamp(self.clock)
+        message["to"] = self.target
+        self.store.enqueue(bare, message.toXml())
+        self.stats.messages["queued"] += 1
+
+    def _queueFull(self, message, sender, why):
+        self.log.warn(
+            "Message from {sender} refused with resource-constraint: {why} "
+            "(no resource of the target available)",
+            sender=sender,
+            why=why,
+        )
+        self.stats.messages["error:resource-constraint"] += 1
+        self.send(
+            errorReply(
+                self.jat.component,
+                sender,
+                message.getAttribute("id"),
+                "resource-constraint",
+                "No resource of the service is available and its queue is full",
+                kind="message",
+            )
+        )
+
+    def _resourceAdded(self, resource):
+        """
+        A resource came online: deliver the queue, in order, to the
+        resources available now, then forget it.
+        """
+        queued = self.store.queued()
+        if not queued:
+            return
+        for _, stanza in queued:
+            self._fanOut(parseXml(stanza.encode("utf-8")))
+        self.store.delivered([ident for ident, _ in queued])
+        self.stats.messages["delivered-from-queue"] += len(queued)
+        self.log.info(
+            "Delivered {count} queued messages to {resource}",
+            count=len(queued),
+            resource=resource.jid,
+        )
+
+    def _outgoing(self, message, sender, recipient):
+        encoded = self.jat.decode(recipient)
+        if encoded is None:
+            self.stats.drop(message, "message-from-target-to-component")
+            return
+        peer = self.jat.peer(encoded)
+        if peer is None:
+            self._refuse(message, "jid-malformed", "Not a peer's address")
+            return
+        if sender not in self.resources:
+            self._refuse(
+                message, "service-unavailable", "Only an available resource of the target may send"
+            )
+            return
+        others = [r for r in self.resources.available if r.jid != sender]
+        mirror = self._mirror(message, sender, peer) if others and isMirrored(message) else None
+        unmark(message)
+        message["from"] = self.jat.component
+        message["to"] = peer
+        self.send(message.toXml())
+        self.stats.messages["routed"] += 1
+        if mirror is not None:
+            mirror["from"] = self.jat.address(peer)
+            for other in others:
+                mirror["to"] = other.jid
+                self.send(mirror.toXml())
+            self.stats.messages["mirrored"] += 1
+
+    def _mirror(self, message, sender, peer):
+        """
+        Build the copy that the other resources get of a message C{sender}
+        sent to C{peer}.
+        """
+        original = asClient(message)
+        original["from"] = sender
+        original["to"] = peer
+        mirror = domish.Element((None, "message"))
+        kind = message.getAttribute("type")
+        if kind is not None:
+            mirror["type"] = kind
+        body = bodyOf(message)
+        if body is not None:
+            mirror.addElement("body", content="[%s -> %s] %s" % (sender, peer, body))
+        forwarded = mirror.addElement((NS_FORWARD, "forwarded"))
+        forwarded.addElement((NS_DELAY, "delay"))["stamp"] = utcStamp(self.clock)
+        forwarded.addChild(original)
+        mark(mirror)
+        return mirror
+
+    def _bounce(self, message, sender):
+        """
+        An error message from a peer: it concerns something the target
+        sent, so it goes to the target's resources (never back to the peer).
+        """
+        encoded = self.jat.encode(sender)
+        if encoded is None or not self.resources.available:
+            self.stats.drop(message, "error-from-peer-undeliverable")
+            return
+        message["from"] = self.jat.address(encoded)
+        self._fanOut(message)
+        self.stats.messages["bounces-to-target"] += 1
+
+    def _refuse(self, message, condition, text=None):
+        self.stats.messages["error:" + condition] += 1
+        self.send(
+            errorReply(
+                message.getAttribute("to"),
+                message.getAttribute("from"),
+                message.getAttribute("id"),
+                condition,
+                text,
+                kind="message",
+            )
+        )

@@ -1,0 +1,195 @@
+"""
+Tests for L{clientproxy.messages}: fan-out, routing and mirroring, the
+queue for an offline target, and bounces.
+"""
+
+from twisted.trial import unittest
+
+from clientproxy.messages import NS_CARBONS, NS_DELAY, NS_FORWARD, NS_HINTS
+from clientproxy.store import Store
+from tests.helpers import COMPONENT, TARGET, Harness, errorCondition
+
+ALICE = "alice@example.org/abc"
+
+
+def children(stanza):
+    return {(c.uri, c.name) for c in stanza.elements()}
+
+
+def body(stanza):
+    return str(next(c for c in stanza.elements() if c.name == "body"))
+
+
+class IncomingTests(unittest.TestCase):
+    def setUp(self):
+        self.h = Harness()
+        self.h.online("a", "b")
+
+    def send(self, text="Hi", to=COMPONENT, kind="chat", sender=ALICE):
+        self.h.receive(
+            "<message type='%s' id='m1' from='%s' to='%s'><body>%s</body></message>"
+            % (kind, sender, to, text)
+        )
+
+    def test_fannedOutToEveryResource(self):
+        self.send()
+        out = self.h.take()
+        self.assertEqual(sorted(m["to"] for m in out), [TARGET + "/a", TARGET + "/b"])
+        for m in out:
+            self.assertEqual(m["from"], COMPONENT + "/" + ALICE)
+            self.assertEqual(body(m), "Hi")
+            self.assertEqual(m["id"], "m1")
+            self.assertIn((NS_CARBONS, "private"), children(m))
+            self.assertIn((NS_HINTS, "no-copy"), children(m))
+
+    def test_toAnyComponentAddress(self):
+        self.send(to=COMPONENT + "/whatever")
+        self.assertEqual(len(self.h.take()), 2)
+
+    def test_filterRespected(self):
+        h = Harness(resources="^a$")
+        h.online("a", "b")
+        h.receive("<message from='%s' to='%s'><body>x</body></message>" % (ALICE, COMPONENT))
+        self.assertEqual([m["to"] for m in h.take()], [TARGET + "/a"])
+
+    def test_errorFromTargetDropped(self):
+        self.h.receive(
+            "<message type='error' from='%s/a' to='%s/%s'><error type='cancel'/></message>"
+            % (TARGET, COMPONENT, ALICE)
+        )
+        self.assertEqual(self.h.take(), [])
+        self.assertEqual(self.h.stats.dropped["error-from-target"], 1)
+
+    def test_bounceFromPeerGoesToResources(self):
+        self.h.receive(
+            "<message type='error' id='x' from='%s' to='%s'><error type='cancel'>"
+            "<item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>"
+            % (ALICE, COMPONENT)
+        )
+        out = self.h.take()
+        self.assertEqual(sorted(m["to"] for m in out), [TARGET + "/a", TARGET + "/b"])
+        for m in out:
+            self.assertEqual((m["type"], m["from"]), ("error", COMPONENT + "/" + ALICE))
+
+
+class OutgoingTests(unittest.TestCase):
+    def setUp(self):
+        self.h = Harness()
+        self.h.online("a", "b", "c")
+
+    def send(self, text="Hello", kind="chat", extra="", resource="a", peer=ALICE):
+        self.h.receive(
+            "<message type='%s' id='o1' from='%s/%s' to='%s/%s'><body>%s</body>%s</message>"
+            % (kind, TARGET, resource, COMPONENT, peer, text, extra)
+        )
+
+    def test_routedFromBareComponent(self):
+        self.send(extra="<private xmlns='%s'/>" % NS_CARBONS)
+        out = self.h.take()
+        [routed] = [m for m in out if m["to"] == ALICE]
+        self.assertEqual(routed["from"], COMPONENT)
+        self.assertEqual(body(routed), "Hello")
+        self.assertEqual(routed["id"], "o1")
+        self.assertNotIn((NS_CARBONS, "private"), children(routed))
+
+    def test_mirroredToTheOtherResources(self):
+        self.send()
+        out = self.h.take()
+        mirrors = [m for m in out if m["to"] != ALICE]
+        self.assertEqual(sorted(m["to"] for m in mirrors), [TARGET + "/b", TARGET + "/c"])
+        for m in mirrors:
+            self.assertEqual(m["from"], COMPONENT + "/" + ALICE)
+            self.assertEqual(body(m), "[%s/a -> %s] Hello" % (TARGET, ALICE))
+            self.assertIn((NS_CARBONS, "private"), children(m))
+            forwarded = next(c for c in m.elements() if (c.uri, c.name) == (NS_FORWARD, "forwarded"))
+            inner = next(c for c in forwarded.elements() if c.name == "message")
+            self.assertEqual(inner.uri, "jabber:client")
+            self.assertEqual((inner["from"], inner["to"]), (TARGET + "/a", ALICE))
+            self.assertEqual(body(inner), "Hello")
+            innerBody = next(c for c in inner.elements() if c.name == "body")
+            self.assertEqual(innerBody.uri, "jabber:client")
+            self.assertIn((NS_DELAY, "delay"), children(forwarded))
+
+    def test_whatIsMirrored(self):
+        cases = [("chat", "", True), ("normal", "", True), ("headline", "", False),
+                 ("groupchat", "", False),
+                 ("chat", "<no-copy xmlns='%s'/>" % NS_HINTS, False)]
+        for kind, extra, mirrored in cases:
+            self.send(kind=kind, extra=extra)
+            out = self.h.take()
+            self.assertEqual(len(out), 3 if mirrored else 1, (kind, extra))
+
+    def test_normalWithoutBodyNotMirrored(self):
+        self.h.receive(
+            "<message from='%s/a' to='%s/%s'><x xmlns='urn:x'/></message>"
+            % (TARGET, COMPONENT, ALICE)
+        )
+        self.assertEqual([m["to"] for m in self.h.take()], [ALICE])
+
+    def test_badPeer(self):
+        self.send(peer="a@b@c")
+        [out] = self.h.take()
+        self.assertEqual((out["type"], out["to"]), ("error", TARGET + "/a"))
+        self.assertEqual(errorCondition(out), ("jid-malformed", "modify"))
+
+    def test_toBareComponentDropped(self):
+        self.h.receive(
+            "<message from='%s/a' to='%s'><body>x</body></message>" % (TARGET, COMPONENT)
+        )
+        self.assertEqual(self.h.take(), [])
+
+
+class QueueTests(unittest.TestCase):
+    def setUp(self):
+        self.h = Harness(queuePerSender=3, queueSize=5)
+
+    def send(self, text, sender=ALICE):
+        self.h.receive(
+            "<message type='chat' from='%s' to='%s'><body>%s</body></message>"
+            % (sender, COMPONENT, text)
+        )
+
+    def test_queuedThenDeliveredInOrder(self):
+        self.h.clock.advance(1000)
+        for text in ("one", "two", "three"):
+            self.send(text)
+        self.assertEqual(self.h.take(), [])
+        self.assertEqual(self.h.store.queueLength(), 3)
+        self.h.online("a")
+        out = [m for m in self.h.take() if m.name == "message"]
+        self.assertEqual([body(m) for m in out], ["one", "two", "three"])
+        for m in out:
+            self.assertEqual((m["to"], m["from"]), (TARGET + "/a", COMPONENT + "/" + ALICE))
+            delay = next(c for c in m.elements() if (c.uri, c.name) == (NS_DELAY, "delay"))
+            self.assertEqual(delay["stamp"], "1970-01-01T00:16:40.000000Z")
+            self.assertEqual(delay["from"], COMPONENT)
+        self.assertEqual(self.h.store.queueLength(), 0)
+        self.h.online("b")
+        self.assertEqual([m for m in self.h.take() if m.name == "message"], [])
+
+    def test_boundPerSender(self):
+        for text in ("1", "2", "3", "4"):
+            self.send(text)
+        [error] = self.h.take()
+        self.assertEqual((error.name, error["type"], error["to"]), ("message", "error", ALICE))
+        self.assertEqual(errorCondition(error), ("resource-constraint", "wait"))
+        self.assertEqual(self.h.store.queueLength(), 3)
+
+    def test_boundInAll(self):
+        for i in range(5):
+            self.send(str(i), sender="user%d@example.org/r" % i)
+        self.send("x", sender="late@example.org/r")
+        [error] = self.h.take()
+        self.assertEqual(error["to"], "late@example.org/r")
+        self.assertEqual(self.h.store.queueLength(), 5)
+
+    def test_survivesRestart(self):
+        path = self.mktemp()
+        first = Harness(store=Store(path))
+        first.receive("<message from='%s' to='%s'><body>kept</body></message>" % (ALICE, COMPONENT))
+        first.store.close()
+        second = Harness(store=Store(path))
+        second.online("a")
+        [m] = [m for m in second.take() if m.name == "message"]
+        self.assertEqual(body(m), "kept")
+        self.assertEqual(second.store.queueLength(), 0)

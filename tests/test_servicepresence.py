@@ -1,0 +1,87 @@
+"""
+Tests for L{clientproxy.servicepresence}: outsiders subscribe to the
+service and see it come and go.
+"""
+
+from twisted.trial import unittest
+
+from tests.helpers import COMPONENT, TARGET, Harness
+
+BOB = "bob@example.org"
+
+
+def summary(stanzas):
+    return [(s.name, s.getAttribute("type"), s.getAttribute("to")) for s in stanzas]
+
+
+class ServicePresenceTests(unittest.TestCase):
+    def setUp(self):
+        self.h = Harness()
+
+    def subscribe(self, who=BOB):
+        self.h.receive("<presence type='subscribe' from='%s' to='%s'/>" % (who, COMPONENT))
+
+    def test_subscriptionApprovedAndRemembered(self):
+        self.subscribe(BOB + "/phone")
+        self.assertEqual(
+            summary(self.h.take()),
+            [("presence", "subscribed", BOB), ("presence", "unavailable", BOB)],
+        )
+        self.assertEqual(self.h.store.subscribers(), [BOB])
+
+    def test_availableWhileAnyResourceIs(self):
+        self.subscribe()
+        self.h.take()
+        self.h.online("a")
+        self.assertEqual(summary(self.h.take()), [("presence", None, BOB)])
+        self.h.online("b")
+        self.assertEqual(self.h.take(), [])
+        self.h.offline("a")
+        self.assertEqual(self.h.take(), [])
+        self.h.offline("b")
+        self.assertEqual(summary(self.h.take()), [("presence", "unavailable", BOB)])
+
+    def test_subscribeWhileAvailable(self):
+        self.h.online("a")
+        self.h.take()
+        self.subscribe()
+        self.assertEqual(
+            summary(self.h.take()),
+            [("presence", "subscribed", BOB), ("presence", None, BOB)],
+        )
+
+    def test_probeAnswered(self):
+        self.subscribe()
+        self.h.online("a")
+        self.h.take()
+        self.h.receive("<presence type='probe' from='%s' to='%s'/>" % (BOB, COMPONENT))
+        self.assertEqual(summary(self.h.take()), [("presence", None, BOB)])
+
+    def test_probeFromStrangerNotShown(self):
+        self.h.online("a")
+        self.h.take()
+        self.h.receive("<presence type='probe' from='eve@example.org' to='%s'/>" % (COMPONENT,))
+        self.assertEqual(summary(self.h.take()), [("presence", "unsubscribed", "eve@example.org")])
+
+    def test_unsubscribe(self):
+        self.subscribe()
+        self.h.receive("<presence type='unsubscribe' from='%s' to='%s'/>" % (BOB, COMPONENT))
+        self.assertEqual(self.h.take()[-1]["type"], "unsubscribed")
+        self.assertEqual(self.h.store.subscribers(), [])
+        self.h.online("a")
+        self.assertEqual(self.h.take(), [])
+
+    def test_errorsAndOthersNeverAnswered(self):
+        self.subscribe()
+        self.h.take()
+        for kind in ("error", "subscribed", "unsubscribed", "unavailable"):
+            self.h.receive("<presence type='%s' from='%s' to='%s'/>" % (kind, BOB, COMPONENT))
+        self.h.receive("<presence from='%s' to='%s'/>" % (BOB, COMPONENT))
+        self.assertEqual(self.h.take(), [])
+        self.assertEqual(self.h.stats.dropped["presence-from-outsider"], 5)
+
+    def test_targetPresenceNotTakenForOutsiders(self):
+        self.h.online("a")
+        self.assertEqual(len(self.h.resources), 1)
+        self.assertEqual(self.h.store.subscribers(), [])
+        self.assertNotIn(TARGET, self.h.store.subscribers())
