@@ -35,6 +35,8 @@ class OptionsTests(unittest.TestCase):
         self.assertEqual(options["timeout"], 30.0)
         self.assertEqual(options["strategy"], "random")
         self.assertIsNone(options["resources"])
+        self.assertEqual(options["data-dir"], ".")
+        self.assertEqual((options["queue-per-sender"], options["queue-size"]), (100, 10000))
 
     def test_allOptions(self):
         options = self.parse(
@@ -104,13 +106,19 @@ class OptionsTests(unittest.TestCase):
             ["--port", "70000"],
             ["--strategy", "nope"],
             ["--resources", "("],
+            ["--data-dir", "/nonexistent/dir"],
+            ["--queue-size", "-1"],
+            ["--queue-per-sender", "-1"],
         ]:
             self.assertRaises(usage.UsageError, self.parse, *REQUIRED + ["--secret", "s"] + extra)
 
     def test_makeService(self):
+        dataDir = self.mktemp()
+        os.makedirs(dataDir)
         options = self.parse(
             *REQUIRED + ["--secret", "s", "--port", "5348", "--timeout", "3",
-                         "--strategy", "least-pending", "--resources", "^a"]
+                         "--strategy", "least-pending", "--resources", "^a",
+                         "--data-dir", dataDir, "--queue-per-sender", "7", "--queue-size", "9"]
         )
         proxy = makeService(options)
         self.assertIsInstance(proxy, ProxyComponent)
@@ -121,6 +129,9 @@ class OptionsTests(unittest.TestCase):
         self.assertTrue(proxy.dispatcher.resources.accepts("abc"))
         self.assertFalse(proxy.dispatcher.resources.accepts("b"))
         self.assertEqual(proxy.factory.authenticator.password, "s")
+        self.assertEqual((proxy.messages.queuePerSender, proxy.messages.queueSize), (7, 9))
+        self.assertIn("clientproxy-proxy.example.org.sqlite", os.listdir(dataDir))
+        proxy.store.close()
 
 
 class PluginTests(unittest.TestCase):
