@@ -14,6 +14,7 @@ L{wokkel.component.Component} is kept, with two changes:
    may be fixed while the component keeps trying.
 """
 
+from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.words.protocols.jabber import xmlstream
 from twisted.words.protocols.jabber.component import ConnectComponentAuthenticator
@@ -62,6 +63,9 @@ class ProxyComponent(Component):
 
     log = Logger()
 
+    #: Seconds requests in flight get to be answered when the service stops.
+    grace = 5.0
+
     def __init__(self, host, port, jid, secret, stats, reactor=None):
         self.host = host
         self.port = port
@@ -73,6 +77,30 @@ class ProxyComponent(Component):
         factory.clock = self._reactor
         self._authenticated = False
         self._everConnected = False
+
+    def stopService(self):
+        """
+        Stop gracefully: take no new requests, give those in flight
+        L{grace} seconds, answer what is left, show the service unavailable
+        to its subscribers, then close the connection. Queued messages stay
+        in the store.
+
+        @return: a Deferred that fires once the connection is being closed
+            (twistd waits for it before it exits).
+        """
+        dispatcher = getattr(self, "dispatcher", None)
+        if dispatcher is None or self.xmlstream is None:
+            drained = defer.succeed(None)
+        else:
+            drained = dispatcher.shutdown(self._reactor, self.grace)
+
+        def close(_):
+            servicePresence = getattr(self, "servicePresence", None)
+            if servicePresence is not None and self.xmlstream is not None:
+                servicePresence.shutdown()
+            Component.stopService(self)
+
+        return drained.addBoth(close)
 
     def _getConnection(self):
         return self._reactor.connectTCP(self.host, self.port, self.factory)

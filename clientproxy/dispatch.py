@@ -52,8 +52,10 @@ def payloadOf(request):
 
 
 #: The condition for requests in flight when the connection to the server is
-#: lost: type wait, so the requester may ask again.
+#: lost, or still unanswered when a shutdown's grace period ends: type wait,
+#: so the requester may ask again.
 CONNECTION_LOST = "recipient-unavailable"
+SHUTTING_DOWN = "The service is shutting down"
 
 
 class IQDispatcher(XMPPHandler):
@@ -83,6 +85,7 @@ class IQDispatcher(XMPPHandler):
         self._replied = self._routeReply
         self._failed = self._answerFailure
         self._ids = itertools.count(1)
+        self.closing = False
 
     def connectionInitialized(self):
         self.xmlstream.addObserver("/iq", self.onIQ)
@@ -97,6 +100,29 @@ class IQDispatcher(XMPPHandler):
             )
         self.pending.failAll(CONNECTION_LOST)
 
+    def shutdown(self, clock, grace):
+        """
+        Stop taking requests, give those in flight C{grace} seconds, then
+        answer what is left with C{recipient-unavailable}.
+
+        @return: a Deferred that fires once no request is in flight.
+        """
+        self.closing = True
+        timer = clock.callLater(grace, self.pending.failAll, CONNECTION_LOST, SHUTTING_DOWN)
+        if len(self.pending):
+            self.log.info(
+                "Shutting down: {count} requests in flight get {grace} s",
+                count=len(self.pending),
+                grace=grace,
+            )
+
+        def done(result):
+            if timer.active():
+                timer.cancel()
+            return result
+
+        return self.pending.whenEmpty().addBoth(done)
+
     def onIQ(self, iq):
         """
         Sort an IQ: a request from outside, a reply from the target, or
@@ -110,6 +136,8 @@ class IQDispatcher(XMPPHandler):
         kind = iq.getAttribute("type")
         if not sender or not recipient:
             self.stats.drop(iq, "no-address")
+        elif kind in REQUEST_TYPES and self.closing:
+            self._refuse(iq, "service-unavailable", SHUTTING_DOWN)
         elif sender.partition("/")[0] == self.target:
             if kind in REPLY_TYPES:
                 self._onReply(iq, sender, recipient)

@@ -17,7 +17,7 @@ memory than a timer per request, and lets tests drive time with
 L{twisted.internet.task.Clock}.
 """
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.words.protocols.jabber.error import StanzaError
 
 
@@ -63,6 +63,7 @@ class PendingTable:
         self.timeout = timeout
         self._entries = {}
         self._timer = None
+        self._emptyWaiters = []
 
     def __len__(self):
         return len(self._entries)
@@ -120,12 +121,26 @@ class PendingTable:
         entry.retry = None
         resource.pending += 1
 
+    def whenEmpty(self):
+        """
+        Return a Deferred that fires once no request is in flight.
+        """
+        if not self._entries:
+            return succeed(None)
+        d = Deferred()
+        self._emptyWaiters.append(d)
+        return d
+
     def _remove(self, entry):
         del self._entries[entry.key]
         entry.resource.pending -= 1
-        if not self._entries and self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if not self._entries:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            waiters, self._emptyWaiters = self._emptyWaiters, []
+            for d in waiters:
+                d.callback(None)
 
     def complete(self, entry, reply):
         """

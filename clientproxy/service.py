@@ -30,6 +30,7 @@ def makeProxy(
     dataDir=None,
     queuePerSender=QUEUE_PER_SENDER,
     queueSize=QUEUE_SIZE,
+    grace=5.0,
     reactor=None,
 ):
     """
@@ -45,6 +46,7 @@ def makeProxy(
     @param queuePerSender: the most messages queued from one sender (bare
         JID) while no resource is available.
     @param queueSize: the most messages queued in all.
+    @param grace: seconds requests in flight get when the service stops.
     @param reactor: an L{IReactorTCP} and L{IReactorTime}; the global
         reactor by default.
     @return: the L{ProxyComponent}, an L{IService}. Its handlers are
@@ -58,6 +60,7 @@ def makeProxy(
     stats = Stats()
     available = ResourceSet(resources)
     component = ProxyComponent(host, port, jid, secret, stats, reactor)
+    component.grace = grace
     component.presence = TargetPresence(jid, target, available, stats, reactor)
     component.presence.setHandlerParent(component)
     component.dispatcher = IQDispatcher(

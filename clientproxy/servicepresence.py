@@ -47,6 +47,15 @@ class ServicePresence(XMPPHandler):
     def connectionLost(self, reason):
         self.available = False
 
+    def shutdown(self):
+        """
+        Show subscribers the service going away.
+        """
+        if self.available:
+            self.available = False
+            for subscriber in self.store.subscribers():
+                self.send(self.current(subscriber))
+
     def current(self, recipient):
         """
         The service's presence as it is now, for C{recipient}.

@@ -58,6 +58,7 @@ class Options(usage.Options):
         ["queue-per-sender", None, QUEUE_PER_SENDER,
          "Most messages queued from one sender while the target is offline.", int],
         ["queue-size", None, QUEUE_SIZE, "Most messages queued in all.", int],
+        ["grace", None, 5.0, "Seconds requests in flight get to finish on shutdown.", float],
     ]
 
     optFlags = [["help-strategies", None, "List the dispatch strategies and exit."]]
@@ -82,6 +83,8 @@ class Options(usage.Options):
         self["secret"] = self._secret()
         if not self["timeout"] > 0:
             raise usage.UsageError("--timeout must be positive")
+        if self["grace"] < 0:
+            raise usage.UsageError("--grace must not be negative")
         if not 0 < self["port"] < 65536:
             raise usage.UsageError("--port must be a TCP port")
         strategies = availableStrategies()
@@ -156,4 +159,5 @@ def makeService(config):
         dataDir=config["data-dir"],
         queuePerSender=config["queue-per-sender"],
         queueSize=config["queue-size"],
+        grace=config["grace"],
     )

@@ -84,8 +84,10 @@ class ServerTestCase(unittest.TestCase):
     def startProxy(self, resources=0, secret=SECRET, jid=COMPONENT, **kwargs):
         """
         Start the component in this process, and wait until it knows
-        C{resources} resources of the target.
+        C{resources} resources of the target. Its shutdown grace period is
+        short unless given: tests leave requests unanswered on purpose.
         """
+        kwargs.setdefault("grace", 0.2)
         proxy = makeProxy(
             jid, TARGET, secret, host="127.0.0.1", port=self.server.componentPort, **kwargs
         )

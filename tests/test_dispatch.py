@@ -490,3 +490,45 @@ class TargetRequestTests(unittest.TestCase):
         [out] = h.take()
         self.assertEqual(out["to"], TARGET + "/phone")
         self.assertEqual(errorCondition(out), ("service-unavailable", "cancel"))
+
+
+class ShutdownTests(unittest.TestCase):
+    """
+    A graceful stop: no new requests, a grace period, then answers.
+    """
+
+    def setUp(self):
+        self.h = Harness(timeout=30)
+        self.h.online("a")
+        self.h.request(stanzaID="1")
+        self.h.take()
+
+    def test_newRequestsRefused(self):
+        self.h.dispatcher.shutdown(self.h.clock, 5)
+        self.h.request(stanzaID="2")
+        [out] = self.h.take()
+        self.assertEqual(out["id"], "2")
+        self.assertEqual(errorCondition(out), ("service-unavailable", "cancel"))
+
+    def test_answeredWithinGrace(self):
+        d = self.h.dispatcher.shutdown(self.h.clock, 5)
+        self.assertNoResult(d)
+        self.h.reply("a", stanzaID="1")
+        [out] = self.h.take()
+        self.assertEqual(out["type"], "result")
+        self.successResultOf(d)
+        self.assertEqual(self.h.clock.getDelayedCalls(), [])
+
+    def test_leftOversAnsweredAfterGrace(self):
+        d = self.h.dispatcher.shutdown(self.h.clock, 5)
+        self.h.clock.advance(4.9)
+        self.assertEqual(self.h.take(), [])
+        self.h.clock.advance(0.1)
+        [out] = self.h.take()
+        self.assertEqual((out["to"], out["id"]), (ALICE, "1"))
+        self.assertEqual(errorCondition(out), ("recipient-unavailable", "wait"))
+        self.successResultOf(d)
+
+    def test_nothingInFlight(self):
+        self.h.reply("a", stanzaID="1")
+        self.successResultOf(self.h.dispatcher.shutdown(self.h.clock, 5))

@@ -251,6 +251,27 @@ class RestartTests:
     """
 
     @defer.inlineCallbacks
+    def test_gracefulStopAnswersEverything(self):
+        """
+        On stop, a request answered within the grace period gets its
+        answer, and one still held after it gets recipient-unavailable.
+        """
+        holder = Holder()
+        yield self.connect("svc", "a", onRequest=holder)
+        proxy = yield self.startProxy(resources=1, grace=1)
+        alice = yield self.connect("alice", "x")
+        first = alice.request(COMPONENT, stanzaID="first")
+        second = alice.request(COMPONENT, stanzaID="second")
+        yield self.waitUntil(lambda: len(holder.held) == 2, "both requests held")
+        stopped = proxy.stopService()
+        holder.answer(0)
+        reply = yield withTimeout(first)
+        self.assertEqual(reply["type"], "result")
+        reply = yield withTimeout(second)
+        self.assertEqual(errorCondition(reply), ("recipient-unavailable", "wait"))
+        yield withTimeout(stopped)
+
+    @defer.inlineCallbacks
     def test_componentRestart(self):
         yield self.connect("svc", "a")
         first = yield self.startProxy(resources=1)

@@ -85,3 +85,12 @@ class ServicePresenceTests(unittest.TestCase):
         self.assertEqual(len(self.h.resources), 1)
         self.assertEqual(self.h.store.subscribers(), [])
         self.assertNotIn(TARGET, self.h.store.subscribers())
+
+    def test_shutdownShowsUnavailable(self):
+        self.subscribe()
+        self.h.online("a")
+        self.h.take()
+        self.h.servicePresence.shutdown()
+        self.assertEqual(summary(self.h.take()), [("presence", "unavailable", BOB)])
+        self.h.servicePresence.shutdown()
+        self.assertEqual(self.h.take(), [])
