@@ -81,7 +81,7 @@ def connectedProxy(resources, strategy):
     A proxy whose stream is authenticated, with C{resources} available
     resources of the target.
     """
-    proxy = makeProxy(COMPONENT, TARGET, "secret", strategy=strategy, timeout=30)
+    proxy = makeProxy(COMPONENT, TARGET, "secret", strategy=strategy, timeout=30, maxPending=0)
     xs = proxy.factory.buildProtocol(None)
     transport = CountingTransport()
     xs.makeConnection(transport)

@@ -26,6 +26,8 @@ from twisted.words.xish.domish import escapeToXml
 from wokkel.subprotocols import XMPPHandler
 
 from clientproxy.jat import Translator
+from clientproxy.policy import TOO_LARGE
+from clientproxy.xml import toXml
 from clientproxy.stanzas import (
     REPLY_TYPES,
     REQUEST_TYPES,
@@ -35,6 +37,10 @@ from clientproxy.stanzas import (
 
 #: Marks the keys of requests started by a resource of the target.
 REVERSE = "reverse"
+
+#: Default bounds of requests in flight from outside (0: no bound).
+MAX_PENDING = 10000
+MAX_PENDING_PER_REQUESTER = 1000
 
 #: A get sent again to another resource: id, from, to and the payload.
 RETRY = "<iq type='get' id='%s' from='%s' to='%s'>%s</iq>"
@@ -72,8 +78,13 @@ class IQDispatcher(XMPPHandler):
 
     log = Logger()
 
-    def __init__(self, component, target, resources, strategy, pending, stats):
+    def __init__(self, component, target, resources, strategy, pending, stats, policy,
+                 maxPending=MAX_PENDING, maxPendingPerRequester=MAX_PENDING_PER_REQUESTER):
         XMPPHandler.__init__(self)
+        self.policy = policy
+        self.maxPending = maxPending
+        self.maxPendingPerRequester = maxPendingPerRequester
+        self._inFlight = {}
         self.jat = Translator(component)
         self.target = target
         self.resources = resources
@@ -137,7 +148,7 @@ class IQDispatcher(XMPPHandler):
         if not sender or not recipient:
             self.stats.drop(iq, "no-address")
         elif kind in REQUEST_TYPES and self.closing:
-            self._refuse(iq, "service-unavailable", SHUTTING_DOWN)
+            self._refuse(iq, "service-unavailable", text=SHUTTING_DOWN)
         elif sender.partition("/")[0] == self.target:
             if kind in REPLY_TYPES:
                 self._onReply(iq, sender, recipient)
@@ -157,25 +168,40 @@ class IQDispatcher(XMPPHandler):
         if stanzaID is None:
             self.stats.drop(iq, "request-without-id")
             return
+        refusal = self.policy.refusal(requester)
+        if refusal is not None:
+            self._refuse(iq, *refusal)
+            return
         if childElementCount(iq) != 1:
-            self._refuse(iq, "bad-request", "An IQ request has exactly one child element")
+            self._refuse(iq, "bad-request", text="An IQ request has exactly one child element")
             return
         encoded = self.jat.encode(requester)
         if encoded is None:
-            self._refuse(iq, "jid-malformed", "The requester's address is too long to translate")
+            self._refuse(iq, "jid-malformed", text="The requester's address is too long to translate")
             return
         key = (encoded, stanzaID)
         if key in self.pending:
-            self._refuse(iq, "bad-request", "A request with this id is already in flight")
+            self._refuse(iq, "bad-request", text="A request with this id is already in flight")
+            return
+        bare = requester.partition("/")[0]
+        held = self._inFlight.get(bare, 0)
+        if (self.maxPending and len(self.pending) >= self.maxPending) or (
+            self.maxPendingPerRequester and held >= self.maxPendingPerRequester
+        ):
+            self._refuse(iq, "resource-constraint", text="Too many requests in flight")
             return
         available = self.resources.available
         if not available:
             self._refuse(iq, "service-unavailable")
             return
+        recipient = iq["to"]
         resource = self.strategy.choose(available, requester)
         iq["from"] = self.jat.address(encoded)
         iq["to"] = resource.jid
-        request = iq.toXml()
+        request = toXml(iq)
+        if self.policy.tooLarge(request):
+            self._answer(recipient, requester, stanzaID, *TOO_LARGE)
+            return
         entry = self.pending.add(
             key, requester, payloadOf(request) if kind == "get" else None, resource
         )
@@ -183,8 +209,20 @@ class IQDispatcher(XMPPHandler):
         entry.addCallbacks(
             self._replied, self._failed, callbackArgs=args, errbackArgs=args
         )
+        self._inFlight[bare] = held + 1
         self.stats.requests["forwarded"] += 1
         self.send(request)
+
+    def _release(self, requester):
+        """
+        A request from C{requester} is answered: one less in flight.
+        """
+        bare = requester.partition("/")[0]
+        held = self._inFlight[bare] - 1
+        if held:
+            self._inFlight[bare] = held
+        else:
+            del self._inFlight[bare]
 
     def _onReply(self, reply, sender, recipient):
         encoded = self.jat.decode(recipient)
@@ -197,13 +235,15 @@ class IQDispatcher(XMPPHandler):
             self.pending.complete(entry, reply)
 
     def _routeReply(self, reply, entry):
+        self._release(entry.requester)
         reply["to"] = entry.requester
         reply["from"] = self.jat.component
         self.stats.requests["answered"] += 1
-        self.send(reply)
+        self.send(toXml(reply))
 
     def _answerFailure(self, failure, entry):
         failure.trap(StanzaError)
+        self._release(entry.requester)
         error = failure.value
         self.stats.requests["error:" + error.condition] += 1
         self.send(
@@ -230,18 +270,18 @@ class IQDispatcher(XMPPHandler):
             return
         resource = self.resources.get(sender)
         if resource is None:
-            self._refuse(iq, "service-unavailable", "Only an available resource of the target may ask")
+            self._refuse(iq, "service-unavailable", text="Only an available resource of the target may ask")
             return
         encoded = self.jat.decode(recipient)
         if encoded is None:
-            self._refuse(iq, "service-unavailable", "Address a peer as component/<peer JID>")
+            self._refuse(iq, "service-unavailable", text="Address a peer as component/<peer JID>")
             return
         peer = self.jat.peer(encoded)
         if peer is None:
-            self._refuse(iq, "jid-malformed", "Not a peer's address")
+            self._refuse(iq, "jid-malformed", text="Not a peer's address")
             return
         if childElementCount(iq) != 1:
-            self._refuse(iq, "bad-request", "An IQ request has exactly one child element")
+            self._refuse(iq, "bad-request", text="An IQ request has exactly one child element")
             return
         ownID = "cp%d" % (next(self._ids),)
         entry = self.pending.add((peer, ownID, REVERSE), sender, None, resource, stanzaID)
@@ -308,17 +348,19 @@ class IQDispatcher(XMPPHandler):
             else:
                 self.pending.fail(entry, "recipient-unavailable")
 
-    def _refuse(self, iq, condition, text=None):
+    def _refuse(self, iq, condition, errorType=None, text=None):
         """
         Answer a request with an error from the address it was sent to.
         """
-        self.stats.requests["error:" + condition] += 1
-        self.send(
-            errorReply(
-                iq.getAttribute("to"),
-                iq.getAttribute("from"),
-                iq.getAttribute("id"),
-                condition,
-                text,
-            )
+        self._answer(
+            iq.getAttribute("to"),
+            iq.getAttribute("from"),
+            iq.getAttribute("id"),
+            condition,
+            errorType,
+            text,
         )
+
+    def _answer(self, sender, recipient, stanzaID, condition, errorType=None, text=None):
+        self.stats.requests["error:" + condition] += 1
+        self.send(errorReply(sender, recipient, stanzaID, condition, text, errorType=errorType))

@@ -42,6 +42,8 @@ from wokkel.generic import parseXml
 from wokkel.subprotocols import XMPPHandler
 
 from clientproxy.jat import Translator
+from clientproxy.policy import TOO_LARGE
+from clientproxy.xml import toXml
 from clientproxy.stanzas import errorReply, splitJID
 
 NS_CARBONS = "urn:xmpp:carbons:2"
@@ -141,9 +143,10 @@ class MessageRouter(XMPPHandler):
 
     log = Logger()
 
-    def __init__(self, component, target, resources, store, stats, clock,
+    def __init__(self, component, target, resources, store, stats, clock, policy,
                  queuePerSender=QUEUE_PER_SENDER, queueSize=QUEUE_SIZE):
         XMPPHandler.__init__(self)
+        self.policy = policy
         self.jat = Translator(component)
         self.target = target
         self.resources = resources
@@ -177,12 +180,22 @@ class MessageRouter(XMPPHandler):
             self._incoming(message, sender)
 
     def _incoming(self, message, sender):
+        refusal = self.policy.refusal(sender)
+        if refusal is not None:
+            condition, errorType, text = refusal
+            self._refuse(message, condition, text, errorType)
+            return
         encoded = self.jat.encode(sender)
         if encoded is None:
             self._refuse(message, "jid-malformed", "The sender's address is too long to translate")
             return
         message["from"] = self.jat.address(encoded)
         mark(message)
+        if self.policy.tooLarge(toXml(message)):
+            condition, errorType, text = TOO_LARGE
+            message["from"] = sender
+            self._refuse(message, condition, text, errorType)
+            return
         if self.resources.available:
             self._fanOut(message)
             self.stats.messages["fanned-out"] += 1
@@ -192,7 +205,7 @@ class MessageRouter(XMPPHandler):
     def _fanOut(self, message):
         for resource in self.resources.available:
             message["to"] = resource.jid
-            self.send(message.toXml())
+            self.send(toXml(message))
 
     def _enqueue(self, message, sender):
         bare = splitJID(sender)[0]
@@ -206,7 +219,7 @@ class MessageRouter(XMPPHandler):
         delay["from"] = self.jat.component
         delay["stamp"] = utcStamp(self.clock)
         message["to"] = self.target
-        self.store.enqueue(bare, message.toXml())
+        self.store.enqueue(bare, toXml(message))
         self.stats.messages["queued"] += 1
 
     def _queueFull(self, message, sender, why):
@@ -265,13 +278,13 @@ class MessageRouter(XMPPHandler):
         unmark(message)
         message["from"] = self.jat.component
         message["to"] = peer
-        self.send(message.toXml())
+        self.send(toXml(message))
         self.stats.messages["routed"] += 1
         if mirror is not None:
             mirror["from"] = self.jat.address(peer)
             for other in others:
                 mirror["to"] = other.jid
-                self.send(mirror.toXml())
+                self.send(toXml(mirror))
             self.stats.messages["mirrored"] += 1
 
     def _mirror(self, message, sender, peer):
@@ -308,7 +321,7 @@ class MessageRouter(XMPPHandler):
         self._fanOut(message)
         self.stats.messages["bounces-to-target"] += 1
 
-    def _refuse(self, message, condition, text=None):
+    def _refuse(self, message, condition, text=None, errorType=None):
         self.stats.messages["error:" + condition] += 1
         self.send(
             errorReply(
@@ -318,5 +331,6 @@ class MessageRouter(XMPPHandler):
                 condition,
                 text,
                 kind="message",
+                errorType=errorType,
             )
         )

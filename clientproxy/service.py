@@ -4,9 +4,10 @@ Assembly of one proxy: the component connection and its handlers.
 """
 
 from clientproxy.connection import ProxyComponent
-from clientproxy.dispatch import IQDispatcher
+from clientproxy.dispatch import MAX_PENDING, MAX_PENDING_PER_REQUESTER, IQDispatcher
 from clientproxy.messages import QUEUE_PER_SENDER, QUEUE_SIZE, MessageRouter
 from clientproxy.pending import PendingTable
+from clientproxy.policy import MAX_STANZA_SIZE, Policy
 from clientproxy.presence import TargetPresence
 from clientproxy.resources import ResourceSet
 from clientproxy.servicepresence import ServicePresence
@@ -31,6 +32,13 @@ def makeProxy(
     queuePerSender=QUEUE_PER_SENDER,
     queueSize=QUEUE_SIZE,
     grace=5.0,
+    maxPending=MAX_PENDING,
+    maxPendingPerRequester=MAX_PENDING_PER_REQUESTER,
+    rate=0.0,
+    burst=None,
+    maxStanzaSize=MAX_STANZA_SIZE,
+    allow=(),
+    deny=(),
     reactor=None,
 ):
     """
@@ -47,6 +55,13 @@ def makeProxy(
         JID) while no resource is available.
     @param queueSize: the most messages queued in all.
     @param grace: seconds requests in flight get when the service stops.
+    @param maxPending: most requests from outside in flight (0: no bound).
+    @param maxPendingPerRequester: most in flight from one bare JID.
+    @param rate: stanzas a second one bare JID may send (0: no limit), with
+        bursts of C{burst}.
+    @param maxStanzaSize: the largest stanza forwarded, in bytes.
+    @param allow: bare JIDs or domains that alone may use the service.
+    @param deny: bare JIDs or domains that may not.
     @param reactor: an L{IReactorTCP} and L{IReactorTime}; the global
         reactor by default.
     @return: the L{ProxyComponent}, an L{IService}. Its handlers are
@@ -59,19 +74,24 @@ def makeProxy(
         strategy = makeStrategy(strategy)
     stats = Stats()
     available = ResourceSet(resources)
+    policy = Policy(reactor, allow, deny, rate, burst, maxStanzaSize)
     component = ProxyComponent(host, port, jid, secret, stats, reactor)
     component.grace = grace
     component.presence = TargetPresence(jid, target, available, stats, reactor)
     component.presence.setHandlerParent(component)
     component.dispatcher = IQDispatcher(
-        jid, target, available, strategy, PendingTable(reactor, timeout), stats
+        jid, target, available, strategy, PendingTable(reactor, timeout), stats, policy,
+        maxPending, maxPendingPerRequester,
     )
     component.dispatcher.setHandlerParent(component)
     component.store = Store(":memory:" if dataDir is None else storePath(dataDir, jid))
     component.messages = MessageRouter(
-        jid, target, available, component.store, stats, reactor, queuePerSender, queueSize
+        jid, target, available, component.store, stats, reactor, policy,
+        queuePerSender, queueSize,
     )
     component.messages.setHandlerParent(component)
-    component.servicePresence = ServicePresence(jid, target, available, component.store, stats)
+    component.servicePresence = ServicePresence(
+        jid, target, available, component.store, stats, policy
+    )
     component.servicePresence.setHandlerParent(component)
     return component

@@ -27,8 +27,9 @@ class ServicePresence(XMPPHandler):
 
     log = Logger()
 
-    def __init__(self, component, target, resources, store, stats):
+    def __init__(self, component, target, resources, store, stats, policy):
         XMPPHandler.__init__(self)
+        self.policy = policy
         self.component = component
         self.target = target
         self.resources = resources
@@ -91,6 +92,9 @@ class ServicePresence(XMPPHandler):
         kind = presence.getAttribute("type")
         if bare == self.target:
             self.stats.drop(presence, "presence-from-target")
+        elif kind == "subscribe" and not self.policy.permits(bare):
+            self.send(presenceStanza(self.component, bare, "unsubscribed"))
+            self.stats.presence["subscriptions-refused"] += 1
         elif kind == "subscribe":
             self.store.addSubscriber(bare)
             self.send(presenceStanza(self.component, bare, "subscribed"))

@@ -14,11 +14,12 @@ REQUEST_TYPES = frozenset(("get", "set"))
 REPLY_TYPES = frozenset(("result", "error"))
 
 
-def errorReply(sender, recipient, stanzaID, condition, text=None, kind="iq"):
+def errorReply(sender, recipient, stanzaID, condition, text=None, kind="iq", errorType=None):
     """
     Build an error stanza with an RFC 6120 stanza error.
 
-    The condition's type is the one RFC 6120 8.3.3 gives it (as in
+    The condition's type, unless C{errorType} is given, is the one RFC 6120
+    8.3.3 gives it (as in
     L{twisted.words.protocols.jabber.error.STANZA_CONDITIONS}). The
     request's payload is not echoed: it may be large and the requester has it.
     """
@@ -28,7 +29,7 @@ def errorReply(sender, recipient, stanzaID, condition, text=None, kind="iq"):
     reply["to"] = recipient
     if stanzaID is not None:
         reply["id"] = stanzaID
-    reply.addChild(StanzaError(condition, text=text).getElement())
+    reply.addChild(StanzaError(condition, type=errorType, text=text).getElement())
     return reply
 
 

@@ -13,7 +13,9 @@ import re
 from twisted.python import usage
 from twisted.words.protocols.jabber.jid import JID, InvalidFormat
 
+from clientproxy.dispatch import MAX_PENDING, MAX_PENDING_PER_REQUESTER
 from clientproxy.messages import QUEUE_PER_SENDER, QUEUE_SIZE
+from clientproxy.policy import MAX_STANZA_SIZE, normalise, readAccessFile
 from clientproxy.service import DEFAULT_TIMEOUT, makeProxy
 from clientproxy.strategies import DEFAULT, availableStrategies
 
@@ -59,7 +61,32 @@ class Options(usage.Options):
          "Most messages queued from one sender while the target is offline.", int],
         ["queue-size", None, QUEUE_SIZE, "Most messages queued in all.", int],
         ["grace", None, 5.0, "Seconds requests in flight get to finish on shutdown.", float],
+        ["max-pending", None, MAX_PENDING, "Most requests in flight in all (0: no bound).", int],
+        ["max-pending-per-requester", None, MAX_PENDING_PER_REQUESTER,
+         "Most requests in flight from one bare JID (0: no bound).", int],
+        ["rate", None, 0.0, "Stanzas a second one bare JID may send (0: no limit).", float],
+        ["burst", None, None, "Stanzas one bare JID may send at once (default: the rate).", float],
+        ["max-stanza-size", None, MAX_STANZA_SIZE, "Largest stanza forwarded, in bytes.", int],
+        ["access-file", None, None, "A file of 'allow JID' and 'deny JID' lines."],
     ]
+
+    def __init__(self):
+        usage.Options.__init__(self)
+        self["allow"] = []
+        self["deny"] = []
+
+    def opt_allow(self, entry):
+        """
+        Only this bare JID or domain (and others given so) may use the
+        service; repeat for more.
+        """
+        self["allow"].append(entry)
+
+    def opt_deny(self, entry):
+        """
+        This bare JID or domain may not use the service; repeat for more.
+        """
+        self["deny"].append(entry)
 
     optFlags = [["help-strategies", None, "List the dispatch strategies and exit."]]
 
@@ -83,6 +110,23 @@ class Options(usage.Options):
         self["secret"] = self._secret()
         if not self["timeout"] > 0:
             raise usage.UsageError("--timeout must be positive")
+        if self["access-file"] is not None:
+            try:
+                allow, deny = readAccessFile(self["access-file"])
+            except (OSError, ValueError) as e:
+                raise usage.UsageError("--access-file: %s" % (e,))
+            self["allow"] += allow
+            self["deny"] += deny
+        for listed in ("allow", "deny"):
+            try:
+                self[listed] = [normalise(entry) for entry in self[listed]]
+            except ValueError as e:
+                raise usage.UsageError("--%s: %s" % (listed, e))
+        for bound in ("max-pending", "max-pending-per-requester", "max-stanza-size"):
+            if self[bound] < 0:
+                raise usage.UsageError("--%s must not be negative" % (bound,))
+        if self["rate"] < 0 or (self["burst"] is not None and self["burst"] < 1):
+            raise usage.UsageError("--rate must not be negative, --burst at least 1")
         if self["grace"] < 0:
             raise usage.UsageError("--grace must not be negative")
         if not 0 < self["port"] < 65536:
@@ -160,4 +204,11 @@ def makeService(config):
         queuePerSender=config["queue-per-sender"],
         queueSize=config["queue-size"],
         grace=config["grace"],
+        maxPending=config["max-pending"],
+        maxPendingPerRequester=config["max-pending-per-requester"],
+        rate=config["rate"],
+        burst=config["burst"],
+        maxStanzaSize=config["max-stanza-size"],
+        allow=config["allow"],
+        deny=config["deny"],
     )

@@ -12,6 +12,7 @@ from wokkel.subprotocols import XMPPHandlerCollection
 from clientproxy.dispatch import IQDispatcher
 from clientproxy.messages import MessageRouter
 from clientproxy.pending import PendingTable
+from clientproxy.policy import Policy
 from clientproxy.presence import TargetPresence
 from clientproxy.resources import ResourceSet
 from clientproxy.servicepresence import ServicePresence
@@ -84,8 +85,9 @@ class Harness:
     """
 
     def __init__(self, timeout=30, strategy=None, resources=None, store=None,
-                 queuePerSender=100, queueSize=10000):
+                 queuePerSender=100, queueSize=10000, policy=None, **limits):
         self.clock = task.Clock()
+        self.policy = policy or Policy(self.clock)
         self.store = store or Store(":memory:")
         self.stats = Stats()
         self.resources = ResourceSet(resources)
@@ -102,15 +104,17 @@ class Harness:
             strategy or RoundRobinStrategy(),
             self.pending,
             self.stats,
+            self.policy,
+            **limits,
         )
         self.dispatcher.setHandlerParent(self.manager)
         self.messages = MessageRouter(
             COMPONENT, TARGET, self.resources, self.store, self.stats, self.clock,
-            queuePerSender, queueSize,
+            self.policy, queuePerSender, queueSize,
         )
         self.messages.setHandlerParent(self.manager)
         self.servicePresence = ServicePresence(
-            COMPONENT, TARGET, self.resources, self.store, self.stats
+            COMPONENT, TARGET, self.resources, self.store, self.stats, self.policy
         )
         self.servicePresence.setHandlerParent(self.manager)
         self.manager.connect()

@@ -50,6 +50,32 @@ class OptionsTests(unittest.TestCase):
         self.assertEqual(options["timeout"], 2.5)
         self.assertEqual(options["resources"], "^focus")
 
+    def test_limitsAndAccess(self):
+        access = FilePath(self.mktemp())
+        access.setContent(b"deny spam.example\nallow Friends.example\n")
+        options = self.parse(
+            *REQUIRED + ["--secret", "s", "--allow", "Alice@Example.org", "--deny", "x@y.z",
+                         "--access-file", access.path, "--rate", "5", "--burst", "10",
+                         "--max-pending", "7", "--max-pending-per-requester", "3",
+                         "--max-stanza-size", "1000", "--grace", "1"]
+        )
+        self.assertEqual(options["allow"], ["alice@example.org", "friends.example"])
+        self.assertEqual(options["deny"], ["x@y.z", "spam.example"])
+        proxy = makeService(options)
+        self.assertEqual(proxy.dispatcher.maxPending, 7)
+        self.assertEqual(proxy.dispatcher.maxPendingPerRequester, 3)
+        policy = proxy.dispatcher.policy
+        self.assertEqual((policy.buckets.rate, policy.buckets.burst), (5.0, 10.0))
+        self.assertEqual(policy.maxStanzaSize, 1000)
+        self.assertFalse(policy.permits("bob@spam.example/r"))
+        self.assertEqual(proxy.grace, 1.0)
+
+    def test_badAccessEntries(self):
+        for extra in [["--allow", "a@b/c"], ["--deny", "a@b@c"],
+                      ["--access-file", "/nonexistent"], ["--rate", "-1"],
+                      ["--burst", "0.5"], ["--max-pending", "-1"], ["--grace", "-1"]]:
+            self.assertRaises(usage.UsageError, self.parse, *REQUIRED + ["--secret", "s"] + extra)
+
     def test_required(self):
         self.assertRaises(usage.UsageError, self.parse, "--secret", "s")
         self.assertRaises(usage.UsageError, self.parse, "--jid", "p.x", "--secret", "s")

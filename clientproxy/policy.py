@@ -1,0 +1,150 @@
+# -*- test-case-name: tests.test_policy -*-
+"""
+What outsiders may send through the component: who (allow and deny lists),
+how fast (a token bucket per requester), and how large.
+
+The limits on requests in flight live with the pending table in
+L{clientproxy.dispatch}; this module holds the rest, shared by IQs,
+messages and the service's presence. With no lists and no rate (the
+defaults), a check costs two attribute tests on the stanza path.
+"""
+
+from twisted.words.protocols.jabber.jid import InvalidFormat, parse
+
+#: The default largest stanza forwarded, in bytes (serialised, UTF-8).
+MAX_STANZA_SIZE = 65536
+
+#: Answers, as (condition, type, text).
+DENIED = ("forbidden", "auth", "Not allowed to use this service")
+TOO_FAST = ("policy-violation", "wait", "Too many stanzas: slow down")
+TOO_LARGE = ("policy-violation", "modify", "Stanza too large for this service")
+
+
+def normalise(entry):
+    """
+    Normalise an allow/deny entry: a bare JID or a domain.
+
+    @raise ValueError: it is not one.
+    """
+    try:
+        user, host, resource = parse(entry.strip())
+    except (InvalidFormat, RuntimeError, UnicodeError) as e:
+        raise ValueError("not a JID or domain: %r (%s)" % (entry, e))
+    if resource is not None:
+        raise ValueError("give a bare JID or a domain, not a full JID: %r" % (entry,))
+    return host if user is None else user + "@" + host
+
+
+def readAccessFile(path):
+    """
+    Read C{allow X} / C{deny X} lines (C{#} starts a comment).
+
+    @return: C{(allow, deny)} lists of entries as written.
+    @raise ValueError: a line is neither.
+    """
+    allow, deny = [], []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            words = line.split("#", 1)[0].split()
+            if not words:
+                continue
+            if len(words) != 2 or words[0] not in ("allow", "deny"):
+                raise ValueError("%s:%d: expected 'allow JID' or 'deny JID'" % (path, number))
+            (allow if words[0] == "allow" else deny).append(words[1])
+    return allow, deny
+
+
+class TokenBuckets:
+    """
+    One token bucket per key: C{rate} tokens a second, at most C{burst}.
+
+    Buckets that have filled up again are forgotten now and then, so memory
+    follows the requesters active in the last few seconds, not all ever
+    seen.
+    """
+
+    def __init__(self, clock, rate, burst):
+        self.clock = clock
+        self.rate = float(rate)
+        self.burst = float(max(burst, 1))
+        self._buckets = {}
+        self._pruneEvery = max(self.burst / self.rate, 1.0)
+        self._pruned = clock.seconds()
+
+    def __len__(self):
+        return len(self._buckets)
+
+    def take(self, key):
+        """
+        Take a token for C{key}; return whether there was one.
+        """
+        now = self.clock.seconds()
+        if now - self._pruned >= self._pruneEvery:
+            self._prune(now)
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            self._buckets[key] = [self.burst - 1, now]
+            return True
+        tokens = min(self.burst, bucket[0] + (now - bucket[1]) * self.rate)
+        bucket[1] = now
+        if tokens < 1:
+            bucket[0] = tokens
+            return False
+        bucket[0] = tokens - 1
+        return True
+
+    def _prune(self, now):
+        self._pruned = now
+        full = [
+            key
+            for key, (tokens, last) in self._buckets.items()
+            if tokens + (now - last) * self.rate >= self.burst
+        ]
+        for key in full:
+            del self._buckets[key]
+
+
+class Policy:
+    """
+    @ivar maxStanzaSize: the largest stanza forwarded, in bytes.
+    """
+
+    def __init__(self, clock, allow=(), deny=(), rate=0.0, burst=None,
+                 maxStanzaSize=MAX_STANZA_SIZE):
+        self.allow = frozenset(normalise(e) for e in allow)
+        self.deny = frozenset(normalise(e) for e in deny)
+        self._lists = bool(self.allow or self.deny)
+        self.buckets = TokenBuckets(clock, rate, burst or rate) if rate else None
+        self.maxStanzaSize = maxStanzaSize
+
+    def permits(self, sender):
+        """
+        Whether C{sender} (a JID string, as the server stamped it) may use
+        the service: not denied by bare JID or domain, and allowed by one of
+        them when there is an allow list.
+        """
+        bare = sender.partition("/")[0]
+        domain = bare.rpartition("@")[2]
+        if bare in self.deny or domain in self.deny:
+            return False
+        return not self.allow or bare in self.allow or domain in self.allow
+
+    def refusal(self, sender):
+        """
+        Return the answer owed to C{sender} for a new stanza, as
+        C{(condition, type, text)}, or C{None} if it may go on.
+        """
+        if self._lists and not self.permits(sender):
+            return DENIED
+        if self.buckets is not None and not self.buckets.take(sender.partition("/")[0]):
+            return TOO_FAST
+        return None
+
+    def tooLarge(self, serialised):
+        """
+        Whether a serialised stanza is larger than L{maxStanzaSize} bytes.
+        """
+        limit = self.maxStanzaSize
+        if not limit or len(serialised) * 4 <= limit:
+            return False
+        return len(serialised.encode("utf-8")) > limit

@@ -1,0 +1,176 @@
+"""
+Tests for L{clientproxy.policy} and the limits the handlers apply: who may
+use the service, how fast, how large, and how many requests in flight.
+"""
+
+from twisted.internet import task
+from twisted.python.filepath import FilePath
+from twisted.trial import unittest
+
+from clientproxy.policy import Policy, TokenBuckets, normalise, readAccessFile
+from tests.helpers import COMPONENT, TARGET, Harness, errorCondition
+
+ALICE = "alice@example.org/abc"
+
+
+class AccessTests(unittest.TestCase):
+    def test_normalise(self):
+        self.assertEqual(normalise("Alice@Example.ORG"), "alice@example.org")
+        self.assertEqual(normalise("Example.org"), "example.org")
+        self.assertRaises(ValueError, normalise, "alice@example.org/r")
+        self.assertRaises(ValueError, normalise, "a@b@c")
+        self.assertRaises(ValueError, normalise, "")
+
+    def test_denyWins(self):
+        policy = Policy(task.Clock(), allow=["example.org"], deny=["mallory@example.org"])
+        self.assertTrue(policy.permits("alice@example.org/abc"))
+        self.assertFalse(policy.permits("mallory@example.org/m"))
+        self.assertFalse(policy.permits("bob@other.org/b"))
+        self.assertFalse(policy.permits("other.org"))
+
+    def test_noListsPermitsAll(self):
+        self.assertIsNone(Policy(task.Clock()).refusal("anyone@anywhere/x"))
+
+    def test_denyDomain(self):
+        policy = Policy(task.Clock(), deny=["spam.example"])
+        self.assertEqual(policy.refusal("x@spam.example/r")[0], "forbidden")
+        self.assertEqual(policy.refusal("spam.example")[0], "forbidden")
+        self.assertIsNone(policy.refusal("x@ham.example/r"))
+
+    def test_accessFile(self):
+        path = FilePath(self.mktemp())
+        path.setContent(b"# who\nallow example.org\n\ndeny bad@example.org  # no\n")
+        self.assertEqual(readAccessFile(path.path), (["example.org"], ["bad@example.org"]))
+        path.setContent(b"permit example.org\n")
+        self.assertRaises(ValueError, readAccessFile, path.path)
+
+
+class TokenBucketTests(unittest.TestCase):
+    def test_rateAndBurst(self):
+        clock = task.Clock()
+        buckets = TokenBuckets(clock, rate=2, burst=3)
+        self.assertEqual([buckets.take("a") for _ in range(4)], [True, True, True, False])
+        self.assertTrue(buckets.take("b"))
+        clock.advance(0.5)
+        self.assertEqual([buckets.take("a") for _ in range(2)], [True, False])
+
+    def test_idleBucketsForgotten(self):
+        clock = task.Clock()
+        buckets = TokenBuckets(clock, rate=10, burst=10)
+        for i in range(100):
+            buckets.take("user%d" % i)
+        self.assertEqual(len(buckets), 100)
+        clock.advance(2)
+        buckets.take("late")
+        self.assertEqual(len(buckets), 1)
+
+
+class LimitTests(unittest.TestCase):
+    def request(self, h, requester=ALICE, stanzaID="1", payload="<q xmlns='urn:x'/>"):
+        h.receive(
+            "<iq type='get' id='%s' from='%s' to='%s'>%s</iq>"
+            % (stanzaID, requester, COMPONENT, payload)
+        )
+
+    def test_deniedRequester(self):
+        h = Harness(policy=Policy(task.Clock(), deny=["example.org"]))
+        h.online("a")
+        h.take()
+        self.request(h)
+        [out] = h.take()
+        self.assertEqual((out["to"], out["from"]), (ALICE, COMPONENT))
+        self.assertEqual(errorCondition(out), ("forbidden", "auth"))
+
+    def test_rateLimited(self):
+        clock = task.Clock()
+        h = Harness(policy=Policy(clock, rate=1, burst=2))
+        h.online("a")
+        h.take()
+        for i in range(3):
+            self.request(h, stanzaID=str(i))
+        out = h.take()
+        self.assertEqual([o["type"] for o in out], ["get", "get", "error"])
+        self.assertEqual(errorCondition(out[2]), ("policy-violation", "wait"))
+        self.request(h, requester="bob@example.org/b", stanzaID="b")
+        self.assertEqual(h.take()[0]["type"], "get")
+
+    def test_tooLarge(self):
+        h = Harness(policy=Policy(task.Clock(), maxStanzaSize=300))
+        h.online("a")
+        h.take()
+        self.request(h, payload="<q xmlns='urn:x'>%s</q>" % ("x" * 300,))
+        [out] = h.take()
+        self.assertEqual((out["to"], out["from"], out["id"]), (ALICE, COMPONENT, "1"))
+        self.assertEqual(errorCondition(out), ("policy-violation", "modify"))
+        self.assertEqual(len(h.pending), 0)
+        self.request(h, stanzaID="2")
+        self.assertEqual(h.take()[0]["type"], "get")
+
+    def test_inFlightPerRequester(self):
+        h = Harness(maxPendingPerRequester=2)
+        h.online("a")
+        h.take()
+        for i in range(3):
+            self.request(h, stanzaID=str(i))
+        out = h.take()
+        self.assertEqual([o["type"] for o in out], ["get", "get", "error"])
+        self.assertEqual(errorCondition(out[2]), ("resource-constraint", "wait"))
+        # Another resource of the same account counts too; another account does not.
+        self.request(h, requester="alice@example.org/other", stanzaID="x")
+        self.assertEqual(h.take()[0]["type"], "error")
+        self.request(h, requester="bob@example.org/b", stanzaID="y")
+        self.assertEqual(h.take()[0]["type"], "get")
+        # An answer frees a place.
+        h.receive(
+            "<iq type='result' id='0' from='%s/a' to='%s/%s'/>" % (TARGET, COMPONENT, ALICE)
+        )
+        h.take()
+        self.request(h, stanzaID="3")
+        self.assertEqual(h.take()[0]["type"], "get")
+
+    def test_inFlightFreedByTimeout(self):
+        h = Harness(timeout=5, maxPendingPerRequester=1)
+        h.online("a")
+        h.take()
+        self.request(h, stanzaID="1")
+        h.clock.advance(5)
+        h.take()
+        self.request(h, stanzaID="2")
+        self.assertEqual(h.take()[0]["type"], "get")
+        self.assertEqual(h.dispatcher._inFlight, {"alice@example.org": 1})
+
+    def test_inFlightInAll(self):
+        h = Harness(maxPending=2)
+        h.online("a")
+        h.take()
+        for i in range(3):
+            self.request(h, requester="u%d@example.org/r" % i, stanzaID=str(i))
+        out = h.take()
+        self.assertEqual([o["type"] for o in out], ["get", "get", "error"])
+
+    def test_messageFromDeniedSender(self):
+        h = Harness(policy=Policy(task.Clock(), deny=["example.org"]))
+        h.online("a")
+        h.take()
+        h.receive("<message from='%s' to='%s'><body>x</body></message>" % (ALICE, COMPONENT))
+        [out] = h.take()
+        self.assertEqual((out.name, out["type"], out["to"]), ("message", "error", ALICE))
+        self.assertEqual(errorCondition(out), ("forbidden", "auth"))
+
+    def test_largeMessageRefused(self):
+        h = Harness(policy=Policy(task.Clock(), maxStanzaSize=200))
+        h.online("a")
+        h.take()
+        h.receive(
+            "<message from='%s' to='%s'><body>%s</body></message>" % (ALICE, COMPONENT, "y" * 300)
+        )
+        [out] = h.take()
+        self.assertEqual((out["type"], out["to"], out["from"]), ("error", ALICE, COMPONENT))
+        self.assertEqual(errorCondition(out), ("policy-violation", "modify"))
+
+    def test_subscriptionFromDeniedRefused(self):
+        h = Harness(policy=Policy(task.Clock(), deny=["example.org"]))
+        h.receive("<presence type='subscribe' from='alice@example.org' to='%s'/>" % (COMPONENT,))
+        [out] = h.take()
+        self.assertEqual(out["type"], "unsubscribed")
+        self.assertEqual(h.store.subscribers(), [])
