@@ -236,6 +236,7 @@ class IQDispatcher(XMPPHandler):
 
     def _routeReply(self, reply, entry):
         self._release(entry.requester)
+        self.stats.latency.observe(self.pending.age(entry))
         reply["to"] = entry.requester
         reply["from"] = self.jat.component
         self.stats.requests["answered"] += 1
@@ -244,6 +245,7 @@ class IQDispatcher(XMPPHandler):
     def _answerFailure(self, failure, entry):
         failure.trap(StanzaError)
         self._release(entry.requester)
+        self.stats.latency.observe(self.pending.age(entry))
         error = failure.value
         self.stats.requests["error:" + error.condition] += 1
         self.send(

@@ -121,6 +121,12 @@ class PendingTable:
         entry.retry = None
         resource.pending += 1
 
+    def age(self, entry):
+        """
+        Seconds since C{entry} was added.
+        """
+        return self._clock.seconds() - (entry.deadline - self.timeout)
+
     def whenEmpty(self):
         """
         Return a Deferred that fires once no request is in flight.

@@ -92,9 +92,13 @@ class ServicePresence(XMPPHandler):
         kind = presence.getAttribute("type")
         if bare == self.target:
             self.stats.drop(presence, "presence-from-target")
-        elif kind == "subscribe" and not self.policy.permits(bare):
-            self.send(presenceStanza(self.component, bare, "unsubscribed"))
-            self.stats.presence["subscriptions-refused"] += 1
+        elif kind in ("subscribe", "probe") and self.policy.refusal(sender) is not None:
+            # Denied (told so) or too fast (dropped: a flood gets no answers).
+            if not self.policy.permits(sender):
+                self.send(presenceStanza(self.component, bare, "unsubscribed"))
+                self.stats.presence["subscriptions-refused"] += 1
+            else:
+                self.stats.drop(presence, "presence-too-fast")
         elif kind == "subscribe":
             self.store.addSubscriber(bare)
             self.send(presenceStanza(self.component, bare, "subscribed"))

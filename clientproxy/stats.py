@@ -5,9 +5,32 @@ Every stanza that is dropped is counted by reason (and logged), so an
 operator can tell a quiet service from one that throws traffic away.
 """
 
+from bisect import bisect_left
 from collections import Counter
 
 from twisted.logger import Logger
+
+
+#: Upper bounds (seconds) of the request latency histogram's buckets.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class Histogram:
+    """
+    Counts of observations by upper bound, as Prometheus histograms keep
+    them (the last count is for values above every bound).
+    """
+
+    def __init__(self, bounds):
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+        self.total = 0
+
+    def observe(self, value):
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+        self.total += 1
 
 
 class Stats:
@@ -22,6 +45,7 @@ class Stats:
         C{unsubscribed}, C{broadcasts}, C{probes-answered}.
     @ivar dropped: stanzas dropped, by reason.
     @ivar reconnects: times the connection to the server was made again.
+    @ivar latency: a L{Histogram} of seconds from request to answer.
     """
 
     def __init__(self):
@@ -30,6 +54,7 @@ class Stats:
         self.presence = Counter()
         self.dropped = Counter()
         self.reconnects = 0
+        self.latency = Histogram(LATENCY_BUCKETS)
 
     log = Logger()
 

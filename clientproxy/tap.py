@@ -10,11 +10,13 @@ import gc
 import os
 import re
 
+from twisted.application import service
 from twisted.python import usage
 from twisted.words.protocols.jabber.jid import JID, InvalidFormat
 
 from clientproxy.dispatch import MAX_PENDING, MAX_PENDING_PER_REQUESTER
 from clientproxy.messages import QUEUE_PER_SENDER, QUEUE_SIZE
+from clientproxy.metrics import metricsService
 from clientproxy.policy import MAX_STANZA_SIZE, normalise, readAccessFile
 from clientproxy.service import DEFAULT_TIMEOUT, makeProxy
 from clientproxy.strategies import DEFAULT, availableStrategies
@@ -68,6 +70,8 @@ class Options(usage.Options):
         ["burst", None, None, "Stanzas one bare JID may send at once (default: the rate).", float],
         ["max-stanza-size", None, MAX_STANZA_SIZE, "Largest stanza forwarded, in bytes.", int],
         ["access-file", None, None, "A file of 'allow JID' and 'deny JID' lines."],
+        ["metrics-port", None, 0, "Serve /metrics and /health on this port (0: off).", int],
+        ["metrics-interface", None, "127.0.0.1", "The address the metrics endpoint listens on."],
     ]
 
     def __init__(self):
@@ -127,6 +131,8 @@ class Options(usage.Options):
                 raise usage.UsageError("--%s must not be negative" % (bound,))
         if self["rate"] < 0 or (self["burst"] is not None and self["burst"] < 1):
             raise usage.UsageError("--rate must not be negative, --burst at least 1")
+        if not 0 <= self["metrics-port"] < 65536:
+            raise usage.UsageError("--metrics-port must be a TCP port, or 0 for none")
         if self["grace"] < 0:
             raise usage.UsageError("--grace must not be negative")
         if not 0 < self["port"] < 65536:
@@ -191,7 +197,7 @@ def makeService(config):
     bench/: p99 closer to the bare forwarder's).
     """
     gc.freeze()
-    return makeProxy(
+    proxy = makeProxy(
         config["jid"],
         config["target"],
         config["secret"],
@@ -212,3 +218,11 @@ def makeService(config):
         allow=config["allow"],
         deny=config["deny"],
     )
+    if not config["metrics-port"]:
+        return proxy
+    both = service.MultiService()
+    proxy.setServiceParent(both)
+    metricsService(
+        [proxy], config["metrics-port"], config["metrics-interface"]
+    ).setServiceParent(both)
+    return both

@@ -174,3 +174,11 @@ class LimitTests(unittest.TestCase):
         [out] = h.take()
         self.assertEqual(out["type"], "unsubscribed")
         self.assertEqual(h.store.subscribers(), [])
+
+    def test_subscriptionFloodDropped(self):
+        clock = task.Clock()
+        h = Harness(policy=Policy(clock, rate=1, burst=2))
+        for _ in range(5):
+            h.receive("<presence type='subscribe' from='alice@example.org' to='%s'/>" % (COMPONENT,))
+        self.assertEqual(len(h.take()), 4)
+        self.assertEqual(h.stats.dropped["presence-too-fast"], 3)

@@ -20,6 +20,6 @@ if [ -n "$missing" ]; then
 fi
 
 echo "setup: installing clientproxy and its Python dependencies"
-python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -e . 2>&1 \
+python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -e ".[test]" 2>&1 \
     | grep -v -e "is ignored: it is neither a file nor a directory" >&2 || true
-python3 -c "import clientproxy, wokkel, twisted" 
+python3 -c "import clientproxy, wokkel, twisted, hypothesis"

@@ -1,0 +1,115 @@
+# -*- test-case-name: tests.test_metrics -*-
+"""
+Health and metrics over HTTP, in Prometheus' text format: off by default,
+bound to 127.0.0.1 by default (C{--metrics-port}, C{--metrics-interface}).
+
+    GET /metrics   counters, gauges and the request latency histogram
+    GET /health    200 "ok" while connected with a usable resource, else 503
+                   and the reason
+
+Every series carries a C{component} label, so several proxies in one
+process (see tac/two-proxies.tac) can share one endpoint.
+"""
+
+from twisted.application import internet
+from twisted.web import resource, server
+
+from clientproxy.stats import LATENCY_BUCKETS
+
+
+def _escape(value):
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _series(name, labels, value):
+    text = ",".join('%s="%s"' % (k, _escape(v)) for k, v in labels.items())
+    return "%s{%s} %s" % (name, text, value)
+
+
+def render(proxies):
+    """
+    The Prometheus text for C{proxies} (L{ProxyComponent}s).
+    """
+    lines = []
+
+    def family(name, kind, help, samples):
+        lines.append("# HELP %s %s" % (name, help))
+        lines.append("# TYPE %s %s" % (name, kind))
+        for labels, value in samples:
+            lines.append(_series(name, labels, value))
+
+    def per(proxy, counter, key):
+        return [({"component": proxy.jid, key: k}, v) for k, v in sorted(counter.items())]
+
+    family("clientproxy_requests_total", "counter",
+           "IQ requests by outcome (error:CONDITION for the component's own answers).",
+           [s for p in proxies for s in per(p, p.stats.requests, "outcome")])
+    family("clientproxy_messages_total", "counter", "Messages by outcome.",
+           [s for p in proxies for s in per(p, p.stats.messages, "outcome")])
+    family("clientproxy_dropped_total", "counter", "Stanzas dropped, by reason.",
+           [s for p in proxies for s in per(p, p.stats.dropped, "reason")])
+    family("clientproxy_pending_requests", "gauge", "Requests in flight.",
+           [({"component": p.jid}, len(p.dispatcher.pending)) for p in proxies])
+    family("clientproxy_resources_available", "gauge", "Usable resources of the target.",
+           [({"component": p.jid}, len(p.dispatcher.resources)) for p in proxies])
+    family("clientproxy_queued_messages", "gauge", "Messages queued for an offline target.",
+           [({"component": p.jid}, p.store.queueLength()) for p in proxies])
+    family("clientproxy_connected", "gauge", "1 while connected to the server.",
+           [({"component": p.jid}, int(p.xmlstream is not None and p._authenticated))
+            for p in proxies])
+    family("clientproxy_reconnects_total", "counter", "Connections made again.",
+           [({"component": p.jid}, p.stats.reconnects) for p in proxies])
+    name = "clientproxy_request_duration_seconds"
+    lines.append("# HELP %s Time from request to answer (replies and the component's errors)." % name)
+    lines.append("# TYPE %s histogram" % name)
+    for p in proxies:
+        histogram = p.stats.latency
+        cumulative = 0
+        for bound, count in zip(LATENCY_BUCKETS, histogram.counts):
+            cumulative += count
+            lines.append(_series(name + "_bucket", {"component": p.jid, "le": bound}, cumulative))
+        lines.append(_series(name + "_bucket", {"component": p.jid, "le": "+Inf"}, histogram.total))
+        lines.append(_series(name + "_sum", {"component": p.jid}, repr(histogram.sum)))
+        lines.append(_series(name + "_count", {"component": p.jid}, histogram.total))
+    return "\n".join(lines) + "\n"
+
+
+def health(proxies):
+    """
+    C{(healthy, reason)} for C{proxies}.
+    """
+    for p in proxies:
+        if p.xmlstream is None or not p._authenticated:
+            return False, "%s: not connected to the server" % (p.jid,)
+        if not len(p.dispatcher.resources):
+            return False, "%s: no resource of the target is available" % (p.jid,)
+    return True, "ok"
+
+
+class MetricsResource(resource.Resource):
+    isLeaf = True
+
+    def __init__(self, proxies):
+        resource.Resource.__init__(self)
+        self.proxies = list(proxies)
+
+    def render_GET(self, request):
+        if request.path == b"/metrics":
+            request.setHeader(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
+            return render(self.proxies).encode("utf-8")
+        if request.path == b"/health":
+            healthy, reason = health(self.proxies)
+            request.setResponseCode(200 if healthy else 503)
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return (reason + "\n").encode("utf-8")
+        request.setResponseCode(404)
+        return b"not found: try /metrics or /health\n"
+
+
+def metricsService(proxies, port, interface="127.0.0.1"):
+    """
+    A TCP service for the metrics endpoint of C{proxies}.
+    """
+    site = server.Site(MetricsResource(proxies))
+    site.noisy = False
+    return internet.TCPServer(port, site, interface=interface)

@@ -1,0 +1,75 @@
+"""
+Tests for L{clientproxy.metrics}: the Prometheus text, health, and the
+endpoint over HTTP on loopback.
+"""
+
+from twisted.internet import defer, reactor
+from twisted.internet.testing import MemoryReactorClock
+from twisted.trial import unittest
+from twisted.web.client import Agent, readBody
+
+from clientproxy.metrics import health, metricsService, render
+from clientproxy.service import makeProxy
+
+
+def proxy(jid="proxy.example.org"):
+    p = makeProxy(jid, "svc@example.org", "s", reactor=MemoryReactorClock())
+    p._authenticated = False
+    return p
+
+
+class RenderTests(unittest.TestCase):
+    def test_countersGaugesHistogram(self):
+        p = proxy()
+        p.stats.requests["answered"] = 3
+        p.stats.requests["error:remote-server-timeout"] = 1
+        p.stats.dropped["unknown-reply"] = 2
+        p.stats.latency.observe(0.003)
+        p.stats.latency.observe(7)
+        text = render([p])
+        self.assertIn('clientproxy_requests_total{component="proxy.example.org",outcome="answered"} 3', text)
+        self.assertIn(
+            'clientproxy_requests_total{component="proxy.example.org",'
+            'outcome="error:remote-server-timeout"} 1', text)
+        self.assertIn('clientproxy_dropped_total{component="proxy.example.org",reason="unknown-reply"} 2', text)
+        self.assertIn('clientproxy_pending_requests{component="proxy.example.org"} 0', text)
+        self.assertIn('clientproxy_connected{component="proxy.example.org"} 0', text)
+        self.assertIn('clientproxy_request_duration_seconds_bucket{component="proxy.example.org",le="0.0025"} 0', text)
+        self.assertIn('clientproxy_request_duration_seconds_bucket{component="proxy.example.org",le="0.005"} 1', text)
+        self.assertIn('clientproxy_request_duration_seconds_bucket{component="proxy.example.org",le="10"} 2', text)
+        self.assertIn('clientproxy_request_duration_seconds_count{component="proxy.example.org"} 2', text)
+        self.assertIn("# TYPE clientproxy_request_duration_seconds histogram", text)
+
+    def test_health(self):
+        p = proxy()
+        self.assertEqual(health([p])[0], False)
+        self.assertIn("not connected", health([p])[1])
+        p.xmlstream = object()
+        p._authenticated = True
+        self.assertIn("no resource", health([p])[1])
+        p.dispatcher.resources.update("svc@example.org/a", "a", 0)
+        self.assertEqual(health([p]), (True, "ok"))
+
+
+class EndpointTests(unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_overHTTP(self):
+        p = proxy()
+        p.stats.requests["answered"] = 5
+        service = metricsService([p], 0, "127.0.0.1")
+        service.startService()
+        self.addCleanup(service.stopService)
+        port = service._port.getHost().port
+        agent = Agent(reactor)
+        response = yield agent.request(b"GET", b"http://127.0.0.1:%d/metrics" % port)
+        body = yield readBody(response)
+        self.assertEqual(response.code, 200)
+        self.assertIn(b'outcome="answered"} 5', body)
+        response = yield agent.request(b"GET", b"http://127.0.0.1:%d/health" % port)
+        body = yield readBody(response)
+        self.assertEqual(response.code, 503)
+        self.assertIn(b"not connected", body)
+        response = yield agent.request(b"GET", b"http://127.0.0.1:%d/other" % port)
+        yield readBody(response)
+        self.assertEqual(response.code, 404)
+        self.assertEqual(service._port.getHost().host, "127.0.0.1")
