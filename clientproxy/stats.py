@@ -5,11 +5,15 @@ Every stanza that is dropped is counted by reason (and logged), so an
 operator can tell a quiet service from one that throws traffic away.
 """
 
+import time
 from bisect import bisect_left
 from collections import Counter
 
 from twisted.logger import Logger
 
+
+#: Seconds between two log lines about drops of the same reason.
+DROP_LOG_INTERVAL = 10.0
 
 #: Upper bounds (seconds) of the request latency histogram's buckets.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -48,7 +52,9 @@ class Stats:
     @ivar latency: a L{Histogram} of seconds from request to answer.
     """
 
-    def __init__(self):
+    def __init__(self, now=time.monotonic):
+        self._now = now
+        self._lastLogged = {}
         self.requests = Counter()
         self.messages = Counter()
         self.presence = Counter()
@@ -61,13 +67,22 @@ class Stats:
     def drop(self, stanza, reason):
         """
         Count and log a stanza that is dropped for C{reason}. The log line
-        names the stanza, never its content.
+        names the stanza, never its content, and there is at most one line
+        per reason every L{DROP_LOG_INTERVAL} seconds (with the count of
+        those not logged since), so a flood cannot flood the log.
         """
-        self.dropped[reason] += 1
+        count = self.dropped[reason] = self.dropped[reason] + 1
+        now = self._now()
+        last = self._lastLogged.get(reason)
+        if last is not None and now - last[0] < DROP_LOG_INTERVAL:
+            return
+        self._lastLogged[reason] = (now, count)
         self.log.info(
-            "Dropped {kind} type={type} from {sender}: {reason}",
+            "Dropped {kind} type={type} from {sender}: {reason} "
+            "({unlogged} more since the last such line)",
             kind=stanza.name,
             type=stanza.getAttribute("type"),
             sender=stanza.getAttribute("from"),
             reason=reason,
+            unlogged=0 if last is None else count - last[1] - 1,
         )

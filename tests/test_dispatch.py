@@ -9,7 +9,7 @@ from twisted.internet.error import ConnectionLost
 from twisted.trial import unittest
 from twisted.words.protocols.jabber import jid
 
-from tests.helpers import COMPONENT, TARGET, Harness, errorCondition
+from tests.helpers import COMPONENT, TARGET, Harness, errorCondition, inStream
 
 ALICE = "alice@example.org/abc"
 
@@ -532,3 +532,21 @@ class ShutdownTests(unittest.TestCase):
     def test_nothingInFlight(self):
         self.h.reply("a", stanzaID="1")
         self.successResultOf(self.h.dispatcher.shutdown(self.h.clock, 5))
+
+
+class DropLogTests(unittest.TestCase):
+    def test_floodLoggedOncePerInterval(self):
+        from twisted.logger import capturedLogs
+
+        from clientproxy.stats import DROP_LOG_INTERVAL, Stats
+
+        now = [0.0]
+        stats = Stats(now=lambda: now[0])
+        stanza = inStream("<iq type='result' id='1' from='x@y/z'/>")
+        with capturedLogs() as events:
+            for _ in range(100):
+                stats.drop(stanza, "unknown-reply")
+            now[0] += DROP_LOG_INTERVAL
+            stats.drop(stanza, "unknown-reply")
+        self.assertEqual(stats.dropped["unknown-reply"], 101)
+        self.assertEqual([e["unlogged"] for e in events], [0, 99])
