@@ -1,7 +1,8 @@
 """
 The clientproxy demo: a throwaway Prosody on loopback, the component run as
 `twistd -n clientproxy`, a sample implementing client with two resources,
-and a requester. It prints the exchange, then cleans everything up.
+and a requester. It prints the exchange (requests, a message fanned out, an
+answer and its mirror, a resource leaving), then cleans everything up.
 
     bash tools/setup.sh && python3 demo/run.py
 """
@@ -105,13 +106,28 @@ def main(reactor):
             answers.append(answeredBy(reply))
         print("   answered by: %s (a random resource each time)" % ", ".join(answers))
 
-        print("5. Resource b logs out; the next request still gets an answer")
+        print("5. alice sends a message: every resource gets it; a answers, b sees a mirror")
+        a, b = clients[0], clients[1]
+        seen = defer.DeferredList([
+            client.waitFor(lambda m: m.name == "message").addTimeout(15, reactor)
+            for client in (a, b)
+        ])
+        alice.sendMessage(COMPONENT, "Is anyone there?")
+        for (_, message), name in zip((yield seen), "ab"):
+            show(TARGET + "/" + name, "<-", message)
+        mirrored = b.waitFor(lambda m: m.name == "message").addTimeout(15, reactor)
+        answered = alice.waitFor(lambda m: m.name == "message").addTimeout(15, reactor)
+        a.sendMessage(COMPONENT + "/" + alice.jid.full(), "Yes, resource a here.")
+        show(alice.jid.full(), "<-", (yield answered))
+        show(TARGET + "/b", "<-", (yield mirrored))
+
+        print("6. Resource b logs out; the next request still gets an answer")
         left = process.waitForResources(1)
         yield clients[1].disconnect()
         yield left
         yield ask(alice, 5)
 
-        print("6. Resource a logs out too: the component answers service-unavailable itself")
+        print("7. Resource a logs out too: the component answers service-unavailable itself")
         left = process.waitForResources(0)
         yield clients[0].disconnect()
         yield left
