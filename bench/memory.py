@@ -2,8 +2,10 @@
 The component's memory, in process (no network, no server): the same
 stream, handlers and tables as in production, fed serialised stanzas.
 
-- RSS with 0, 10k and 100k requests in flight (resources that hold them),
-  and the bytes each pending request costs;
+- RSS with 0, 10k and 100k requests in flight (resources that hold them)
+  from 1,000 requesters, and the bytes each pending request costs; the same
+  with every request from a distinct requester (the worst case: the
+  per-requester in-flight count then costs an entry per request);
 - RSS while 1M requests from 1M distinct requester resources are served
   (must stay flat: no cache grows with the requesters).
 
@@ -29,13 +31,17 @@ def rss():
     return rssBytes(os.getpid())
 
 
-def inFlight(total, marks=(10000,)):
+def inFlight(total, requesters, marks=(10000,)):
+    """
+    RSS with requests in flight from C{requesters} distinct requesters
+    (each holding about total / requesters of them).
+    """
     proxy, xs, transport, names = connectedProxy(10, "round-robin")
     figures = {"0": rss()}
     sent = 0
     for mark in sorted(set(marks) | {total}):
         while sent < mark:
-            requester = "user%d@localhost/r" % (sent,)
+            requester = "user%d@localhost/r" % (sent % requesters,)
             xs.dataReceived(
                 (REQUEST % {"id": "m%d" % sent, "requester": requester, "n": sent}).encode()
             )
@@ -76,8 +82,9 @@ def main(argv=None):
     parser.add_argument("--in-flight", type=int, default=100000)
     parser.add_argument("--distinct", type=int, default=1000000)
     args = parser.parse_args(argv)
-    result = {}
-    result.update(inFlight(args.in_flight))
+    result = inFlight(args.in_flight, 1000)
+    worst = inFlight(args.in_flight, args.in_flight)
+    result["bytes_per_pending_request_all_distinct"] = worst["bytes_per_pending_request"]
     result.update(distinctRequesters(args.distinct))
     print(json.dumps(result))
 

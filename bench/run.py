@@ -191,9 +191,11 @@ def report(results):
         lines.append("| %d | " % resources + " | ".join("%.1f" % row[c] for c in counts) + " |")
     memory = results["memory"]
     lines.append("")
-    lines.append("Memory: RSS by requests in flight: %s; %d bytes per pending request"
+    lines.append("Memory: RSS by requests in flight (from 1,000 requesters): %s; %d bytes per "
+                 "pending request (%d when every request comes from a distinct requester)"
                  % (", ".join("%s: %.1f MiB" % (k, v / 2**20) for k, v in memory["rss_by_in_flight"].items()),
-                    memory["bytes_per_pending_request"]))
+                    memory["bytes_per_pending_request"],
+                    memory["bytes_per_pending_request_all_distinct"]))
     lines.append("RSS over distinct requesters: %s"
                  % ", ".join("%s: %.1f MiB" % (k, v / 2**20)
                              for k, v in memory["rss_by_distinct_requesters"].items()))

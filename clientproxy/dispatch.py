@@ -48,13 +48,14 @@ RETRY = "<iq type='get' id='%s' from='%s' to='%s'>%s</iq>"
 
 def payloadOf(request):
     """
-    The payload of a serialised IQ request: what is between its root's
-    start and end tags. Kept for a get, to send it again if its resource
-    leaves; far smaller than the parsed tree or the whole stanza. (In an
+    The payload of a serialised IQ request, as UTF-8: what is between its
+    root's start and end tags. Kept for a get, to send it again if its
+    resource leaves; far smaller than the parsed tree or the whole stanza
+    (and as bytes, smaller than as a string). (In an
     attribute value '>' is always escaped, so the first '>' ends the root's
     start tag; a request always has a child, so it ends with '</iq>'.)
     """
-    return request[request.index(">") + 1 : -5]
+    return request[request.index(">") + 1 : -5].encode("utf-8")
 
 
 #: The condition for requests in flight when the connection to the server is
@@ -342,7 +343,7 @@ class IQDispatcher(XMPPHandler):
                     escapeToXml(entry.stanzaID, True),
                     escapeToXml(self.jat.address(entry.key[0]), True),
                     escapeToXml(other.jid, True),
-                    entry.retry,
+                    entry.retry.decode("utf-8"),
                 )
                 self.pending.reassign(entry, other)
                 self.stats.requests["retried"] += 1
