@@ -32,6 +32,7 @@ from clientproxy.stanzas import (
     REPLY_TYPES,
     REQUEST_TYPES,
     childElementCount,
+    claim,
     errorReply,
 )
 
@@ -140,12 +141,10 @@ class IQDispatcher(XMPPHandler):
         Sort an IQ: a request from outside, a reply from the target, or
         something to drop.
         """
-        if iq.handled:
+        claimed = claim(iq)
+        if claimed is None:
             return
-        iq.handled = True
-        sender = iq.getAttribute("from")
-        recipient = iq.getAttribute("to")
-        kind = iq.getAttribute("type")
+        sender, recipient, kind = claimed
         if not sender or not recipient:
             self.stats.drop(iq, "no-address")
         elif kind in REQUEST_TYPES and self.closing:

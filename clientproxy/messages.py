@@ -44,7 +44,7 @@ from wokkel.subprotocols import XMPPHandler
 from clientproxy.jat import Translator
 from clientproxy.policy import TOO_LARGE
 from clientproxy.xml import toXml
-from clientproxy.stanzas import errorReply, splitJID
+from clientproxy.stanzas import claim, errorReply, splitJID
 
 NS_CARBONS = "urn:xmpp:carbons:2"
 NS_HINTS = "urn:xmpp:hints"
@@ -161,12 +161,10 @@ class MessageRouter(XMPPHandler):
         self.xmlstream.addObserver("/message", self.onMessage)
 
     def onMessage(self, message):
-        if message.handled:
+        claimed = claim(message)
+        if claimed is None:
             return
-        message.handled = True
-        sender = message.getAttribute("from")
-        recipient = message.getAttribute("to")
-        kind = message.getAttribute("type")
+        sender, recipient, kind = claimed
         if not sender or not recipient:
             self.stats.drop(message, "no-address")
         elif splitJID(sender)[0] == self.target:

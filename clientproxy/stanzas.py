@@ -33,6 +33,19 @@ def errorReply(sender, recipient, stanzaID, condition, text=None, kind="iq", err
     return reply
 
 
+def claim(stanza):
+    """
+    Take a stanza for the calling handler: C{None} if another handler has
+    it already, else its C{(from, to, type)} attributes (C{None} where
+    absent).
+    """
+    if stanza.handled:
+        return None
+    stanza.handled = True
+    get = stanza.attributes.get
+    return get("from"), get("to"), get("type")
+
+
 def childElementCount(element, stop=2):
     """
     Count the child elements of C{element} (text is ignored), up to C{stop}.

@@ -138,22 +138,9 @@ class ThrowawayEjabberd(ThrowawayServer):
     def __init__(self, components, domain="localhost", reactor=None, loglevel="warning"):
         kwargs = {} if reactor is None else {"reactor": reactor}
         ThrowawayServer.__init__(self, components, domain, **kwargs)
-        self.config = os.path.join(self.directory, "ejabberd.yml")
         self.spool = os.path.join(self.directory, "spool")
         os.mkdir(self.spool)
-        with open(self.config, "w") as f:
-            f.write(
-                CONFIG.format(
-                    domain=domain,
-                    loglevel=loglevel,
-                    c2sPort=self.c2sPort,
-                    componentPort=self.componentPort,
-                    components="".join(
-                        COMPONENT.format(name=name, secret=secret)
-                        for name, secret in self.components.items()
-                    ),
-                )
-            )
+        self.config = self.writeConfig("ejabberd.yml", CONFIG, COMPONENT, loglevel=loglevel)
         self._accounts = {}
         self._registered = set()
 

@@ -51,23 +51,9 @@ class ThrowawayProsody(ThrowawayServer):
     def __init__(self, components, domain="localhost", reactor=None, loglevel="info"):
         kwargs = {} if reactor is None else {"reactor": reactor}
         ThrowawayServer.__init__(self, components, domain, **kwargs)
-        self.config = os.path.join(self.directory, "prosody.cfg.lua")
         for sub in ("data", "certs"):
             os.mkdir(os.path.join(self.directory, sub))
-        with open(self.config, "w") as f:
-            f.write(
-                CONFIG.format(
-                    directory=self.directory,
-                    domain=domain,
-                    c2sPort=self.c2sPort,
-                    componentPort=self.componentPort,
-                    loglevel=loglevel,
-                    components="".join(
-                        COMPONENT.format(name=name, secret=secret)
-                        for name, secret in self.components.items()
-                    ),
-                )
-            )
+        self.config = self.writeConfig("prosody.cfg.lua", CONFIG, COMPONENT, loglevel=loglevel)
 
     @property
     def log(self):

@@ -8,6 +8,7 @@ L{clientproxy.testing.prosody.ThrowawayProsody},
 L{clientproxy.testing.ejabberd.ThrowawayEjabberd}.
 """
 
+import os
 import shutil
 import socket
 import tempfile
@@ -81,6 +82,32 @@ class ThrowawayServer:
         The server's process id while it runs.
         """
         return self._process.pid if self._process is not None else None
+
+    def writeConfig(self, filename, template, componentTemplate, **values):
+        """
+        Write the server's configuration file C{filename} in its directory
+        from C{template}, with one C{componentTemplate} per component
+        (C{{name}}, C{{secret}}) in C{{components}}, the ports, domain and
+        directory, and C{values}.
+
+        @return: the file's path.
+        """
+        path = os.path.join(self.directory, filename)
+        with open(path, "w") as f:
+            f.write(
+                template.format(
+                    directory=self.directory,
+                    domain=self.domain,
+                    c2sPort=self.c2sPort,
+                    componentPort=self.componentPort,
+                    components="".join(
+                        componentTemplate.format(name=name, secret=secret)
+                        for name, secret in self.components.items()
+                    ),
+                    **values,
+                )
+            )
+        return path
 
     def command(self):
         """
