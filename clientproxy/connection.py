@@ -59,6 +59,10 @@ class ProxyComponent(Component):
     with L{ComponentFactory}.
 
     @ivar stats: the L{clientproxy.stats.Stats} of this component.
+    @ivar dispatcher: its L{clientproxy.dispatch.IQDispatcher}, drained on
+        stop.
+    @ivar servicePresence: its
+        L{clientproxy.servicepresence.ServicePresence}, told on stop.
     """
 
     log = Logger()
@@ -77,6 +81,9 @@ class ProxyComponent(Component):
         factory.clock = self._reactor
         self._authenticated = False
         self._everConnected = False
+        # Set by clientproxy.service.makeProxy.
+        self.dispatcher = None
+        self.servicePresence = None
 
     def stopService(self):
         """
@@ -88,16 +95,14 @@ class ProxyComponent(Component):
         @return: a Deferred that fires once the connection is being closed
             (twistd waits for it before it exits).
         """
-        dispatcher = getattr(self, "dispatcher", None)
-        if dispatcher is None or self.xmlstream is None:
+        if self.dispatcher is None or self.xmlstream is None:
             drained = defer.succeed(None)
         else:
-            drained = dispatcher.shutdown(self._reactor, self.grace)
+            drained = self.dispatcher.shutdown(self._reactor, self.grace)
 
         def close(_):
-            servicePresence = getattr(self, "servicePresence", None)
-            if servicePresence is not None and self.xmlstream is not None:
-                servicePresence.shutdown()
+            if self.servicePresence is not None and self.xmlstream is not None:
+                self.servicePresence.shutdown()
             Component.stopService(self)
 
         return drained.addBoth(close)

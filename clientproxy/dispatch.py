@@ -27,7 +27,6 @@ from wokkel.subprotocols import XMPPHandler
 
 from clientproxy.jat import Translator
 from clientproxy.policy import TOO_LARGE
-from clientproxy.xml import toXml
 from clientproxy.stanzas import (
     REPLY_TYPES,
     REQUEST_TYPES,
@@ -35,6 +34,7 @@ from clientproxy.stanzas import (
     claim,
     errorReply,
 )
+from clientproxy.xml import toXml
 
 #: Marks the keys of requests started by a resource of the target.
 REVERSE = "reverse"
@@ -51,10 +51,10 @@ def payloadOf(request):
     """
     The payload of a serialised IQ request, as UTF-8: what is between its
     root's start and end tags. Kept for a get, to send it again if its
-    resource leaves; far smaller than the parsed tree or the whole stanza
-    (and as bytes, smaller than as a string). (In an
-    attribute value '>' is always escaped, so the first '>' ends the root's
-    start tag; a request always has a child, so it ends with '</iq>'.)
+    resource leaves: far smaller than the parsed tree or the whole stanza,
+    and smaller as bytes than as a string. In an attribute value '>' is
+    always escaped, so the first '>' ends the root's start tag; a request
+    always has a child, so it ends with '</iq>'.
     """
     return request[request.index(">") + 1 : -5].encode("utf-8")
 
@@ -76,6 +76,10 @@ class IQDispatcher(XMPPHandler):
     @ivar strategy: the L{clientproxy.istrategy.IDispatchStrategy}.
     @ivar pending: the L{clientproxy.pending.PendingTable}.
     @ivar stats: the L{clientproxy.stats.Stats} to count into.
+    @ivar policy: the L{clientproxy.policy.Policy} for requesters.
+    @ivar maxPending: most requests from outside in flight (0: no bound).
+    @ivar maxPendingPerRequester: most in flight from one bare JID.
+    @ivar closing: set by L{shutdown}: new requests are refused.
     """
 
     log = Logger()

@@ -180,19 +180,17 @@ class MessageRouter(XMPPHandler):
     def _incoming(self, message, sender):
         refusal = self.policy.refusal(sender)
         if refusal is not None:
-            condition, errorType, text = refusal
-            self._refuse(message, condition, text, errorType)
+            self._refuse(message, *refusal)
             return
         encoded = self.jat.encode(sender)
         if encoded is None:
-            self._refuse(message, "jid-malformed", "The sender's address is too long to translate")
+            self._refuse(message, "jid-malformed", text="The sender's address is too long to translate")
             return
         message["from"] = self.jat.address(encoded)
         mark(message)
         if self.policy.tooLarge(toXml(message)):
-            condition, errorType, text = TOO_LARGE
             message["from"] = sender
-            self._refuse(message, condition, text, errorType)
+            self._refuse(message, *TOO_LARGE)
             return
         if self.resources.available:
             self._fanOut(message)
@@ -264,12 +262,10 @@ class MessageRouter(XMPPHandler):
             return
         peer = self.jat.peer(encoded)
         if peer is None:
-            self._refuse(message, "jid-malformed", "Not a peer's address")
+            self._refuse(message, "jid-malformed", text="Not a peer's address")
             return
         if sender not in self.resources:
-            self._refuse(
-                message, "service-unavailable", "Only an available resource of the target may send"
-            )
+            self._refuse(message, "service-unavailable", text="Only an available resource of the target may send")
             return
         others = [r for r in self.resources.available if r.jid != sender]
         mirror = self._mirror(message, sender, peer) if others and isMirrored(message) else None
@@ -319,7 +315,7 @@ class MessageRouter(XMPPHandler):
         self._fanOut(message)
         self.stats.messages["bounces-to-target"] += 1
 
-    def _refuse(self, message, condition, text=None, errorType=None):
+    def _refuse(self, message, condition, errorType=None, text=None):
         self.stats.messages["error:" + condition] += 1
         self.send(
             errorReply(
