@@ -80,16 +80,11 @@ class Options(usage.Options):
         self["deny"] = []
 
     def opt_allow(self, entry):
-        """
-        Only this bare JID or domain (and others given so) may use the
-        service; repeat for more.
-        """
+        """Only this bare JID or domain (and others so given) may use the service."""
         self["allow"].append(entry)
 
     def opt_deny(self, entry):
-        """
-        This bare JID or domain may not use the service; repeat for more.
-        """
+        """This bare JID or domain may not use the service (repeatable)."""
         self["deny"].append(entry)
 
     optFlags = [["help-strategies", None, "List the dispatch strategies and exit."]]

@@ -300,6 +300,27 @@ class RestartTests:
         self.assertEqual(proxy.stats.reconnects, 1)
 
 
+class LimitTests:
+    """
+    Access lists and limits, as requesters on a real server see them.
+    """
+
+    @defer.inlineCallbacks
+    def test_deniedAndOversized(self):
+        a = yield self.connect("svc", "a")
+        yield self.startProxy(resources=1, deny=["mallory@localhost"], maxStanzaSize=2000)
+        mallory = yield self.connect("mallory", "m")
+        alice = yield self.connect("alice", "x")
+        reply = yield withTimeout(mallory.request(COMPONENT, stanzaID="d1"))
+        self.assertEqual((reply["type"], reply["id"]), ("error", "d1"))
+        self.assertEqual(errorCondition(reply), ("forbidden", "auth"))
+        reply = yield withTimeout(alice.request(COMPONENT, payload("x" * 3000), stanzaID="big"))
+        self.assertEqual(errorCondition(reply), ("policy-violation", "modify"))
+        reply = yield withTimeout(alice.request(COMPONENT, payload("small"), stanzaID="ok"))
+        self.assertEqual((reply["type"], reply["id"]), ("result", "ok"))
+        self.assertEqual(len(proxied(a)), 1)
+
+
 class HandshakeTests:
     @defer.inlineCallbacks
     def test_wrongSecretLoggedClearly(self):
@@ -333,5 +354,5 @@ class HandshakeTests:
 
 
 globals().update(
-    onEveryServer(RequestTests, ResourceChangeTests, RestartTests, HandshakeTests)
+    onEveryServer(RequestTests, ResourceChangeTests, RestartTests, LimitTests, HandshakeTests)
 )
