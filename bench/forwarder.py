@@ -69,7 +69,7 @@ class BareForwarder(protocol.Protocol):
                     break
                 end = close + len(tag.group(1)) + 3
             if tag.group(1) == b"iq":
-                out.append(self.rewrite(buffer[begin:tag.end()]) + buffer[tag.end():end])
+                out.append(self.rewrite(buffer[begin : tag.end()]) + buffer[tag.end() : end])
             position = end
         self.buffer = buffer[position:]
         if out:
@@ -79,7 +79,7 @@ class BareForwarder(protocol.Protocol):
         addresses = {m.group(1): m.group(3) for m in ADDRESS.finditer(start)}
         sender, recipient = addresses.get(b"from", b""), addresses.get(b"to", b"")
         if recipient.startswith(self.prefix):
-            newFrom, newTo = self.jid, recipient[len(self.prefix):]
+            newFrom, newTo = self.jid, recipient[len(self.prefix) :]
         else:
             newFrom = self.prefix + sender
             newTo = self.resources[self.next % len(self.resources)]
@@ -101,7 +101,7 @@ class BareForwarder(protocol.Protocol):
             self.digestSent = True
         done = self.buffer.find(b"<handshake/>")
         if done >= 0:
-            self.buffer = self.buffer[done + len(b"<handshake/>"):]
+            self.buffer = self.buffer[done + len(b"<handshake/>") :]
             self.ready = True
             print("bare forwarder ready", flush=True)
         elif b"stream:error" in self.buffer:

@@ -102,8 +102,12 @@ def stanzas(count, names, requesters):
     out = []
     for i in range(count):
         requester = "user%d@localhost/res%d" % (i % requesters, i % requesters)
-        values = {"id": "b%d" % i, "requester": requester, "n": i,
-                  "resource": names[i % len(names)]}
+        values = {
+            "id": "b%d" % i,
+            "requester": requester,
+            "n": i,
+            "resource": names[i % len(names)],
+        }
         out.append(((REQUEST % values).encode(), (REPLY % values).encode()))
     return out
 
@@ -123,7 +127,7 @@ def run(count, resources, requesters, profile=False, window=1):
     tick = reactor.runUntilCurrent
     cpu0 = time.process_time()
     for start in range(0, count, window):
-        batch = work[start:start + window]
+        batch = work[start : start + window]
         for request, _ in batch:
             feed(request)
         for _, reply in batch:
@@ -161,14 +165,20 @@ def main(argv=None):
     parser.add_argument("--window", type=int, default=1)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument(
-        "--scale", action="store_true",
+        "--scale",
+        action="store_true",
         help="CPU per round trip for 1 to 1000 resources and requesters",
     )
     args = parser.parse_args(argv)
     if args.scale:
         counts = (1, 10, 100, 1000)
-        result = {"scale": [run(args.requests, resources, requesters)
-                            for resources in counts for requesters in counts]}
+        result = {
+            "scale": [
+                run(args.requests, resources, requesters)
+                for resources in counts
+                for requesters in counts
+            ]
+        }
     else:
         result = run(args.requests, args.resources, args.requesters, args.profile, args.window)
     print(json.dumps(result))

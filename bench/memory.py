@@ -61,8 +61,12 @@ def distinctRequesters(total, samples=10):
     figures = {}
     feed = xs.dataReceived
     for i in range(total):
-        values = {"id": "d%d" % i, "requester": "u%d@localhost/r%d" % (i, i), "n": i,
-                  "resource": names[0]}
+        values = {
+            "id": "d%d" % i,
+            "requester": "u%d@localhost/r%d" % (i, i),
+            "n": i,
+            "resource": names[0],
+        }
         feed((REQUEST % values).encode())
         feed((REPLY % values).encode())
         if i % 64 == 0:

@@ -87,16 +87,36 @@ def network(reactor, args):
 
         learnt = component.waitForResources(args.resources)
         component.start(
-            ["--jid", PROXY, "--target", TARGET, "--secret", SECRET,
-             "--port", str(server.componentPort), "--strategy", "round-robin",
-             "--timeout", "30"],
+            [
+                "--jid",
+                PROXY,
+                "--target",
+                TARGET,
+                "--secret",
+                SECRET,
+                "--port",
+                str(server.componentPort),
+                "--strategy",
+                "round-robin",
+                "--timeout",
+                "30",
+            ],
             server.directory,
         )
         yield learnt
         forwarderProcess = reactor.spawnProcess(
-            forwarder, sys.executable,
-            [sys.executable, os.path.join(HERE, "forwarder.py"), "--jid", FORWARDER,
-             "--secret", SECRET, "--port", str(server.componentPort)]
+            forwarder,
+            sys.executable,
+            [
+                sys.executable,
+                os.path.join(HERE, "forwarder.py"),
+                "--jid",
+                FORWARDER,
+                "--secret",
+                SECRET,
+                "--port",
+                str(server.componentPort),
+            ]
             + sum((["--resource", "%s/r%d" % (TARGET, i)] for i in range(args.resources)), []),
             env=dict(os.environ),
         )
@@ -121,10 +141,20 @@ def network(reactor, args):
                         pids["component"] = pid
                     figures = yield measure(reactor, active, args.duration, args.warmup, pids)
                     rounds[mode].append(figures)
-                    print("  %s round %d %-15s %7.0f/s p50 %.2f ms p99 %.2f ms lost %d errors %d"
-                          % (load, n + 1, mode, figures["per_second"], figures["p50_ms"],
-                             figures["p99_ms"], figures["lost"], figures["errors"]),
-                          flush=True)
+                    print(
+                        "  %s round %d %-15s %7.0f/s p50 %.2f ms p99 %.2f ms lost %d errors %d"
+                        % (
+                            load,
+                            n + 1,
+                            mode,
+                            figures["per_second"],
+                            figures["p50_ms"],
+                            figures["p99_ms"],
+                            figures["lost"],
+                            figures["errors"],
+                        ),
+                        flush=True,
+                    )
             results[load] = {
                 "requesters": len(active),
                 "window": window,
@@ -148,7 +178,9 @@ def network(reactor, args):
 def inProcess(script, *arguments):
     output = subprocess.run(
         [sys.executable, os.path.join(HERE, script)] + list(arguments),
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     return json.loads(output.strip().splitlines()[-1])
 
@@ -161,25 +193,49 @@ def report(results):
         net = results["network"][load]
         m = net["median"]
         lines.append("")
-        lines.append("%s load: %d requesters, window %d, median of %d rounds"
-                     % (load, net["requesters"], net["window"], len(net["rounds"]["direct"])))
-        lines.append("| | req/s | p50 ms | p99 ms | component CPU µs/rt | Prosody CPU µs/rt | load tool CPU % | lost | errors |")
+        lines.append(
+            "%s load: %d requesters, window %d, median of %d rounds"
+            % (load, net["requesters"], net["window"], len(net["rounds"]["direct"]))
+        )
+        lines.append(
+            "| | req/s | p50 ms | p99 ms | component CPU µs/rt | Prosody CPU µs/rt | load tool CPU % | lost | errors |"
+        )
         lines.append("|---|---|---|---|---|---|---|---|---|")
         for mode, f in m.items():
-            lines.append("| %s | %.0f | %.2f | %.2f | %s | %.0f | %.0f | %d | %d |" % (
-                mode, f["per_second"], f["p50_ms"], f["p99_ms"],
-                "%.0f" % f["component_cpu_us_per_rt"] if "component_cpu_us_per_rt" in f else "-",
-                f["prosody_cpu_us_per_rt"], f["load_tool_cpu_percent"], f["lost"], f["errors"]))
+            lines.append(
+                "| %s | %.0f | %.2f | %.2f | %s | %.0f | %.0f | %d | %d |"
+                % (
+                    mode,
+                    f["per_second"],
+                    f["p50_ms"],
+                    f["p99_ms"],
+                    "%.0f" % f["component_cpu_us_per_rt"]
+                    if "component_cpu_us_per_rt" in f
+                    else "-",
+                    f["prosody_cpu_us_per_rt"],
+                    f["load_tool_cpu_percent"],
+                    f["lost"],
+                    f["errors"],
+                )
+            )
         cp, bare, direct = m["clientproxy"], m["bare forwarder"], m["direct"]
         lines.append("")
-        lines.append("clientproxy / bare forwarder: throughput %.2f, p99 %.2f; clientproxy / direct: throughput %.2f; "
-                     "p50 added over direct: %.3f ms"
-                     % (cp["per_second"] / bare["per_second"], cp["p99_ms"] / bare["p99_ms"],
-                        cp["per_second"] / direct["per_second"], cp["p50_ms"] - direct["p50_ms"]))
+        lines.append(
+            "clientproxy / bare forwarder: throughput %.2f, p99 %.2f; clientproxy / direct: throughput %.2f; "
+            "p50 added over direct: %.3f ms"
+            % (
+                cp["per_second"] / bare["per_second"],
+                cp["p99_ms"] / bare["p99_ms"],
+                cp["per_second"] / direct["per_second"],
+                cp["p50_ms"] - direct["p50_ms"],
+            )
+        )
     ceiling = results["ceiling"]
     lines.append("")
-    lines.append("In-process ceiling: %d round trips per CPU second (%.1f µs each)"
-                 % (ceiling["round_trips_per_cpu_s"], ceiling["cpu_us_per_round_trip"]))
+    lines.append(
+        "In-process ceiling: %d round trips per CPU second (%.1f µs each)"
+        % (ceiling["round_trips_per_cpu_s"], ceiling["cpu_us_per_round_trip"])
+    )
     lines.append("")
     lines.append("CPU µs per round trip, in process (rows: resources; columns: requesters)")
     scale = results["scale"]
@@ -187,18 +243,31 @@ def report(results):
     lines.append("| resources | " + " | ".join(str(c) for c in counts) + " |")
     lines.append("|---" * (len(counts) + 1) + "|")
     for resources in sorted({s["resources"] for s in scale}):
-        row = {s["requesters"]: s["cpu_us_per_round_trip"] for s in scale if s["resources"] == resources}
+        row = {
+            s["requesters"]: s["cpu_us_per_round_trip"]
+            for s in scale
+            if s["resources"] == resources
+        }
         lines.append("| %d | " % resources + " | ".join("%.1f" % row[c] for c in counts) + " |")
     memory = results["memory"]
     lines.append("")
-    lines.append("Memory: RSS by requests in flight (from 1,000 requesters): %s; %d bytes per "
-                 "pending request (%d when every request comes from a distinct requester)"
-                 % (", ".join("%s: %.1f MiB" % (k, v / 2**20) for k, v in memory["rss_by_in_flight"].items()),
-                    memory["bytes_per_pending_request"],
-                    memory["bytes_per_pending_request_all_distinct"]))
-    lines.append("RSS over distinct requesters: %s"
-                 % ", ".join("%s: %.1f MiB" % (k, v / 2**20)
-                             for k, v in memory["rss_by_distinct_requesters"].items()))
+    lines.append(
+        "Memory: RSS by requests in flight (from 1,000 requesters): %s; %d bytes per "
+        "pending request (%d when every request comes from a distinct requester)"
+        % (
+            ", ".join(
+                "%s: %.1f MiB" % (k, v / 2**20) for k, v in memory["rss_by_in_flight"].items()
+            ),
+            memory["bytes_per_pending_request"],
+            memory["bytes_per_pending_request_all_distinct"],
+        )
+    )
+    lines.append(
+        "RSS over distinct requesters: %s"
+        % ", ".join(
+            "%s: %.1f MiB" % (k, v / 2**20) for k, v in memory["rss_by_distinct_requesters"].items()
+        )
+    )
     return "\n".join(lines)
 
 

@@ -100,11 +100,11 @@ class EvilHandler(XMPPHandler):
         raws = {
             "nochild": "<iq type='get' id='nochild-%d' from='evil.localhost/x' to='proxy.localhost'/>",
             "twochildren": "<iq type='get' id='twochildren-%d' from='evil.localhost/x' "
-                           "to='proxy.localhost'><a xmlns='urn:a'/><b xmlns='urn:b'/></iq>",
+            "to='proxy.localhost'><a xmlns='urn:a'/><b xmlns='urn:b'/></iq>",
             "noid": "<iq type='get' from='evil.localhost/x' to='proxy.localhost'><a xmlns='urn:a'/></iq>",
             "bogus": "<iq type='bogus' id='bogus-%d' from='evil.localhost/x' to='proxy.localhost'/>",
             "forged": "<iq type='result' id='r%d' from='evil.localhost/x' "
-                      "to='proxy.localhost/req0@localhost/load'/>",
+            "to='proxy.localhost/req0@localhost/load'/>",
         }
         for name, raw in raws.items():
             self.sent[name] = self.sent.get(name, 0) + 1
@@ -138,11 +138,30 @@ def soak(reactor, args):
         garbage = yield login(TARGET + "/garbage")
         learnt = component.waitForResources(2)
         component.start(
-            ["--jid", PROXY, "--target", TARGET, "--secret", SECRET,
-             "--port", str(server.componentPort), "--timeout", "5",
-             "--resources", "^(a|b)$", "--deny", "mallory@localhost",
-             "--rate", "2000", "--burst", "500", "--max-stanza-size", "4096",
-             "--metrics-port", str(metricsPort)],
+            [
+                "--jid",
+                PROXY,
+                "--target",
+                TARGET,
+                "--secret",
+                SECRET,
+                "--port",
+                str(server.componentPort),
+                "--timeout",
+                "5",
+                "--resources",
+                "^(a|b)$",
+                "--deny",
+                "mallory@localhost",
+                "--rate",
+                "2000",
+                "--burst",
+                "500",
+                "--max-stanza-size",
+                "4096",
+                "--metrics-port",
+                str(metricsPort),
+            ],
             server.directory,
         )
         yield learnt
@@ -161,8 +180,9 @@ def soak(reactor, args):
         big = yield login("big@localhost/b")
         forger = yield login("forger@localhost/f")
         subscriber = yield login("subscriber@localhost/s")
-        tallies = {name: Tally(c) for name, c in
-                   [("mallory", mallory), ("flooder", flooder), ("big", big)]}
+        tallies = {
+            name: Tally(c) for name, c in [("mallory", mallory), ("flooder", flooder), ("big", big)]
+        }
 
         def hostile(n):
             for _ in range(5):
@@ -196,9 +216,11 @@ def soak(reactor, args):
             hostile(n)
             yield task.deferLater(reactor, 10, lambda: None)
             samples.append(rssBytes(component.pid))
-            print("  %3d s: component RSS %.1f MiB, valid answered %d" % (
-                (n + 1) * 10, samples[-1] / 2**20, sum(len(r.latencies) for r in requesters)),
-                flush=True)
+            print(
+                "  %3d s: component RSS %.1f MiB, valid answered %d"
+                % ((n + 1) * 10, samples[-1] / 2**20, sum(len(r.latencies) for r in requesters)),
+                flush=True,
+            )
         yield task.deferLater(reactor, 6, lambda: None)
         drained = defer.DeferredList([r.stop() for r in requesters])
         yield drained.addTimeout(15, reactor)
@@ -212,28 +234,43 @@ def soak(reactor, args):
             "valid_errors": sum(r.errors for r in requesters),
             "valid_lost": sum(len(r.sent) for r in requesters),
             "unknown_replies_at_requesters": sum(r.unknown for r in requesters),
-            "hostile_clients": {name: {"sent": t.sent, "answers": t.counts}
-                                for name, t in tallies.items()},
+            "hostile_clients": {
+                name: {"sent": t.sent, "answers": t.counts} for name, t in tallies.items()
+            },
             "evil_component": {"sent": evilHandler.sent, "answers": evilHandler.counts},
             "component_alive": alive,
             "rss_mib": [round(s / 2**20, 1) for s in samples],
-            "metrics": [line for line in metrics.splitlines()
-                        if line.startswith(("clientproxy_requests_total", "clientproxy_dropped_total",
-                                            "clientproxy_messages_total", "clientproxy_pending"))],
+            "metrics": [
+                line
+                for line in metrics.splitlines()
+                if line.startswith(
+                    (
+                        "clientproxy_requests_total",
+                        "clientproxy_dropped_total",
+                        "clientproxy_messages_total",
+                        "clientproxy_pending",
+                    )
+                )
+            ],
         }
         checks = {
             "every valid request answered with a result": report["valid_errors"] == 0
-            and report["valid_lost"] == 0 and report["valid_answered"] > 0,
+            and report["valid_lost"] == 0
+            and report["valid_answered"] > 0,
             "no forged reply reached a requester": report["unknown_replies_at_requesters"] == 0,
-            "denied requester always forbidden": tallies["mallory"].counts == {"forbidden": tallies["mallory"].sent},
-            "flooder: every request answered": sum(tallies["flooder"].counts.values()) == tallies["flooder"].sent,
+            "denied requester always forbidden": tallies["mallory"].counts
+            == {"forbidden": tallies["mallory"].sent},
+            "flooder: every request answered": sum(tallies["flooder"].counts.values())
+            == tallies["flooder"].sent,
             "flooder: excess refused": tallies["flooder"].counts.get("policy-violation", 0) > 0,
             "oversized refused": tallies["big"].counts == {"policy-violation": tallies["big"].sent},
-            "malformed IQs from a component: bad-request":
-                evilHandler.counts.get("twochildren:bad-request") == evilHandler.sent["twochildren"],
+            "malformed IQs from a component: bad-request": evilHandler.counts.get(
+                "twochildren:bad-request"
+            )
+            == evilHandler.sent["twochildren"],
             "component alive": alive,
-            "memory flat (last sample within 10% of the one at 60 s)":
-                len(samples) < 7 or samples[-1] <= samples[5] * 1.10,
+            "memory flat (last sample within 10% of the one at 60 s)": len(samples) < 7
+            or samples[-1] <= samples[5] * 1.10,
         }
         report["checks"] = checks
     finally:

@@ -149,9 +149,7 @@ class ProxyComponent(Component):
                 hint=HANDSHAKE_REFUSALS.get(condition, "see the server's log"),
             )
         else:
-            self.log.error(
-                "Stream error from the server: {condition}", condition=condition
-            )
+            self.log.error("Stream error from the server: {condition}", condition=condition)
 
     def initializationFailed(self, reason):
         """

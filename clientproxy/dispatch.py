@@ -84,8 +84,18 @@ class IQDispatcher(XMPPHandler):
 
     log = Logger()
 
-    def __init__(self, component, target, resources, strategy, pending, stats, policy,
-                 maxPending=MAX_PENDING, maxPendingPerRequester=MAX_PENDING_PER_REQUESTER):
+    def __init__(
+        self,
+        component,
+        target,
+        resources,
+        strategy,
+        pending,
+        stats,
+        policy,
+        maxPending=MAX_PENDING,
+        maxPendingPerRequester=MAX_PENDING_PER_REQUESTER,
+    ):
         XMPPHandler.__init__(self)
         self.policy = policy
         self.maxPending = maxPending
@@ -181,7 +191,9 @@ class IQDispatcher(XMPPHandler):
             return
         encoded = self.jat.encode(requester)
         if encoded is None:
-            self._refuse(iq, "jid-malformed", text="The requester's address is too long to translate")
+            self._refuse(
+                iq, "jid-malformed", text="The requester's address is too long to translate"
+            )
             return
         key = (encoded, stanzaID)
         if key in self.pending:
@@ -210,9 +222,7 @@ class IQDispatcher(XMPPHandler):
             key, requester, payloadOf(request) if kind == "get" else None, resource
         )
         args = (entry,)
-        entry.addCallbacks(
-            self._replied, self._failed, callbackArgs=args, errbackArgs=args
-        )
+        entry.addCallbacks(self._replied, self._failed, callbackArgs=args, errbackArgs=args)
         self._inFlight[bare] = held + 1
         self.stats.requests["forwarded"] += 1
         self.send(request)
@@ -276,7 +286,9 @@ class IQDispatcher(XMPPHandler):
             return
         resource = self.resources.get(sender)
         if resource is None:
-            self._refuse(iq, "service-unavailable", text="Only an available resource of the target may ask")
+            self._refuse(
+                iq, "service-unavailable", text="Only an available resource of the target may ask"
+            )
             return
         encoded = self.jat.decode(recipient)
         if encoded is None:

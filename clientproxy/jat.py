@@ -59,7 +59,7 @@ class Translator:
         another domain).
         """
         if address.startswith(self.prefix):
-            encoded = address[self._prefixLength:]
+            encoded = address[self._prefixLength :]
             if encoded:
                 return encoded
         return None

@@ -143,8 +143,18 @@ class MessageRouter(XMPPHandler):
 
     log = Logger()
 
-    def __init__(self, component, target, resources, store, stats, clock, policy,
-                 queuePerSender=QUEUE_PER_SENDER, queueSize=QUEUE_SIZE):
+    def __init__(
+        self,
+        component,
+        target,
+        resources,
+        store,
+        stats,
+        clock,
+        policy,
+        queuePerSender=QUEUE_PER_SENDER,
+        queueSize=QUEUE_SIZE,
+    ):
         XMPPHandler.__init__(self)
         self.policy = policy
         self.jat = Translator(component)
@@ -184,7 +194,9 @@ class MessageRouter(XMPPHandler):
             return
         encoded = self.jat.encode(sender)
         if encoded is None:
-            self._refuse(message, "jid-malformed", text="The sender's address is too long to translate")
+            self._refuse(
+                message, "jid-malformed", text="The sender's address is too long to translate"
+            )
             return
         message["from"] = self.jat.address(encoded)
         mark(message)
@@ -265,7 +277,11 @@ class MessageRouter(XMPPHandler):
             self._refuse(message, "jid-malformed", text="Not a peer's address")
             return
         if sender not in self.resources:
-            self._refuse(message, "service-unavailable", text="Only an available resource of the target may send")
+            self._refuse(
+                message,
+                "service-unavailable",
+                text="Only an available resource of the target may send",
+            )
             return
         others = [r for r in self.resources.available if r.jid != sender]
         mirror = self._mirror(message, sender, peer) if others and isMirrored(message) else None

@@ -41,26 +41,61 @@ def render(proxies):
     def per(proxy, counter, key):
         return [({"component": proxy.jid, key: k}, v) for k, v in sorted(counter.items())]
 
-    family("clientproxy_requests_total", "counter",
-           "IQ requests by outcome (error:CONDITION for the component's own answers).",
-           [s for p in proxies for s in per(p, p.stats.requests, "outcome")])
-    family("clientproxy_messages_total", "counter", "Messages by outcome.",
-           [s for p in proxies for s in per(p, p.stats.messages, "outcome")])
-    family("clientproxy_dropped_total", "counter", "Stanzas dropped, by reason.",
-           [s for p in proxies for s in per(p, p.stats.dropped, "reason")])
-    family("clientproxy_pending_requests", "gauge", "Requests in flight.",
-           [({"component": p.jid}, len(p.dispatcher.pending)) for p in proxies])
-    family("clientproxy_resources_available", "gauge", "Usable resources of the target.",
-           [({"component": p.jid}, len(p.dispatcher.resources)) for p in proxies])
-    family("clientproxy_queued_messages", "gauge", "Messages queued for an offline target.",
-           [({"component": p.jid}, p.store.queueLength()) for p in proxies])
-    family("clientproxy_connected", "gauge", "1 while connected to the server.",
-           [({"component": p.jid}, int(p.xmlstream is not None and p._authenticated))
-            for p in proxies])
-    family("clientproxy_reconnects_total", "counter", "Connections made again.",
-           [({"component": p.jid}, p.stats.reconnects) for p in proxies])
+    family(
+        "clientproxy_requests_total",
+        "counter",
+        "IQ requests by outcome (error:CONDITION for the component's own answers).",
+        [s for p in proxies for s in per(p, p.stats.requests, "outcome")],
+    )
+    family(
+        "clientproxy_messages_total",
+        "counter",
+        "Messages by outcome.",
+        [s for p in proxies for s in per(p, p.stats.messages, "outcome")],
+    )
+    family(
+        "clientproxy_dropped_total",
+        "counter",
+        "Stanzas dropped, by reason.",
+        [s for p in proxies for s in per(p, p.stats.dropped, "reason")],
+    )
+    family(
+        "clientproxy_pending_requests",
+        "gauge",
+        "Requests in flight.",
+        [({"component": p.jid}, len(p.dispatcher.pending)) for p in proxies],
+    )
+    family(
+        "clientproxy_resources_available",
+        "gauge",
+        "Usable resources of the target.",
+        [({"component": p.jid}, len(p.dispatcher.resources)) for p in proxies],
+    )
+    family(
+        "clientproxy_queued_messages",
+        "gauge",
+        "Messages queued for an offline target.",
+        [({"component": p.jid}, p.store.queueLength()) for p in proxies],
+    )
+    family(
+        "clientproxy_connected",
+        "gauge",
+        "1 while connected to the server.",
+        [
+            ({"component": p.jid}, int(p.xmlstream is not None and p._authenticated))
+            for p in proxies
+        ],
+    )
+    family(
+        "clientproxy_reconnects_total",
+        "counter",
+        "Connections made again.",
+        [({"component": p.jid}, p.stats.reconnects) for p in proxies],
+    )
     name = "clientproxy_request_duration_seconds"
-    lines.append("# HELP %s Time from request to answer (replies and the component's errors)." % name)
+    lines.append(
+        "# HELP %s Time from request to answer (replies and the component's errors)." % name
+    )
     lines.append("# TYPE %s histogram" % name)
     for p in proxies:
         histogram = p.stats.latency

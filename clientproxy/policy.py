@@ -109,8 +109,9 @@ class Policy:
     @ivar maxStanzaSize: the largest stanza forwarded, in bytes.
     """
 
-    def __init__(self, clock, allow=(), deny=(), rate=0.0, burst=None,
-                 maxStanzaSize=MAX_STANZA_SIZE):
+    def __init__(
+        self, clock, allow=(), deny=(), rate=0.0, burst=None, maxStanzaSize=MAX_STANZA_SIZE
+    ):
         self.allow = frozenset(normalise(e) for e in allow)
         self.deny = frozenset(normalise(e) for e in deny)
         self._lists = bool(self.allow or self.deny)

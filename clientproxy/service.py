@@ -80,14 +80,28 @@ def makeProxy(
     component.presence = TargetPresence(jid, target, available, stats, reactor)
     component.presence.setHandlerParent(component)
     component.dispatcher = IQDispatcher(
-        jid, target, available, strategy, PendingTable(reactor, timeout), stats, policy,
-        maxPending, maxPendingPerRequester,
+        jid,
+        target,
+        available,
+        strategy,
+        PendingTable(reactor, timeout),
+        stats,
+        policy,
+        maxPending,
+        maxPendingPerRequester,
     )
     component.dispatcher.setHandlerParent(component)
     component.store = Store(":memory:" if dataDir is None else storePath(dataDir, jid))
     component.messages = MessageRouter(
-        jid, target, available, component.store, stats, reactor, policy,
-        queuePerSender, queueSize,
+        jid,
+        target,
+        available,
+        component.store,
+        stats,
+        reactor,
+        policy,
+        queuePerSender,
+        queueSize,
     )
     component.messages.setHandlerParent(component)
     component.servicePresence = ServicePresence(

@@ -61,9 +61,7 @@ class ServicePresence(XMPPHandler):
         """
         The service's presence as it is now, for C{recipient}.
         """
-        return presenceStanza(
-            self.component, recipient, None if self.available else "unavailable"
-        )
+        return presenceStanza(self.component, recipient, None if self.available else "unavailable")
 
     def _changed(self, resource):
         available = len(self.resources) > 0

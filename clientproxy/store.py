@@ -78,14 +78,19 @@ class Store:
         if sender is None:
             row = self._db.execute("SELECT COUNT(*) FROM queue").fetchone()
         else:
-            row = self._db.execute("SELECT COUNT(*) FROM queue WHERE sender = ?", (sender,)).fetchone()
+            row = self._db.execute(
+                "SELECT COUNT(*) FROM queue WHERE sender = ?", (sender,)
+            ).fetchone()
         return row[0]
 
     def subscribers(self):
         return [row[0] for row in self._db.execute("SELECT jid FROM subscribers ORDER BY jid")]
 
     def isSubscriber(self, jid):
-        return self._db.execute("SELECT 1 FROM subscribers WHERE jid = ?", (jid,)).fetchone() is not None
+        return (
+            self._db.execute("SELECT 1 FROM subscribers WHERE jid = ?", (jid,)).fetchone()
+            is not None
+        )
 
     def addSubscriber(self, jid):
         self._db.execute("INSERT OR IGNORE INTO subscribers (jid) VALUES (?)", (jid,))

@@ -100,9 +100,7 @@ class PriorityStrategy:
 
     def choose(self, resources, requester):
         top = max(resource.priority for resource in resources)
-        return self._choice(
-            [resource for resource in resources if resource.priority == top]
-        )
+        return self._choice([resource for resource in resources if resource.priority == top])
 
 
 BUILTIN = {

@@ -37,10 +37,7 @@ def normalisedJID(value, what):
 
 
 class Options(usage.Options):
-    synopsis = (
-        "--jid COMPONENT --target ACCOUNT (--secret-file FILE | --secret SECRET) "
-        "[options]"
-    )
+    synopsis = "--jid COMPONENT --target ACCOUNT (--secret-file FILE | --secret SECRET) [options]"
     longdesc = (
         "Run an XMPP external component (XEP-0114) that forwards every IQ "
         "request sent to it to one available resource of the target account, "
@@ -59,13 +56,23 @@ class Options(usage.Options):
         ["strategy", None, DEFAULT, "How a resource is chosen (see --help-strategies)."],
         ["resources", None, None, "Only resources whose name matches this regular expression."],
         ["data-dir", None, ".", "Where queued messages and service subscribers are kept."],
-        ["queue-per-sender", None, QUEUE_PER_SENDER,
-         "Most messages queued from one sender while the target is offline.", int],
+        [
+            "queue-per-sender",
+            None,
+            QUEUE_PER_SENDER,
+            "Most messages queued from one sender while the target is offline.",
+            int,
+        ],
         ["queue-size", None, QUEUE_SIZE, "Most messages queued in all.", int],
         ["grace", None, 5.0, "Seconds requests in flight get to finish on shutdown.", float],
         ["max-pending", None, MAX_PENDING, "Most requests in flight in all (0: no bound).", int],
-        ["max-pending-per-requester", None, MAX_PENDING_PER_REQUESTER,
-         "Most requests in flight from one bare JID (0: no bound).", int],
+        [
+            "max-pending-per-requester",
+            None,
+            MAX_PENDING_PER_REQUESTER,
+            "Most requests in flight from one bare JID (0: no bound).",
+            int,
+        ],
         ["rate", None, 0.0, "Stanzas a second one bare JID may send (0: no limit).", float],
         ["burst", None, None, "Stanzas one bare JID may send at once (default: the rate).", float],
         ["max-stanza-size", None, MAX_STANZA_SIZE, "Largest stanza forwarded, in bytes.", int],
@@ -154,11 +161,7 @@ class Options(usage.Options):
         The secret from exactly one of --secret-file, --secret and the
         environment. The secret itself never appears in a message.
         """
-        given = [
-            source
-            for source in ("secret-file", "secret")
-            if self[source] is not None
-        ]
+        given = [source for source in ("secret-file", "secret") if self[source] is not None]
         if len(given) > 1:
             raise usage.UsageError("give only one of --secret-file and --secret")
         if self["secret-file"] is not None:
@@ -217,7 +220,7 @@ def makeService(config):
         return proxy
     both = service.MultiService()
     proxy.setServiceParent(both)
-    metricsService(
-        [proxy], config["metrics-port"], config["metrics-interface"]
-    ).setServiceParent(both)
+    metricsService([proxy], config["metrics-port"], config["metrics-interface"]).setServiceParent(
+        both
+    )
     return both

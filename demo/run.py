@@ -67,20 +67,29 @@ def main(reactor):
     process = ComponentProcess(echo=lambda line: print("    [component] " + line))
     clients = []
     try:
-        print("1. A throwaway Prosody on 127.0.0.1: port %d for clients, %d for components"
-              % (server.c2sPort, server.componentPort))
+        print(
+            "1. A throwaway Prosody on 127.0.0.1: port %d for clients, %d for components"
+            % (server.c2sPort, server.componentPort)
+        )
         for user in ("svc", "alice"):
             server.register(user, "pw")
         yield server.start()
 
         print("2. The implementing client %s logs in twice: resources a and b" % TARGET)
         for resource in ("a", "b"):
-            client = Client(TARGET + "/" + resource, "pw", "127.0.0.1", server.c2sPort,
-                            onRequest=whoami(resource))
+            client = Client(
+                TARGET + "/" + resource,
+                "pw",
+                "127.0.0.1",
+                server.c2sPort,
+                onRequest=whoami(resource),
+            )
             clients.append((yield client.connect()))
 
-        print("3. The component starts: twistd -n clientproxy --jid %s --target %s ..."
-              % (COMPONENT, TARGET))
+        print(
+            "3. The component starts: twistd -n clientproxy --jid %s --target %s ..."
+            % (COMPONENT, TARGET)
+        )
         print("   It asks %s for a presence subscription (the clients approve it)," % TARGET)
         print("   then probes, and so learns both resources.")
         secretFile = os.path.join(server.directory, "secret")
@@ -88,8 +97,18 @@ def main(reactor):
             f.write(SECRET + "\n")
         learnt = process.waitForResources(2)
         process.start(
-            ["--jid", COMPONENT, "--target", TARGET, "--secret-file", secretFile,
-             "--port", str(server.componentPort), "--timeout", "5"],
+            [
+                "--jid",
+                COMPONENT,
+                "--target",
+                TARGET,
+                "--secret-file",
+                secretFile,
+                "--port",
+                str(server.componentPort),
+                "--timeout",
+                "5",
+            ],
             server.directory,
         )
         yield learnt
@@ -108,10 +127,12 @@ def main(reactor):
 
         print("5. alice sends a message: every resource gets it; a answers, b sees a mirror")
         a, b = clients[0], clients[1]
-        seen = defer.DeferredList([
-            client.waitFor(lambda m: m.name == "message").addTimeout(15, reactor)
-            for client in (a, b)
-        ])
+        seen = defer.DeferredList(
+            [
+                client.waitFor(lambda m: m.name == "message").addTimeout(15, reactor)
+                for client in (a, b)
+            ]
+        )
         alice.sendMessage(COMPONENT, "Is anyone there?")
         for (_, message), name in zip((yield seen), "ab"):
             show(TARGET + "/" + name, "<-", message)

@@ -84,8 +84,17 @@ class Harness:
     L{task.Clock}.
     """
 
-    def __init__(self, timeout=30, strategy=None, resources=None, store=None,
-                 queuePerSender=100, queueSize=10000, policy=None, **limits):
+    def __init__(
+        self,
+        timeout=30,
+        strategy=None,
+        resources=None,
+        store=None,
+        queuePerSender=100,
+        queueSize=10000,
+        policy=None,
+        **limits,
+    ):
         self.clock = task.Clock()
         self.policy = policy or Policy(self.clock)
         self.store = store or Store(":memory:")
@@ -93,9 +102,7 @@ class Harness:
         self.resources = ResourceSet(resources)
         self.pending = PendingTable(self.clock, timeout)
         self.manager = RecordingManager()
-        self.presence = TargetPresence(
-            COMPONENT, TARGET, self.resources, self.stats, self.clock
-        )
+        self.presence = TargetPresence(COMPONENT, TARGET, self.resources, self.stats, self.clock)
         self.presence.setHandlerParent(self.manager)
         self.dispatcher = IQDispatcher(
             COMPONENT,
@@ -109,8 +116,15 @@ class Harness:
         )
         self.dispatcher.setHandlerParent(self.manager)
         self.messages = MessageRouter(
-            COMPONENT, TARGET, self.resources, self.store, self.stats, self.clock,
-            self.policy, queuePerSender, queueSize,
+            COMPONENT,
+            TARGET,
+            self.resources,
+            self.store,
+            self.stats,
+            self.clock,
+            self.policy,
+            queuePerSender,
+            queueSize,
         )
         self.messages.setHandlerParent(self.manager)
         self.servicePresence = ServicePresence(
@@ -138,19 +152,30 @@ class Harness:
 
     def offline(self, name):
         self.receive(
-            "<presence type='unavailable' from='%s/%s' to='%s'/>"
-            % (TARGET, name, COMPONENT)
+            "<presence type='unavailable' from='%s/%s' to='%s'/>" % (TARGET, name, COMPONENT)
         )
 
-    def request(self, requester="alice@example.org/abc", stanzaID="1", kind="get",
-                payload="<query xmlns='urn:test'/>", to=COMPONENT):
+    def request(
+        self,
+        requester="alice@example.org/abc",
+        stanzaID="1",
+        kind="get",
+        payload="<query xmlns='urn:test'/>",
+        to=COMPONENT,
+    ):
         self.receive(
             "<iq type='%s' id='%s' from='%s' to='%s'>%s</iq>"
             % (kind, stanzaID, requester, to, payload)
         )
 
-    def reply(self, resource, requester="alice@example.org/abc", stanzaID="1",
-              kind="result", payload="<query xmlns='urn:test'><answer/></query>"):
+    def reply(
+        self,
+        resource,
+        requester="alice@example.org/abc",
+        stanzaID="1",
+        kind="result",
+        payload="<query xmlns='urn:test'><answer/></query>",
+    ):
         self.receive(
             "<iq type='%s' id='%s' from='%s/%s' to='%s/%s'>%s</iq>"
             % (kind, stanzaID, TARGET, resource, COMPONENT, requester, payload)

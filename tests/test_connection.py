@@ -17,8 +17,7 @@ HEADER = (
     b"xmlns:stream='http://etherx.jabber.org/streams' from='proxy.example.org' id='s1'>"
 )
 NOT_AUTHORIZED = (
-    b"<stream:error><not-authorized xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"
-    b"</stream:error>"
+    b"<stream:error><not-authorized xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>"
 )
 
 
@@ -26,8 +25,12 @@ class ConnectionTests(unittest.TestCase):
     def setUp(self):
         self.reactor = MemoryReactorClock()
         self.proxy = makeProxy(
-            "proxy.example.org", "svc@example.org", "hunter2",
-            host="127.0.0.1", port=5347, reactor=self.reactor,
+            "proxy.example.org",
+            "svc@example.org",
+            "hunter2",
+            host="127.0.0.1",
+            port=5347,
+            reactor=self.reactor,
         )
         self.proxy.startService()
         self.addCleanup(self.proxy.stopService)

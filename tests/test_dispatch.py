@@ -130,9 +130,7 @@ class ReplyCheckTests(unittest.TestCase):
         self.assertDropped("unknown-reply")
 
     def test_replyToBareComponentDropped(self):
-        self.h.receive(
-            "<iq type='result' id='1' from='%s/a' to='%s'/>" % (TARGET, COMPONENT)
-        )
+        self.h.receive("<iq type='result' id='1' from='%s/a' to='%s'/>" % (TARGET, COMPONENT))
         self.assertDropped("unknown-reply")
 
     def test_errorFromWrongResourceNotAnswered(self):

@@ -175,9 +175,7 @@ class RequestTests:
         forged(other, "q1", "from-other-resource")
         forged(mallory, "q1", "from-third-party")
         forged(other, "never-asked", "unsolicited")
-        yield self.waitUntil(
-            lambda: sum(proxy.stats.dropped.values()) == 3, "three drops"
-        )
+        yield self.waitUntil(lambda: sum(proxy.stats.dropped.values()) == 3, "three drops")
         self.assertEqual(
             dict(proxy.stats.dropped),
             {"reply-from-wrong-resource": 1, "reply-from-outsider": 1, "unknown-reply": 1},

@@ -17,9 +17,7 @@ class TranslatorTests(unittest.TestCase):
         mod_client_proxy's.
         """
         encoded = self.jat.encode("alice@example.org/abc")
-        self.assertEqual(
-            self.jat.address(encoded), "proxy.example.org/alice@example.org/abc"
-        )
+        self.assertEqual(self.jat.address(encoded), "proxy.example.org/alice@example.org/abc")
 
     def test_roundTrip(self):
         for requester in ["alice@example.org/abc", "example.org", "a@b/c/d", "\u00e9@x/\u2603"]:

@@ -101,7 +101,9 @@ class OutgoingTests(unittest.TestCase):
             self.assertEqual(m["from"], COMPONENT + "/" + ALICE)
             self.assertEqual(body(m), "[%s/a -> %s] Hello" % (TARGET, ALICE))
             self.assertIn((NS_CARBONS, "private"), children(m))
-            forwarded = next(c for c in m.elements() if (c.uri, c.name) == (NS_FORWARD, "forwarded"))
+            forwarded = next(
+                c for c in m.elements() if (c.uri, c.name) == (NS_FORWARD, "forwarded")
+            )
             inner = next(c for c in forwarded.elements() if c.name == "message")
             self.assertEqual(inner.uri, "jabber:client")
             self.assertEqual((inner["from"], inner["to"]), (TARGET + "/a", ALICE))
@@ -111,9 +113,13 @@ class OutgoingTests(unittest.TestCase):
             self.assertIn((NS_DELAY, "delay"), children(forwarded))
 
     def test_whatIsMirrored(self):
-        cases = [("chat", "", True), ("normal", "", True), ("headline", "", False),
-                 ("groupchat", "", False),
-                 ("chat", "<no-copy xmlns='%s'/>" % NS_HINTS, False)]
+        cases = [
+            ("chat", "", True),
+            ("normal", "", True),
+            ("headline", "", False),
+            ("groupchat", "", False),
+            ("chat", "<no-copy xmlns='%s'/>" % NS_HINTS, False),
+        ]
         for kind, extra, mirrored in cases:
             self.send(kind=kind, extra=extra)
             out = self.h.take()

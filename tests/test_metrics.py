@@ -27,17 +27,35 @@ class RenderTests(unittest.TestCase):
         p.stats.latency.observe(0.003)
         p.stats.latency.observe(7)
         text = render([p])
-        self.assertIn('clientproxy_requests_total{component="proxy.example.org",outcome="answered"} 3', text)
+        self.assertIn(
+            'clientproxy_requests_total{component="proxy.example.org",outcome="answered"} 3', text
+        )
         self.assertIn(
             'clientproxy_requests_total{component="proxy.example.org",'
-            'outcome="error:remote-server-timeout"} 1', text)
-        self.assertIn('clientproxy_dropped_total{component="proxy.example.org",reason="unknown-reply"} 2', text)
+            'outcome="error:remote-server-timeout"} 1',
+            text,
+        )
+        self.assertIn(
+            'clientproxy_dropped_total{component="proxy.example.org",reason="unknown-reply"} 2',
+            text,
+        )
         self.assertIn('clientproxy_pending_requests{component="proxy.example.org"} 0', text)
         self.assertIn('clientproxy_connected{component="proxy.example.org"} 0', text)
-        self.assertIn('clientproxy_request_duration_seconds_bucket{component="proxy.example.org",le="0.0025"} 0', text)
-        self.assertIn('clientproxy_request_duration_seconds_bucket{component="proxy.example.org",le="0.005"} 1', text)
-        self.assertIn('clientproxy_request_duration_seconds_bucket{component="proxy.example.org",le="10"} 2', text)
-        self.assertIn('clientproxy_request_duration_seconds_count{component="proxy.example.org"} 2', text)
+        self.assertIn(
+            'clientproxy_request_duration_seconds_bucket{component="proxy.example.org",le="0.0025"} 0',
+            text,
+        )
+        self.assertIn(
+            'clientproxy_request_duration_seconds_bucket{component="proxy.example.org",le="0.005"} 1',
+            text,
+        )
+        self.assertIn(
+            'clientproxy_request_duration_seconds_bucket{component="proxy.example.org",le="10"} 2',
+            text,
+        )
+        self.assertIn(
+            'clientproxy_request_duration_seconds_count{component="proxy.example.org"} 2', text
+        )
         self.assertIn("# TYPE clientproxy_request_duration_seconds histogram", text)
 
     def test_health(self):

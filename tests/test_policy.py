@@ -121,9 +121,7 @@ class LimitTests(unittest.TestCase):
         self.request(h, requester="bob@example.org/b", stanzaID="y")
         self.assertEqual(h.take()[0]["type"], "get")
         # An answer frees a place.
-        h.receive(
-            "<iq type='result' id='0' from='%s/a' to='%s/%s'/>" % (TARGET, COMPONENT, ALICE)
-        )
+        h.receive("<iq type='result' id='0' from='%s/a' to='%s/%s'/>" % (TARGET, COMPONENT, ALICE))
         h.take()
         self.request(h, stanzaID="3")
         self.assertEqual(h.take()[0]["type"], "get")
@@ -179,6 +177,8 @@ class LimitTests(unittest.TestCase):
         clock = task.Clock()
         h = Harness(policy=Policy(clock, rate=1, burst=2))
         for _ in range(5):
-            h.receive("<presence type='subscribe' from='alice@example.org' to='%s'/>" % (COMPONENT,))
+            h.receive(
+                "<presence type='subscribe' from='alice@example.org' to='%s'/>" % (COMPONENT,)
+            )
         self.assertEqual(len(h.take()), 4)
         self.assertEqual(h.stats.dropped["presence-too-fast"], 3)

@@ -25,8 +25,25 @@ RECIPIENTS = [
     COMPONENT + "/",
     "other.example.org",
 ]
-TYPES = [None, "", "get", "set", "result", "error", "chat", "normal", "headline", "groupchat",
-         "subscribe", "subscribed", "unsubscribe", "unsubscribed", "probe", "unavailable", "bogus"]
+TYPES = [
+    None,
+    "",
+    "get",
+    "set",
+    "result",
+    "error",
+    "chat",
+    "normal",
+    "headline",
+    "groupchat",
+    "subscribe",
+    "subscribed",
+    "unsubscribe",
+    "unsubscribed",
+    "probe",
+    "unavailable",
+    "bogus",
+]
 CHILDREN = [
     "<query xmlns='urn:x'/>",
     "<query xmlns='urn:x'><item a='&lt;&amp;'>t</item></query>",
@@ -45,9 +62,18 @@ def attribute(name, value):
 stanzas = st.builds(
     lambda kind, type_, sender, recipient, ident, children: (
         "<%s%s%s%s%s>%s</%s>"
-        % (kind, attribute("type", type_), attribute("from", sender), attribute("to", recipient),
-           attribute("id", ident), "".join(children), kind),
-        kind, type_, sender,
+        % (
+            kind,
+            attribute("type", type_),
+            attribute("from", sender),
+            attribute("to", recipient),
+            attribute("id", ident),
+            "".join(children),
+            kind,
+        ),
+        kind,
+        type_,
+        sender,
     ),
     st.sampled_from(["iq", "message", "presence", "foo"]),
     st.sampled_from(TYPES),
@@ -102,5 +128,6 @@ class HandlerFuzz(unittest.TestCase):
             sum(1 for e in h.pending._entries.values() if e.resource in h.resources.available),
         )
         self.assertTrue(all(count > 0 for count in h.dispatcher._inFlight.values()))
-        self.assertEqual(sum(h.dispatcher._inFlight.values()),
-                         sum(1 for k in h.pending._entries if len(k) == 2))
+        self.assertEqual(
+            sum(h.dispatcher._inFlight.values()), sum(1 for k in h.pending._entries if len(k) == 2)
+        )

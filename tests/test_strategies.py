@@ -49,9 +49,7 @@ class BuiltinTests(unittest.TestCase):
             [strategy.choose(rs, "req").name for _ in range(6)],
             ["r0", "r1", "r2", "r0", "r1", "r2"],
         )
-        self.assertEqual(
-            {strategy.choose(rs[:2], "req").name for _ in range(2)}, {"r0", "r1"}
-        )
+        self.assertEqual({strategy.choose(rs[:2], "req").name for _ in range(2)}, {"r0", "r1"})
 
     def test_leastPending(self):
         rs = resources(0, 0, 0)

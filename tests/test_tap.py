@@ -40,9 +40,22 @@ class OptionsTests(unittest.TestCase):
 
     def test_allOptions(self):
         options = self.parse(
-            "--jid", "Proxy.Example.ORG", "--target", "Svc@Example.org",
-            "--secret", "s", "--host", "10.0.0.1", "--port", "5348",
-            "--timeout", "2.5", "--strategy", "least-pending", "--resources", "^focus",
+            "--jid",
+            "Proxy.Example.ORG",
+            "--target",
+            "Svc@Example.org",
+            "--secret",
+            "s",
+            "--host",
+            "10.0.0.1",
+            "--port",
+            "5348",
+            "--timeout",
+            "2.5",
+            "--strategy",
+            "least-pending",
+            "--resources",
+            "^focus",
         )
         self.assertEqual(options["jid"], "proxy.example.org")
         self.assertEqual(options["target"], "svc@example.org")
@@ -54,10 +67,29 @@ class OptionsTests(unittest.TestCase):
         access = FilePath(self.mktemp())
         access.setContent(b"deny spam.example\nallow Friends.example\n")
         options = self.parse(
-            *REQUIRED + ["--secret", "s", "--allow", "Alice@Example.org", "--deny", "x@y.z",
-                         "--access-file", access.path, "--rate", "5", "--burst", "10",
-                         "--max-pending", "7", "--max-pending-per-requester", "3",
-                         "--max-stanza-size", "1000", "--grace", "1"]
+            *REQUIRED
+            + [
+                "--secret",
+                "s",
+                "--allow",
+                "Alice@Example.org",
+                "--deny",
+                "x@y.z",
+                "--access-file",
+                access.path,
+                "--rate",
+                "5",
+                "--burst",
+                "10",
+                "--max-pending",
+                "7",
+                "--max-pending-per-requester",
+                "3",
+                "--max-stanza-size",
+                "1000",
+                "--grace",
+                "1",
+            ]
         )
         self.assertEqual(options["allow"], ["alice@example.org", "friends.example"])
         self.assertEqual(options["deny"], ["x@y.z", "spam.example"])
@@ -71,9 +103,15 @@ class OptionsTests(unittest.TestCase):
         self.assertEqual(proxy.grace, 1.0)
 
     def test_badAccessEntries(self):
-        for extra in [["--allow", "a@b/c"], ["--deny", "a@b@c"],
-                      ["--access-file", "/nonexistent"], ["--rate", "-1"],
-                      ["--burst", "0.5"], ["--max-pending", "-1"], ["--grace", "-1"]]:
+        for extra in [
+            ["--allow", "a@b/c"],
+            ["--deny", "a@b@c"],
+            ["--access-file", "/nonexistent"],
+            ["--rate", "-1"],
+            ["--burst", "0.5"],
+            ["--max-pending", "-1"],
+            ["--grace", "-1"],
+        ]:
             self.assertRaises(usage.UsageError, self.parse, *REQUIRED + ["--secret", "s"] + extra)
 
     def test_required(self):
@@ -118,9 +156,14 @@ class OptionsTests(unittest.TestCase):
 
     def test_secretNotInErrors(self):
         e = self.assertRaises(
-            usage.UsageError, self.parse,
-            "--jid", "proxy.example.org", "--target", "svc@example.org/a",
-            "--secret", "hunter2",
+            usage.UsageError,
+            self.parse,
+            "--jid",
+            "proxy.example.org",
+            "--target",
+            "svc@example.org/a",
+            "--secret",
+            "hunter2",
         )
         self.assertNotIn("hunter2", str(e))
 
@@ -142,13 +185,31 @@ class OptionsTests(unittest.TestCase):
         dataDir = self.mktemp()
         os.makedirs(dataDir)
         options = self.parse(
-            *REQUIRED + ["--secret", "s", "--port", "5348", "--timeout", "3",
-                         "--strategy", "least-pending", "--resources", "^a",
-                         "--data-dir", dataDir, "--queue-per-sender", "7", "--queue-size", "9"]
+            *REQUIRED
+            + [
+                "--secret",
+                "s",
+                "--port",
+                "5348",
+                "--timeout",
+                "3",
+                "--strategy",
+                "least-pending",
+                "--resources",
+                "^a",
+                "--data-dir",
+                dataDir,
+                "--queue-per-sender",
+                "7",
+                "--queue-size",
+                "9",
+            ]
         )
         proxy = makeService(options)
         self.assertIsInstance(proxy, ProxyComponent)
-        self.assertEqual((proxy.host, proxy.port, proxy.jid), ("127.0.0.1", 5348, "proxy.example.org"))
+        self.assertEqual(
+            (proxy.host, proxy.port, proxy.jid), ("127.0.0.1", 5348, "proxy.example.org")
+        )
         self.assertEqual(proxy.dispatcher.target, "svc@example.org")
         self.assertEqual(proxy.dispatcher.pending.timeout, 3.0)
         self.assertIsInstance(proxy.dispatcher.strategy, LeastPendingStrategy)
@@ -191,6 +252,8 @@ class TacTests(unittest.TestCase):
         proxies = self.load("two-proxies.tac")
         self.assertEqual(
             [(p.jid, p.dispatcher.target) for p in proxies],
-            [("focus.example.org", "focus@auth.example.org"),
-             ("search.example.org", "search@example.org")],
+            [
+                ("focus.example.org", "focus@auth.example.org"),
+                ("search.example.org", "search@example.org"),
+            ],
         )

@@ -65,8 +65,10 @@ class SameAsDomishTests(unittest.TestCase):
         texts = ["", "x", "a&b", "<tag>", "'\"", "\u00e9\u2603"]
 
         def tree(depth):
-            element = domish.Element((rng.choice(uris), rng.choice(["a", "b", "c"])),
-                                     defaultUri=rng.choice([None, None, "urn:d"]))
+            element = domish.Element(
+                (rng.choice(uris), rng.choice(["a", "b", "c"])),
+                defaultUri=rng.choice([None, None, "urn:d"]),
+            )
             for _ in range(rng.randrange(3)):
                 element[rng.choice(["k", "l", "m"])] = rng.choice(texts)
             if rng.random() < 0.2:

@@ -26,9 +26,7 @@ class PlainClientAuthenticator(client.XMPPAuthenticator):
     def associateWithStream(self, xs):
         client.XMPPAuthenticator.associateWithStream(self, xs)
         xs.initializers = [
-            i
-            for i in xs.initializers
-            if not isinstance(i, xmlstream.TLSInitiatingInitializer)
+            i for i in xs.initializers if not isinstance(i, xmlstream.TLSInitiatingInitializer)
         ]
 
 
@@ -139,9 +137,7 @@ class Client:
         @return: a Deferred that fires with this client once it is ready.
         """
         ready = defer.Deferred()
-        factory = xmlstream.XmlStreamFactory(
-            PlainClientAuthenticator(self.jid, self.password)
-        )
+        factory = xmlstream.XmlStreamFactory(PlainClientAuthenticator(self.jid, self.password))
         factory.maxRetries = 0
         factory.noisy = False
 

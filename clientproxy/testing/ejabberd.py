@@ -157,8 +157,16 @@ class ThrowawayEjabberd(ThrowawayServer):
             ERL_CRASH_DUMP=os.path.join(self.directory, "erl_crash.dump"),
             ERL_CRASH_DUMP_BYTES="0",
         )
-        argv = [ERL, "-noinput", "-noshell", "-mnesia", "dir", '"%s"' % (self.spool,),
-                "-s", "ejabberd"]
+        argv = [
+            ERL,
+            "-noinput",
+            "-noshell",
+            "-mnesia",
+            "dir",
+            '"%s"' % (self.spool,),
+            "-s",
+            "ejabberd",
+        ]
         return ERL, argv, env
 
     def register(self, user, password):
