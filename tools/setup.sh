@@ -16,7 +16,7 @@ ls -d /usr/lib/*/ejabberd-* >/dev/null 2>&1 || missing="$missing ejabberd"
 if [ -n "$missing" ]; then
     echo "setup: installing$missing from Debian's packages"
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
 fi
 
 echo "setup: installing clientproxy and its Python dependencies"
