@@ -43,7 +43,6 @@ class ServicePresence(XMPPHandler):
         # After TargetPresence, which takes the target's own presence.
         self.xmlstream.addObserver("/presence", self.onPresence, priority=-1)
         self.available = False
-        self._changed(None)
 
     def connectionLost(self, reason):
         self.available = False
@@ -52,10 +51,7 @@ class ServicePresence(XMPPHandler):
         """
         Show subscribers the service going away.
         """
-        if self.available:
-            self.available = False
-            for subscriber in self.store.subscribers():
-                self.send(self.current(subscriber))
+        self._show(False)
 
     def current(self, recipient):
         """
@@ -64,7 +60,12 @@ class ServicePresence(XMPPHandler):
         return presenceStanza(self.component, recipient, None if self.available else "unavailable")
 
     def _changed(self, resource):
-        available = len(self.resources) > 0
+        self._show(len(self.resources) > 0)
+
+    def _show(self, available):
+        """
+        Tell every subscriber when the service's state changes.
+        """
         if available == self.available:
             return
         self.available = available
