@@ -198,14 +198,22 @@ class MessageRouter(XMPPHandler):
                 message, "jid-malformed", text="The sender's address is too long to translate"
             )
             return
+        recipient = message["to"]
+        available = self.resources.available
         message["from"] = self.jat.address(encoded)
+        message["to"] = available[0].jid if available else self.target
         mark(message)
-        if self.policy.tooLarge(toXml(message)):
-            message["from"] = sender
+        # Serialised once for the size check and the first copy.
+        first = toXml(message)
+        if self.policy.tooLarge(first):
+            message["from"], message["to"] = sender, recipient
             self._refuse(message, *TOO_LARGE)
             return
-        if self.resources.available:
-            self._fanOut(message)
+        if available:
+            self.send(first)
+            for resource in available[1:]:
+                message["to"] = resource.jid
+                self.send(toXml(message))
             self.stats.messages["fanned-out"] += 1
         else:
             self._enqueue(message, sender)
