@@ -22,6 +22,8 @@ from twisted.words.xish.xmlstream import XmlStreamFactoryMixin
 from wokkel.component import Component
 from wokkel.subprotocols import StreamManager
 
+from clientproxy.stream import ProxyXmlStream
+
 #: Seconds: the longest wait between two connection attempts.
 MAX_RECONNECT_DELAY = 5.0
 #: Seconds: the wait before the first new attempt.
@@ -42,12 +44,18 @@ class ComponentFactory(xmlstream.XmlStreamFactory):
     """
     Reconnecting stream factory whose back-off is reset only by a
     successful handshake (see L{ProxyComponent._authd}), not by a TCP
-    connection alone.
+    connection alone. Its streams are L{ProxyXmlStream}s on its clock.
     """
 
     noisy = False
     initialDelay = INITIAL_RECONNECT_DELAY
     maxDelay = MAX_RECONNECT_DELAY
+    protocol = ProxyXmlStream
+
+    def __init__(self, authenticator, clock):
+        xmlstream.XmlStreamFactory.__init__(self, authenticator)
+        self.clock = clock
+        self.kwargs = {"clock": clock}
 
     def buildProtocol(self, addr):
         return XmlStreamFactoryMixin.buildProtocol(self, addr)
@@ -56,34 +64,37 @@ class ComponentFactory(xmlstream.XmlStreamFactory):
 class ProxyComponent(Component):
     """
     The external component: a wokkel stream manager, connected to the server
-    with L{ComponentFactory}.
+    with L{ComponentFactory}, carrying the handlers of one proxy.
 
+    @ivar parts: its L{clientproxy.service.Handlers}, and what they share.
     @ivar stats: the L{clientproxy.stats.Stats} of this component.
     @ivar dispatcher: its L{clientproxy.dispatch.IQDispatcher}, drained on
         stop.
-    @ivar servicePresence: its
-        L{clientproxy.servicepresence.ServicePresence}, told on stop.
+    @ivar store: its L{clientproxy.store.Store}.
+    @ivar grace: seconds requests in flight get to be answered when the
+        service stops.
     """
 
     log = Logger()
 
-    #: Seconds requests in flight get to be answered when the service stops.
-    grace = 5.0
-
-    def __init__(self, host, port, jid, secret, stats, reactor=None):
+    def __init__(self, host, port, jid, secret, handlers, reactor=None, grace=5.0):
+        if reactor is None:
+            from twisted.internet import reactor
         self.host = host
         self.port = port
         self.jid = jid
-        self.stats = stats
-        factory = ComponentFactory(ConnectComponentAuthenticator(jid, secret))
+        self.grace = grace
+        self.parts = handlers
+        self.stats = handlers.stats
+        self.dispatcher = handlers.dispatcher
+        self.store = handlers.store
+        factory = ComponentFactory(ConnectComponentAuthenticator(jid, secret), reactor)
         factory.addBootstrap(xmlstream.STREAM_ERROR_EVENT, self._onStreamError)
         StreamManager.__init__(self, factory, reactor)
-        factory.clock = self._reactor
         self._authenticated = False
         self._everConnected = False
-        # Set by clientproxy.service.makeProxy.
-        self.dispatcher = None
-        self.servicePresence = None
+        for handler in handlers.all():
+            handler.setHandlerParent(self)
 
     def stopService(self):
         """
@@ -95,14 +106,14 @@ class ProxyComponent(Component):
         @return: a Deferred that fires once the connection is being closed
             (twistd waits for it before it exits).
         """
-        if self.dispatcher is None or self.xmlstream is None:
+        if self.xmlstream is None:
             drained = defer.succeed(None)
         else:
             drained = self.dispatcher.shutdown(self._reactor, self.grace)
 
         def close(_):
-            if self.servicePresence is not None and self.xmlstream is not None:
-                self.servicePresence.shutdown()
+            if self.xmlstream is not None:
+                self.parts.servicePresence.shutdown()
             Component.stopService(self)
 
         return drained.addBoth(close)

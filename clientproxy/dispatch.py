@@ -22,10 +22,16 @@ import itertools
 
 from twisted.logger import Logger
 from twisted.words.protocols.jabber.error import StanzaError
-from twisted.words.xish.domish import escapeToXml
 from wokkel.subprotocols import XMPPHandler
 
 from clientproxy.jat import Translator
+from clientproxy.pending import (
+    MAX_PENDING,
+    MAX_PENDING_FROM_TARGET,
+    MAX_PENDING_PER_REQUESTER,
+    REVERSE,
+    PendingTable,
+)
 from clientproxy.policy import TOO_LARGE
 from clientproxy.stanzas import (
     REPLY_TYPES,
@@ -34,36 +40,27 @@ from clientproxy.stanzas import (
     claim,
     errorReply,
 )
-from clientproxy.xml import toXml
-
-#: Marks the keys of requests started by a resource of the target.
-REVERSE = "reverse"
-
-#: Default bounds of requests in flight from outside (0: no bound).
-MAX_PENDING = 10000
-MAX_PENDING_PER_REQUESTER = 1000
-
-#: A get sent again to another resource: id, from, to and the payload.
-RETRY = "<iq type='get' id='%s' from='%s' to='%s'>%s</iq>"
-
-
-def payloadOf(request):
-    """
-    The payload of a serialised IQ request, as UTF-8: what is between its
-    root's start and end tags. Kept for a get, to send it again if its
-    resource leaves: far smaller than the parsed tree or the whole stanza,
-    and smaller as bytes than as a string. In an attribute value '>' is
-    always escaped, so the first '>' ends the root's start tag; a request
-    always has a child, so it ends with '</iq>'.
-    """
-    return request[request.index(">") + 1 : -5].encode("utf-8")
-
+from clientproxy.xml import escapeAttribute, toXml
 
 #: The condition for requests in flight when the connection to the server is
 #: lost, or still unanswered when a shutdown's grace period ends: type wait,
 #: so the requester may ask again.
 CONNECTION_LOST = "recipient-unavailable"
 SHUTTING_DOWN = "The service is shutting down"
+
+
+def retarget(request, old, new):
+    """
+    A serialised request (UTF-8) with its C{to} changed from C{old} to
+    C{new}. The first C{ to='old'} is the root's attribute: no attribute
+    value holds an unescaped quote, so the sequence cannot start inside
+    one, and the root's start tag comes first.
+    """
+    return request.replace(
+        (" to='%s'" % (escapeAttribute(old),)).encode("utf-8"),
+        (" to='%s'" % (escapeAttribute(new),)).encode("utf-8"),
+        1,
+    )
 
 
 class IQDispatcher(XMPPHandler):
@@ -74,11 +71,10 @@ class IQDispatcher(XMPPHandler):
     @ivar target: the target's bare JID.
     @ivar resources: the target's L{clientproxy.resources.ResourceSet}.
     @ivar strategy: the L{clientproxy.istrategy.IDispatchStrategy}.
-    @ivar pending: the L{clientproxy.pending.PendingTable}.
+    @ivar pending: the L{PendingTable} of the requests in flight, both ways;
+        it owns their counts and bounds.
     @ivar stats: the L{clientproxy.stats.Stats} to count into.
     @ivar policy: the L{clientproxy.policy.Policy} for requesters.
-    @ivar maxPending: most requests from outside in flight (0: no bound).
-    @ivar maxPendingPerRequester: most in flight from one bare JID.
     @ivar closing: set by L{shutdown}: new requests are refused.
     """
 
@@ -90,27 +86,25 @@ class IQDispatcher(XMPPHandler):
         target,
         resources,
         strategy,
-        pending,
         stats,
         policy,
+        clock,
+        timeout,
         maxPending=MAX_PENDING,
         maxPendingPerRequester=MAX_PENDING_PER_REQUESTER,
+        maxPendingFromTarget=MAX_PENDING_FROM_TARGET,
     ):
         XMPPHandler.__init__(self)
         self.policy = policy
-        self.maxPending = maxPending
-        self.maxPendingPerRequester = maxPendingPerRequester
-        self._inFlight = {}
         self.jat = Translator(component)
         self.target = target
         self.resources = resources
         self.strategy = strategy
-        self.pending = pending
+        self.pending = PendingTable(
+            clock, timeout, self._settle, maxPending, maxPendingPerRequester, maxPendingFromTarget
+        )
         self.stats = stats
         resources.whenRemoved(self._resourceRemoved)
-        # Bound once: every pending request refers to these two objects.
-        self._replied = self._routeReply
-        self._failed = self._answerFailure
         self._ids = itertools.count(1)
         self.closing = False
 
@@ -118,6 +112,7 @@ class IQDispatcher(XMPPHandler):
         self.xmlstream.addObserver("/iq", self.onIQ)
 
     def connectionLost(self, reason):
+        XMPPHandler.connectionLost(self, reason)
         if len(self.pending):
             self.log.warn(
                 "Connection to the server lost with {count} requests in flight: "
@@ -132,7 +127,8 @@ class IQDispatcher(XMPPHandler):
         Stop taking requests, give those in flight C{grace} seconds, then
         answer what is left with C{recipient-unavailable}.
 
-        @return: a Deferred that fires once no request is in flight.
+        @return: a Deferred that fires once no request is in flight and
+            every answer is written.
         """
         self.closing = True
         timer = clock.callLater(grace, self.pending.failAll, CONNECTION_LOST, SHUTTING_DOWN)
@@ -171,13 +167,13 @@ class IQDispatcher(XMPPHandler):
             else:
                 self.stats.drop(iq, "bad-type")
         elif kind in REQUEST_TYPES:
-            self._onRequest(iq, kind, sender)
+            self._onRequest(iq, kind, sender, recipient)
         elif kind in REPLY_TYPES:
             self._onPeerReply(iq, sender)
         else:
             self.stats.drop(iq, "bad-type")
 
-    def _onRequest(self, iq, kind, requester):
+    def _onRequest(self, iq, kind, requester, recipient):
         stanzaID = iq.getAttribute("id")
         if stanzaID is None:
             self.stats.drop(iq, "request-without-id")
@@ -190,53 +186,33 @@ class IQDispatcher(XMPPHandler):
             self._refuse(iq, "bad-request", text="An IQ request has exactly one child element")
             return
         encoded = self.jat.encode(requester)
-        if encoded is None:
-            self._refuse(
-                iq, "jid-malformed", text="The requester's address is too long to translate"
-            )
-            return
         key = (encoded, stanzaID)
         if key in self.pending:
             self._refuse(iq, "bad-request", text="A request with this id is already in flight")
             return
-        bare = requester.partition("/")[0]
-        held = self._inFlight.get(bare, 0)
-        if (self.maxPending and len(self.pending) >= self.maxPending) or (
-            self.maxPendingPerRequester and held >= self.maxPendingPerRequester
-        ):
+        if not self.pending.admits(requester):
             self._refuse(iq, "resource-constraint", text="Too many requests in flight")
             return
         available = self.resources.available
         if not available:
             self._refuse(iq, "service-unavailable")
             return
-        recipient = iq["to"]
         resource = self.strategy.choose(available, requester)
         iq["from"] = self.jat.address(encoded)
         iq["to"] = resource.jid
         request = toXml(iq)
         if self.policy.tooLarge(request):
-            self._answer(recipient, requester, stanzaID, *TOO_LARGE)
+            self._sendError(recipient, requester, stanzaID, *TOO_LARGE)
             return
-        entry = self.pending.add(
-            key, requester, payloadOf(request) if kind == "get" else None, resource
+        self.pending.add(
+            key,
+            requester,
+            resource,
+            request.encode("utf-8") if kind == "get" else None,
+            via=None if recipient == self.jat.component else recipient,
         )
-        args = (entry,)
-        entry.addCallbacks(self._replied, self._failed, callbackArgs=args, errbackArgs=args)
-        self._inFlight[bare] = held + 1
         self.stats.requests["forwarded"] += 1
         self.send(request)
-
-    def _release(self, requester):
-        """
-        A request from C{requester} is answered: one less in flight.
-        """
-        bare = requester.partition("/")[0]
-        held = self._inFlight[bare] - 1
-        if held:
-            self._inFlight[bare] = held
-        else:
-            del self._inFlight[bare]
 
     def _onReply(self, reply, sender, recipient):
         encoded = self.jat.decode(recipient)
@@ -248,29 +224,61 @@ class IQDispatcher(XMPPHandler):
         else:
             self.pending.complete(entry, reply)
 
-    def _routeReply(self, reply, entry):
-        self._release(entry.requester)
-        self.stats.latency.observe(self.pending.age(entry))
-        reply["to"] = entry.requester
-        reply["from"] = self.jat.component
-        self.stats.requests["answered"] += 1
-        self.send(toXml(reply))
-
-    def _answerFailure(self, failure, entry):
-        failure.trap(StanzaError)
-        self._release(entry.requester)
-        self.stats.latency.observe(self.pending.age(entry))
-        error = failure.value
-        self.stats.requests["error:" + error.condition] += 1
-        self.send(
-            errorReply(
-                self.jat.component,
-                entry.requester,
-                entry.stanzaID,
-                error.condition,
-                error.text,
+    def _settle(self, entry, outcome):
+        """
+        The one way out of the pending table: answer C{entry} with
+        C{outcome} (the reply, or a L{StanzaError}), exactly once, from
+        the address the request was sent to. If building or sending that
+        answer fails, the failure is logged now, with its traceback,
+        counted, and the requester still gets C{internal-server-error}
+        (wait).
+        """
+        fromTarget = entry.fromTarget
+        if not fromTarget:
+            self.stats.latency.observe(self.pending.age(entry))
+        elif entry.requester not in self.resources:
+            # The resource that asked is gone: nobody to answer.
+            self.stats.dropped["answer-to-gone-resource"] += 1
+            return
+        try:
+            if isinstance(outcome, StanzaError):
+                outcomeName = ("error-to-target:" if fromTarget else "error:") + outcome.condition
+                stanza = errorReply(
+                    self._answerFrom(entry),
+                    entry.requester,
+                    entry.stanzaID,
+                    outcome.condition,
+                    outcome.text,
+                )
+            else:
+                outcomeName = "answered-to-target" if fromTarget else "answered"
+                outcome["id"] = entry.stanzaID
+                outcome["to"] = entry.requester
+                outcome["from"] = self._answerFrom(entry)
+                stanza = toXml(outcome)
+            self.send(stanza)
+        except Exception:
+            self.log.failure(
+                "Answering request {id} of {requester} failed; answering "
+                "internal-server-error instead",
+                id=entry.stanzaID,
+                requester=entry.requester,
             )
-        )
+            self._sendError(
+                self._answerFrom(entry), entry.requester, entry.stanzaID, "internal-server-error"
+            )
+        else:
+            self.stats.requests[outcomeName] += 1
+
+    def _answerFrom(self, entry):
+        """
+        The address C{entry}'s answer comes from: the one the request was
+        sent to (RFC 6120 8.1.2.1); for a request started by the target,
+        the peer's encoded address.
+        """
+        if entry.fromTarget:
+            return self.jat.address(entry.key[0])
+        return entry.via or self.jat.component
 
     def _onTargetRequest(self, iq, sender, recipient):
         """
@@ -301,16 +309,16 @@ class IQDispatcher(XMPPHandler):
         if childElementCount(iq) != 1:
             self._refuse(iq, "bad-request", text="An IQ request has exactly one child element")
             return
+        if not self.pending.admitsFromTarget():
+            self._refuse(iq, "resource-constraint", text="Too many requests in flight")
+            return
         ownID = "cp%d" % (next(self._ids),)
-        entry = self.pending.add((peer, ownID, REVERSE), sender, None, resource, stanzaID)
-        entry.addCallbacks(
-            self._returnReply, self._returnFailure, callbackArgs=(entry,), errbackArgs=(entry,)
-        )
+        self.pending.add((peer, ownID, REVERSE), sender, resource, stanzaID=stanzaID)
         iq["id"] = ownID
         iq["from"] = self.jat.component
         iq["to"] = peer
         self.stats.requests["forwarded-from-target"] += 1
-        self.send(iq)
+        self.send(toXml(iq))
 
     def _onPeerReply(self, reply, sender):
         entry = self.pending.get((sender, reply.getAttribute("id"), REVERSE))
@@ -318,31 +326,6 @@ class IQDispatcher(XMPPHandler):
             self.stats.drop(reply, "reply-from-outsider")
         else:
             self.pending.complete(entry, reply)
-
-    def _returnReply(self, reply, entry):
-        reply["id"] = entry.stanzaID
-        reply["to"] = entry.requester
-        reply["from"] = self.jat.address(entry.key[0])
-        self.stats.requests["answered-to-target"] += 1
-        self.send(reply)
-
-    def _returnFailure(self, failure, entry):
-        failure.trap(StanzaError)
-        if entry.requester not in self.resources:
-            # The resource that asked is gone: nobody to answer.
-            self.stats.dropped["answer-to-gone-resource"] += 1
-            return
-        error = failure.value
-        self.stats.requests["error-to-target:" + error.condition] += 1
-        self.send(
-            errorReply(
-                self.jat.address(entry.key[0]),
-                entry.requester,
-                entry.stanzaID,
-                error.condition,
-                error.text,
-            )
-        )
 
     def _resourceRemoved(self, resource):
         """
@@ -354,15 +337,10 @@ class IQDispatcher(XMPPHandler):
             available = self.resources.available
             if entry.retry is not None and available:
                 other = self.strategy.choose(available, entry.requester)
-                request = RETRY % (
-                    escapeToXml(entry.stanzaID, True),
-                    escapeToXml(self.jat.address(entry.key[0]), True),
-                    escapeToXml(other.jid, True),
-                    entry.retry.decode("utf-8"),
-                )
+                request = retarget(entry.retry, resource.jid, other.jid)
                 self.pending.reassign(entry, other)
                 self.stats.requests["retried"] += 1
-                self.send(request)
+                self.send(request.decode("utf-8"))
             else:
                 self.pending.fail(entry, "recipient-unavailable")
 
@@ -370,7 +348,7 @@ class IQDispatcher(XMPPHandler):
         """
         Answer a request with an error from the address it was sent to.
         """
-        self._answer(
+        self._sendError(
             iq.getAttribute("to"),
             iq.getAttribute("from"),
             iq.getAttribute("id"),
@@ -379,6 +357,6 @@ class IQDispatcher(XMPPHandler):
             text,
         )
 
-    def _answer(self, sender, recipient, stanzaID, condition, errorType=None, text=None):
+    def _sendError(self, sender, recipient, stanzaID, condition, errorType=None, text=None):
         self.stats.requests["error:" + condition] += 1
         self.send(errorReply(sender, recipient, stanzaID, condition, text, errorType=errorType))

@@ -38,12 +38,11 @@ import datetime
 
 from twisted.logger import Logger
 from twisted.words.xish import domish
-from wokkel.generic import parseXml
 from wokkel.subprotocols import XMPPHandler
 
 from clientproxy.jat import Translator
 from clientproxy.policy import TOO_LARGE
-from clientproxy.xml import toXml
+from clientproxy.xml import parseStanza, toXml
 from clientproxy.stanzas import claim, errorReply, splitJID
 
 NS_CARBONS = "urn:xmpp:carbons:2"
@@ -58,6 +57,9 @@ STANZA_URIS = (NS_COMPONENT, NS_CLIENT, None, "")
 #: Default bounds of the queue of messages for an offline target.
 QUEUE_PER_SENDER = 100
 QUEUE_SIZE = 10000
+
+#: Queued messages delivered in one turn of the reactor.
+DELIVERY_BATCH = 50
 
 
 def utcStamp(clock):
@@ -123,15 +125,33 @@ def isMirrored(message):
 
 def asClient(element):
     """
-    A copy of C{element} in which children of the stream's namespace are in
-    jabber:client, as a message inside <forwarded/> must be.
+    A copy of C{element} in which elements of the stream's namespace are in
+    jabber:client, as a message inside <forwarded/> must be. Copied with an
+    explicit stack: a payload may be nested deeper than Python recurses.
     """
-    uri = NS_CLIENT if element.uri in STANZA_URIS else element.uri
-    copy = domish.Element((uri, element.name), defaultUri=uri)
-    copy.attributes = dict(element.attributes)
-    for child in element.children:
-        copy.addChild(asClient(child) if isinstance(child, domish.Element) else child)
-    return copy
+
+    def copyOf(original):
+        uri = NS_CLIENT if original.uri in STANZA_URIS else original.uri
+        default = original.defaultUri
+        if default in STANZA_URIS:
+            default = NS_CLIENT
+        copy = domish.Element((uri, original.name), defaultUri=default)
+        copy.attributes = dict(original.attributes)
+        copy.localPrefixes = dict(original.localPrefixes)
+        return copy
+
+    root = copyOf(element)
+    stack = [(element, root)]
+    while stack:
+        original, copy = stack.pop()
+        for child in original.children:
+            if isinstance(child, domish.Element):
+                childCopy = copyOf(child)
+                copy.addChild(childCopy)
+                stack.append((child, childCopy))
+            else:
+                copy.addChild(child)
+    return root
 
 
 class MessageRouter(XMPPHandler):
@@ -165,6 +185,7 @@ class MessageRouter(XMPPHandler):
         self.clock = clock
         self.queuePerSender = queuePerSender
         self.queueSize = queueSize
+        self._draining = False
         resources.whenAdded(self._resourceAdded)
 
     def connectionInitialized(self):
@@ -192,15 +213,9 @@ class MessageRouter(XMPPHandler):
         if refusal is not None:
             self._refuse(message, *refusal)
             return
-        encoded = self.jat.encode(sender)
-        if encoded is None:
-            self._refuse(
-                message, "jid-malformed", text="The sender's address is too long to translate"
-            )
-            return
         recipient = message["to"]
-        available = self.resources.available
-        message["from"] = self.jat.address(encoded)
+        available = self.resources.available if not self._draining else []
+        message["from"] = self.jat.address(self.jat.encode(sender))
         message["to"] = available[0].jid if available else self.target
         mark(message)
         # Serialised once for the size check and the first copy.
@@ -260,20 +275,32 @@ class MessageRouter(XMPPHandler):
     def _resourceAdded(self, resource):
         """
         A resource came online: deliver the queue, in order, to the
-        resources available now, then forget it.
+        resources available then, and forget what was delivered.
+
+        The queue may hold thousands of large messages: they are read,
+        parsed and sent L{DELIVERY_BATCH} at a time, one batch per turn of
+        the reactor, so other stanzas are served in between. Messages that
+        arrive meanwhile join the end of the queue, to keep the order.
         """
-        queued = self.store.queued()
-        if not queued:
+        if not self._draining and self.store.queueLength():
+            self._draining = True
+            self._deliverBatch()
+
+    def _deliverBatch(self):
+        if not self.resources.available:
+            # Every resource left again: the rest stays queued.
+            self._draining = False
             return
-        for _, stanza in queued:
-            self._fanOut(parseXml(stanza.encode("utf-8")))
-        self.store.delivered([ident for ident, _ in queued])
-        self.stats.messages["delivered-from-queue"] += len(queued)
-        self.log.info(
-            "Delivered {count} queued messages to {resource}",
-            count=len(queued),
-            resource=resource.jid,
-        )
+        batch = self.store.queued(DELIVERY_BATCH)
+        for _, stanza in batch:
+            self._fanOut(parseStanza(stanza))
+        self.store.delivered([ident for ident, _ in batch])
+        self.stats.messages["delivered-from-queue"] += len(batch)
+        if len(batch) == DELIVERY_BATCH:
+            self.clock.callLater(0, self._deliverBatch)
+        else:
+            self._draining = False
+            self.log.info("Delivered the queued messages")
 
     def _outgoing(self, message, sender, recipient):
         encoded = self.jat.decode(recipient)
@@ -329,13 +356,22 @@ class MessageRouter(XMPPHandler):
     def _bounce(self, message, sender):
         """
         An error message from a peer: it concerns something the target
-        sent, so it goes to the target's resources (never back to the peer).
+        sent, so it goes to the target's resources (never back to the peer),
+        marked like any incoming copy. It passes the same admission as other
+        messages (access lists, rate, size), but a refusal is a drop, never
+        an answer: errors are not answered.
         """
-        encoded = self.jat.encode(sender)
-        if encoded is None or not self.resources.available:
+        if self.policy.refusal(sender) is not None:
+            self.stats.drop(message, "error-from-peer-refused")
+            return
+        if not self.resources.available:
             self.stats.drop(message, "error-from-peer-undeliverable")
             return
-        message["from"] = self.jat.address(encoded)
+        message["from"] = self.jat.address(self.jat.encode(sender))
+        mark(message)
+        if self.policy.tooLarge(toXml(message)):
+            self.stats.drop(message, "error-from-peer-too-large")
+            return
         self._fanOut(message)
         self.stats.messages["bounces-to-target"] += 1
 

@@ -87,6 +87,18 @@ def render(proxies):
         ],
     )
     family(
+        "clientproxy_subscribers",
+        "gauge",
+        "Entities subscribed to the service's presence.",
+        [({"component": p.jid}, p.store.subscriberCount()) for p in proxies],
+    )
+    family(
+        "clientproxy_keepalive_total",
+        "counter",
+        "Pings after a silence of the server, and links dropped as dead.",
+        [s for p in proxies for s in per(p, p.stats.keepalive, "event")],
+    )
+    family(
         "clientproxy_reconnects_total",
         "counter",
         "Connections made again.",

@@ -1,67 +1,123 @@
 # -*- test-case-name: tests.test_pending -*-
 """
-The pending-request table: every request sent to a resource of the target
-and not yet answered.
+The pending-request table: every request in flight, and the one owner of
+every count of them.
 
 Entries are keyed by C{(encoded resource, stanza id)}, the pair a reply
-carries back in its C{to} and C{id}. Each entry is a L{Deferred} that fires
-with the reply element, or fails with a L{StanzaError} whose condition is
-the answer owed to the requester (C{remote-server-timeout} once the timeout
-passes).
+carries back in its C{to} and C{id}; a request started by a resource of the
+target is keyed C{(peer, id it was sent with, REVERSE)}. The two kinds are
+counted apart: requests from outside count per requester (bare JID), in
+all, and in the L{Resource.pending} of the resource holding them (what the
+C{least-pending} strategy weighs); requests from the target count only
+against their own bound. So a resource that asks peers is not steered
+away from, and the target's requests cannot crowd out outsiders (nor the
+reverse).
+
+Every entry leaves the table through L{PendingTable._finish}, which hands it
+to the owner's C{answer} callable exactly once, with the reply or with a
+L{StanzaError} (C{remote-server-timeout} once the timeout passes). Waiters
+for an empty table (a shutdown) are told only after that answer was
+written.
 
 Every request gets the same timeout, so deadlines grow in the order
 requests are added; the table keeps its entries in that order (a dict keeps
 insertion order) and needs a single timer, on an injectable
 L{IReactorTime}, for the oldest deadline. That is cheaper in time and
 memory than a timer per request, and lets tests drive time with
-L{twisted.internet.task.Clock}.
+L{twisted.internet.task.Clock}. Entries are plain slotted objects, not
+Deferreds: one request, one answer, no callback chain to keep.
 """
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.words.protocols.jabber.error import StanzaError
 
+#: Marks the keys of requests started by a resource of the target.
+REVERSE = "reverse"
 
-class PendingRequest(Deferred):
+#: Default bounds of requests in flight (0: no bound): from outside in all,
+#: from one bare JID outside, and started by the target in all.
+MAX_PENDING = 10000
+MAX_PENDING_PER_REQUESTER = 1000
+MAX_PENDING_FROM_TARGET = 10000
+
+
+class PendingRequest:
     """
-    One request in flight: a Deferred with what is needed to route its
-    reply. Small on purpose: a busy component holds many.
+    One request in flight. Small on purpose: a busy component holds many.
 
-    @ivar key: C{(encoded, stanzaID)} for a request from outside; for a
-        request started by a resource of the target, C{(peer, id it was
-        sent with, REVERSE)}.
+    @ivar key: C{(encoded, stanzaID)} for a request from outside;
+        C{(peer, id it was sent with, REVERSE)} for one started by a
+        resource of the target.
     @ivar requester: the full JID that asked, as a string.
     @ivar stanzaID: the id the requester used (and gets its answer with).
-    @ivar retry: the request as sent to the resource, serialised, while it
-        may still be sent again to another resource (a C{get} not yet
-        retried); C{None} otherwise.
-    @ivar resource: the L{clientproxy.resources.Resource} holding it now.
+    @ivar via: the address the request was sent to, when it was not the
+        bare component (answers come from there, RFC 6120 8.1.2.1);
+        C{None} otherwise.
+    @ivar retry: the request as sent to the resource, serialised as UTF-8,
+        while it may still be sent again to another resource (a C{get} not
+        yet retried); C{None} otherwise.
+    @ivar resource: the L{clientproxy.resources.Resource} it concerns: the
+        one it was sent to, or the one that started it.
     @ivar deadline: when it times out, in the table's clock's seconds.
     """
 
-    __slots__ = ("key", "requester", "stanzaID", "retry", "resource", "deadline")
+    __slots__ = ("key", "requester", "stanzaID", "via", "retry", "resource", "deadline")
 
-    def __init__(self, key, requester, stanzaID, retry, resource, deadline):
-        Deferred.__init__(self)
+    def __init__(self, key, requester, stanzaID, via, retry, resource, deadline):
         self.key = key
         self.requester = requester
         self.stanzaID = stanzaID
+        self.via = via
         self.retry = retry
         self.resource = resource
         self.deadline = deadline
 
+    @property
+    def fromTarget(self):
+        """
+        Whether a resource of the target started this request.
+        """
+        return len(self.key) == 3
+
+
+def bareOf(address):
+    return address.partition("/")[0]
+
 
 class PendingTable:
     """
-    Requests in flight, with their timeouts.
+    Requests in flight, with their timeouts and their bounds.
 
     @ivar timeout: seconds a request may wait for its reply; fixed for the
         life of the table (the order of deadlines depends on it).
+    @ivar fromOutside: requests from outside in flight.
+    @ivar fromTarget: requests started by the target in flight.
     """
 
-    def __init__(self, clock, timeout):
+    def __init__(
+        self,
+        clock,
+        timeout,
+        answer,
+        maxPending=MAX_PENDING,
+        maxPendingPerRequester=MAX_PENDING_PER_REQUESTER,
+        maxPendingFromTarget=MAX_PENDING_FROM_TARGET,
+    ):
+        """
+        @param answer: called as C{answer(entry, outcome)} once for every
+            entry that leaves the table, with the reply element or a
+            L{StanzaError}; it must send exactly one answer.
+        """
         self._clock = clock
         self.timeout = timeout
+        self._answer = answer
+        self.maxPending = maxPending
+        self.maxPendingPerRequester = maxPendingPerRequester
+        self.maxPendingFromTarget = maxPendingFromTarget
         self._entries = {}
+        self._held = {}
+        self.fromOutside = 0
+        self.fromTarget = 0
         self._timer = None
         self._emptyWaiters = []
 
@@ -77,6 +133,29 @@ class PendingTable:
         """
         return self._entries.get(key)
 
+    def heldBy(self, bare):
+        """
+        The requests from outside in flight from C{bare}.
+        """
+        return self._held.get(bare, 0)
+
+    def admits(self, requester):
+        """
+        Whether one more request from C{requester} (outside) fits the bounds.
+        """
+        if self.maxPending and self.fromOutside >= self.maxPending:
+            return False
+        return not (
+            self.maxPendingPerRequester
+            and self._held.get(bareOf(requester), 0) >= self.maxPendingPerRequester
+        )
+
+    def admitsFromTarget(self):
+        """
+        Whether one more request started by the target fits its bound.
+        """
+        return not (self.maxPendingFromTarget and self.fromTarget >= self.maxPendingFromTarget)
+
     def entriesOf(self, resource):
         """
         Return the entries C{resource} holds now (by a scan of the table: it
@@ -84,37 +163,45 @@ class PendingTable:
         """
         return [entry for entry in self._entries.values() if entry.resource is resource]
 
-    def add(self, key, requester, retry, resource, stanzaID=None):
+    def add(self, key, requester, resource, retry=None, stanzaID=None, via=None):
         """
         Track a request just sent, and start its timeout.
 
         @param resource: the resource of the target it concerns: the one it
             was sent to, or the one that started it.
-        @param retry: the serialised payload if it may be sent again to
-            another resource, else C{None}.
+        @param retry: the serialised request (UTF-8) if it may be sent again
+            to another resource, else C{None}.
         @param stanzaID: the id to answer the requester with, when it is not
             C{key[1]}.
+        @param via: see L{PendingRequest.via}.
         @return: the new L{PendingRequest}.
         """
         entry = PendingRequest(
             key,
             requester,
             key[1] if stanzaID is None else stanzaID,
+            via,
             retry,
             resource,
             self._clock.seconds() + self.timeout,
         )
         self._entries[key] = entry
-        resource.pending += 1
+        if len(key) == 2:
+            self.fromOutside += 1
+            bare = bareOf(requester)
+            self._held[bare] = self._held.get(bare, 0) + 1
+            resource.pending += 1
+        else:
+            self.fromTarget += 1
         if self._timer is None:
             self._timer = self._clock.callLater(self.timeout, self._expire)
         return entry
 
     def reassign(self, entry, resource):
         """
-        Move C{entry} to C{resource}: it was sent again there, and is not
-        sent again a second time. The deadline stays: a requester waits at
-        most C{timeout} in all.
+        Move C{entry} (from outside) to C{resource}: it was sent again there,
+        and is not sent again a second time. The deadline stays: a
+        requester waits at most C{timeout} in all.
         """
         entry.resource.pending -= 1
         entry.resource = resource
@@ -129,7 +216,8 @@ class PendingTable:
 
     def whenEmpty(self):
         """
-        Return a Deferred that fires once no request is in flight.
+        Return a Deferred that fires once no request is in flight and the
+        last one's answer has been written.
         """
         if not self._entries:
             return succeed(None)
@@ -137,39 +225,52 @@ class PendingTable:
         self._emptyWaiters.append(d)
         return d
 
-    def _remove(self, entry):
-        del self._entries[entry.key]
-        entry.resource.pending -= 1
-        if not self._entries:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-            waiters, self._emptyWaiters = self._emptyWaiters, []
-            for d in waiters:
-                d.callback(None)
-
     def complete(self, entry, reply):
         """
-        The reply to C{entry} came: forget it and fire it with C{reply}.
+        The reply to C{entry} came: answer with it.
         """
-        self._remove(entry)
-        entry.callback(reply)
+        self._finish(entry, reply)
 
     def fail(self, entry, condition, text=None):
         """
-        Give up on C{entry}: forget it and fail it with a L{StanzaError} of
-        C{condition}.
+        Give up on C{entry}: answer with a L{StanzaError} of C{condition}.
         """
-        self._remove(entry)
-        entry.errback(StanzaError(condition, text=text))
+        self._finish(entry, StanzaError(condition, text=text))
 
     def failAll(self, condition, text=None):
         """
         Fail every entry with C{condition} (the connection to the server is
-        gone: no reply can reach us any more).
+        gone, or a shutdown's grace period is over).
         """
         for entry in list(self._entries.values()):
             self.fail(entry, condition, text)
+
+    def _finish(self, entry, outcome):
+        del self._entries[entry.key]
+        if len(entry.key) == 2:
+            self.fromOutside -= 1
+            bare = bareOf(entry.requester)
+            held = self._held[bare] - 1
+            if held:
+                self._held[bare] = held
+            else:
+                del self._held[bare]
+            entry.resource.pending -= 1
+        else:
+            self.fromTarget -= 1
+        try:
+            self._answer(entry, outcome)
+        finally:
+            if not self._entries:
+                self._emptied()
+
+    def _emptied(self):
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        waiters, self._emptyWaiters = self._emptyWaiters, []
+        for d in waiters:
+            d.callback(None)
 
     def _expire(self):
         """

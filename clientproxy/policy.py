@@ -1,23 +1,33 @@
 # -*- test-case-name: tests.test_policy -*-
 """
 What outsiders may send through the component: who (allow and deny lists),
-how fast (a token bucket per requester), and how large.
+how fast (a token bucket per bare JID, and one per domain), and how large.
 
-The limits on requests in flight live with the pending table in
-L{clientproxy.dispatch}; this module holds the rest, shared by IQs,
+The rate is also kept per domain because one remote domain can mint any
+number of JIDs: a per-JID bucket alone would let it send as fast as it
+likes. The limits on requests in flight live with the pending table in
+L{clientproxy.pending}; this module holds the rest, shared by IQs,
 messages and the service's presence. With no lists and no rate (the
 defaults), a check costs two attribute tests on the stanza path.
 """
 
 from twisted.words.protocols.jabber.jid import InvalidFormat, parse
 
+from clientproxy.jat import MAX_PART_BYTES
+
 #: The default largest stanza forwarded, in bytes (serialised, UTF-8).
 MAX_STANZA_SIZE = 65536
+
+#: The per-domain rate and burst, by default, as a multiple of the per-JID
+#: ones: a domain is many users.
+DOMAIN_RATE_FACTOR = 10
 
 #: Answers, as (condition, type, text).
 DENIED = ("forbidden", "auth", "Not allowed to use this service")
 TOO_FAST = ("policy-violation", "wait", "Too many stanzas: slow down")
 TOO_LARGE = ("policy-violation", "modify", "Stanza too large for this service")
+#: The sender's address does not fit in a resource of the component (JAT).
+TOO_LONG = ("jid-malformed", "modify", "The sender's address is too long to translate")
 
 
 def normalise(entry):
@@ -107,15 +117,38 @@ class TokenBuckets:
 class Policy:
     """
     @ivar maxStanzaSize: the largest stanza forwarded, in bytes.
+    @ivar buckets: the L{TokenBuckets} per bare JID, or C{None} (no rate).
+    @ivar domainBuckets: the L{TokenBuckets} per domain, or C{None}.
     """
 
     def __init__(
-        self, clock, allow=(), deny=(), rate=0.0, burst=None, maxStanzaSize=MAX_STANZA_SIZE
+        self,
+        clock,
+        allow=(),
+        deny=(),
+        rate=0.0,
+        burst=None,
+        maxStanzaSize=MAX_STANZA_SIZE,
+        domainRate=None,
+        domainBurst=None,
     ):
+        """
+        @param domainRate: stanzas a second from one domain; by default
+            L{DOMAIN_RATE_FACTOR} times C{rate} (so off when C{rate} is),
+            with bursts of C{domainBurst} (by default that factor times
+            C{burst}).
+        """
         self.allow = frozenset(normalise(e) for e in allow)
         self.deny = frozenset(normalise(e) for e in deny)
         self._lists = bool(self.allow or self.deny)
-        self.buckets = TokenBuckets(clock, rate, burst or rate) if rate else None
+        burst = burst or rate
+        self.buckets = TokenBuckets(clock, rate, burst) if rate else None
+        if domainRate is None:
+            domainRate = rate * DOMAIN_RATE_FACTOR
+        if domainBurst is None:
+            domainBurst = (burst * DOMAIN_RATE_FACTOR) if rate else domainRate
+        self.domainBuckets = TokenBuckets(clock, domainRate, domainBurst) if domainRate else None
+        self._rated = self.buckets is not None or self.domainBuckets is not None
         self.maxStanzaSize = maxStanzaSize
 
     def permits(self, sender):
@@ -133,12 +166,23 @@ class Policy:
     def refusal(self, sender):
         """
         Return the answer owed to C{sender} for a new stanza, as
-        C{(condition, type, text)}, or C{None} if it may go on.
+        C{(condition, type, text)}, or C{None} if it may go on: the one
+        admission check for IQs, messages and presence from outside. An
+        address that cannot be translated into a resource of the component
+        (over 1023 bytes) is refused too.
         """
+        if len(sender) * 4 > MAX_PART_BYTES and len(sender.encode("utf-8")) > MAX_PART_BYTES:
+            return TOO_LONG
         if self._lists and not self.permits(sender):
             return DENIED
-        if self.buckets is not None and not self.buckets.take(sender.partition("/")[0]):
-            return TOO_FAST
+        if self._rated:
+            bare = sender.partition("/")[0]
+            if self.buckets is not None and not self.buckets.take(bare):
+                return TOO_FAST
+            if self.domainBuckets is not None and not self.domainBuckets.take(
+                bare.rpartition("@")[2]
+            ):
+                return TOO_FAST
         return None
 
     def tooLarge(self, serialised):

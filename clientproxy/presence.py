@@ -89,6 +89,7 @@ class TargetPresence(XMPPHandler):
         self.subscribe()
 
     def connectionLost(self, reason):
+        XMPPHandler.connectionLost(self, reason)
         self._cancelRetry()
         self.subscribed = False
         self.resources.clear()

@@ -1,16 +1,27 @@
 # -*- test-case-name: tests.test_service -*-
 """
-Assembly of one proxy: the component connection and its handlers.
+Assembly of one proxy: its handlers, what they share, and the component
+connection that carries them.
+
+L{makeHandlers} is the one place the handlers are built and handed what
+they share (the target's resources, the counters, the admission policy,
+the store, the clock); L{makeProxy} puts them on a connection to a server,
+and the tests' in-memory harness uses the same L{makeHandlers}.
 """
 
 from clientproxy.connection import ProxyComponent
-from clientproxy.dispatch import MAX_PENDING, MAX_PENDING_PER_REQUESTER, IQDispatcher
+from clientproxy.dispatch import IQDispatcher
+from clientproxy.keepalive import DEFAULT_INTERVAL, KeepAlive
 from clientproxy.messages import QUEUE_PER_SENDER, QUEUE_SIZE, MessageRouter
-from clientproxy.pending import PendingTable
+from clientproxy.pending import MAX_PENDING, MAX_PENDING_FROM_TARGET, MAX_PENDING_PER_REQUESTER
 from clientproxy.policy import MAX_STANZA_SIZE, Policy
 from clientproxy.presence import TargetPresence
 from clientproxy.resources import ResourceSet
-from clientproxy.servicepresence import ServicePresence
+from clientproxy.servicepresence import (
+    MAX_SUBSCRIBERS,
+    MAX_SUBSCRIBERS_PER_DOMAIN,
+    ServicePresence,
+)
 from clientproxy.stats import Stats
 from clientproxy.store import Store, storePath
 from clientproxy.strategies import DEFAULT, makeStrategy
@@ -19,93 +30,155 @@ from clientproxy.strategies import DEFAULT, makeStrategy
 DEFAULT_TIMEOUT = 30.0
 
 
+class Handlers:
+    """
+    The handlers of one proxy and what they share, in the order they are
+    attached to the stream (L{all}): the target's presence is seen before
+    the service's own presence handler.
+    """
+
+    def __init__(self, stats, policy, resources, store, **handlers):
+        self.stats = stats
+        self.policy = policy
+        self.resources = resources
+        self.store = store
+        self.keepalive = handlers["keepalive"]
+        self.presence = handlers["presence"]
+        self.dispatcher = handlers["dispatcher"]
+        self.messages = handlers["messages"]
+        self.servicePresence = handlers["servicePresence"]
+
+    def all(self):
+        return [
+            self.keepalive,
+            self.presence,
+            self.dispatcher,
+            self.messages,
+            self.servicePresence,
+        ]
+
+
+def makeHandlers(
+    jid,
+    target,
+    clock,
+    store,
+    timeout=DEFAULT_TIMEOUT,
+    strategy=DEFAULT,
+    resources=None,
+    queuePerSender=QUEUE_PER_SENDER,
+    queueSize=QUEUE_SIZE,
+    maxPending=MAX_PENDING,
+    maxPendingPerRequester=MAX_PENDING_PER_REQUESTER,
+    maxPendingFromTarget=MAX_PENDING_FROM_TARGET,
+    maxSubscribers=MAX_SUBSCRIBERS,
+    maxSubscribersPerDomain=MAX_SUBSCRIBERS_PER_DOMAIN,
+    rate=0.0,
+    burst=None,
+    domainRate=None,
+    domainBurst=None,
+    maxStanzaSize=MAX_STANZA_SIZE,
+    allow=(),
+    deny=(),
+    keepalive=DEFAULT_INTERVAL,
+):
+    """
+    Build the handlers of the proxy from component C{jid} to C{target}.
+
+    @param clock: the L{IReactorTime} for timeouts, rates, stamps and the
+        keepalive.
+    @param store: the L{Store} of queued messages and subscribers.
+    @param strategy: a strategy name, or an L{IDispatchStrategy} provider.
+    @param resources: a regular expression the names of usable resources
+        must match (searched, not anchored), or C{None} for all.
+    @param queuePerSender: the most messages queued from one sender (bare
+        JID) while no resource is available.
+    @param queueSize: the most messages queued in all.
+    @param maxPending: most requests from outside in flight (0: no bound).
+    @param maxPendingPerRequester: most in flight from one bare JID.
+    @param maxPendingFromTarget: most requests started by the target in
+        flight.
+    @param maxSubscribers: most subscribers to the service's presence.
+    @param maxSubscribersPerDomain: most of them from one domain.
+    @param rate: stanzas a second one bare JID may send (0: no limit), with
+        bursts of C{burst}; C{domainRate} and C{domainBurst} for one
+        domain (by default ten times those).
+    @param maxStanzaSize: the largest stanza forwarded, in bytes.
+    @param allow: bare JIDs or domains that alone may use the service.
+    @param deny: bare JIDs or domains that may not.
+    @param keepalive: seconds of silence from the server before it is
+        pinged (0: off).
+    @rtype: L{Handlers}
+    """
+    if isinstance(strategy, str):
+        strategy = makeStrategy(strategy)
+    stats = Stats()
+    available = ResourceSet(resources)
+    policy = Policy(clock, allow, deny, rate, burst, maxStanzaSize, domainRate, domainBurst)
+    return Handlers(
+        stats,
+        policy,
+        available,
+        store,
+        keepalive=KeepAlive(jid, stats, clock, keepalive),
+        presence=TargetPresence(jid, target, available, stats, clock),
+        dispatcher=IQDispatcher(
+            jid,
+            target,
+            available,
+            strategy,
+            stats,
+            policy,
+            clock,
+            timeout,
+            maxPending,
+            maxPendingPerRequester,
+            maxPendingFromTarget,
+        ),
+        messages=MessageRouter(
+            jid, target, available, store, stats, clock, policy, queuePerSender, queueSize
+        ),
+        servicePresence=ServicePresence(
+            jid,
+            target,
+            available,
+            store,
+            stats,
+            policy,
+            maxSubscribers,
+            maxSubscribersPerDomain,
+        ),
+    )
+
+
 def makeProxy(
     jid,
     target,
     secret,
     host="127.0.0.1",
     port=5347,
-    timeout=DEFAULT_TIMEOUT,
-    strategy=DEFAULT,
-    resources=None,
     dataDir=None,
-    queuePerSender=QUEUE_PER_SENDER,
-    queueSize=QUEUE_SIZE,
     grace=5.0,
-    maxPending=MAX_PENDING,
-    maxPendingPerRequester=MAX_PENDING_PER_REQUESTER,
-    rate=0.0,
-    burst=None,
-    maxStanzaSize=MAX_STANZA_SIZE,
-    allow=(),
-    deny=(),
     reactor=None,
+    **options,
 ):
     """
     Build the service of one proxy from component C{jid} to C{target}.
 
     @param jid: the component's JID (a string, already normalised).
     @param target: the target's bare JID (a string, already normalised).
-    @param strategy: a strategy name, or an L{IDispatchStrategy} provider.
-    @param resources: a regular expression the names of usable resources
-        must match (searched, not anchored), or C{None} for all.
     @param dataDir: the directory of the store (queued messages, service
         subscribers); C{None} keeps them in memory only (tests).
-    @param queuePerSender: the most messages queued from one sender (bare
-        JID) while no resource is available.
-    @param queueSize: the most messages queued in all.
     @param grace: seconds requests in flight get when the service stops.
-    @param maxPending: most requests from outside in flight (0: no bound).
-    @param maxPendingPerRequester: most in flight from one bare JID.
-    @param rate: stanzas a second one bare JID may send (0: no limit), with
-        bursts of C{burst}.
-    @param maxStanzaSize: the largest stanza forwarded, in bytes.
-    @param allow: bare JIDs or domains that alone may use the service.
-    @param deny: bare JIDs or domains that may not.
     @param reactor: an L{IReactorTCP} and L{IReactorTime}; the global
         reactor by default.
+    @param options: passed on to L{makeHandlers}.
     @return: the L{ProxyComponent}, an L{IService}. Its handlers are
-        reachable as C{presence}, C{dispatcher}, C{messages} and
-        C{servicePresence}, its store as C{store}.
+        reachable as C{parts} (the L{Handlers}), and as C{dispatcher},
+        C{store} and C{stats}.
     """
     if reactor is None:
         from twisted.internet import reactor
-    if isinstance(strategy, str):
-        strategy = makeStrategy(strategy)
-    stats = Stats()
-    available = ResourceSet(resources)
-    policy = Policy(reactor, allow, deny, rate, burst, maxStanzaSize)
-    component = ProxyComponent(host, port, jid, secret, stats, reactor)
-    component.grace = grace
-    component.presence = TargetPresence(jid, target, available, stats, reactor)
-    component.presence.setHandlerParent(component)
-    component.dispatcher = IQDispatcher(
-        jid,
-        target,
-        available,
-        strategy,
-        PendingTable(reactor, timeout),
-        stats,
-        policy,
-        maxPending,
-        maxPendingPerRequester,
-    )
-    component.dispatcher.setHandlerParent(component)
-    component.store = Store(":memory:" if dataDir is None else storePath(dataDir, jid))
-    component.messages = MessageRouter(
-        jid,
-        target,
-        available,
-        component.store,
-        stats,
-        reactor,
-        policy,
-        queuePerSender,
-        queueSize,
-    )
-    component.messages.setHandlerParent(component)
-    component.servicePresence = ServicePresence(
-        jid, target, available, component.store, stats, policy
-    )
-    component.servicePresence.setHandlerParent(component)
-    return component
+    store = Store(":memory:" if dataDir is None else storePath(dataDir, jid))
+    handlers = makeHandlers(jid, target, reactor, store, **options)
+    return ProxyComponent(host, port, jid, secret, handlers, reactor, grace)

@@ -8,6 +8,12 @@ while at least one usable resource of the target is, unavailable otherwise:
 one presence per change of that state, not one per resource. Probes from
 subscribers are answered with the current state.
 
+Subscribers are bounded, in all and per domain (one remote domain can mint
+any number of JIDs): a subscription request over either bound is dropped
+and counted, not answered, since an answer to each stanza of a flood would
+itself be an amplifier. Each admitted subscriber draws two presences (the
+approval and the current state).
+
 Presence is never answered with an error, and errors are never answered at
 all, so bounces cannot start loops. Presence of the target itself is
 L{clientproxy.presence.TargetPresence}'s.
@@ -16,19 +22,39 @@ L{clientproxy.presence.TargetPresence}'s.
 from twisted.logger import Logger
 from wokkel.subprotocols import XMPPHandler
 
+from clientproxy.policy import DENIED, TOO_FAST
 from clientproxy.presence import presenceStanza
 from clientproxy.stanzas import splitJID
+from clientproxy.store import domainOf
+
+#: Default bounds of the service's subscribers: in all, and from one domain.
+MAX_SUBSCRIBERS = 10000
+MAX_SUBSCRIBERS_PER_DOMAIN = 1000
 
 
 class ServicePresence(XMPPHandler):
     """
     @ivar available: the state last shown to subscribers.
+    @ivar maxSubscribers: most subscribers in all (0: no bound).
+    @ivar maxSubscribersPerDomain: most from one domain (0: no bound).
     """
 
     log = Logger()
 
-    def __init__(self, component, target, resources, store, stats, policy):
+    def __init__(
+        self,
+        component,
+        target,
+        resources,
+        store,
+        stats,
+        policy,
+        maxSubscribers=MAX_SUBSCRIBERS,
+        maxSubscribersPerDomain=MAX_SUBSCRIBERS_PER_DOMAIN,
+    ):
         XMPPHandler.__init__(self)
+        self.maxSubscribers = maxSubscribers
+        self.maxSubscribersPerDomain = maxSubscribersPerDomain
         self.policy = policy
         self.component = component
         self.target = target
@@ -45,6 +71,7 @@ class ServicePresence(XMPPHandler):
         self.available = False
 
     def connectionLost(self, reason):
+        XMPPHandler.connectionLost(self, reason)
         self.available = False
 
     def shutdown(self):
@@ -58,6 +85,38 @@ class ServicePresence(XMPPHandler):
         The service's presence as it is now, for C{recipient}.
         """
         return presenceStanza(self.component, recipient, None if self.available else "unavailable")
+
+    def _refused(self, presence, sender, bare):
+        """
+        Whether the admission policy refuses a subscribe or probe: denied
+        senders are told C{unsubscribed}; too fast or unusable ones are
+        dropped (a flood gets no answers).
+        """
+        refusal = self.policy.refusal(sender)
+        if refusal is None:
+            return False
+        if refusal is DENIED:
+            self.send(presenceStanza(self.component, bare, "unsubscribed"))
+            self.stats.presence["subscriptions-refused"] += 1
+        elif refusal is TOO_FAST:
+            self.stats.drop(presence, "presence-too-fast")
+        else:
+            self.stats.drop(presence, "presence-refused")
+        return True
+
+    def _admitsSubscriber(self, bare):
+        """
+        Whether C{bare} is, or may become, a subscriber within the bounds.
+        """
+        store = self.store
+        if store.isSubscriber(bare):
+            return True
+        if self.maxSubscribers and store.subscriberCount() >= self.maxSubscribers:
+            return False
+        return not (
+            self.maxSubscribersPerDomain
+            and store.subscriberCount(domainOf(bare)) >= self.maxSubscribersPerDomain
+        )
 
     def _changed(self, resource):
         self._show(len(self.resources) > 0)
@@ -91,13 +150,10 @@ class ServicePresence(XMPPHandler):
         kind = presence.getAttribute("type")
         if bare == self.target:
             self.stats.drop(presence, "presence-from-target")
-        elif kind in ("subscribe", "probe") and self.policy.refusal(sender) is not None:
-            # Denied (told so) or too fast (dropped: a flood gets no answers).
-            if not self.policy.permits(sender):
-                self.send(presenceStanza(self.component, bare, "unsubscribed"))
-                self.stats.presence["subscriptions-refused"] += 1
-            else:
-                self.stats.drop(presence, "presence-too-fast")
+        elif kind in ("subscribe", "probe") and self._refused(presence, sender, bare):
+            pass
+        elif kind == "subscribe" and not self._admitsSubscriber(bare):
+            self.stats.drop(presence, "subscribers-over-limit")
         elif kind == "subscribe":
             self.store.addSubscriber(bare)
             self.send(presenceStanza(self.component, bare, "subscribed"))

@@ -47,6 +47,8 @@ class Stats:
         C{bounces-to-target}, and C{error:CONDITION}.
     @ivar presence: the service's presence: C{subscribed},
         C{unsubscribed}, C{broadcasts}, C{probes-answered}.
+    @ivar keepalive: the link to the server: C{pings} sent after a
+        silence, C{dead-links} dropped for want of an answer.
     @ivar dropped: stanzas dropped, by reason.
     @ivar reconnects: times the connection to the server was made again.
     @ivar latency: a L{Histogram} of seconds from request to answer.
@@ -58,6 +60,7 @@ class Stats:
         self.requests = Counter()
         self.messages = Counter()
         self.presence = Counter()
+        self.keepalive = Counter()
         self.dropped = Counter()
         self.reconnects = 0
         self.latency = Histogram(LATENCY_BUCKETS)

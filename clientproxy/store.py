@@ -12,6 +12,7 @@ only while the target is offline).
 import os
 import re
 import sqlite3
+from collections import Counter
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS queue (
@@ -35,9 +36,20 @@ def storePath(directory, component):
     return os.path.join(directory, "clientproxy-%s.sqlite" % (safe,))
 
 
+def domainOf(jid):
+    """
+    The domain of a bare JID or domain string.
+    """
+    return jid.rpartition("@")[2]
+
+
 class Store:
     """
     The queue and the subscribers of one component.
+
+    The number of subscribers, in all and per domain, is kept in memory
+    too (counted once at start): the bounds on them are checked for every
+    subscription request, a flood included.
 
     @param path: the SQLite file, or C{":memory:"} (tests).
     """
@@ -48,6 +60,8 @@ class Store:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        self._domains = Counter(domainOf(jid) for jid in self.subscribers())
+        self._subscriberTotal = sum(self._domains.values())
 
     def close(self):
         self._db.close()
@@ -59,11 +73,14 @@ class Store:
         """
         self._db.execute("INSERT INTO queue (sender, stanza) VALUES (?, ?)", (sender, stanza))
 
-    def queued(self):
+    def queued(self, limit=-1):
         """
-        Return the queued messages, oldest first, as C{(id, stanza)}.
+        Return the queued messages, oldest first, as C{(id, stanza)}: at
+        most C{limit} of them (all by default).
         """
-        return self._db.execute("SELECT id, stanza FROM queue ORDER BY id").fetchall()
+        return self._db.execute(
+            "SELECT id, stanza FROM queue ORDER BY id LIMIT ?", (limit,)
+        ).fetchall()
 
     def delivered(self, ids):
         """
@@ -92,8 +109,25 @@ class Store:
             is not None
         )
 
+    def subscriberCount(self, domain=None):
+        """
+        The number of subscribers, from C{domain} only if given.
+        """
+        if domain is None:
+            return self._subscriberTotal
+        return self._domains.get(domain, 0)
+
     def addSubscriber(self, jid):
-        self._db.execute("INSERT OR IGNORE INTO subscribers (jid) VALUES (?)", (jid,))
+        if self._db.execute(
+            "INSERT OR IGNORE INTO subscribers (jid) VALUES (?)", (jid,)
+        ).rowcount:
+            self._domains[domainOf(jid)] += 1
+            self._subscriberTotal += 1
 
     def removeSubscriber(self, jid):
-        self._db.execute("DELETE FROM subscribers WHERE jid = ?", (jid,))
+        if self._db.execute("DELETE FROM subscribers WHERE jid = ?", (jid,)).rowcount:
+            domain = domainOf(jid)
+            self._subscriberTotal -= 1
+            self._domains[domain] -= 1
+            if not self._domains[domain]:
+                del self._domains[domain]

@@ -14,11 +14,13 @@ from twisted.application import service
 from twisted.python import usage
 from twisted.words.protocols.jabber.jid import JID, InvalidFormat
 
-from clientproxy.dispatch import MAX_PENDING, MAX_PENDING_PER_REQUESTER
+from clientproxy.keepalive import DEFAULT_INTERVAL
 from clientproxy.messages import QUEUE_PER_SENDER, QUEUE_SIZE
+from clientproxy.pending import MAX_PENDING, MAX_PENDING_FROM_TARGET, MAX_PENDING_PER_REQUESTER
 from clientproxy.metrics import metricsService
 from clientproxy.policy import MAX_STANZA_SIZE, normalise, readAccessFile
 from clientproxy.service import DEFAULT_TIMEOUT, makeProxy
+from clientproxy.servicepresence import MAX_SUBSCRIBERS, MAX_SUBSCRIBERS_PER_DOMAIN
 from clientproxy.strategies import DEFAULT, availableStrategies
 
 SECRET_ENVIRONMENT = "CLIENTPROXY_SECRET"
@@ -73,8 +75,51 @@ class Options(usage.Options):
             "Most requests in flight from one bare JID (0: no bound).",
             int,
         ],
+        [
+            "max-pending-from-target",
+            None,
+            MAX_PENDING_FROM_TARGET,
+            "Most requests started by the target in flight (0: no bound).",
+            int,
+        ],
+        [
+            "max-subscribers",
+            None,
+            MAX_SUBSCRIBERS,
+            "Most subscribers to the service's presence (0: no bound).",
+            int,
+        ],
+        [
+            "max-subscribers-per-domain",
+            None,
+            MAX_SUBSCRIBERS_PER_DOMAIN,
+            "Most subscribers from one domain (0: no bound).",
+            int,
+        ],
         ["rate", None, 0.0, "Stanzas a second one bare JID may send (0: no limit).", float],
         ["burst", None, None, "Stanzas one bare JID may send at once (default: the rate).", float],
+        [
+            "domain-rate",
+            None,
+            None,
+            "Stanzas a second one domain may send (default: 10 x --rate; 0: no limit).",
+            float,
+        ],
+        [
+            "domain-burst",
+            None,
+            None,
+            "Stanzas one domain may send at once (default: 10 x --burst).",
+            float,
+        ],
+        [
+            "keepalive",
+            None,
+            DEFAULT_INTERVAL,
+            "Seconds of silence from the server before it is pinged; the link is "
+            "dropped after as many more without an answer (0: off).",
+            float,
+        ],
         ["max-stanza-size", None, MAX_STANZA_SIZE, "Largest stanza forwarded, in bytes.", int],
         ["access-file", None, None, "A file of 'allow JID' and 'deny JID' lines."],
         ["metrics-port", None, 0, "Serve /metrics and /health on this port (0: off).", int],
@@ -128,11 +173,24 @@ class Options(usage.Options):
                 self[listed] = [normalise(entry) for entry in self[listed]]
             except ValueError as e:
                 raise usage.UsageError("--%s: %s" % (listed, e))
-        for bound in ("max-pending", "max-pending-per-requester", "max-stanza-size"):
+        for bound in (
+            "max-pending",
+            "max-pending-per-requester",
+            "max-pending-from-target",
+            "max-subscribers",
+            "max-subscribers-per-domain",
+            "max-stanza-size",
+            "keepalive",
+        ):
             if self[bound] < 0:
                 raise usage.UsageError("--%s must not be negative" % (bound,))
-        if self["rate"] < 0 or (self["burst"] is not None and self["burst"] < 1):
-            raise usage.UsageError("--rate must not be negative, --burst at least 1")
+        for rate, burst in (("rate", "burst"), ("domain-rate", "domain-burst")):
+            if (self[rate] is not None and self[rate] < 0) or (
+                self[burst] is not None and self[burst] < 1
+            ):
+                raise usage.UsageError(
+                    "--%s must not be negative, --%s at least 1" % (rate, burst)
+                )
         if not 0 <= self["metrics-port"] < 65536:
             raise usage.UsageError("--metrics-port must be a TCP port, or 0 for none")
         if self["grace"] < 0:
@@ -210,8 +268,14 @@ def makeService(config):
         grace=config["grace"],
         maxPending=config["max-pending"],
         maxPendingPerRequester=config["max-pending-per-requester"],
+        maxPendingFromTarget=config["max-pending-from-target"],
+        maxSubscribers=config["max-subscribers"],
+        maxSubscribersPerDomain=config["max-subscribers-per-domain"],
         rate=config["rate"],
         burst=config["burst"],
+        domainRate=config["domain-rate"],
+        domainBurst=config["domain-burst"],
+        keepalive=config["keepalive"],
         maxStanzaSize=config["max-stanza-size"],
         allow=config["allow"],
         deny=config["deny"],

@@ -3,26 +3,25 @@ In-memory harness for the stanza handlers: a stream that records what the
 handlers send, and a way to feed them stanzas as the server would.
 """
 
+import xml.etree.ElementTree as ElementTree
+
 from twisted.internet import task
+from twisted.internet.testing import StringTransport
 from twisted.words.protocols.jabber import xmlstream
 from twisted.words.protocols.jabber.error import STANZA_CONDITIONS
 from wokkel.generic import parseXml
 from wokkel.subprotocols import XMPPHandlerCollection
 
-from clientproxy.dispatch import IQDispatcher
-from clientproxy.messages import MessageRouter
-from clientproxy.pending import PendingTable
-from clientproxy.policy import Policy
-from clientproxy.presence import TargetPresence
-from clientproxy.resources import ResourceSet
-from clientproxy.servicepresence import ServicePresence
-from clientproxy.stats import Stats
+from clientproxy.service import makeHandlers
 from clientproxy.store import Store
 from clientproxy.strategies import RoundRobinStrategy
+from clientproxy.stream import ProxyXmlStream
+from clientproxy.xml import STREAM_ROOT
 
 COMPONENT = "proxy.example.org"
 TARGET = "svc@example.org"
 NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+STREAM = STREAM_ROOT + "%s</stream:stream>"
 
 
 def inStream(xml):
@@ -30,29 +29,39 @@ def inStream(xml):
     Parse a stanza as the component's stream does: its elements default to
     the jabber:component:accept namespace.
     """
-    root = parseXml(
-        ("<stream xmlns='jabber:component:accept'>%s</stream>" % (xml,)).encode("utf-8")
-    )
+    root = parseXml((STREAM % (xml,)).encode("utf-8"))
     stanza = root.firstChildElement()
     stanza.parent = None
     return stanza
 
 
+def written(data):
+    """
+    Parse what a stream wrote (bytes) as the server would: a strict,
+    namespace-aware parser first (it raises on anything not well-formed),
+    then domish, giving the stanzas as elements.
+    """
+    document = (STREAM % (data.decode("utf-8"),)).encode("utf-8")
+    ElementTree.fromstring(document)
+    return list(parseXml(document).elements())
+
+
 class RecordingManager(XMPPHandlerCollection):
     """
-    Stands in for the stream manager: what handlers send is serialised and
-    parsed back (as the peer would see it) into L{sent}.
+    Stands in for the stream manager: what handlers send is written by the
+    component's own stream (L{ProxyXmlStream}, so by its real writer) to an
+    in-memory transport, and parsed back as the server would see it.
     """
 
-    def __init__(self):
+    def __init__(self, clock):
         XMPPHandlerCollection.__init__(self)
-        self.xmlstream = xmlstream.XmlStream(xmlstream.Authenticator())
-        self.sent = []
+        self.xmlstream = ProxyXmlStream(xmlstream.Authenticator(), clock)
+        self.transport = StringTransport()
+        self.xmlstream.makeConnection(self.transport)
+        self.transport.clear()
 
     def send(self, obj):
-        if not isinstance(obj, str):
-            obj = obj.toXml()
-        self.sent.append(parseXml(obj.encode("utf-8")))
+        self.xmlstream.send(obj)
 
     def connect(self):
         for handler in self:
@@ -68,69 +77,55 @@ class RecordingManager(XMPPHandlerCollection):
         Deliver a stanza (a string of XML) as the server would: parsed in
         the component stream's namespace.
         """
+        self.xmlstream.lastReceived = self.xmlstream.clock.seconds()
         self.xmlstream.dispatch(inStream(xml))
+
+    def takeBytes(self):
+        """
+        Return the bytes written since the last call, and forget them.
+        """
+        data = self.transport.value()
+        self.transport.clear()
+        return data
 
     def take(self):
         """
-        Return what was sent since the last call, and forget it.
+        Return the stanzas sent since the last call, and forget them.
         """
-        sent, self.sent = self.sent, []
-        return sent
+        return written(self.takeBytes())
 
 
 class Harness:
     """
-    A component's handlers wired together on a L{RecordingManager}, with a
-    L{task.Clock}.
+    A component's handlers, assembled by L{makeHandlers} as in the real
+    service, on a L{RecordingManager}, with a L{task.Clock}. Keyword
+    arguments go to L{makeHandlers}.
     """
 
-    def __init__(
-        self,
-        timeout=30,
-        strategy=None,
-        resources=None,
-        store=None,
-        queuePerSender=100,
-        queueSize=10000,
-        policy=None,
-        **limits,
-    ):
+    def __init__(self, timeout=30, strategy=None, store=None, **options):
         self.clock = task.Clock()
-        self.policy = policy or Policy(self.clock)
         self.store = store or Store(":memory:")
-        self.stats = Stats()
-        self.resources = ResourceSet(resources)
-        self.pending = PendingTable(self.clock, timeout)
-        self.manager = RecordingManager()
-        self.presence = TargetPresence(COMPONENT, TARGET, self.resources, self.stats, self.clock)
-        self.presence.setHandlerParent(self.manager)
-        self.dispatcher = IQDispatcher(
+        options.setdefault("keepalive", 0)
+        self.handlers = makeHandlers(
             COMPONENT,
             TARGET,
-            self.resources,
-            strategy or RoundRobinStrategy(),
-            self.pending,
-            self.stats,
-            self.policy,
-            **limits,
-        )
-        self.dispatcher.setHandlerParent(self.manager)
-        self.messages = MessageRouter(
-            COMPONENT,
-            TARGET,
-            self.resources,
-            self.store,
-            self.stats,
             self.clock,
-            self.policy,
-            queuePerSender,
-            queueSize,
+            self.store,
+            timeout=timeout,
+            strategy=strategy or RoundRobinStrategy(),
+            **options,
         )
-        self.messages.setHandlerParent(self.manager)
-        self.servicePresence = ServicePresence(
-            COMPONENT, TARGET, self.resources, self.store, self.stats, self.policy
-        )
-        self.servicePresence.setHandlerParent(self.manager)
+        self.stats = self.handlers.stats
+        self.policy = self.handlers.policy
+        self.resources = self.handlers.resources
+        self.presence = self.handlers.presence
+        self.dispatcher = self.handlers.dispatcher
+        self.pending = self.dispatcher.pending
+        self.messages = self.handlers.messages
+        self.servicePresence = self.handlers.servicePresence
+        self.manager = RecordingManager(self.clock)
+        for handler in self.handlers.all():
+            handler.setHandlerParent(self.manager)
         self.manager.connect()
         self.manager.take()
 

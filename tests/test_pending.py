@@ -1,42 +1,56 @@
 """
-Tests for L{clientproxy.pending}.
+Tests for L{clientproxy.pending}: timeouts on one timer, exactly one answer
+per entry, and the in-flight counts the table owns.
 """
 
 from twisted.internet import task
 from twisted.trial import unittest
 from twisted.words.protocols.jabber.error import StanzaError
 
-from clientproxy.pending import PendingTable
+from clientproxy.pending import REVERSE, PendingTable
 from clientproxy.resources import Resource
 
 
 class PendingTableTests(unittest.TestCase):
     def setUp(self):
         self.clock = task.Clock()
-        self.table = PendingTable(self.clock, 5)
+        self.answers = []
+        self.table = PendingTable(
+            self.clock,
+            5,
+            lambda entry, outcome: self.answers.append((entry, outcome)),
+            maxPending=3,
+            maxPendingPerRequester=2,
+            maxPendingFromTarget=1,
+        )
         self.a = Resource("svc@x/a", "a")
         self.b = Resource("svc@x/b", "b")
 
-    def test_completeFiresAndForgets(self):
-        entry = self.table.add(("enc", "1"), "req", None, self.a)
+    def conditions(self):
+        return [
+            (entry.key, getattr(outcome, "condition", outcome)) for entry, outcome in self.answers
+        ]
+
+    def test_completeAnswersAndForgets(self):
+        entry = self.table.add(("enc", "1"), "req", self.a)
         self.assertIn(("enc", "1"), self.table)
         self.assertEqual(self.a.pending, 1)
         self.assertEqual(self.table.entriesOf(self.a), [entry])
-        results = []
-        entry.addCallback(results.append)
         self.table.complete(entry, "reply")
-        self.assertEqual(results, ["reply"])
+        self.assertEqual(self.answers, [(entry, "reply")])
         self.assertEqual(len(self.table), 0)
         self.assertEqual(self.a.pending, 0)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_timeout(self):
-        entry = self.table.add(("enc", "1"), "req", None, self.a)
+        entry = self.table.add(("enc", "1"), "req", self.a)
         self.clock.advance(4.99)
-        self.assertFalse(entry.called)
+        self.assertEqual(self.answers, [])
         self.clock.advance(0.01)
-        failure = self.failureResultOf(entry, StanzaError)
-        self.assertEqual(failure.value.condition, "remote-server-timeout")
+        [(answered, error)] = self.answers
+        self.assertIs(answered, entry)
+        self.assertIsInstance(error, StanzaError)
+        self.assertEqual(error.condition, "remote-server-timeout")
         self.assertEqual(len(self.table), 0)
         self.assertEqual(self.a.pending, 0)
         self.assertEqual(self.clock.getDelayedCalls(), [])
@@ -46,40 +60,24 @@ class PendingTableTests(unittest.TestCase):
         Requests added at different times each time out after their own
         timeout, with one timer at a time.
         """
-        first = self.table.add(("e", "1"), "r", None, self.a)
+        self.table.add(("e", "1"), "r", self.a)
         self.clock.advance(2)
-        second = self.table.add(("e", "2"), "r", None, self.a)
-        third = self.table.add(("e", "3"), "r", None, self.b)
+        self.table.add(("e", "2"), "s", self.a)
+        third = self.table.add(("e", "3"), "t", self.b)
         self.assertEqual(len(self.clock.getDelayedCalls()), 1)
         self.clock.advance(3)
-        self.failureResultOf(first, StanzaError)
-        self.assertNoResult(second)
+        self.assertEqual(self.conditions(), [(("e", "1"), "remote-server-timeout")])
         self.assertEqual(len(self.clock.getDelayedCalls()), 1)
         self.table.complete(third, "reply")
         self.clock.advance(1.99)
-        self.assertNoResult(second)
+        self.assertEqual(len(self.answers), 2)
         self.clock.advance(0.01)
-        self.failureResultOf(second, StanzaError)
+        self.assertEqual(self.conditions()[2], (("e", "2"), "remote-server-timeout"))
         self.assertEqual(len(self.table), 0)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
-    def test_timerFollowsTheOldest(self):
-        """
-        When the oldest request is answered, the timer still fires for the
-        next one in time.
-        """
-        first = self.table.add(("e", "1"), "r", None, self.a)
-        self.clock.advance(1)
-        second = self.table.add(("e", "2"), "r", None, self.a)
-        self.table.complete(first, "reply")
-        self.clock.advance(4)
-        self.assertNoResult(second)
-        self.clock.advance(1)
-        f = self.failureResultOf(second, StanzaError)
-        self.assertEqual(f.value.condition, "remote-server-timeout")
-
     def test_reassign(self):
-        entry = self.table.add(("enc", "1"), "req", "<iq/>", self.a)
+        entry = self.table.add(("enc", "1"), "req", self.a, b"<iq/>")
         self.table.reassign(entry, self.b)
         self.assertIsNone(entry.retry)
         self.assertIs(entry.resource, self.b)
@@ -87,10 +85,73 @@ class PendingTableTests(unittest.TestCase):
         self.assertEqual(self.table.entriesOf(self.b), [entry])
 
     def test_failAll(self):
-        entries = [self.table.add(("e", str(i)), "r", None, self.a) for i in range(3)]
+        for i in range(3):
+            self.table.add(("e", str(i)), "r%d" % i, self.a)
         self.table.failAll("recipient-unavailable")
-        for entry in entries:
-            f = self.failureResultOf(entry, StanzaError)
-            self.assertEqual(f.value.condition, "recipient-unavailable")
+        self.assertEqual(
+            [c for _, c in self.conditions()], ["recipient-unavailable"] * 3
+        )
         self.assertEqual(len(self.table), 0)
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_boundsFromOutside(self):
+        """
+        The table owns the in-flight counts: per bare JID and in all, for
+        requests from outside.
+        """
+        self.table.add(("alice@x/1", "1"), "alice@x/1", self.a)
+        self.table.add(("alice@x/2", "1"), "alice@x/2", self.a)
+        self.assertFalse(self.table.admits("alice@x/3"))
+        self.assertTrue(self.table.admits("bob@x/1"))
+        self.assertEqual(self.table.heldBy("alice@x"), 2)
+        bob = self.table.add(("bob@x/1", "1"), "bob@x/1", self.b)
+        self.assertFalse(self.table.admits("carol@x/1"))
+        self.table.complete(bob, "reply")
+        self.assertTrue(self.table.admits("carol@x/1"))
+        self.assertEqual(self.table.heldBy("bob@x"), 0)
+
+    def test_fromTargetCountedApart(self):
+        """
+        Requests started by the target have their own bound, and count
+        neither against outsiders' bounds nor in the resource's load.
+        """
+        entry = self.table.add(("peer@x/p", "cp1", REVERSE), "svc@x/a", self.a, stanzaID="7")
+        self.assertTrue(entry.fromTarget)
+        self.assertEqual(entry.stanzaID, "7")
+        self.assertEqual(self.a.pending, 0)
+        self.assertEqual((self.table.fromTarget, self.table.fromOutside), (1, 0))
+        self.assertFalse(self.table.admitsFromTarget())
+        for i in range(3):
+            self.table.add(("o%d@x/1" % i, "1"), "o%d@x/1" % i, self.b)
+        self.assertFalse(self.table.admits("p@x/1"))
+        self.table.complete(entry, "reply")
+        self.assertTrue(self.table.admitsFromTarget())
+        self.assertEqual(self.a.pending, 0)
+
+    def test_emptyWaitersAfterTheLastAnswer(self):
+        """
+        Waiters for an empty table fire after the last answer is written,
+        not before (a shutdown closes the connection when they fire).
+        """
+        entry = self.table.add(("enc", "1"), "req", self.a)
+        order = []
+        self.table._answer = lambda e, outcome: order.append("answer")
+        self.table.whenEmpty().addCallback(lambda _: order.append("empty"))
+        self.table.complete(entry, "reply")
+        self.assertEqual(order, ["answer", "empty"])
+
+    def test_emptyWaitersEvenIfTheAnswerFails(self):
+        """
+        A failing answer still leaves the table consistent and tells the
+        waiters.
+        """
+        entry = self.table.add(("enc", "1"), "req", self.a)
+
+        def broken(entry, outcome):
+            raise RuntimeError("boom")
+
+        self.table._answer = broken
+        d = self.table.whenEmpty()
+        self.assertRaises(RuntimeError, self.table.complete, entry, "reply")
+        self.successResultOf(d)
+        self.assertEqual((len(self.table), self.a.pending), (0, 0))

@@ -73,7 +73,7 @@ class LimitTests(unittest.TestCase):
         )
 
     def test_deniedRequester(self):
-        h = Harness(policy=Policy(task.Clock(), deny=["example.org"]))
+        h = Harness(deny=["example.org"])
         h.online("a")
         h.take()
         self.request(h)
@@ -83,7 +83,7 @@ class LimitTests(unittest.TestCase):
 
     def test_rateLimited(self):
         clock = task.Clock()
-        h = Harness(policy=Policy(clock, rate=1, burst=2))
+        h = Harness(rate=1, burst=2)
         h.online("a")
         h.take()
         for i in range(3):
@@ -95,7 +95,7 @@ class LimitTests(unittest.TestCase):
         self.assertEqual(h.take()[0]["type"], "get")
 
     def test_tooLarge(self):
-        h = Harness(policy=Policy(task.Clock(), maxStanzaSize=300))
+        h = Harness(maxStanzaSize=300)
         h.online("a")
         h.take()
         self.request(h, payload="<q xmlns='urn:x'>%s</q>" % ("x" * 300,))
@@ -135,7 +135,8 @@ class LimitTests(unittest.TestCase):
         h.take()
         self.request(h, stanzaID="2")
         self.assertEqual(h.take()[0]["type"], "get")
-        self.assertEqual(h.dispatcher._inFlight, {"alice@example.org": 1})
+        self.assertEqual(h.pending.heldBy("alice@example.org"), 1)
+        self.assertEqual(h.pending.fromOutside, 1)
 
     def test_inFlightInAll(self):
         h = Harness(maxPending=2)
@@ -147,7 +148,7 @@ class LimitTests(unittest.TestCase):
         self.assertEqual([o["type"] for o in out], ["get", "get", "error"])
 
     def test_messageFromDeniedSender(self):
-        h = Harness(policy=Policy(task.Clock(), deny=["example.org"]))
+        h = Harness(deny=["example.org"])
         h.online("a")
         h.take()
         h.receive("<message from='%s' to='%s'><body>x</body></message>" % (ALICE, COMPONENT))
@@ -156,7 +157,7 @@ class LimitTests(unittest.TestCase):
         self.assertEqual(errorCondition(out), ("forbidden", "auth"))
 
     def test_largeMessageRefused(self):
-        h = Harness(policy=Policy(task.Clock(), maxStanzaSize=200))
+        h = Harness(maxStanzaSize=200)
         h.online("a")
         h.take()
         h.receive(
@@ -167,7 +168,7 @@ class LimitTests(unittest.TestCase):
         self.assertEqual(errorCondition(out), ("policy-violation", "modify"))
 
     def test_subscriptionFromDeniedRefused(self):
-        h = Harness(policy=Policy(task.Clock(), deny=["example.org"]))
+        h = Harness(deny=["example.org"])
         h.receive("<presence type='subscribe' from='alice@example.org' to='%s'/>" % (COMPONENT,))
         [out] = h.take()
         self.assertEqual(out["type"], "unsubscribed")
@@ -175,7 +176,7 @@ class LimitTests(unittest.TestCase):
 
     def test_subscriptionFloodDropped(self):
         clock = task.Clock()
-        h = Harness(policy=Policy(clock, rate=1, burst=2))
+        h = Harness(rate=1, burst=2)
         for _ in range(5):
             h.receive(
                 "<presence type='subscribe' from='alice@example.org' to='%s'/>" % (COMPONENT,)

@@ -19,7 +19,7 @@ class SubscriptionTests(unittest.TestCase):
         self.h = Harness()
 
     def test_subscribeOnConnect(self):
-        manager = RecordingManager()
+        manager = RecordingManager(self.h.clock)
         self.h.presence.disownHandlerParent(self.h.manager)
         self.h.presence.setHandlerParent(manager)
         manager.connect()

@@ -123,11 +123,13 @@ class HandlerFuzz(unittest.TestCase):
                 self.assertFalse(to.startswith(COMPONENT), out.toXml())
                 if type_ == "error" and out.getAttribute("type") == "error":
                     self.assertNotEqual(to, sender, "an error answered an error")
+        entries = list(h.pending._entries.values())
+        outside = [e for e in entries if not e.fromTarget]
         self.assertEqual(
             sum(r.pending for r in h.resources.available),
-            sum(1 for e in h.pending._entries.values() if e.resource in h.resources.available),
+            sum(1 for e in outside if e.resource in h.resources.available),
         )
-        self.assertTrue(all(count > 0 for count in h.dispatcher._inFlight.values()))
-        self.assertEqual(
-            sum(h.dispatcher._inFlight.values()), sum(1 for k in h.pending._entries if len(k) == 2)
-        )
+        self.assertEqual(h.pending.fromOutside, len(outside))
+        self.assertEqual(h.pending.fromTarget, len(entries) - len(outside))
+        self.assertTrue(all(count > 0 for count in h.pending._held.values()))
+        self.assertEqual(sum(h.pending._held.values()), len(outside))

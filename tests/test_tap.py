@@ -94,8 +94,8 @@ class OptionsTests(unittest.TestCase):
         self.assertEqual(options["allow"], ["alice@example.org", "friends.example"])
         self.assertEqual(options["deny"], ["x@y.z", "spam.example"])
         proxy = makeService(options)
-        self.assertEqual(proxy.dispatcher.maxPending, 7)
-        self.assertEqual(proxy.dispatcher.maxPendingPerRequester, 3)
+        self.assertEqual(proxy.dispatcher.pending.maxPending, 7)
+        self.assertEqual(proxy.dispatcher.pending.maxPendingPerRequester, 3)
         policy = proxy.dispatcher.policy
         self.assertEqual((policy.buckets.rate, policy.buckets.burst), (5.0, 10.0))
         self.assertEqual(policy.maxStanzaSize, 1000)
@@ -216,7 +216,7 @@ class OptionsTests(unittest.TestCase):
         self.assertTrue(proxy.dispatcher.resources.accepts("abc"))
         self.assertFalse(proxy.dispatcher.resources.accepts("b"))
         self.assertEqual(proxy.factory.authenticator.password, "s")
-        self.assertEqual((proxy.messages.queuePerSender, proxy.messages.queueSize), (7, 9))
+        self.assertEqual((proxy.parts.messages.queuePerSender, proxy.parts.messages.queueSize), (7, 9))
         self.assertIn("clientproxy-proxy.example.org.sqlite", os.listdir(dataDir))
         proxy.store.close()
 
