@@ -53,6 +53,9 @@ NS_CLIENT = "jabber:client"
 NS_COMPONENT = "jabber:component:accept"
 #: What the stanzas' own elements (body, subject, thread) may be in.
 STANZA_URIS = (NS_COMPONENT, NS_CLIENT, None, "")
+#: The namespaces of the component's stream, as a parsed element has it
+#: (or as one built here, with none): jabber:client inside <forwarded/>.
+STREAM_URIS = (NS_COMPONENT, None)
 
 #: Default bounds of the queue of messages for an offline target.
 QUEUE_PER_SENDER = 100
@@ -126,14 +129,15 @@ def isMirrored(message):
 def asClient(element):
     """
     A copy of C{element} in which elements of the stream's namespace are in
-    jabber:client, as a message inside <forwarded/> must be. Copied with an
+    jabber:client, as a message inside <forwarded/> must be; elements of
+    any other namespace (none included) keep theirs. Copied with an
     explicit stack: a payload may be nested deeper than Python recurses.
     """
 
     def copyOf(original):
-        uri = NS_CLIENT if original.uri in STANZA_URIS else original.uri
+        uri = NS_CLIENT if original.uri in STREAM_URIS else original.uri
         default = original.defaultUri
-        if default in STANZA_URIS:
+        if default in STREAM_URIS:
             default = NS_CLIENT
         copy = domish.Element((uri, original.name), defaultUri=default)
         copy.attributes = dict(original.attributes)

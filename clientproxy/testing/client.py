@@ -243,7 +243,22 @@ class Client:
                 self._observers.remove(entry)
                 d.callback(stanza)
 
+    def _isRosterPush(self, iq):
+        """
+        Whether C{iq} is the server's roster push (RFC 6121 2.1.6): from no
+        one or from this account, about the roster. Not a request for the
+        sample service: a client acknowledges it, as this one does.
+        """
+        sender = iq.getAttribute("from")
+        if sender is not None and sender != self.jid.userhost():
+            return False
+        query = iq.firstChildElement()
+        return query is not None and query.uri == "jabber:iq:roster"
+
     def _onRequest(self, iq):
+        if self._isRosterPush(iq):
+            self.send(resultFor(iq))
+            return
         self.requests.append(iq)
         self._notify(iq)
         d = defer.maybeDeferred(self.onRequest, iq)

@@ -1,0 +1,237 @@
+"""
+Adversarial but well-formed XML for the writer's tests: hypothesis
+strategies that build payloads as text (namespace names with C{& < > ' "}
+and non-ASCII, prefixes declared and rebound at any depth, C{xml:lang}
+anywhere, elements named like stanzas or stream elements, text with every
+special character and astral code points, one to thousands of levels
+deep), and a strict, namespace-aware reading of XML (expat with namespace
+processing) to compare what went in with what came out.
+
+The text is escaped here by code of its own, independent of
+L{clientproxy.xml}, so the comparison is a real differential one.
+"""
+
+from xml.parsers import expat
+
+from hypothesis import strategies as st
+
+from clientproxy.xml import NS_COMPONENT, NS_STREAMS, STREAM_ROOT
+
+NS_CLIENT = "jabber:client"
+
+#: Characters XML 1.0 allows, weighted towards those that need escaping.
+_SPECIAL = "&<>'\"\t\n\r]"
+_XML_CHARACTERS = st.one_of(
+    st.sampled_from(_SPECIAL),
+    st.characters(
+        blacklist_categories=("Cs", "Cc"),
+        blacklist_characters="\ufffe\uffff",
+    ),
+    st.sampled_from("\u00e9\u2603\U0001f600\U00010348"),
+)
+_text = st.text(_XML_CHARACTERS, max_size=12)
+
+#: Namespace names: odd ones, and those of stanzas and streams.
+namespaces = st.one_of(
+    st.sampled_from(
+        [
+            "urn:x",
+            "urn:x:1?q=1&r=2",
+            "urn:<a>",
+            "urn:'\"",
+            "http://example.org/\u2603",
+            "urn:\U0001f600",
+            NS_COMPONENT,
+            NS_CLIENT,
+            NS_STREAMS,
+        ]
+    ),
+    # No white space: expat, the server's parser and ours, refuses a
+    # namespace name holding its separator (a space, which is also what
+    # tab, newline and carriage return become in an attribute value).
+    st.text(_XML_CHARACTERS.filter(lambda c: c not in " \t\n\r"), min_size=1, max_size=10),
+)
+#: Prefixes, including those the writer makes up (ns0) and the stream's.
+prefixes = st.sampled_from(["a", "b", "p", "ns0", "ns1", "stream"])
+names = st.sampled_from(["q", "item", "iq", "message", "presence", "stream", "error", "body"])
+attributeNames = st.sampled_from(["a", "id", "type", "to", "from", "lang"])
+
+
+def _escape(value):
+    out = []
+    for ch in value:
+        if ch in _SPECIAL[:-1]:
+            out.append("&#%d;" % (ord(ch),))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+#: One element's own parts: a default namespace declaration or not,
+#: prefix declarations, its name's prefix (one it declares, or none),
+#: attributes (plain, prefixed or xml:lang), and text.
+frames = st.fixed_dictionaries(
+    {
+        "default": st.one_of(st.none(), namespaces, st.just("")),
+        "declare": st.dictionaries(prefixes, namespaces, max_size=2),
+        "prefixed": st.booleans(),
+        "name": names,
+        "attributes": st.lists(
+            st.tuples(st.one_of(st.none(), prefixes, st.just("xml")), attributeNames, _text),
+            max_size=3,
+        ),
+        "text": _text,
+    }
+)
+
+
+def _startTag(frame, scope):
+    """
+    The start tag of C{frame}, and the prefixes in scope below it.
+    """
+    parts = []
+    declared = dict(scope)
+    if frame["default"] is not None:
+        parts.append(" xmlns='%s'" % (_escape(frame["default"]),))
+    for prefix, uri in sorted(frame["declare"].items()):
+        parts.append(" xmlns:%s='%s'" % (prefix, _escape(uri)))
+        declared[prefix] = uri
+    name = frame["name"]
+    if frame["prefixed"] and frame["declare"]:
+        name = sorted(frame["declare"])[0] + ":" + name
+    seen = set()
+    for prefix, local, value in frame["attributes"]:
+        if prefix is not None and prefix != "xml" and prefix not in declared:
+            prefix = None
+        if prefix == "xml":
+            local = "lang"
+        uri = "xml" if prefix == "xml" else declared.get(prefix) if prefix else None
+        if (uri, local) in seen:
+            continue
+        seen.add((uri, local))
+        qualified = local if prefix is None else prefix + ":" + local
+        parts.append(" %s='%s'" % (qualified, _escape(value)))
+    return name, "<%s%s>" % (name, "".join(parts)), declared
+
+
+def render(spine, depth, scope=None):
+    """
+    Render a chain of C{depth} nested elements, the i-th built from
+    C{spine[i % len(spine)]}, each with its text before its child: a
+    payload as text. Written with a loop: depth may be in the thousands.
+    """
+    scope = dict(scope or {})
+    opening, closing = [], []
+    for level in range(depth):
+        frame = spine[level % len(spine)]
+        name, tag, scope = _startTag(frame, scope)
+        opening.append(tag + _escape(frame["text"]))
+        closing.append("</%s>" % (name,))
+    return "".join(opening) + "".join(reversed(closing))
+
+
+#: Payloads: a spine of frames and a depth, mostly shallow, sometimes very
+#: deep.
+payloads = st.builds(
+    render,
+    st.lists(frames, min_size=1, max_size=6),
+    st.one_of(st.integers(1, 6), st.integers(1, 3000)),
+)
+
+
+def read(data):
+    """
+    Read a whole document strictly, with namespace processing: each
+    element as C{[name, attributes, prefix declarations, children]} where
+    names are C{"uri local"} and children are elements and merged text.
+    Raises L{expat.ExpatError} on anything not well-formed or not
+    namespace-well-formed.
+    """
+    parser = expat.ParserCreate("UTF-8", " ")
+    top = [None, {}, (), []]
+    stack = [top]
+    declared = []
+
+    def onNamespace(prefix, uri):
+        declared.append((prefix, uri))
+
+    def onStart(name, attributes):
+        node = [name, dict(attributes), frozenset(declared), []]
+        declared.clear()
+        stack[-1][3].append(node)
+        stack.append(node)
+
+    def onEnd(name):
+        stack.pop()
+
+    def onText(data):
+        children = stack[-1][3]
+        if children and isinstance(children[-1], str):
+            children[-1] += data
+        else:
+            children.append(data)
+
+    parser.StartNamespaceDeclHandler = onNamespace
+    parser.StartElementHandler = onStart
+    parser.EndElementHandler = onEnd
+    parser.CharacterDataHandler = onText
+    parser.buffer_text = True
+    parser.Parse(data, True)
+    [root] = top[3]
+    return root
+
+
+def readStanzas(written):
+    """
+    Read what a component stream wrote (bytes, stanzas one after another)
+    strictly, as the children of the stream's root.
+    """
+    document = STREAM_ROOT.encode("utf-8") + written + b"</stream:stream>"
+    return [c for c in read(document)[3] if not isinstance(c, str)]
+
+
+def elements(node):
+    return [c for c in node[3] if not isinstance(c, str)]
+
+
+def infoset(node, rename=None):
+    """
+    What must survive a trip through the component: names, namespaces,
+    attributes and text, as a flat list of events in document order (flat,
+    so that deep trees compare without recursion), with the namespaces of
+    C{rename} replaced.
+    """
+    rename = rename or {}
+
+    def name(qualified):
+        uri, _, local = qualified.rpartition(" ")
+        return (rename.get(uri, uri), local)
+
+    events = []
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if current is None:
+            events.append("end")
+        elif isinstance(current, str):
+            events.append(current)
+        else:
+            attributes = tuple(sorted((name(k), v) for k, v in current[1].items()))
+            events.append((name(current[0]), attributes))
+            stack.append(None)
+            stack.extend(reversed(current[3]))
+    return events
+
+
+def declaredPrefixes(node):
+    """
+    The prefix declarations (not default ones) on every element of
+    C{node}, in document order.
+    """
+    result = []
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        result.append({(p, u) for p, u in current[2] if p is not None})
+        stack.extend(reversed(elements(current)))
+    return result
