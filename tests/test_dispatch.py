@@ -548,3 +548,142 @@ class DropLogTests(unittest.TestCase):
             stats.drop(stanza, "unknown-reply")
         self.assertEqual(stats.dropped["unknown-reply"], 101)
         self.assertEqual([e["unlogged"] for e in events], [0, 99])
+
+
+class HardeningTests(unittest.TestCase):
+    """
+    Defects found by reading the stanza path, each with the behaviour that
+    was missing.
+    """
+
+    def setUp(self):
+        self.h = Harness(timeout=10, maxPendingFromTarget=1)
+        self.h.online("a", "b")
+
+    def askPeer(self, stanzaID="t1", resource="a"):
+        self.h.receive(
+            "<iq type='get' id='%s' from='%s/%s' to='%s/%s'><q xmlns='urn:x'/></iq>"
+            % (stanzaID, TARGET, resource, COMPONENT, ALICE)
+        )
+
+    def test_targetRequestsCountedApart(self):
+        """
+        Requests started by the target do not count in the load of the
+        resource that asked (least-pending would steer away from it), nor
+        against the outsiders' bounds; they have a bound of their own.
+        """
+        self.askPeer()
+        self.h.take()
+        self.assertEqual([r.pending for r in self.h.resources.available], [0, 0])
+        self.assertEqual(self.h.pending.fromOutside, 0)
+        self.askPeer(stanzaID="t2")
+        [refused] = self.h.take()
+        self.assertEqual(refused["to"], TARGET + "/a")
+        self.assertEqual(errorCondition(refused), ("resource-constraint", "wait"))
+        self.h.request()
+        [forwarded] = self.h.take()
+        self.assertEqual(forwarded["type"], "get")
+
+    def test_shutdownWaitsForTheLastAnswer(self):
+        """
+        The shutdown's Deferred fires only once the last answer has been
+        written (the connection is closed when it fires).
+        """
+        self.h.request(stanzaID="1")
+        self.h.take()
+        d = self.h.dispatcher.shutdown(self.h.clock, 5)
+        written = []
+        d.addCallback(lambda _: written.extend(self.h.take()))
+        self.h.reply("a", stanzaID="1")
+        [answer] = written
+        self.assertEqual((answer["id"], answer["type"]), ("1", "result"))
+
+    def test_retryKeepsEveryAttribute(self):
+        """
+        A retried get is the request as first forwarded, xml:lang and all,
+        with only its recipient changed.
+        """
+        self.h.receive(
+            "<iq type='get' id='g' xml:lang='de' from='%s' to='%s'><q xmlns='urn:x'/></iq>"
+            % (ALICE, COMPONENT)
+        )
+        [first] = self.h.take()
+        self.h.offline(first["to"].rpartition("/")[2])
+        [again] = self.h.take()
+        self.assertNotEqual(again["to"], first["to"])
+        del first.attributes["to"], again.attributes["to"]
+        self.assertEqual(again.attributes, first.attributes)
+        self.assertEqual(again.attributes[("http://www.w3.org/XML/1998/namespace", "lang")], "de")
+
+    def test_answerFromTheAddressAsked(self):
+        """
+        A request sent to component/x is answered from component/x (RFC
+        6120 8.1.2.1), be it the reply or the component's own error.
+        """
+        self.h.request(stanzaID="1", to=COMPONENT + "/x")
+        self.h.request(stanzaID="2", to=COMPONENT + "/y")
+        [one, two] = self.h.take()
+        self.h.reply(one["to"].rpartition("/")[2], stanzaID="1")
+        [reply] = self.h.take()
+        self.assertEqual((reply["from"], reply["type"]), (COMPONENT + "/x", "result"))
+        self.h.clock.advance(10)
+        [timeout] = self.h.take()
+        self.assertEqual(timeout["from"], COMPONENT + "/y")
+        self.assertEqual(errorCondition(timeout), ("remote-server-timeout", "wait"))
+
+    def test_replyToResourceThatLeftWithoutTelling(self):
+        """
+        An answer for a resource that is no longer available is dropped and
+        counted, never sent to it. (A resource that leaves normally has its
+        requests failed first; this guards the one check every answer to
+        the target passes, should a resource vanish otherwise.)
+        """
+        self.askPeer(resource="a")
+        [out] = self.h.take()
+        resources = self.h.resources
+        resource = resources._byJID.pop(TARGET + "/a")
+        resources.available.remove(resource)
+        self.h.receive(
+            "<iq type='result' id='%s' from='%s' to='%s'/>" % (out["id"], ALICE, COMPONENT)
+        )
+        self.assertEqual(self.h.take(), [])
+        self.assertEqual(self.h.stats.dropped["answer-to-gone-resource"], 1)
+
+    def test_failureWhileAnsweringGivesInternalServerError(self):
+        """
+        If routing a reply fails, the failure is logged at once with its
+        traceback and counted, and the requester still gets exactly one
+        answer: internal-server-error (wait).
+        """
+        from twisted.logger import capturedLogs
+
+        import clientproxy.dispatch
+
+        self.h.request(stanzaID="1")
+        self.h.take()
+        original = clientproxy.dispatch.toXml
+
+        def broken(element):
+            raise RuntimeError("injected")
+
+        self.patch(clientproxy.dispatch, "toXml", broken)
+        with capturedLogs() as events:
+            self.h.reply("a", stanzaID="1")
+        self.patch(clientproxy.dispatch, "toXml", original)
+        [answer] = self.h.take()
+        self.assertEqual((answer["to"], answer["id"]), (ALICE, "1"))
+        self.assertEqual(errorCondition(answer), ("internal-server-error", "wait"))
+        [failure] = [e["log_failure"] for e in events if "log_failure" in e]
+        self.assertIsInstance(failure.value, RuntimeError)
+        self.assertEqual(self.h.stats.requests["error:internal-server-error"], 1)
+        self.assertEqual(len(self.h.pending), 0)
+        self.flushLoggedErrors(RuntimeError)
+
+    def test_handlersForgetTheStream(self):
+        """
+        Every handler's connectionLost runs XMPPHandler's, which forgets the
+        stream.
+        """
+        self.h.manager.disconnect(Failure(ConnectionLost()))
+        for handler in self.h.handlers.all():
+            self.assertIsNone(handler.xmlstream, handler)

@@ -199,3 +199,109 @@ class QueueTests(unittest.TestCase):
         [m] = [m for m in second.take() if m.name == "message"]
         self.assertEqual(body(m), "kept")
         self.assertEqual(second.store.queueLength(), 0)
+
+
+class BounceAdmissionTests(unittest.TestCase):
+    """
+    Error messages from peers pass the same admission as other messages,
+    and are marked like every copy fanned out; a refusal is a drop, since
+    errors are never answered.
+    """
+
+    def bounce(self, h, sender=ALICE, text="x"):
+        h.receive(
+            "<message type='error' id='x' from='%s' to='%s'><error type='cancel'>"
+            "<item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>"
+            "<text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'>%s</text></error></message>"
+            % (sender, COMPONENT, text)
+        )
+
+    def test_deniedSenderNeverReachesTheTarget(self):
+        h = Harness(deny=["example.org"])
+        h.online("a")
+        h.take()
+        self.bounce(h)
+        self.assertEqual(h.take(), [])
+        self.assertEqual(h.stats.dropped["error-from-peer-refused"], 1)
+
+    def test_rateApplies(self):
+        h = Harness(rate=1, burst=2)
+        h.online("a")
+        h.take()
+        for _ in range(5):
+            self.bounce(h)
+        self.assertEqual(len(h.take()), 2)
+        self.assertEqual(h.stats.dropped["error-from-peer-refused"], 3)
+
+    def test_sizeApplies(self):
+        h = Harness(maxStanzaSize=400)
+        h.online("a")
+        h.take()
+        self.bounce(h, text="y" * 500)
+        self.assertEqual(h.take(), [])
+        self.assertEqual(h.stats.dropped["error-from-peer-too-large"], 1)
+
+    def test_fannedOutWithMarkers(self):
+        h = Harness()
+        h.online("a", "b")
+        h.take()
+        self.bounce(h)
+        out = h.take()
+        self.assertEqual(len(out), 2)
+        for m in out:
+            self.assertIn((NS_CARBONS, "private"), children(m))
+            self.assertIn((NS_HINTS, "no-copy"), children(m))
+
+
+class QueueDeliveryTests(unittest.TestCase):
+    """
+    A long queue is delivered a batch per turn of the reactor, in order,
+    with messages that come meanwhile after it.
+    """
+
+    def test_deliveredInBatches(self):
+        from clientproxy.messages import DELIVERY_BATCH
+
+        h = Harness(queuePerSender=1000, queueSize=1000)
+        count = DELIVERY_BATCH * 2 + 7
+        for i in range(count):
+            h.receive(
+                "<message type='chat' from='%s' to='%s'><body>%d</body></message>"
+                % (ALICE, COMPONENT, i)
+            )
+        h.online("a")
+        first = [m for m in h.take() if m.name == "message"]
+        self.assertEqual(len(first), DELIVERY_BATCH)
+        h.receive(
+            "<message type='chat' from='%s' to='%s'><body>late</body></message>"
+            % (ALICE, COMPONENT)
+        )
+        self.assertEqual(h.take(), [])
+        h.clock.advance(0)
+        h.clock.advance(0)
+        h.clock.advance(0)
+        rest = [m for m in h.take() if m.name == "message"]
+        self.assertEqual(
+            [body(m) for m in first + rest], [str(i) for i in range(count)] + ["late"]
+        )
+        self.assertEqual(h.store.queueLength(), 0)
+        self.assertEqual(h.clock.getDelayedCalls(), [])
+
+    def test_resourceLeavesDuringDelivery(self):
+        from clientproxy.messages import DELIVERY_BATCH
+
+        h = Harness(queuePerSender=1000, queueSize=1000)
+        for i in range(DELIVERY_BATCH * 2):
+            h.receive(
+                "<message from='%s' to='%s'><body>%d</body></message>" % (ALICE, COMPONENT, i)
+            )
+        h.online("a")
+        h.offline("a")
+        h.clock.advance(0)
+        self.assertEqual(h.store.queueLength(), DELIVERY_BATCH)
+        h.take()
+        h.online("b")
+        h.clock.advance(0)
+        rest = [m for m in h.take() if m.name == "message"]
+        self.assertEqual(body(rest[0]), str(DELIVERY_BATCH))
+        self.assertEqual(h.store.queueLength(), 0)

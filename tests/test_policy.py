@@ -183,3 +183,25 @@ class LimitTests(unittest.TestCase):
             )
         self.assertEqual(len(h.take()), 4)
         self.assertEqual(h.stats.dropped["presence-too-fast"], 3)
+
+
+class DomainRateTests(unittest.TestCase):
+    """
+    One domain can mint any number of JIDs: the rate also holds per domain.
+    """
+
+    def test_manyJIDsOfOneDomain(self):
+        policy = Policy(task.Clock(), rate=1, burst=1)
+        answers = [policy.refusal("u%d@flood.example/r" % i) for i in range(30)]
+        self.assertEqual(answers.count(None), 10)
+        self.assertIsNone(policy.refusal("alice@example.org/r"))
+
+    def test_explicitDomainRate(self):
+        policy = Policy(task.Clock(), domainRate=2, domainBurst=3)
+        self.assertIsNone(policy.buckets)
+        answers = [policy.refusal("u%d@flood.example" % i) for i in range(5)]
+        self.assertEqual(answers.count(None), 3)
+
+    def test_offByDefault(self):
+        policy = Policy(task.Clock())
+        self.assertIsNone(policy.domainBuckets)

@@ -94,3 +94,52 @@ class ServicePresenceTests(unittest.TestCase):
         self.assertEqual(summary(self.h.take()), [("presence", "unavailable", BOB)])
         self.h.servicePresence.shutdown()
         self.assertEqual(self.h.take(), [])
+
+
+class SubscriberBoundTests(unittest.TestCase):
+    """
+    Subscribers are bounded in all and per domain: a flood of subscribe
+    presences from one domain draws two presences per admitted subscriber
+    and nothing for the rest.
+    """
+
+    def subscribe(self, h, jid):
+        h.receive("<presence type='subscribe' from='%s' to='%s'/>" % (jid, COMPONENT))
+
+    def test_perDomain(self):
+        h = Harness(maxSubscribersPerDomain=3)
+        for i in range(10):
+            self.subscribe(h, "u%d@flood.example" % i)
+        self.assertEqual(len(h.take()), 6)
+        self.assertEqual(h.store.subscriberCount("flood.example"), 3)
+        self.assertEqual(h.stats.dropped["subscribers-over-limit"], 7)
+        self.subscribe(h, "alice@example.org")
+        self.assertEqual(len(h.take()), 2)
+        # A subscriber already stored may subscribe again.
+        self.subscribe(h, "u0@flood.example")
+        self.assertEqual(len(h.take()), 2)
+
+    def test_inAll(self):
+        h = Harness(maxSubscribers=2)
+        for domain in ("a.example", "b.example", "c.example"):
+            self.subscribe(h, "u@" + domain)
+        self.assertEqual(h.store.subscribers(), ["u@a.example", "u@b.example"])
+        h.receive(
+            "<presence type='unsubscribe' from='u@a.example' to='%s'/>" % (COMPONENT,)
+        )
+        self.subscribe(h, "u@c.example")
+        self.assertEqual(h.store.subscriberCount(), 2)
+        self.assertTrue(h.store.isSubscriber("u@c.example"))
+
+    def test_countsSurviveRestart(self):
+        from clientproxy.store import Store
+
+        path = self.mktemp()
+        store = Store(path)
+        for i in range(3):
+            store.addSubscriber("u%d@flood.example" % i)
+        store.addSubscriber("u0@flood.example")
+        store.close()
+        store = Store(path)
+        self.assertEqual((store.subscriberCount(), store.subscriberCount("flood.example")), (3, 3))
+        store.close()

@@ -1,0 +1,107 @@
+"""
+Tests for L{clientproxy.keepalive}: a silent server is pinged, a dead link
+is dropped within two intervals, and a live one is left alone. Driven
+through the real connection (factory, stream, handshake) on an in-memory
+transport and a fake clock.
+"""
+
+from twisted.internet.error import ConnectionLost
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
+from twisted.trial import unittest
+
+from clientproxy.keepalive import serverDomain
+from clientproxy.service import makeProxy
+
+HEADER = (
+    b"<stream:stream xmlns='jabber:component:accept' "
+    b"xmlns:stream='http://etherx.jabber.org/streams' from='proxy.example.org' id='s1'>"
+)
+
+
+class KeepAliveTests(unittest.TestCase):
+    def setUp(self):
+        self.reactor = MemoryReactorClock()
+        self.proxy = makeProxy(
+            "proxy.example.org", "svc@example.org", "s", reactor=self.reactor, keepalive=10
+        )
+        self.proxy.startService()
+        self.addCleanup(self.proxy.stopService)
+        [(_, _, factory, _, _)] = self.reactor.tcpClients
+        self.xs = factory.buildProtocol(None)
+        self.transport = StringTransport()
+        self.xs.makeConnection(self.transport)
+        self.xs.dataReceived(HEADER + b"<handshake/>")
+        self.transport.clear()
+
+    def test_silenceDrawsAPing(self):
+        self.reactor.advance(9.9)
+        self.assertEqual(self.transport.value(), b"")
+        self.reactor.advance(0.1)
+        sent = self.transport.value()
+        self.assertTrue(sent.startswith(b" "))
+        self.assertIn(b"<ping xmlns='urn:xmpp:ping'/>", sent)
+        self.assertIn(b"to='example.org'", sent)
+        self.assertEqual(self.proxy.stats.keepalive["pings"], 1)
+
+    def test_deadLinkDropped(self):
+        """
+        Nothing at all for two intervals: the connection is aborted (not
+        closed politely: a dead peer would never acknowledge).
+        """
+        self.reactor.advance(10)
+        self.reactor.advance(9.9)
+        self.assertFalse(getattr(self.transport, "disconnected", False))
+        self.reactor.advance(0.1)
+        self.assertTrue(self.transport.disconnected)  # set by abortConnection only
+        self.assertEqual(self.proxy.stats.keepalive["dead-links"], 1)
+
+    def test_anyAnswerKeepsTheLink(self):
+        """
+        The pong (claimed by the keepalive, not counted as a stray reply)
+        or any other data shows the link alive.
+        """
+        self.reactor.advance(10)
+        pingID = self.transport.value().split(b"id='")[1].split(b"'")[0]
+        self.reactor.advance(5)
+        self.xs.dataReceived(
+            b"<iq type='result' id='%s' from='example.org' to='proxy.example.org'/>" % (pingID,)
+        )
+        self.assertEqual(self.proxy.stats.dropped["reply-from-outsider"], 0)
+        self.reactor.advance(20)
+        self.assertFalse(getattr(self.transport, "disconnected", False))
+        self.assertEqual(self.proxy.stats.keepalive["pings"], 2)
+
+    def test_trafficMeansNoPing(self):
+        for _ in range(5):
+            self.reactor.advance(6)
+            self.xs.dataReceived(b" ")
+        self.assertEqual(self.transport.value(), b"")
+        self.assertEqual(self.proxy.stats.keepalive["pings"], 0)
+
+    def test_timerStopsWithTheConnection(self):
+        self.transport.loseConnection()
+        self.xs.connectionLost(Failure(ConnectionLost()))
+        self.assertEqual(
+            [c for c in self.reactor.getDelayedCalls() if c.func.__name__ == "_check"], []
+        )
+
+    def test_serverDomain(self):
+        self.assertEqual(serverDomain("proxy.example.org"), "example.org")
+        self.assertEqual(serverDomain("localhost"), "localhost")
+
+
+class KeepAliveOffTests(unittest.TestCase):
+    def test_off(self):
+        reactor = MemoryReactorClock()
+        proxy = makeProxy("proxy.example.org", "svc@example.org", "s", reactor=reactor, keepalive=0)
+        proxy.startService()
+        self.addCleanup(proxy.stopService)
+        [(_, _, factory, _, _)] = reactor.tcpClients
+        xs = factory.buildProtocol(None)
+        transport = StringTransport()
+        xs.makeConnection(transport)
+        xs.dataReceived(HEADER + b"<handshake/>")
+        transport.clear()
+        reactor.advance(1000)
+        self.assertNotIn(b"ping", transport.value())
