@@ -81,15 +81,21 @@ class ServerTestCase(unittest.TestCase):
         return client
 
     @defer.inlineCallbacks
-    def startProxy(self, resources=0, secret=SECRET, jid=COMPONENT, **kwargs):
+    def startProxy(self, resources=0, secret=SECRET, jid=COMPONENT, port=None, **kwargs):
         """
-        Start the component in this process, and wait until it knows
+        Start the component in this process, connected to C{port} (the
+        server's component port by default), and wait until it knows
         C{resources} resources of the target. Its shutdown grace period is
         short unless given: tests leave requests unanswered on purpose.
         """
         kwargs.setdefault("grace", 0.2)
         proxy = makeProxy(
-            jid, TARGET, secret, host="127.0.0.1", port=self.server.componentPort, **kwargs
+            jid,
+            TARGET,
+            secret,
+            host="127.0.0.1",
+            port=self.server.componentPort if port is None else port,
+            **kwargs,
         )
         proxy.startService()
         self.addCleanup(self.stopProxy, proxy)

@@ -235,3 +235,33 @@ def declaredPrefixes(node):
         result.append({(p, u) for p, u in current[2] if p is not None})
         stack.extend(reversed(elements(current)))
     return result
+
+
+def domishInfoset(element):
+    """
+    L{infoset} for a domish element, with the prefix declarations of each
+    element: what a peer's parser built of a stanza.
+    """
+    from twisted.words.xish import domish
+
+    events = []
+    stack = [element]
+    while stack:
+        current = stack.pop()
+        if current is None:
+            events.append("end")
+        elif not isinstance(current, domish.Element):
+            events.append(str(current))
+        else:
+            attributes = tuple(
+                sorted(
+                    ((k if isinstance(k, tuple) else ("", k)), v)
+                    for k, v in current.attributes.items()
+                )
+            )
+            events.append(
+                ((current.uri, current.name), attributes, tuple(sorted(current.localPrefixes.items())))
+            )
+            stack.append(None)
+            stack.extend(reversed(current.children))
+    return events

@@ -212,6 +212,16 @@ class Client:
         self.send(iq)
         return d
 
+    def requestRaw(self, xml, stanzaID):
+        """
+        Send an IQ request given as text, with id C{stanzaID}, and wait for
+        its reply: for payloads that domish's own writer cannot write
+        (namespace names needing escapes, among others).
+        """
+        d = self._waiting[stanzaID] = defer.Deferred()
+        self.send(xml)
+        return d
+
     def enableCarbons(self):
         """
         Ask the server for carbon copies (XEP-0280).
