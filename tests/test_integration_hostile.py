@@ -9,7 +9,7 @@ from twisted.internet import defer, protocol, reactor
 from wokkel.generic import parseXml
 
 from tests.integration import COMPONENT, DOMAIN, onEveryServer, withTimeout
-from tests.xmlgen import domishInfoset
+from tests.xmlgen import fromDomish, infoset as readInfoset
 
 #: Payloads that once broke the stream or lost the request: an escaped
 #: ampersand in a namespace name (written bare by domish), prefixes
@@ -34,7 +34,7 @@ def infoset(element):
     (Prosody names them ns1, ns2, ...); that the component keeps them is
     tested on its own output in tests/test_xml.py.
     """
-    return [e[:2] if isinstance(e, tuple) else e for e in domishInfoset(element)]
+    return readInfoset(fromDomish(element))
 
 
 def asClientSees(payload):

@@ -237,31 +237,29 @@ def declaredPrefixes(node):
     return result
 
 
-def domishInfoset(element):
+def fromDomish(element):
     """
-    L{infoset} for a domish element, with the prefix declarations of each
-    element: what a peer's parser built of a stanza.
+    A domish element (what a peer's parser built of a stanza) in the form
+    L{read} gives, so that L{infoset} compares it.
     """
     from twisted.words.xish import domish
 
-    events = []
-    stack = [element]
+    def node(current):
+        attributes = {
+            ("%s %s" % k if isinstance(k, tuple) else k): v for k, v in current.attributes.items()
+        }
+        name = current.name if not current.uri else "%s %s" % (current.uri, current.name)
+        return [name, attributes, frozenset(current.localPrefixes.items()), []]
+
+    root = node(element)
+    stack = [(element, root)]
     while stack:
-        current = stack.pop()
-        if current is None:
-            events.append("end")
-        elif not isinstance(current, domish.Element):
-            events.append(str(current))
-        else:
-            attributes = tuple(
-                sorted(
-                    ((k if isinstance(k, tuple) else ("", k)), v)
-                    for k, v in current.attributes.items()
-                )
-            )
-            events.append(
-                ((current.uri, current.name), attributes, tuple(sorted(current.localPrefixes.items())))
-            )
-            stack.append(None)
-            stack.extend(reversed(current.children))
-    return events
+        current, made = stack.pop()
+        for child in current.children:
+            if isinstance(child, domish.Element):
+                childNode = node(child)
+                made[3].append(childNode)
+                stack.append((child, childNode))
+            else:
+                made[3].append(str(child))
+    return root
