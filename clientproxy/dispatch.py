@@ -340,7 +340,7 @@ class IQDispatcher(XMPPHandler):
                 request = retarget(entry.retry, resource.jid, other.jid)
                 self.pending.reassign(entry, other)
                 self.stats.requests["retried"] += 1
-                self.send(request.decode("utf-8"))
+                self.send(request)
             else:
                 self.pending.fail(entry, "recipient-unavailable")
 

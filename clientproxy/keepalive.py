@@ -51,11 +51,13 @@ class KeepAlive(XMPPHandler):
         self.interval = interval
         self._timer = None
         self._pingedAt = None
+        self._pongQuery = None
         self._ids = 0
 
     def connectionInitialized(self):
         if self.interval:
             self._pingedAt = None
+            self._pongQuery = None
             self._schedule(self.interval)
 
     def connectionLost(self, reason):
@@ -96,12 +98,18 @@ class KeepAlive(XMPPHandler):
         ping["to"] = serverDomain(self.component)
         ping.addElement((NS_PING, "ping"))
         # Claimed here before the dispatcher sees it: it is no peer's reply.
-        xs.addOnetimeObserver("/iq[@id='%s']" % (ping["id"],), self._pong, priority=1)
+        # One such observer at most: a server that never answers pings
+        # (but sends other traffic) must not make them pile up.
+        if self._pongQuery is not None:
+            xs.removeObserver(self._pongQuery, self._pong)
+        self._pongQuery = "/iq[@id='%s']" % (ping["id"],)
+        xs.addOnetimeObserver(self._pongQuery, self._pong, priority=1)
         xs.send(" ")
         xs.send(ping)
         self.stats.keepalive["pings"] += 1
 
     def _pong(self, iq):
+        self._pongQuery = None
         iq.handled = True
 
     def _dead(self, xs, silent):

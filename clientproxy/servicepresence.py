@@ -150,9 +150,10 @@ class ServicePresence(XMPPHandler):
         kind = presence.getAttribute("type")
         if bare == self.target:
             self.stats.drop(presence, "presence-from-target")
-        elif kind in ("subscribe", "probe") and self._refused(presence, sender, bare):
-            pass
-        elif kind == "subscribe" and not self._admitsSubscriber(bare):
+            return
+        if kind in ("subscribe", "probe") and self._refused(presence, sender, bare):
+            return
+        if kind == "subscribe" and not self._admitsSubscriber(bare):
             self.stats.drop(presence, "subscribers-over-limit")
         elif kind == "subscribe":
             self.store.addSubscriber(bare)

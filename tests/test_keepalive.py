@@ -72,6 +72,23 @@ class KeepAliveTests(unittest.TestCase):
         self.assertFalse(getattr(self.transport, "disconnected", False))
         self.assertEqual(self.proxy.stats.keepalive["pings"], 2)
 
+    def test_unansweredPingsDoNotPileUp(self):
+        """
+        A server that never answers pings but sends other traffic leaves
+        at most one ping observer behind.
+        """
+        for _ in range(3):
+            self.reactor.advance(10)
+            self.xs.dataReceived(b" ")
+        self.assertEqual(self.proxy.stats.keepalive["pings"], 3)
+        queries = [
+            query.queryStr
+            for observers in self.xs._xpathObservers.values()
+            for query, callbacks in observers.items()
+            if "keepalive" in query.queryStr and not callbacks.isEmpty()
+        ]
+        self.assertEqual(len(queries), 1)
+
     def test_trafficMeansNoPing(self):
         for _ in range(5):
             self.reactor.advance(6)
