@@ -130,6 +130,24 @@ class OddPayloadTests:
         yield self.assertStillConnected(proxy, stream)
 
 
+class AddressTests:
+    @defer.inlineCallbacks
+    def test_answeredFromTheAddressAsked(self):
+        """
+        A request to component/x is answered from component/x (RFC 6120
+        8.1.2.1): the reply, and the component's own error.
+        """
+        yield self.connect("svc", "a")
+        yield self.startProxy(resources=1)
+        alice = yield self.connect("alice", "x")
+        reply = yield withTimeout(alice.request(COMPONENT + "/x", stanzaID="r1"))
+        self.assertEqual((reply["type"], reply["from"]), ("result", COMPONENT + "/x"))
+        reply = yield withTimeout(
+            alice.requestRaw("<iq type='get' id='r2' to='%s/y'/>" % (COMPONENT,), "r2")
+        )
+        self.assertEqual((reply["type"], reply["from"]), ("error", COMPONENT + "/y"))
+
+
 class _RelaySide(protocol.Protocol):
     """
     One side of a relayed connection: forwards what it reads to the other
@@ -230,4 +248,4 @@ class DeadLinkTests:
         self.assertEqual(reply["type"], "result")
 
 
-globals().update(onEveryServer(OddPayloadTests, DeadLinkTests))
+globals().update(onEveryServer(OddPayloadTests, AddressTests, DeadLinkTests))
