@@ -13,6 +13,14 @@ request went to, and arrives before the timeout is routed; anything else is
 dropped and counted. Errors are never answered with errors (RFC 6120 8.2.3).
 The errors the component answers with itself are listed in README.md.
 
+Which resource a request goes to is decided by L{clientproxy.selection}
+(usable resources, feature match, minus recent refusers, affinity or
+strategy). A C{feature-not-implemented} or C{service-unavailable} error
+from the resource asked means it did not act on the request: it is sent
+to another candidate not yet tried (a C{set} too: it was refused, not
+lost), within its original deadline, and the refusal is learnt; when every
+candidate refused, the requester gets the last refusal as it came.
+
 A resource of the target may also ask a peer: an IQ request to
 C{component/<encoded peer>} goes to the peer from the component's bare JID,
 and the peer's reply goes back to that resource, with the same checks.
@@ -33,6 +41,7 @@ from clientproxy.pending import (
     PendingTable,
 )
 from clientproxy.policy import TOO_LARGE
+from clientproxy.selection import REFUSALS
 from clientproxy.stanzas import (
     REPLY_TYPES,
     REQUEST_TYPES,
@@ -40,13 +49,27 @@ from clientproxy.stanzas import (
     claim,
     errorReply,
 )
-from clientproxy.xml import escapeAttribute, toXml
+from clientproxy.xml import escapeAttribute, parseStanza, toXml
+
+NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 
 #: The condition for requests in flight when the connection to the server is
 #: lost, or still unanswered when a shutdown's grace period ends: type wait,
 #: so the requester may ask again.
 CONNECTION_LOST = "recipient-unavailable"
 SHUTTING_DOWN = "The service is shutting down"
+
+
+def errorConditionOf(stanza):
+    """
+    The RFC 6120 condition of an error stanza, or C{None}.
+    """
+    for child in stanza.elements():
+        if child.name == "error":
+            for condition in child.elements():
+                if condition.uri == NS_STANZAS and condition.name != "text":
+                    return condition.name
+    return None
 
 
 def retarget(request, old, new):
@@ -70,7 +93,8 @@ class IQDispatcher(XMPPHandler):
     @ivar jat: the L{Translator} for the component's addresses.
     @ivar target: the target's bare JID.
     @ivar resources: the target's L{clientproxy.resources.ResourceSet}.
-    @ivar strategy: the L{clientproxy.istrategy.IDispatchStrategy}.
+    @ivar selector: the L{clientproxy.selection.Selector}: which resource
+        serves a request.
     @ivar pending: the L{PendingTable} of the requests in flight, both ways;
         it owns their counts and bounds.
     @ivar stats: the L{clientproxy.stats.Stats} to count into.
@@ -85,7 +109,7 @@ class IQDispatcher(XMPPHandler):
         component,
         target,
         resources,
-        strategy,
+        selector,
         stats,
         policy,
         clock,
@@ -99,7 +123,7 @@ class IQDispatcher(XMPPHandler):
         self.jat = Translator(component)
         self.target = target
         self.resources = resources
-        self.strategy = strategy
+        self.selector = selector
         self.pending = PendingTable(
             clock, timeout, self._settle, maxPending, maxPendingPerRequester, maxPendingFromTarget
         )
@@ -193,11 +217,11 @@ class IQDispatcher(XMPPHandler):
         if not self.pending.admits(requester):
             self._refuse(iq, "resource-constraint", text="Too many requests in flight")
             return
-        available = self.resources.available
-        if not available:
+        child = iq.firstChildElement()
+        resource = self.selector.choose(child.uri, self.selector.keyOf(child, requester), requester)
+        if resource is None:
             self._refuse(iq, "service-unavailable")
             return
-        resource = self.strategy.choose(available, requester)
         iq["from"] = self.jat.address(encoded)
         iq["to"] = resource.jid
         request = toXml(iq)
@@ -208,10 +232,12 @@ class IQDispatcher(XMPPHandler):
             key,
             requester,
             resource,
-            request.encode("utf-8") if kind == "get" else None,
+            request.encode("utf-8"),
+            resendable=kind == "get",
             via=None if recipient == self.jat.component else recipient,
         )
         self.stats.requests["forwarded"] += 1
+        self.stats.resources[resource.jid]["requests"] += 1
         self.send(request)
 
     def _onReply(self, reply, sender, recipient):
@@ -221,8 +247,53 @@ class IQDispatcher(XMPPHandler):
             self.stats.drop(reply, "unknown-reply")
         elif entry.resource.jid != sender:
             self.stats.drop(reply, "reply-from-wrong-resource")
+        elif reply.getAttribute("type") == "error":
+            self._onErrorReply(entry, reply)
         else:
             self.pending.complete(entry, reply)
+
+    def _onErrorReply(self, entry, reply):
+        """
+        An error from the resource asked: a refusal is learnt and the
+        request sent to another candidate not yet tried; other errors, and
+        the last refusal, go to the requester as they came.
+        """
+        resource = entry.resource
+        counts = self.stats.resources[resource.jid]
+        if errorConditionOf(reply) not in REFUSALS:
+            counts["errors"] += 1
+            self.pending.complete(entry, reply)
+            return
+        counts["refusals"] += 1
+        feature, key = self._describe(entry)
+        if not self.selector.refused(resource, feature):
+            self.pending.complete(entry, reply)
+            return
+        entry.tried = (entry.tried or ()) + (resource,)
+        other = self.selector.choose(feature, key, entry.requester, exclude=entry.tried)
+        if other is None:
+            self.pending.complete(entry, reply)
+            return
+        self._resend(entry, other, "refused")
+
+    def _describe(self, entry):
+        """
+        The feature and the affinity key of a request in flight, read back
+        from the request kept (only when it must be sent again: rare).
+        """
+        child = parseStanza(entry.request.decode("utf-8")).firstChildElement()
+        return child.uri, self.selector.keyOf(child, entry.requester)
+
+    def _resend(self, entry, other, why):
+        """
+        Send the request of C{entry} again, to C{other}, as first sent but
+        for its recipient.
+        """
+        request = retarget(entry.request, entry.resource.jid, other.jid)
+        self.pending.reassign(entry, other)
+        self.stats.requests[why] += 1
+        self.stats.resources[other.jid]["requests"] += 1
+        self.send(request)
 
     def _settle(self, entry, outcome):
         """
@@ -236,6 +307,8 @@ class IQDispatcher(XMPPHandler):
         fromTarget = entry.fromTarget
         if not fromTarget:
             self.stats.latency.observe(self.pending.age(entry))
+            if getattr(outcome, "condition", None) == "remote-server-timeout":
+                self.stats.resources[entry.resource.jid]["timeouts"] += 1
         elif entry.requester not in self.resources:
             # The resource that asked is gone: nobody to answer.
             self.stats.dropped["answer-to-gone-resource"] += 1
@@ -330,17 +403,17 @@ class IQDispatcher(XMPPHandler):
     def _resourceRemoved(self, resource):
         """
         A resource went away with requests in flight: send each C{get} once
-        more to another resource, and fail the rest with
+        more to another candidate, and fail the rest with
         C{recipient-unavailable} (a C{set} is not safe to repeat).
         """
         for entry in self.pending.entriesOf(resource):
-            available = self.resources.available
-            if entry.retry is not None and available:
-                other = self.strategy.choose(available, entry.requester)
-                request = retarget(entry.retry, resource.jid, other.jid)
-                self.pending.reassign(entry, other)
-                self.stats.requests["retried"] += 1
-                self.send(request)
+            other = None
+            if entry.resendable:
+                feature, key = self._describe(entry)
+                other = self.selector.choose(feature, key, entry.requester, entry.tried or ())
+            if other is not None:
+                entry.resendable = False
+                self._resend(entry, other, "retried")
             else:
                 self.pending.fail(entry, "recipient-unavailable")
 

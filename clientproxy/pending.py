@@ -53,22 +53,37 @@ class PendingRequest:
     @ivar via: the address the request was sent to, when it was not the
         bare component (answers come from there, RFC 6120 8.1.2.1);
         C{None} otherwise.
-    @ivar retry: the request as sent to the resource, serialised as UTF-8,
-        while it may still be sent again to another resource (a C{get} not
-        yet retried); C{None} otherwise.
+    @ivar request: the request as sent to the resource, serialised as
+        UTF-8, for a request from outside (it may be sent again to another
+        resource); C{None} for one started by the target.
+    @ivar resendable: whether it may be sent again if its resource leaves
+        (a C{get} not yet sent again for that reason).
+    @ivar tried: the resources that refused it, or C{None}.
     @ivar resource: the L{clientproxy.resources.Resource} it concerns: the
         one it was sent to, or the one that started it.
     @ivar deadline: when it times out, in the table's clock's seconds.
     """
 
-    __slots__ = ("key", "requester", "stanzaID", "via", "retry", "resource", "deadline")
+    __slots__ = (
+        "key",
+        "requester",
+        "stanzaID",
+        "via",
+        "request",
+        "resendable",
+        "tried",
+        "resource",
+        "deadline",
+    )
 
-    def __init__(self, key, requester, stanzaID, via, retry, resource, deadline):
+    def __init__(self, key, requester, stanzaID, via, request, resendable, resource, deadline):
         self.key = key
         self.requester = requester
         self.stanzaID = stanzaID
         self.via = via
-        self.retry = retry
+        self.request = request
+        self.resendable = resendable
+        self.tried = None
         self.resource = resource
         self.deadline = deadline
 
@@ -163,14 +178,16 @@ class PendingTable:
         """
         return [entry for entry in self._entries.values() if entry.resource is resource]
 
-    def add(self, key, requester, resource, retry=None, stanzaID=None, via=None):
+    def add(
+        self, key, requester, resource, request=None, resendable=False, stanzaID=None, via=None
+    ):
         """
         Track a request just sent, and start its timeout.
 
         @param resource: the resource of the target it concerns: the one it
             was sent to, or the one that started it.
-        @param retry: the serialised request (UTF-8) if it may be sent again
-            to another resource, else C{None}.
+        @param request: see L{PendingRequest.request}.
+        @param resendable: see L{PendingRequest.resendable}.
         @param stanzaID: the id to answer the requester with, when it is not
             C{key[1]}.
         @param via: see L{PendingRequest.via}.
@@ -181,7 +198,8 @@ class PendingTable:
             requester,
             key[1] if stanzaID is None else stanzaID,
             via,
-            retry,
+            request,
+            resendable,
             resource,
             self._clock.seconds() + self.timeout,
         )
@@ -199,13 +217,12 @@ class PendingTable:
 
     def reassign(self, entry, resource):
         """
-        Move C{entry} (from outside) to C{resource}: it was sent again there,
-        and is not sent again a second time. The deadline stays: a
-        requester waits at most C{timeout} in all.
+        Move C{entry} (from outside) to C{resource}: it was sent again
+        there. The deadline stays: a requester waits at most C{timeout} in
+        all.
         """
         entry.resource.pending -= 1
         entry.resource = resource
-        entry.retry = None
         resource.pending += 1
 
     def age(self, entry):

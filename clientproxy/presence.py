@@ -23,6 +23,7 @@ from twisted.logger import Logger
 from twisted.words.xish import domish
 from wokkel.subprotocols import XMPPHandler
 
+from clientproxy.caps import capsOf
 from clientproxy.stanzas import splitJID
 
 #: Seconds before the first new subscription request after a bounce; doubled
@@ -122,7 +123,7 @@ class TargetPresence(XMPPHandler):
         kind = presence.getAttribute("type")
         if kind is None:
             if name:
-                self._available(sender, name, presencePriority(presence))
+                self._available(sender, name, presencePriority(presence), capsOf(presence))
             else:
                 self.stats.drop(presence, "presence-from-bare-target")
         elif kind == "unavailable":
@@ -143,9 +144,9 @@ class TargetPresence(XMPPHandler):
         else:
             self.stats.drop(presence, "bad-type")
 
-    def _available(self, sender, name, priority):
+    def _available(self, sender, name, priority, caps):
         known = sender in self.resources
-        resource = self.resources.update(sender, name, priority)
+        resource = self.resources.update(sender, name, priority, caps)
         if resource is None:
             self.log.debug("Ignoring resource {jid}: not matched by --resources", jid=sender)
         elif not known:

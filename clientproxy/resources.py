@@ -22,15 +22,21 @@ class Resource:
     @ivar priority: the priority of its last available presence.
     @ivar pending: the number of requests it holds now, so strategies can
         weigh load.
+    @ivar caps: the L{clientproxy.caps.Caps} of its last presence, or
+        C{None}.
+    @ivar features: the features it advertises (a frozenset), or C{None}
+        while they are not known.
     """
 
-    __slots__ = ("jid", "name", "priority", "pending")
+    __slots__ = ("jid", "name", "priority", "pending", "caps", "features")
 
-    def __init__(self, jid, name, priority=0):
+    def __init__(self, jid, name, priority=0, caps=None):
         self.jid = jid
         self.name = name
         self.priority = priority
         self.pending = 0
+        self.caps = caps
+        self.features = None
 
     def __repr__(self):
         return "<Resource %s priority=%d pending=%d>" % (
@@ -53,6 +59,9 @@ class ResourceSet:
     @ivar accept: compiled C{--resources} filter, or C{None} for all. It is
         searched (not anchored) in the resource name: C{^focus$} for an
         exact name.
+    @ivar version: a number that changes whenever a resource comes, goes,
+        or changes what it announces or supports: what is derived from
+        the set can be cached against it.
     """
 
     def __init__(self, accept=None):
@@ -60,7 +69,9 @@ class ResourceSet:
         self._byJID = {}
         self._removedObservers = []
         self._addedObservers = []
+        self._capsObservers = []
         self.accept = re.compile(accept) if isinstance(accept, str) else accept
+        self.version = 0
 
     def __len__(self):
         return len(self.available)
@@ -92,24 +103,46 @@ class ResourceSet:
         """
         self._removedObservers.append(observer)
 
-    def update(self, jid, name, priority):
+    def whenCapsChanged(self, observer):
+        """
+        Call C{observer(resource)} whenever an available resource announces
+        other capabilities than before.
+        """
+        self._capsObservers.append(observer)
+
+    def update(self, jid, name, priority, caps=None):
         """
         Record an available presence of resource C{jid}.
 
+        @param caps: the L{clientproxy.caps.Caps} it carried, or C{None}.
         @return: the L{Resource}, or C{None} when the filter refuses it.
         """
         resource = self._byJID.get(jid)
         if resource is not None:
             resource.priority = priority
+            if caps != resource.caps:
+                resource.caps = caps
+                self.version += 1
+                for observer in list(self._capsObservers):
+                    observer(resource)
             return resource
         if not self.accepts(name):
             return None
-        resource = Resource(jid, name, priority)
+        resource = Resource(jid, name, priority, caps)
         self._byJID[jid] = resource
         self.available.append(resource)
+        self.version += 1
         for observer in list(self._addedObservers):
             observer(resource)
         return resource
+
+    def learnt(self, resource, features):
+        """
+        Record what C{resource} supports (a frozenset of features).
+        """
+        if resource.features != features:
+            resource.features = features
+            self.version += 1
 
     def remove(self, jid):
         """
@@ -125,6 +158,7 @@ class ResourceSet:
         last = self.available.pop()
         if last is not resource:
             self.available[index] = last
+        self.version += 1
         for observer in list(self._removedObservers):
             observer(resource)
         return resource
@@ -137,3 +171,4 @@ class ResourceSet:
         """
         self.available = []
         self._byJID = {}
+        self.version += 1

@@ -9,6 +9,7 @@ the store, the clock); L{makeProxy} puts them on a connection to a server,
 and the tests' in-memory harness uses the same L{makeHandlers}.
 """
 
+from clientproxy.capabilities import CapabilityLearner
 from clientproxy.connection import ProxyComponent
 from clientproxy.dispatch import IQDispatcher
 from clientproxy.keepalive import DEFAULT_INTERVAL, KeepAlive
@@ -17,6 +18,7 @@ from clientproxy.pending import MAX_PENDING, MAX_PENDING_FROM_TARGET, MAX_PENDIN
 from clientproxy.policy import MAX_STANZA_SIZE, Policy
 from clientproxy.presence import TargetPresence
 from clientproxy.resources import ResourceSet
+from clientproxy.selection import AUTO, OFF, REFUSAL_TTL, Affinity, Selector
 from clientproxy.servicepresence import (
     MAX_SUBSCRIBERS,
     MAX_SUBSCRIBERS_PER_DOMAIN,
@@ -44,6 +46,7 @@ class Handlers:
         self.store = store
         self.keepalive = handlers["keepalive"]
         self.presence = handlers["presence"]
+        self.capabilities = handlers["capabilities"]
         self.dispatcher = handlers["dispatcher"]
         self.messages = handlers["messages"]
         self.servicePresence = handlers["servicePresence"]
@@ -52,6 +55,7 @@ class Handlers:
         return [
             self.keepalive,
             self.presence,
+            self.capabilities,
             self.dispatcher,
             self.messages,
             self.servicePresence,
@@ -66,6 +70,9 @@ def makeHandlers(
     timeout=DEFAULT_TIMEOUT,
     strategy=DEFAULT,
     resources=None,
+    matchFeatures=AUTO,
+    refusalTTL=REFUSAL_TTL,
+    affinity="none",
     queuePerSender=QUEUE_PER_SENDER,
     queueSize=QUEUE_SIZE,
     maxPending=MAX_PENDING,
@@ -91,6 +98,12 @@ def makeHandlers(
     @param strategy: a strategy name, or an L{IDispatchStrategy} provider.
     @param resources: a regular expression the names of usable resources
         must match (searched, not anchored), or C{None} for all.
+    @param matchFeatures: C{auto}, C{strict} or C{off}: see
+        L{clientproxy.selection}.
+    @param refusalTTL: seconds a refusal keeps a namespace from a resource
+        (0: refusals are not learnt).
+    @param affinity: C{none}, C{requester}, C{bare-requester} or
+        C{attribute:NAME}.
     @param queuePerSender: the most messages queued from one sender (bare
         JID) while no resource is available.
     @param queueSize: the most messages queued in all.
@@ -115,6 +128,7 @@ def makeHandlers(
     stats = Stats()
     available = ResourceSet(resources)
     policy = Policy(clock, allow, deny, rate, burst, maxStanzaSize, domainRate, domainBurst)
+    selector = Selector(available, strategy, clock, matchFeatures, Affinity(affinity), refusalTTL)
     return Handlers(
         stats,
         policy,
@@ -122,11 +136,14 @@ def makeHandlers(
         store,
         keepalive=KeepAlive(jid, stats, clock, keepalive),
         presence=TargetPresence(jid, target, available, stats, clock),
+        capabilities=CapabilityLearner(
+            jid, available, stats, clock, enabled=matchFeatures != OFF
+        ),
         dispatcher=IQDispatcher(
             jid,
             target,
             available,
-            strategy,
+            selector,
             stats,
             policy,
             clock,

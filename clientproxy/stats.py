@@ -7,7 +7,7 @@ operator can tell a quiet service from one that throws traffic away.
 
 import time
 from bisect import bisect_left
-from collections import Counter
+from collections import Counter, defaultdict
 
 from twisted.logger import Logger
 
@@ -49,6 +49,12 @@ class Stats:
         C{unsubscribed}, C{broadcasts}, C{probes-answered}.
     @ivar keepalive: the link to the server: C{pings} sent after a
         silence, C{dead-links} dropped for want of an answer.
+    @ivar capabilities: disco#info C{queries} sent to learn resources'
+        features, answers C{verified} against caps or C{unverified},
+        C{timeouts}.
+    @ivar resources: per resource of the target (full JID), requests by
+        outcome: C{requests} sent to it, C{refusals}, C{errors} (other
+        error replies), C{timeouts}.
     @ivar dropped: stanzas dropped, by reason.
     @ivar reconnects: times the connection to the server was made again.
     @ivar latency: a L{Histogram} of seconds from request to answer.
@@ -61,6 +67,8 @@ class Stats:
         self.messages = Counter()
         self.presence = Counter()
         self.keepalive = Counter()
+        self.capabilities = Counter()
+        self.resources = defaultdict(Counter)
         self.dropped = Counter()
         self.reconnects = 0
         self.latency = Histogram(LATENCY_BUCKETS)

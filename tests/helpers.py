@@ -106,6 +106,10 @@ class Harness:
         self.clock = task.Clock()
         self.store = store or Store(":memory:")
         options.setdefault("keepalive", 0)
+        # Feature matching asks every resource that comes online what it
+        # supports: off unless a test is about it, so the others see only
+        # the stanzas they are about.
+        options.setdefault("matchFeatures", "off")
         self.handlers = makeHandlers(
             COMPONENT,
             TARGET,

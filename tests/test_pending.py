@@ -77,9 +77,9 @@ class PendingTableTests(unittest.TestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_reassign(self):
-        entry = self.table.add(("enc", "1"), "req", self.a, b"<iq/>")
+        entry = self.table.add(("enc", "1"), "req", self.a, b"<iq/>", resendable=True)
         self.table.reassign(entry, self.b)
-        self.assertIsNone(entry.retry)
+        self.assertEqual(entry.request, b"<iq/>")
         self.assertIs(entry.resource, self.b)
         self.assertEqual((self.a.pending, self.b.pending), (0, 1))
         self.assertEqual(self.table.entriesOf(self.b), [entry])

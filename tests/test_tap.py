@@ -212,7 +212,7 @@ class OptionsTests(unittest.TestCase):
         )
         self.assertEqual(proxy.dispatcher.target, "svc@example.org")
         self.assertEqual(proxy.dispatcher.pending.timeout, 3.0)
-        self.assertIsInstance(proxy.dispatcher.strategy, LeastPendingStrategy)
+        self.assertIsInstance(proxy.dispatcher.selector.strategy, LeastPendingStrategy)
         self.assertTrue(proxy.dispatcher.resources.accepts("abc"))
         self.assertFalse(proxy.dispatcher.resources.accepts("b"))
         self.assertEqual(proxy.factory.authenticator.password, "s")

@@ -1,0 +1,211 @@
+# -*- test-case-name: tests.test_capabilities -*-
+"""
+Learning what each resource of the target supports, for feature-matched
+dispatch (see L{clientproxy.selection}).
+
+A resource announces XEP-0115 caps in its presence. For each C{ver} not seen
+before, one resource that announced it is asked C{disco#info} (XEP-0030,
+from the component's bare JID, about C{node#ver}); the answer is cached by
+C{ver} only if it hashes to that C{ver} (XEP-0115 section 5), so one client
+cannot poison what is believed of another that announces the same C{ver}.
+An answer that does not verify, or a legacy or unknown-hash C{ver}, counts
+for the resource that gave it alone, and the next resource waiting on that
+C{ver} is asked itself. A resource without caps is asked directly (no
+node) once when it comes online. A caps change in a later presence is
+followed. So the number of queries grows with the distinct C{ver}s, not
+with resources or requests.
+
+A resource that does not answer within L{QUERY_TIMEOUT} seconds, or answers
+with an error, is taken to advertise nothing. With C{--match-features off}
+nothing is learnt and nobody is asked.
+"""
+
+import itertools
+
+from twisted.logger import Logger
+from twisted.words.xish import domish
+from wokkel.subprotocols import XMPPHandler
+
+from clientproxy.caps import NS_DISCO_INFO, parseDiscoInfo, verifies
+
+#: Seconds a disco#info query gets.
+QUERY_TIMEOUT = 30.0
+
+#: Verified answers kept by ver at most (emptied when full).
+CACHE_SIZE = 1000
+
+NO_FEATURES = frozenset()
+
+
+class _Query:
+    """
+    A disco#info query in flight: to C{resource}, about C{caps} (or none),
+    with the other resources waiting on the same C{ver}.
+    """
+
+    __slots__ = ("resource", "caps", "waiting", "timer")
+
+    def __init__(self, resource, caps, timer):
+        self.resource = resource
+        self.caps = caps
+        self.waiting = []
+        self.timer = timer
+
+
+class CapabilityLearner(XMPPHandler):
+    """
+    @ivar verified: features by C{ver}, for C{ver}s whose answer verified.
+    """
+
+    log = Logger()
+
+    def __init__(self, component, resources, stats, clock, enabled=True):
+        XMPPHandler.__init__(self)
+        self.component = component
+        self.resources = resources
+        self.stats = stats
+        self.clock = clock
+        self.verified = {}
+        self._queries = {}
+        self._byVer = {}
+        self._ids = itertools.count(1)
+        self._observing = False
+        if enabled:
+            resources.whenAdded(self.learn)
+            resources.whenCapsChanged(self.learn)
+
+    def connectionInitialized(self):
+        self._observing = False
+        self._queries = {}
+        self._byVer = {}
+
+    def connectionLost(self, reason):
+        XMPPHandler.connectionLost(self, reason)
+        for query in self._queries.values():
+            if query.timer.active():
+                query.timer.cancel()
+        self._queries = {}
+        self._byVer = {}
+        self._observing = False
+
+    def learn(self, resource):
+        """
+        Find out what C{resource} supports: from the cache, by joining a
+        query in flight for its C{ver}, or by asking it.
+        """
+        caps = resource.caps
+        if caps is not None and caps.verifiable:
+            features = self.verified.get(caps.ver)
+            if features is not None:
+                self._learnt(resource, features, "cache")
+                return
+            query = self._byVer.get(caps.ver)
+            if query is not None:
+                query.waiting.append(resource)
+                return
+        self._ask(resource, caps)
+
+    def _ask(self, resource, caps):
+        if self.xmlstream is None:
+            return
+        queryID = "caps-%d" % (next(self._ids),)
+        iq = domish.Element((None, "iq"))
+        iq["type"] = "get"
+        iq["id"] = queryID
+        iq["from"] = self.component
+        iq["to"] = resource.jid
+        query = iq.addElement((NS_DISCO_INFO, "query"))
+        if caps is not None:
+            query["node"] = caps.discoNode
+        timer = self.clock.callLater(QUERY_TIMEOUT, self._timedOut, queryID)
+        pending = self._queries[queryID] = _Query(resource, caps, timer)
+        if caps is not None and caps.verifiable:
+            self._byVer[caps.ver] = pending
+        if not self._observing:
+            # Only while queries are in flight: no cost on the stanza path
+            # otherwise. Before the dispatcher, which would drop these
+            # replies as matching no request.
+            self.xmlstream.addObserver("/iq", self._onReply, priority=1)
+            self._observing = True
+        self.stats.capabilities["queries"] += 1
+        self.send(iq)
+
+    def _onReply(self, iq):
+        queryID = iq.getAttribute("id")
+        query = self._queries.get(queryID)
+        if query is None or iq.getAttribute("from") != query.resource.jid:
+            return
+        if iq.getAttribute("type") not in ("result", "error"):
+            return
+        iq.handled = True
+        self._done(queryID, query)
+        info = None
+        if iq.getAttribute("type") == "result":
+            element = iq.firstChildElement()
+            if element is not None and (element.uri, element.name) == (NS_DISCO_INFO, "query"):
+                info = parseDiscoInfo(element)
+        self._answered(query, info)
+
+    def _timedOut(self, queryID):
+        query = self._queries.get(queryID)
+        if query is not None:
+            self._done(queryID, query, timedOut=True)
+            self.stats.capabilities["timeouts"] += 1
+            self._answered(query, None)
+
+    def _done(self, queryID, query, timedOut=False):
+        del self._queries[queryID]
+        if not timedOut and query.timer.active():
+            query.timer.cancel()
+        caps = query.caps
+        if caps is not None and self._byVer.get(caps.ver) is query:
+            del self._byVer[caps.ver]
+        if not self._queries and self._observing and self.xmlstream is not None:
+            self.xmlstream.removeObserver("/iq", self._onReply)
+            self._observing = False
+
+    def _answered(self, query, info):
+        """
+        C{query} was answered with C{info} (C{None}: an error or no answer).
+        """
+        resource, caps = query.resource, query.caps
+        features = NO_FEATURES if info is None else info.features
+        if caps is not None and caps.verifiable and info is not None and verifies(info, caps):
+            if len(self.verified) >= CACHE_SIZE:
+                self.verified.clear()
+            self.verified[caps.ver] = features
+            self.stats.capabilities["verified"] += 1
+            self._learnt(resource, features, "verified")
+            for waiting in query.waiting:
+                if waiting.caps == caps and self.resources.get(waiting.jid) is waiting:
+                    self._learnt(waiting, features, "cache")
+            return
+        if caps is not None and caps.verifiable and info is not None:
+            self.stats.capabilities["unverified"] += 1
+            self.log.warn(
+                "The disco#info answer of {resource} does not hash to its caps ver {ver}: "
+                "used for that resource alone",
+                resource=resource.jid,
+                ver=caps.ver,
+            )
+        self._learnt(resource, features, "unverified" if info is not None else "none")
+        # The others waiting on that ver are asked themselves, one at a time.
+        waiting = [
+            w for w in query.waiting if w.caps == caps and self.resources.get(w.jid) is w
+        ]
+        if waiting:
+            self._ask(waiting[0], caps)
+            next = self._byVer.get(caps.ver) if caps is not None else None
+            if next is not None:
+                next.waiting.extend(waiting[1:])
+
+    def _learnt(self, resource, features, how):
+        if self.resources.get(resource.jid) is not resource:
+            return
+        self.resources.learnt(resource, features)
+        self.log.debug(
+            "Resource {resource} supports {features} ({how})",
+            resource=resource.jid,
+            features=sorted(features),
+            how=how,
+        )
