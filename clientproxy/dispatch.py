@@ -287,9 +287,9 @@ class IQDispatcher(XMPPHandler):
     def _resend(self, entry, other, why):
         """
         Send the request of C{entry} again, to C{other}, as first sent but
-        for its recipient.
+        for its recipient (kept as sent, for the next time).
         """
-        request = retarget(entry.request, entry.resource.jid, other.jid)
+        request = entry.request = retarget(entry.request, entry.resource.jid, other.jid)
         self.pending.reassign(entry, other)
         self.stats.requests[why] += 1
         self.stats.resources[other.jid]["requests"] += 1

@@ -19,6 +19,7 @@ from clientproxy.messages import QUEUE_PER_SENDER, QUEUE_SIZE
 from clientproxy.pending import MAX_PENDING, MAX_PENDING_FROM_TARGET, MAX_PENDING_PER_REQUESTER
 from clientproxy.metrics import metricsService
 from clientproxy.policy import MAX_STANZA_SIZE, normalise, readAccessFile
+from clientproxy.selection import AUTO, MATCH_MODES, REFUSAL_TTL, Affinity
 from clientproxy.service import DEFAULT_TIMEOUT, makeProxy
 from clientproxy.servicepresence import MAX_SUBSCRIBERS, MAX_SUBSCRIBERS_PER_DOMAIN
 from clientproxy.strategies import DEFAULT, availableStrategies
@@ -57,6 +58,26 @@ class Options(usage.Options):
         ["timeout", None, DEFAULT_TIMEOUT, "Seconds a request waits for its reply.", float],
         ["strategy", None, DEFAULT, "How a resource is chosen (see --help-strategies)."],
         ["resources", None, None, "Only resources whose name matches this regular expression."],
+        [
+            "match-features",
+            None,
+            AUTO,
+            "auto: only resources advertising the request's namespace, when any does; "
+            "strict: only those; off: every resource.",
+        ],
+        [
+            "refusal-ttl",
+            None,
+            REFUSAL_TTL,
+            "Seconds a resource that refused a namespace is not offered it (0: off).",
+            float,
+        ],
+        [
+            "affinity",
+            None,
+            "none",
+            "Same key, same resource: none, requester, bare-requester or attribute:NAME.",
+        ],
         ["data-dir", None, ".", "Where queued messages and service subscribers are kept."],
         [
             "queue-per-sender",
@@ -208,6 +229,17 @@ class Options(usage.Options):
         for bound in ("queue-per-sender", "queue-size"):
             if self[bound] < 0:
                 raise usage.UsageError("--%s must not be negative" % (bound,))
+        if self["match-features"] not in MATCH_MODES:
+            raise usage.UsageError(
+                "--match-features: one of %s, not %r"
+                % (", ".join(MATCH_MODES), self["match-features"])
+            )
+        if self["refusal-ttl"] < 0:
+            raise usage.UsageError("--refusal-ttl must not be negative")
+        try:
+            Affinity(self["affinity"])
+        except ValueError as e:
+            raise usage.UsageError("--%s" % (e,))
         if self["resources"] is not None:
             try:
                 re.compile(self["resources"])
@@ -262,6 +294,9 @@ def makeService(config):
         timeout=config["timeout"],
         strategy=config["strategy"],
         resources=config["resources"],
+        matchFeatures=config["match-features"],
+        refusalTTL=config["refusal-ttl"],
+        affinity=config["affinity"],
         dataDir=config["data-dir"],
         queuePerSender=config["queue-per-sender"],
         queueSize=config["queue-size"],

@@ -1,0 +1,286 @@
+"""
+Tests for capability-aware dispatch through the real handlers: what
+resources advertise is learnt (caps, disco#info, verification), requests
+go to those that can serve them, refusals are learnt and the request moves
+on, and affinity keeps a key on one resource.
+"""
+
+from twisted.trial import unittest
+
+from clientproxy.caps import NS_CAPS, NS_DISCO_INFO, DiscoInfo, verString
+from clientproxy.capabilities import QUERY_TIMEOUT
+from tests.helpers import COMPONENT, TARGET, Harness, errorCondition
+
+NS = "urn:example:service"
+ALICE = "alice@example.org/abc"
+NODE = "http://example.org/client"
+
+
+def verFor(*features):
+    return verString(DiscoInfo([("client", "bot", "", "")], frozenset(features), {}))
+
+
+def discoAnswer(features, identity=("client", "bot")):
+    return "<identity category='%s' type='%s'/>%s" % (
+        identity[0],
+        identity[1],
+        "".join("<feature var='%s'/>" % (f,) for f in features),
+    )
+
+
+class Learning:
+    """
+    Helpers: a resource comes online with caps, the component asks it,
+    and it answers.
+    """
+
+    def online(self, h, name, ver=None, hash="sha-1"):
+        caps = ""
+        if ver is not None:
+            caps = "<c xmlns='%s' hash='%s' node='%s' ver='%s'/>" % (NS_CAPS, hash, NODE, ver)
+        h.receive("<presence from='%s/%s' to='%s'>%s</presence>" % (TARGET, name, COMPONENT, caps))
+        return [s for s in h.take() if s.name == "iq"]
+
+    def answer(self, h, query, name, features, kind="result"):
+        h.receive(
+            "<iq type='%s' id='%s' from='%s/%s' to='%s'><query xmlns='%s'>%s</query></iq>"
+            % (kind, query["id"], TARGET, name, COMPONENT, NS_DISCO_INFO, discoAnswer(features))
+        )
+
+    def features(self, h, name):
+        return h.resources.get("%s/%s" % (TARGET, name)).features
+
+
+class LearningTests(Learning, unittest.TestCase):
+    def setUp(self):
+        self.h = Harness(matchFeatures="auto")
+
+    def test_askedOncePerVer(self):
+        """
+        The first resource with a ver is asked about node#ver; the answer
+        verifies, so a second resource with the same ver is not asked.
+        """
+        ver = verFor(NS)
+        [query] = self.online(self.h, "a", ver)
+        self.assertEqual((query["to"], query["from"]), (TARGET + "/a", COMPONENT))
+        child = query.firstChildElement()
+        self.assertEqual((child.uri, child["node"]), (NS_DISCO_INFO, NODE + "#" + ver))
+        self.answer(self.h, query, "a", [NS])
+        self.assertEqual(self.features(self.h, "a"), frozenset([NS]))
+        self.assertEqual(self.online(self.h, "b", ver), [])
+        self.assertEqual(self.features(self.h, "b"), frozenset([NS]))
+        self.assertEqual(self.h.stats.capabilities["queries"], 1)
+
+    def test_waitersShareTheAnswer(self):
+        ver = verFor(NS)
+        [query] = self.online(self.h, "a", ver)
+        self.assertEqual(self.online(self.h, "b", ver), [])
+        self.answer(self.h, query, "a", [NS])
+        self.assertEqual(self.features(self.h, "b"), frozenset([NS]))
+
+    def test_poisoningAttempt(self):
+        """
+        A resource that answers with features its ver does not hash to is
+        believed for itself alone: the next resource with that ver is asked
+        itself, and the cache stays clean.
+        """
+        ver = verFor(NS)
+        [query] = self.online(self.h, "evil", ver)
+        [second] = [] or self.online(self.h, "good", ver) or [None]
+        self.assertIsNone(second)
+        self.answer(self.h, query, "evil", [NS, "urn:poison"])
+        self.assertEqual(self.features(self.h, "evil"), frozenset([NS, "urn:poison"]))
+        self.assertNotIn(ver, self.h.handlers.capabilities.verified)
+        [again] = [s for s in self.h.take() if s.name == "iq"]
+        self.assertEqual(again["to"], TARGET + "/good")
+        self.answer(self.h, again, "good", [NS])
+        self.assertEqual(self.features(self.h, "good"), frozenset([NS]))
+        self.assertEqual(self.h.handlers.capabilities.verified, {ver: frozenset([NS])})
+        self.assertEqual(self.h.stats.capabilities["unverified"], 1)
+
+    def test_legacyCapsPerResource(self):
+        [query] = self.online(self.h, "a", "1.0", hash=None)
+        self.answer(self.h, query, "a", [NS])
+        self.assertEqual(self.features(self.h, "a"), frozenset([NS]))
+        self.assertEqual(self.h.handlers.capabilities.verified, {})
+        [other] = self.online(self.h, "b", "1.0", hash=None)
+        self.assertEqual(other["to"], TARGET + "/b")
+
+    def test_noCapsAskedDirectly(self):
+        [query] = self.online(self.h, "a")
+        self.assertIsNone(query.firstChildElement().getAttribute("node"))
+        self.answer(self.h, query, "a", [NS])
+        self.assertEqual(self.features(self.h, "a"), frozenset([NS]))
+
+    def test_errorOrSilenceMeansNothingAdvertised(self):
+        [query] = self.online(self.h, "a")
+        self.h.receive(
+            "<iq type='error' id='%s' from='%s/a' to='%s'/>" % (query["id"], TARGET, COMPONENT)
+        )
+        self.assertEqual(self.features(self.h, "a"), frozenset())
+        self.online(self.h, "b")
+        self.h.clock.advance(QUERY_TIMEOUT)
+        self.assertEqual(self.features(self.h, "b"), frozenset())
+        self.assertEqual(self.h.stats.capabilities["timeouts"], 1)
+
+    def test_answerFromAnotherEntityIgnored(self):
+        [query] = self.online(self.h, "a")
+        self.h.receive(
+            "<iq type='result' id='%s' from='mallory@example.org/m' to='%s'>"
+            "<query xmlns='%s'><feature var='%s'/></query></iq>"
+            % (query["id"], COMPONENT, NS_DISCO_INFO, NS)
+        )
+        self.assertIsNone(self.features(self.h, "a"))
+
+    def test_capsChangeFollowed(self):
+        [query] = self.online(self.h, "a", verFor())
+        self.answer(self.h, query, "a", [])
+        self.assertEqual(self.features(self.h, "a"), frozenset())
+        [query] = self.online(self.h, "a", verFor(NS))
+        self.answer(self.h, query, "a", [NS])
+        self.assertEqual(self.features(self.h, "a"), frozenset([NS]))
+
+    def test_offAsksNobody(self):
+        h = Harness(matchFeatures="off")
+        self.assertEqual(self.online(h, "a", verFor(NS)), [])
+
+
+class DispatchTests(Learning, unittest.TestCase):
+    """
+    Requests and the pipeline, through the dispatcher.
+    """
+
+    def setUp(self):
+        self.h = Harness(matchFeatures="auto")
+        for name, features in (("focus", [NS]), ("bridge", ["urn:other"])):
+            [query] = self.online(self.h, name)
+            self.answer(self.h, query, name, features)
+
+    def request(self, h=None, stanzaID="1", kind="get", ns=NS, attrs=""):
+        (h or self.h).request(
+            stanzaID=stanzaID, kind=kind, payload="<q xmlns='%s'%s/>" % (ns, attrs)
+        )
+        return (h or self.h).take()
+
+    def test_onlyAdvertisersGetTheirNamespace(self):
+        targets = {self.request(stanzaID=str(i))[0]["to"] for i in range(10)}
+        self.assertEqual(targets, {TARGET + "/focus"})
+
+    def test_autoFallsBackToEveryone(self):
+        targets = {self.request(stanzaID=str(i), ns="urn:nobody")[0]["to"] for i in range(10)}
+        self.assertEqual(targets, {TARGET + "/focus", TARGET + "/bridge"})
+
+    def test_strictRefusesWithoutAdvertiser(self):
+        h = Harness(matchFeatures="strict")
+        [query] = self.online(h, "a")
+        self.answer(h, query, "a", ["urn:other"])
+        [out] = self.request(h, ns="urn:nobody")
+        self.assertEqual(errorCondition(out), ("service-unavailable", "cancel"))
+
+    def refuse(self, h, out, condition="feature-not-implemented"):
+        h.receive(
+            "<iq type='error' id='%s' from='%s' to='%s'><error type='cancel'>"
+            "<%s xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>"
+            % (out["id"], out["to"], out["from"], condition)
+        )
+
+    def refusalHarness(self):
+        h = Harness(matchFeatures="auto", timeout=10)
+        for name in ("a", "b", "c"):
+            [query] = self.online(h, name)
+            self.answer(h, query, name, [])
+        return h
+
+    def test_refusedGetMovesOn(self, kind="get"):
+        h = self.refusalHarness()
+        [first] = self.request(h, kind=kind)
+        self.refuse(h, first)
+        [second] = h.take()
+        self.assertNotEqual(second["to"], first["to"])
+        self.assertEqual((second["id"], second["type"]), ("1", kind))
+        h.reply(second["to"].rpartition("/")[2], stanzaID="1")
+        [answer] = h.take()
+        self.assertEqual((answer["type"], answer["to"]), ("result", ALICE))
+        # The refuser is not offered that namespace again.
+        targets = {self.request(h, stanzaID="n%d" % i)[0]["to"] for i in range(6)}
+        self.assertNotIn(first["to"], targets)
+        self.assertEqual(h.stats.resources[first["to"]]["refusals"], 1)
+        self.assertEqual(h.stats.requests["refused"], 1)
+
+    def test_refusedSetMovesOn(self):
+        """
+        A set is repeated on another resource: it was refused, not lost.
+        """
+        self.test_refusedGetMovesOn(kind="set")
+
+    def test_everyoneRefusesLastRefusalAsItCame(self):
+        h = self.refusalHarness()
+        [out] = self.request(h)
+        for condition in ("feature-not-implemented", "service-unavailable"):
+            self.refuse(h, out, condition)
+            [out] = h.take()
+        self.refuse(h, out, "feature-not-implemented")
+        [answer] = h.take()
+        self.assertEqual((answer["to"], answer["id"]), (ALICE, "1"))
+        self.assertEqual(errorCondition(answer), ("feature-not-implemented", "cancel"))
+        self.assertEqual(len(h.pending), 0)
+        # All three refused: nobody is left to ask.
+        [next] = self.request(h, stanzaID="2")
+        self.assertEqual(errorCondition(next), ("service-unavailable", "cancel"))
+        h.clock.advance(300)
+        [next] = self.request(h, stanzaID="3")
+        self.assertEqual(next["type"], "get")
+
+    def test_otherErrorsPassThrough(self):
+        h = self.refusalHarness()
+        [out] = self.request(h)
+        self.refuse(h, out, "item-not-found")
+        [answer] = h.take()
+        self.assertEqual(errorCondition(answer), ("item-not-found", "cancel"))
+
+    def test_refusalsPassThroughWhenOff(self):
+        h = Harness(matchFeatures="off", refusalTTL=0)
+        h.online("a", "b")
+        h.take()
+        [out] = self.request(h)
+        self.refuse(h, out)
+        [answer] = h.take()
+        self.assertEqual(errorCondition(answer), ("feature-not-implemented", "cancel"))
+
+    def test_refusalRetryKeepsTheDeadline(self):
+        h = self.refusalHarness()
+        [out] = self.request(h)
+        h.clock.advance(6)
+        self.refuse(h, out)
+        h.take()
+        h.clock.advance(4)
+        [answer] = h.take()
+        self.assertEqual(errorCondition(answer), ("remote-server-timeout", "wait"))
+
+    def test_affinityByAttribute(self):
+        h = Harness(matchFeatures="auto", affinity="attribute:room")
+        for name in ("a", "b", "c", "d"):
+            [query] = self.online(h, name)
+            self.answer(h, query, name, [])
+        placement = {}
+        for i in range(40):
+            room = "room%d" % (i % 8)
+            [out] = self.request(h, stanzaID=str(i), attrs=" room='%s'" % room)
+            placement.setdefault(room, set()).add(out["to"])
+        self.assertTrue(all(len(where) == 1 for where in placement.values()))
+        self.assertGreater(len(set().union(*placement.values())), 1)
+
+    def test_refusedThenResourceLeaves(self):
+        """
+        A get moved on after a refusal, whose new resource then leaves, is
+        sent once more to the one left: each resend starts from the
+        request as last sent.
+        """
+        h = self.refusalHarness()
+        [first] = self.request(h)
+        self.refuse(h, first)
+        [second] = h.take()
+        h.offline(second["to"].rpartition("/")[2])
+        [third] = [s for s in h.take() if s.name == "iq"]
+        self.assertNotIn(third["to"], (first["to"], second["to"]))
+        self.assertEqual(h.stats.requests["retried"], 1)
