@@ -50,6 +50,10 @@ CHILDREN = [
     "<query xmlns='urn:x'><item a='&lt;&amp;'>t</item></query>",
     "<body>hi</body>",
     "<error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>",
+    "<error type='cancel'><feature-not-implemented xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>"
+    "</error>",
+    "<query xmlns='http://jabber.org/protocol/disco#info'><feature var='urn:x'/></query>",
+    "<c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='n' ver='v'/>",
     "<priority>5</priority>",
     "<private xmlns='urn:xmpp:carbons:2'/>",
     "text",
@@ -104,7 +108,21 @@ class HandlerFuzz(unittest.TestCase):
     @settings(max_examples=300, deadline=None)
     @given(st.lists(st.tuples(stanzas, st.floats(0, 20)), max_size=25))
     def test_hostileStanzas(self, inputs):
-        h = Harness(timeout=10, queuePerSender=3, queueSize=5)
+        self.checkHostile(inputs, Harness(timeout=10, queuePerSender=3, queueSize=5))
+
+    @settings(max_examples=150, deadline=None)
+    @given(st.lists(st.tuples(stanzas, st.floats(0, 20)), max_size=25))
+    def test_hostileStanzasMatchingAndAffinity(self, inputs):
+        """
+        The same, with feature matching (so disco#info queries and their
+        answers in the mix), refusal learning and affinity on.
+        """
+        h = Harness(
+            timeout=10, queuePerSender=3, queueSize=5, matchFeatures="auto", affinity="requester"
+        )
+        self.checkHostile(inputs, h)
+
+    def checkHostile(self, inputs, h):
         h.online("a", "b")
         h.take()
         allowed = {TARGET + "/a", TARGET + "/b", TARGET}
