@@ -8,7 +8,13 @@ reply out.
     python3 bench/inprocess.py [--requests N] [--resources K] [--profile]
 
 Prints round trips per second of CPU time on one core, and with --profile
-the functions where the time goes. The reactor does not run; its timed-call
+the functions where the time goes. --dispatch chooses what the dispatch
+pipeline does: C{plain} (no feature matching, no affinity), C{matching}
+(every resource advertises the request's namespace, learnt through
+disco#info, and C{--match-features auto} keeps to the advertisers), or
+C{affinity} (matching, plus C{--affinity attribute:room} over 100 rooms).
+--dispatch-scale gives the CPU per round trip of each with 1 to 1000
+resources. The reactor does not run; its timed-call
 bookkeeping (where cancelled timeouts are let go) is run every 64 round
 trips, as a running reactor would between reads.
 """
@@ -32,6 +38,19 @@ HEADER = (
     b"xmlns:stream='http://etherx.jabber.org/streams' from='%s' id='bench'><handshake/>"
     % COMPONENT.encode()
 )
+
+#: The namespace of the requests, which the resources advertise.
+NS = "urn:example:conference"
+
+#: Rooms the requests are spread over (their affinity keys).
+ROOMS = 100
+
+#: What each --dispatch mode sets: (match-features, affinity).
+DISPATCH = {
+    "plain": ("off", "none"),
+    "matching": ("auto", "none"),
+    "affinity": ("auto", "attribute:room"),
+}
 
 #: A request of about 300 bytes on the wire, like a small service query.
 REQUEST = (
@@ -76,12 +95,23 @@ class CountingTransport:
         return None
 
 
-def connectedProxy(resources, strategy):
+def connectedProxy(resources, strategy, dispatch="plain"):
     """
     A proxy whose stream is authenticated, with C{resources} available
-    resources of the target.
+    resources of the target, which (unless C{dispatch} is C{plain}) have
+    answered the component's disco#info queries with L{NS}.
     """
-    proxy = makeProxy(COMPONENT, TARGET, "secret", strategy=strategy, timeout=30, maxPending=0)
+    match, affinity = DISPATCH[dispatch]
+    proxy = makeProxy(
+        COMPONENT,
+        TARGET,
+        "secret",
+        strategy=strategy,
+        timeout=30,
+        maxPending=0,
+        matchFeatures=match,
+        affinity=affinity,
+    )
     xs = proxy.factory.buildProtocol(None)
     transport = CountingTransport()
     xs.makeConnection(transport)
@@ -90,35 +120,52 @@ def connectedProxy(resources, strategy):
     names = ["%s/r%d" % (TARGET, i) for i in range(resources)]
     for name in names:
         xs.dataReceived(("<presence from='%s'/>" % name).encode())
+    for queryID, query in list(proxy.parts.capabilities._queries.items()):
+        xs.dataReceived(
+            (
+                "<iq type='result' id='%s' from='%s' to='%s'><query "
+                "xmlns='http://jabber.org/protocol/disco#info'><feature var='%s'/></query></iq>"
+                % (queryID, query.resource.jid, COMPONENT, NS)
+            ).encode()
+        )
     assert len(proxy.dispatcher.resources) == resources
+    assert not proxy.parts.capabilities._queries
     return proxy, xs, transport, names
 
 
-def stanzas(count, names, requesters):
+def stanzas(count, names, requesters, selector=None):
     """
     The serialised requests and their replies. With round-robin dispatch
-    the resource of request i is known in advance: names[i % K].
+    the resource of request i is known in advance: names[i % K]; with
+    affinity, the C{selector} says (and its answer is cached, as it would
+    be by the first request of each room).
     """
     out = []
     for i in range(count):
         requester = "user%d@localhost/res%d" % (i % requesters, i % requesters)
+        room = "room%d@conference.localhost" % (i % ROOMS,)
+        if selector is not None:
+            resource = selector.choose(NS, room, requester).jid
+        else:
+            resource = names[i % len(names)]
         values = {
             "id": "b%d" % i,
             "requester": requester,
-            "n": i,
-            "resource": names[i % len(names)],
+            "n": i % ROOMS,
+            "resource": resource,
         }
         out.append(((REQUEST % values).encode(), (REPLY % values).encode()))
     return out
 
 
-def run(count, resources, requesters, profile=False, window=1):
+def run(count, resources, requesters, profile=False, window=1, dispatch="plain"):
     """
     Send C{count} round trips through the stanza path, C{window} requests
     in flight at a time. Return the figures as a dict.
     """
-    proxy, xs, transport, names = connectedProxy(resources, "round-robin")
-    work = stanzas(count, names, requesters)
+    proxy, xs, transport, names = connectedProxy(resources, "round-robin", dispatch)
+    selector = proxy.dispatcher.selector if dispatch == "affinity" else None
+    work = stanzas(count, names, requesters, selector)
     feed = xs.dataReceived
     profiler = cProfile.Profile() if profile else None
     before = transport.writes
@@ -147,6 +194,7 @@ def run(count, resources, requesters, profile=False, window=1):
         "resources": resources,
         "requesters": requesters,
         "window": window,
+        "dispatch": dispatch,
         "cpu_s": round(cpu, 3),
         "round_trips_per_cpu_s": round(count / cpu),
         "cpu_us_per_round_trip": round(cpu / count * 1e6, 2),
@@ -164,13 +212,27 @@ def main(argv=None):
     parser.add_argument("--requesters", type=int, default=100)
     parser.add_argument("--window", type=int, default=1)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--dispatch", choices=sorted(DISPATCH), default="plain")
+    parser.add_argument(
+        "--dispatch-scale",
+        action="store_true",
+        help="CPU per round trip of each --dispatch mode for 1 to 1000 resources",
+    )
     parser.add_argument(
         "--scale",
         action="store_true",
         help="CPU per round trip for 1 to 1000 resources and requesters",
     )
     args = parser.parse_args(argv)
-    if args.scale:
+    if args.dispatch_scale:
+        result = {
+            "dispatch_scale": [
+                run(args.requests, resources, args.requesters, dispatch=mode)
+                for resources in (1, 10, 100, 1000)
+                for mode in ("plain", "matching", "affinity")
+            ]
+        }
+    elif args.scale:
         counts = (1, 10, 100, 1000)
         result = {
             "scale": [
@@ -180,7 +242,14 @@ def main(argv=None):
             ]
         }
     else:
-        result = run(args.requests, args.resources, args.requesters, args.profile, args.window)
+        result = run(
+            args.requests,
+            args.resources,
+            args.requesters,
+            args.profile,
+            args.window,
+            args.dispatch,
+        )
     print(json.dumps(result))
 
 

@@ -10,8 +10,9 @@ All of clientproxy's benchmarks, in one command (a few minutes on 2 cores):
    Pipelined load (N requesters, window W each), then light load (N=1,
    W=1). Requests per second, p50/p99 latency, CPU per round trip of the
    component and of Prosody, and the load tool's own CPU.
-2. In process (bench/inprocess.py): the component's own ceiling, and CPU per
-   round trip with 1 to 1000 resources and 1 to 1000 requesters.
+2. In process (bench/inprocess.py): the component's own ceiling, CPU per
+   round trip with 1 to 1000 resources and 1 to 1000 requesters, and the
+   cost of feature matching and affinity with 1 to 1000 resources.
 3. Memory (bench/memory.py): RSS with 0, 10k, 100k requests in flight, and
    over 1M requests from 1M distinct requesters.
 
@@ -249,6 +250,26 @@ def report(results):
             if s["resources"] == resources
         }
         lines.append("| %d | " % resources + " | ".join("%.1f" % row[c] for c in counts) + " |")
+    dispatch = results.get("dispatch_scale")
+    if dispatch:
+        modes = ["plain", "matching", "affinity"]
+        lines.append("")
+        lines.append(
+            "CPU µs per round trip, in process, by dispatch pipeline (rows: resources; plain: "
+            "no matching; matching: --match-features auto, every resource advertising the "
+            "namespace; affinity: matching plus --affinity attribute:room over 100 rooms)"
+        )
+        lines.append("| resources | " + " | ".join(modes) + " |")
+        lines.append("|---" * (len(modes) + 1) + "|")
+        for resources in sorted({s["resources"] for s in dispatch}):
+            row = {
+                s["dispatch"]: s["cpu_us_per_round_trip"]
+                for s in dispatch
+                if s["resources"] == resources
+            }
+            lines.append(
+                "| %d | " % resources + " | ".join("%.1f" % row[m] for m in modes) + " |"
+            )
     memory = results["memory"]
     lines.append("")
     lines.append(
@@ -285,6 +306,9 @@ def run(reactor, args):
     print("2. In process: the component's ceiling, and its scale", flush=True)
     results["ceiling"] = inProcess("inprocess.py", "--requests", "50000")
     results["scale"] = inProcess("inprocess.py", "--scale", "--requests", "20000")["scale"]
+    results["dispatch_scale"] = inProcess(
+        "inprocess.py", "--dispatch-scale", "--requests", "20000"
+    )["dispatch_scale"]
     print("3. Memory", flush=True)
     results["memory"] = inProcess("memory.py", "--distinct", str(args.distinct))
     with open(args.output, "w") as f:

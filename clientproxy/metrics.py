@@ -87,6 +87,35 @@ def render(proxies):
         ],
     )
     family(
+        "clientproxy_resource_requests_total",
+        "counter",
+        "Requests per resource of the target: requests sent to it, refusals, "
+        "other errors, timeouts.",
+        [
+            ({"component": p.jid, "resource": jid, "outcome": outcome}, count)
+            for p in proxies
+            for jid, counts in sorted(p.stats.resources.items())
+            for outcome, count in sorted(counts.items())
+        ],
+    )
+    family(
+        "clientproxy_resource_features",
+        "gauge",
+        "1 for each feature an available resource advertises (caps, disco#info).",
+        [
+            ({"component": p.jid, "resource": r.jid, "feature": feature}, 1)
+            for p in proxies
+            for r in sorted(p.dispatcher.resources.available, key=lambda r: r.jid)
+            for feature in sorted(r.features or ())
+        ],
+    )
+    family(
+        "clientproxy_capability_queries_total",
+        "counter",
+        "disco#info queries to learn resources' features, and their outcomes.",
+        [s for p in proxies for s in per(p, p.stats.capabilities, "event")],
+    )
+    family(
         "clientproxy_subscribers",
         "gauge",
         "Entities subscribed to the service's presence.",

@@ -19,6 +19,27 @@ def proxy(jid="proxy.example.org"):
 
 
 class RenderTests(unittest.TestCase):
+    def test_perResource(self):
+        """
+        Per-resource counters, and the features learnt per resource.
+        """
+        p = proxy()
+        p.stats.resources["svc@example.org/a"]["requests"] = 4
+        p.stats.resources["svc@example.org/a"]["refusals"] = 1
+        resource = p.dispatcher.resources.update("svc@example.org/a", "a", 0)
+        p.dispatcher.resources.learnt(resource, frozenset(["urn:x"]))
+        text = render([p])
+        self.assertIn(
+            'clientproxy_resource_requests_total{component="proxy.example.org",'
+            'resource="svc@example.org/a",outcome="refusals"} 1',
+            text,
+        )
+        self.assertIn(
+            'clientproxy_resource_features{component="proxy.example.org",'
+            'resource="svc@example.org/a",feature="urn:x"} 1',
+            text,
+        )
+
     def test_countersGaugesHistogram(self):
         p = proxy()
         p.stats.requests["answered"] = 3

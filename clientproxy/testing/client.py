@@ -15,6 +15,8 @@ from twisted.internet import defer, reactor as globalReactor
 from twisted.words.protocols.jabber import client, jid, xmlstream
 from twisted.words.xish import domish
 
+from clientproxy.caps import NS_CAPS, NS_DISCO_INFO, DiscoInfo, verString
+
 NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 
 
@@ -41,6 +43,47 @@ def echo(iq):
 
 
 _ids = itertools.count()
+
+#: The caps node of the sample clients.
+CAPS_NODE = "https://clientproxy.example/sample-client"
+
+
+def supporting(features, onRequest=echo, identity=("client", "bot")):
+    """
+    A request handler for a client that supports C{features}: it answers
+    disco#info queries (XEP-0030) with them, and gives other requests to
+    C{onRequest}. With L{capsFor}, what a client that advertises its
+    features does.
+    """
+
+    def handler(iq):
+        query = iq.firstChildElement()
+        if query is None or (query.uri, query.name) != (NS_DISCO_INFO, "query"):
+            return onRequest(iq)
+        reply = resultFor(iq)
+        answer = reply.addElement((NS_DISCO_INFO, "query"))
+        if query.getAttribute("node") is not None:
+            answer["node"] = query["node"]
+        answer.addElement("identity").attributes.update(
+            {"category": identity[0], "type": identity[1]}
+        )
+        for feature in sorted(features):
+            answer.addElement("feature")["var"] = feature
+        return reply
+
+    return handler
+
+
+def capsFor(features, identity=("client", "bot")):
+    """
+    The XEP-0115 <c/> of a client that supports C{features}.
+    """
+    info = DiscoInfo([(identity[0], identity[1], "", "")], frozenset(features), {})
+    c = domish.Element((NS_CAPS, "c"))
+    c["hash"] = "sha-1"
+    c["node"] = CAPS_NODE
+    c["ver"] = verString(info)
+    return c
 
 
 def requestFor(to, payload=None, kind="get", stanzaID=None):
@@ -101,6 +144,8 @@ class Client:
     @ivar messages: every message received, in order.
     @ivar onRequest: called with each IQ get/set received; returns the reply
         element, C{None} to hold it, or a Deferred of either.
+    @ivar caps: a XEP-0115 C{<c/>} sent in every available presence (see
+        L{capsFor}), or C{None}.
     """
 
     def __init__(
@@ -113,6 +158,7 @@ class Client:
         priority=None,
         onRequest=echo,
         reactor=globalReactor,
+        caps=None,
     ):
         self.jid = jid.JID(address)
         self.password = password
@@ -121,6 +167,7 @@ class Client:
         self.presence = presence
         self.priority = priority
         self.onRequest = onRequest
+        self.caps = caps
         self.reactor = reactor
         self.xmlstream = None
         self.requests = []
@@ -188,6 +235,8 @@ class Client:
         priority = self.priority if priority is None else priority
         if priority is not None and kind is None:
             presence.addElement("priority", content=str(priority))
+        if self.caps is not None and kind is None:
+            presence.addChild(self.caps)
         self.send(presence)
 
     def send(self, stanza):
