@@ -240,36 +240,16 @@ def report(results):
     lines.append("")
     lines.append("CPU µs per round trip, in process (rows: resources; columns: requesters)")
     scale = results["scale"]
-    counts = sorted({s["requesters"] for s in scale})
-    lines.append("| resources | " + " | ".join(str(c) for c in counts) + " |")
-    lines.append("|---" * (len(counts) + 1) + "|")
-    for resources in sorted({s["resources"] for s in scale}):
-        row = {
-            s["requesters"]: s["cpu_us_per_round_trip"]
-            for s in scale
-            if s["resources"] == resources
-        }
-        lines.append("| %d | " % resources + " | ".join("%.1f" % row[c] for c in counts) + " |")
+    lines.extend(byResources(scale, "requesters", sorted({s["requesters"] for s in scale})))
     dispatch = results.get("dispatch_scale")
     if dispatch:
-        modes = ["plain", "matching", "affinity"]
         lines.append("")
         lines.append(
             "CPU µs per round trip, in process, by dispatch pipeline (rows: resources; plain: "
             "no matching; matching: --match-features auto, every resource advertising the "
             "namespace; affinity: matching plus --affinity attribute:room over 100 rooms)"
         )
-        lines.append("| resources | " + " | ".join(modes) + " |")
-        lines.append("|---" * (len(modes) + 1) + "|")
-        for resources in sorted({s["resources"] for s in dispatch}):
-            row = {
-                s["dispatch"]: s["cpu_us_per_round_trip"]
-                for s in dispatch
-                if s["resources"] == resources
-            }
-            lines.append(
-                "| %d | " % resources + " | ".join("%.1f" % row[m] for m in modes) + " |"
-            )
+        lines.extend(byResources(dispatch, "dispatch", ["plain", "matching", "affinity"]))
     memory = results["memory"]
     lines.append("")
     lines.append(
@@ -290,6 +270,19 @@ def report(results):
         )
     )
     return "\n".join(lines)
+
+
+def byResources(samples, column, columns):
+    """
+    A table of CPU µs per round trip: a row per number of resources, a
+    column per value of C{column}.
+    """
+    lines = ["| resources | " + " | ".join(str(c) for c in columns) + " |"]
+    lines.append("|---" * (len(columns) + 1) + "|")
+    for resources in sorted({s["resources"] for s in samples}):
+        row = {s[column]: s["cpu_us_per_round_trip"] for s in samples if s["resources"] == resources}
+        lines.append("| %d | " % resources + " | ".join("%.1f" % row[c] for c in columns) + " |")
+    return lines
 
 
 @defer.inlineCallbacks

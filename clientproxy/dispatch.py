@@ -57,6 +57,9 @@ NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 #: lost, or still unanswered when a shutdown's grace period ends: type wait,
 #: so the requester may ask again.
 CONNECTION_LOST = "recipient-unavailable"
+
+#: Resources whose counters are kept after they left, at most.
+MAX_RESOURCE_STATS = 1000
 SHUTTING_DOWN = "The service is shutting down"
 
 
@@ -406,6 +409,7 @@ class IQDispatcher(XMPPHandler):
         more to another candidate, and fail the rest with
         C{recipient-unavailable} (a C{set} is not safe to repeat).
         """
+        self._pruneResourceStats()
         for entry in self.pending.entriesOf(resource):
             other = None
             if entry.resendable:
@@ -416,6 +420,17 @@ class IQDispatcher(XMPPHandler):
                 self._resend(entry, other, "retried")
             else:
                 self.pending.fail(entry, "recipient-unavailable")
+
+    def _pruneResourceStats(self):
+        """
+        Forget the counters of resources that have left, once there are
+        more than L{MAX_RESOURCE_STATS}: clients that log in with a random
+        resource each time must not grow them for ever.
+        """
+        counters = self.stats.resources
+        if len(counters) > MAX_RESOURCE_STATS:
+            for jid in [jid for jid in counters if jid not in self.resources]:
+                del counters[jid]
 
     def _refuse(self, iq, condition, errorType=None, text=None):
         """

@@ -9,7 +9,9 @@ Which resource serves a request: one pipeline, in this order.
     resource advertises it (XEP-0115 caps, or a direct disco#info answer),
     only those are candidates, else every usable resource is (implementing
     clients such as Jitsi's focus do not advertise their namespace).
-    C{strict}: only advertisers. C{off}: every usable resource.
+    C{strict}: only advertisers. C{off}: every usable resource. A resource
+    whose features are not known yet (its disco#info answer is on its way)
+    is no advertiser.
  3. Minus recent refusers: a resource that answered a request of that
     namespace with C{feature-not-implemented} or C{service-unavailable}
     is no candidate for it for C{--refusal-ttl} seconds (forgotten sooner

@@ -284,3 +284,13 @@ class DispatchTests(Learning, unittest.TestCase):
         [third] = [s for s in h.take() if s.name == "iq"]
         self.assertNotIn(third["to"], (first["to"], second["to"]))
         self.assertEqual(h.stats.requests["retried"], 1)
+
+    def test_countersOfGoneResourcesPruned(self):
+        from clientproxy.dispatch import MAX_RESOURCE_STATS
+
+        h = Harness()
+        for i in range(MAX_RESOURCE_STATS + 5):
+            h.stats.resources["%s/old%d" % (TARGET, i)]["requests"] += 1
+        h.online("a", "b")
+        h.offline("a")
+        self.assertEqual(list(h.stats.resources), [])
