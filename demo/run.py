@@ -12,7 +12,7 @@ import os
 from twisted.internet import defer, task
 from twisted.words.xish import domish
 
-from clientproxy.testing.client import Client, requestFor, resultFor
+from clientproxy.testing.client import Client, capsFor, requestFor, resultFor, supporting
 from clientproxy.testing.prosody import ThrowawayProsody
 from clientproxy.testing.twistd import ComponentProcess
 
@@ -41,6 +41,26 @@ def whoami(resource):
         query.addElement("asked-by", content=iq["from"].split("/", 1)[1])
         query.addElement("answered-by", content=resource)
         show(me, "->", reply)
+        return reply
+
+    return onRequest
+
+
+def advertised(resource):
+    """
+    The sample client as a client that advertises what it supports: its
+    presence carries XEP-0115 caps, it answers disco#info queries with
+    urn:example:whoami, and serves that namespace with L{whoami}.
+    """
+    me = TARGET + "/" + resource
+    serve = supporting([NS_WHOAMI], whoami(resource))
+
+    def onRequest(iq):
+        reply = serve(iq)
+        if iq.firstChildElement().name == "query" and reply.firstChildElement() is not None:
+            if reply.firstChildElement().uri == "http://jabber.org/protocol/disco#info":
+                show(me, "<-", iq)
+                show(me, "->", reply)
         return reply
 
     return onRequest
@@ -82,7 +102,8 @@ def main(reactor):
                 "pw",
                 "127.0.0.1",
                 server.c2sPort,
-                onRequest=whoami(resource),
+                onRequest=advertised(resource),
+                caps=capsFor([NS_WHOAMI]),
             )
             clients.append((yield client.connect()))
 
@@ -91,7 +112,8 @@ def main(reactor):
             % (COMPONENT, TARGET)
         )
         print("   It asks %s for a presence subscription (the clients approve it)," % TARGET)
-        print("   then probes, and so learns both resources.")
+        print("   then probes, and so learns both resources; it asks one of them what it")
+        print("   supports (disco#info about its caps ver: the other announces the same ver).")
         secretFile = os.path.join(server.directory, "secret")
         with open(secretFile, "w") as f:
             f.write(SECRET + "\n")
