@@ -22,7 +22,9 @@ written.
 Every request gets the same timeout, so deadlines grow in the order
 requests are added; the table keeps its entries in that order (a dict keeps
 insertion order) and needs a single timer, on an injectable
-L{IReactorTime}, for the oldest deadline. That is cheaper in time and
+L{IReactorTime}, for the oldest deadline. When the timeout is changed (a
+reload), requests added from then on go into a queue of their own, so each
+queue stays in deadline order; the timer follows the earliest head. That is cheaper in time and
 memory than a timer per request, and lets tests drive time with
 L{twisted.internet.task.Clock}. Entries are plain slotted objects, not
 Deferreds: one request, one answer, no callback chain to keep.
@@ -103,8 +105,8 @@ class PendingTable:
     """
     Requests in flight, with their timeouts and their bounds.
 
-    @ivar timeout: seconds a request may wait for its reply; fixed for the
-        life of the table (the order of deadlines depends on it).
+    @ivar timeout: seconds a request added now may wait for its reply (see
+        L{setTimeout}).
     @ivar fromOutside: requests from outside in flight.
     @ivar fromTarget: requests started by the target in flight.
     """
@@ -130,6 +132,9 @@ class PendingTable:
         self.maxPendingPerRequester = maxPendingPerRequester
         self.maxPendingFromTarget = maxPendingFromTarget
         self._entries = {}
+        # Queues of entries in deadline order, one per timeout in force when
+        # they were added; the last one takes new entries.
+        self._queues = [{}]
         self._held = {}
         self.fromOutside = 0
         self.fromTarget = 0
@@ -147,6 +152,16 @@ class PendingTable:
         Return the entry for C{key}, or C{None}.
         """
         return self._entries.get(key)
+
+    def setTimeout(self, timeout):
+        """
+        Give requests added from now on C{timeout} seconds; those in flight
+        keep their deadlines.
+        """
+        if timeout != self.timeout:
+            self.timeout = timeout
+            if self._queues[-1]:
+                self._queues.append({})
 
     def heldBy(self, bare):
         """
@@ -204,6 +219,7 @@ class PendingTable:
             self._clock.seconds() + self.timeout,
         )
         self._entries[key] = entry
+        self._queues[-1][key] = entry
         if len(key) == 2:
             self.fromOutside += 1
             bare = bareOf(requester)
@@ -213,6 +229,9 @@ class PendingTable:
             self.fromTarget += 1
         if self._timer is None:
             self._timer = self._clock.callLater(self.timeout, self._expire)
+        elif len(self._queues) > 1 and entry.deadline < self._timer.getTime():
+            # A shorter timeout since a reload: this one is due first.
+            self._timer.reset(self.timeout)
         return entry
 
     def reassign(self, entry, resource):
@@ -227,7 +246,9 @@ class PendingTable:
 
     def age(self, entry):
         """
-        Seconds since C{entry} was added.
+        Seconds since C{entry} was added (counted back from its deadline by
+        the timeout in force now: off by the difference for requests that
+        were in flight when the timeout was changed).
         """
         return self._clock.seconds() - (entry.deadline - self.timeout)
 
@@ -264,6 +285,9 @@ class PendingTable:
 
     def _finish(self, entry, outcome):
         del self._entries[entry.key]
+        for queue in self._queues:
+            if queue.pop(entry.key, None) is not None:
+                break
         if len(entry.key) == 2:
             self.fromOutside -= 1
             bare = bareOf(entry.requester)
@@ -297,12 +321,14 @@ class PendingTable:
         self._timer = None
         now = self._clock.seconds()
         expired = []
-        for entry in self._entries.values():
-            if entry.deadline > now:
-                break
-            expired.append(entry)
+        for queue in self._queues:
+            for entry in queue.values():
+                if entry.deadline > now:
+                    break
+                expired.append(entry)
         for entry in expired:
             self.fail(entry, "remote-server-timeout")
+        self._queues = [q for q in self._queues[:-1] if q] + self._queues[-1:]
         if self._entries and self._timer is None:
-            oldest = next(iter(self._entries.values()))
-            self._timer = self._clock.callLater(max(0.0, oldest.deadline - now), self._expire)
+            oldest = min(next(iter(q.values())).deadline for q in self._queues if q)
+            self._timer = self._clock.callLater(max(0.0, oldest - now), self._expire)

@@ -155,3 +155,24 @@ class PendingTableTests(unittest.TestCase):
         self.assertRaises(RuntimeError, self.table.complete, entry, "reply")
         self.successResultOf(d)
         self.assertEqual((len(self.table), self.a.pending), (0, 0))
+
+    def test_timeoutChanged(self):
+        """
+        A new timeout applies to requests added from then on; those in
+        flight keep their deadlines, and each times out on time.
+        """
+        self.table.maxPending = self.table.maxPendingPerRequester = 0
+        self.table.add(("e", "old"), "r", self.a)
+        self.table.setTimeout(2)
+        self.table.add(("e", "new"), "r", self.a)
+        self.clock.advance(2)
+        self.assertEqual(self.conditions(), [(("e", "new"), "remote-server-timeout")])
+        self.clock.advance(2.9)
+        self.assertEqual(len(self.answers), 1)
+        self.clock.advance(0.1)
+        self.assertEqual(self.conditions()[1], (("e", "old"), "remote-server-timeout"))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.table.setTimeout(10)
+        self.table.add(("e", "later"), "r", self.a)
+        self.clock.advance(10)
+        self.assertEqual(len(self.answers), 3)
