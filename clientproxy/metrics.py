@@ -4,16 +4,25 @@ Health and metrics over HTTP, in Prometheus' text format: off by default,
 bound to 127.0.0.1 by default (C{--metrics-port}, C{--metrics-interface}).
 
     GET /metrics   counters, gauges and the request latency histogram
-    GET /health    200 "ok" while connected with a usable resource, else 503
-                   and the reason
+    GET /livez     200 while the process serves its reactor
+    GET /readyz    200 when every proxy is connected, its handshake done,
+                   the target's subscription approved and at least one
+                   resource usable; else 503, with a JSON body naming each
+                   unmet condition per proxy
+    GET /health    as documented before /readyz: 200 "ok" while connected
+                   with a usable resource, else 503 and the reason (kept
+                   for existing health checks)
 
 Every series carries a C{component} label, so several proxies in one
 process (see tac/two-proxies.tac) can share one endpoint.
 """
 
+import json
+
 from twisted.application import internet
 from twisted.web import resource, server
 
+from clientproxy.presence import APPROVED, SUBSCRIPTION_STATES
 from clientproxy.stats import LATENCY_BUCKETS
 
 
@@ -116,6 +125,17 @@ def render(proxies):
         [s for p in proxies for s in per(p, p.stats.capabilities, "event")],
     )
     family(
+        "clientproxy_target_subscription",
+        "gauge",
+        "1 for the state of the component's presence subscription to the target "
+        "(none, pending: not approved, approved, revoked).",
+        [
+            ({"component": p.jid, "state": state}, int(p.parts.presence.subscription == state))
+            for p in proxies
+            for state in SUBSCRIPTION_STATES
+        ],
+    )
+    family(
         "clientproxy_subscribers",
         "gauge",
         "Entities subscribed to the service's presence.",
@@ -162,6 +182,31 @@ def health(proxies):
     return True, "ok"
 
 
+def readiness(proxies):
+    """
+    C{(ready, report)}: whether every proxy can serve requests, and for each
+    the conditions not met, as a JSON-able dict.
+    """
+    report = {}
+    for p in proxies:
+        unmet = []
+        if p.xmlstream is None:
+            unmet.append("connected to the server")
+        if not p._authenticated:
+            unmet.append("handshake with the server done")
+        subscription = p.parts.presence.subscription
+        if subscription != APPROVED:
+            unmet.append(
+                "presence subscription to %s approved (it is %s)"
+                % (p.parts.presence.target, subscription)
+            )
+        if not len(p.dispatcher.resources):
+            unmet.append("at least one usable resource of %s" % (p.parts.presence.target,))
+        report[p.jid] = {"ready": not unmet, "unmet": unmet}
+    ready = all(r["ready"] for r in report.values())
+    return ready, {"ready": ready, "proxies": report}
+
+
 class MetricsResource(resource.Resource):
     isLeaf = True
 
@@ -173,13 +218,21 @@ class MetricsResource(resource.Resource):
         if request.path == b"/metrics":
             request.setHeader(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
             return render(self.proxies).encode("utf-8")
+        if request.path == b"/livez":
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return b"ok\n"
+        if request.path == b"/readyz":
+            ready, report = readiness(self.proxies)
+            request.setResponseCode(200 if ready else 503)
+            request.setHeader(b"content-type", b"application/json")
+            return (json.dumps(report, indent=1) + "\n").encode("utf-8")
         if request.path == b"/health":
             healthy, reason = health(self.proxies)
             request.setResponseCode(200 if healthy else 503)
             request.setHeader(b"content-type", b"text/plain; charset=utf-8")
             return (reason + "\n").encode("utf-8")
         request.setResponseCode(404)
-        return b"not found: try /metrics or /health\n"
+        return b"not found: try /metrics, /livez, /readyz or /health\n"
 
 
 def metricsService(proxies, port, interface="127.0.0.1"):

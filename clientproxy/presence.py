@@ -26,6 +26,27 @@ from wokkel.subprotocols import XMPPHandler
 from clientproxy.caps import capsOf
 from clientproxy.stanzas import splitJID
 
+#: The states of the component's subscription to the target's presence.
+NONE, PENDING, APPROVED, REVOKED = "none", "pending", "approved", "revoked"
+SUBSCRIPTION_STATES = (NONE, PENDING, APPROVED, REVOKED)
+
+#: Seconds after asking before the first warning that the target has not
+#: approved (an approval that stands answers within milliseconds), and
+#: between two warnings after that.
+FIRST_PENDING_WARNING = 10.0
+PENDING_WARNING_INTERVAL = 300.0
+
+#: What an operator does about a subscription the target has not approved.
+APPROVAL_HINT = (
+    "the target must approve it once: from any of its clients, send "
+    "<presence type='subscribed' to='{component}'/> (most client libraries can "
+    "auto-approve); or, as the server's admin, add {component} to {target}'s "
+    "roster with subscription 'both' (Prosody: prosodyctl mod_roster_command "
+    "subscribe {component} {target}, with the community module "
+    "mod_roster_command; ejabberd: ejabberdctl add_rosteritem with the "
+    "target's user and host, the component's JID and subscription both)"
+)
+
 #: Seconds before the first new subscription request after a bounce; doubled
 #: on each bounce up to L{RESUBSCRIBE_MAX}.
 RESUBSCRIBE_INITIAL = 2.0
@@ -68,6 +89,10 @@ class TargetPresence(XMPPHandler):
     @ivar resources: the L{clientproxy.resources.ResourceSet} to keep.
     @ivar subscribed: whether the target approved the subscription on this
         connection.
+    @ivar subscription: the state of the subscription: C{none} (not asked
+        yet on this connection), C{pending} (asked, no answer: the target
+        has not approved), C{approved}, C{revoked} (the target answered
+        C{unsubscribed}).
     """
 
     log = Logger()
@@ -80,8 +105,10 @@ class TargetPresence(XMPPHandler):
         self.stats = stats
         self.clock = clock
         self.subscribed = False
+        self.subscription = NONE
         self._retry = None
         self._retryDelay = RESUBSCRIBE_INITIAL
+        self._reminder = None
 
     def connectionInitialized(self):
         self.xmlstream.addObserver("/presence", self.onPresence)
@@ -92,7 +119,9 @@ class TargetPresence(XMPPHandler):
     def connectionLost(self, reason):
         XMPPHandler.connectionLost(self, reason)
         self._cancelRetry()
+        self._cancelReminder()
         self.subscribed = False
+        self.subscription = NONE
         self.resources.clear()
 
     def subscribe(self):
@@ -100,7 +129,45 @@ class TargetPresence(XMPPHandler):
         Ask the target for a presence subscription.
         """
         self._retry = None
+        if self.subscription in (NONE, REVOKED):
+            self.subscription = PENDING
+            self._scheduleReminder(FIRST_PENDING_WARNING)
         self.send(presenceStanza(self.component, self.target, "subscribe"))
+
+    def _scheduleReminder(self, delay=PENDING_WARNING_INTERVAL):
+        self._cancelReminder()
+        self._reminder = self.clock.callLater(delay, self._remind)
+
+    def _cancelReminder(self):
+        if self._reminder is not None and self._reminder.active():
+            self._reminder.cancel()
+        self._reminder = None
+
+    def _remind(self):
+        """
+        Still no approval: say so, with the fix, every few minutes.
+        """
+        self._reminder = None
+        if self.subscription in (PENDING, REVOKED):
+            self._warnUnapproved()
+            self._scheduleReminder()
+
+    def _warnUnapproved(self):
+        self.log.warn(
+            "The target {target} has not approved the presence subscription of "
+            "{component} ({state}): no request can be dispatched until it does; " + APPROVAL_HINT,
+            target=self.target,
+            component=self.component,
+            state=self.subscription,
+        )
+
+    def probe(self):
+        """
+        Ask the server for the target's current presences (once the
+        subscription stands), to learn resources again.
+        """
+        if self.subscribed:
+            self.send(presenceStanza(self.component, self.target, "probe"))
 
     def _cancelRetry(self):
         if self._retry is not None and self._retry.active():
@@ -185,17 +252,16 @@ class TargetPresence(XMPPHandler):
         if not self.subscribed:
             self.log.info("The target {target} approved the subscription", target=self.target)
         self.subscribed = True
+        self.subscription = APPROVED
+        self._cancelReminder()
         self._cancelRetry()
         self._retryDelay = RESUBSCRIBE_INITIAL
         self.send(presenceStanza(self.component, self.target, "probe"))
 
     def _unsubscribed(self):
-        self.log.warn(
-            "The target {target} has not approved (or revoked) the subscription "
-            "of {component}: no requests can be dispatched until it approves",
-            target=self.target,
-            component=self.component,
-        )
         self.subscribed = False
+        self.subscription = REVOKED
+        self._warnUnapproved()
+        self._scheduleReminder()
         for resource in list(self.resources.available):
             self.resources.remove(resource.jid)

@@ -99,10 +99,11 @@ class Harness:
     """
     A component's handlers, assembled by L{makeHandlers} as in the real
     service, on a L{RecordingManager}, with a L{task.Clock}. Keyword
-    arguments go to L{makeHandlers}.
+    arguments go to L{makeHandlers}. Unless C{approved} is false, the
+    target has approved the component's presence subscription.
     """
 
-    def __init__(self, timeout=30, strategy=None, store=None, **options):
+    def __init__(self, timeout=30, strategy=None, store=None, approved=True, **options):
         self.clock = task.Clock()
         self.store = store or Store(":memory:")
         options.setdefault("keepalive", 0)
@@ -131,6 +132,11 @@ class Harness:
         for handler in self.handlers.all():
             handler.setHandlerParent(self.manager)
         self.manager.connect()
+        if approved:
+            # As on a server where the target approved the component once.
+            self.receive(
+                "<presence type='subscribed' from='%s' to='%s'/>" % (TARGET, COMPONENT)
+            )
         self.manager.take()
 
     def receive(self, xml):

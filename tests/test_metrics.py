@@ -8,7 +8,9 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial import unittest
 from twisted.web.client import Agent, readBody
 
-from clientproxy.metrics import health, metricsService, render
+import json
+
+from clientproxy.metrics import health, metricsService, readiness, render
 from clientproxy.service import makeProxy
 
 
@@ -90,6 +92,34 @@ class RenderTests(unittest.TestCase):
         self.assertEqual(health([p]), (True, "ok"))
 
 
+    def test_readiness(self):
+        """
+        Ready only when connected, the handshake done, the subscription
+        approved and a resource usable; each unmet condition is named.
+        """
+        p = proxy()
+        ready, report = readiness([p])
+        self.assertFalse(ready)
+        unmet = report["proxies"]["proxy.example.org"]["unmet"]
+        self.assertEqual(len(unmet), 4)
+        self.assertIn("presence subscription to svc@example.org approved (it is none)", unmet)
+        p.xmlstream = object()
+        p._authenticated = True
+        p.parts.presence.subscription = "pending"
+        p.dispatcher.resources.update("svc@example.org/a", "a", 0)
+        ready, report = readiness([p])
+        self.assertEqual(
+            report["proxies"]["proxy.example.org"]["unmet"],
+            ["presence subscription to svc@example.org approved (it is pending)"],
+        )
+        self.assertIn(
+            'clientproxy_target_subscription{component="proxy.example.org",state="pending"} 1',
+            render([p]),
+        )
+        p.parts.presence.subscription = "approved"
+        self.assertEqual(readiness([p])[0], True)
+
+
 class EndpointTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_overHTTP(self):
@@ -108,6 +138,13 @@ class EndpointTests(unittest.TestCase):
         body = yield readBody(response)
         self.assertEqual(response.code, 503)
         self.assertIn(b"not connected", body)
+        response = yield agent.request(b"GET", b"http://127.0.0.1:%d/livez" % port)
+        body = yield readBody(response)
+        self.assertEqual((response.code, body), (200, b"ok\n"))
+        response = yield agent.request(b"GET", b"http://127.0.0.1:%d/readyz" % port)
+        body = yield readBody(response)
+        self.assertEqual(response.code, 503)
+        self.assertFalse(json.loads(body)["proxies"]["proxy.example.org"]["ready"])
         response = yield agent.request(b"GET", b"http://127.0.0.1:%d/other" % port)
         yield readBody(response)
         self.assertEqual(response.code, 404)

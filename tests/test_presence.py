@@ -16,7 +16,7 @@ def summary(stanzas):
 
 class SubscriptionTests(unittest.TestCase):
     def setUp(self):
-        self.h = Harness()
+        self.h = Harness(approved=False)
 
     def test_subscribeOnConnect(self):
         manager = RecordingManager(self.h.clock)
@@ -145,3 +145,41 @@ class ResourceTrackingTests(unittest.TestCase):
         self.assertEqual(priority("<presence><priority>x</priority></presence>"), 0)
         self.assertEqual(priority("<presence><priority>1000</priority></presence>"), 127)
         self.assertEqual(priority("<presence><priority>-1000</priority></presence>"), -128)
+
+
+class SubscriptionStateTests(unittest.TestCase):
+    """
+    The subscription to the target is a named state, and an unapproved one
+    is warned about, with the fix, until it is approved.
+    """
+
+    def test_states(self):
+        from clientproxy.presence import APPROVED, PENDING, REVOKED
+
+        h = Harness(approved=False)
+        self.assertEqual(h.presence.subscription, PENDING)
+        h.receive("<presence type='subscribed' from='%s' to='%s'/>" % (TARGET, COMPONENT))
+        self.assertEqual(h.presence.subscription, APPROVED)
+        h.receive("<presence type='unsubscribed' from='%s' to='%s'/>" % (TARGET, COMPONENT))
+        self.assertEqual(h.presence.subscription, REVOKED)
+        h.manager.disconnect()
+        self.assertEqual(h.presence.subscription, "none")
+
+    def test_warnedUntilApproved(self):
+        from twisted.logger import capturedLogs
+
+        from clientproxy.presence import FIRST_PENDING_WARNING, PENDING_WARNING_INTERVAL
+
+        h = Harness(approved=False)
+        with capturedLogs() as events:
+            h.clock.advance(FIRST_PENDING_WARNING)
+            h.clock.advance(PENDING_WARNING_INTERVAL)
+            h.receive("<presence type='subscribed' from='%s' to='%s'/>" % (TARGET, COMPONENT))
+            h.clock.advance(PENDING_WARNING_INTERVAL * 3)
+        warnings = [e for e in events if e["log_level"].name == "warn"]
+        self.assertEqual(len(warnings), 2)
+        text = warnings[0]["log_format"].format(**warnings[0])
+        self.assertIn("<presence type='subscribed' to='%s'/>" % (COMPONENT,), text)
+        self.assertIn("prosodyctl", text)
+        self.assertIn("ejabberdctl add_rosteritem", text)
+        self.assertEqual(h.clock.getDelayedCalls(), [])
