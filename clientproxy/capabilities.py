@@ -70,9 +70,20 @@ class CapabilityLearner(XMPPHandler):
         self._byVer = {}
         self._ids = itertools.count(1)
         self._observing = False
-        if enabled:
-            resources.whenAdded(self.learn)
-            resources.whenCapsChanged(self.learn)
+        self.enabled = enabled
+        resources.whenAdded(self.learn)
+        resources.whenCapsChanged(self.learn)
+
+    def setEnabled(self, enabled):
+        """
+        Turn learning on or off (a reload); turned on, the resources whose
+        features are not known are asked.
+        """
+        was, self.enabled = self.enabled, enabled
+        if enabled and not was:
+            for resource in list(self.resources.available):
+                if resource.features is None:
+                    self.learn(resource)
 
     def connectionInitialized(self):
         self._observing = False
@@ -93,6 +104,8 @@ class CapabilityLearner(XMPPHandler):
         Find out what C{resource} supports: from the cache, by joining a
         query in flight for its C{ver}, or by asking it.
         """
+        if not self.enabled:
+            return
         caps = resource.caps
         if caps is not None and caps.verifiable:
             features = self.verified.get(caps.ver)

@@ -60,6 +60,20 @@ class KeepAlive(XMPPHandler):
             self._pongQuery = None
             self._schedule(self.interval)
 
+    def setInterval(self, interval):
+        """
+        Change the interval (a reload); 0 turns the keepalive off.
+        """
+        if interval == self.interval:
+            return
+        self.interval = interval
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        if interval and self.xmlstream is not None:
+            self._pingedAt = None
+            self._schedule(interval)
+
     def connectionLost(self, reason):
         XMPPHandler.connectionLost(self, reason)
         if self._timer is not None and self._timer.active():

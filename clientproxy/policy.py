@@ -138,6 +138,24 @@ class Policy:
             with bursts of C{domainBurst} (by default that factor times
             C{burst}).
         """
+        self.clock = clock
+        self.configure(allow, deny, rate, burst, maxStanzaSize, domainRate, domainBurst)
+
+    def configure(
+        self,
+        allow=(),
+        deny=(),
+        rate=0.0,
+        burst=None,
+        maxStanzaSize=MAX_STANZA_SIZE,
+        domainRate=None,
+        domainBurst=None,
+    ):
+        """
+        Set the rules (at start, and again on a reload: the rate's buckets
+        then start full).
+        """
+        clock = self.clock
         self.allow = frozenset(normalise(e) for e in allow)
         self.deny = frozenset(normalise(e) for e in deny)
         self._lists = bool(self.allow or self.deny)

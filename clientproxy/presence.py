@@ -161,6 +161,18 @@ class TargetPresence(XMPPHandler):
             state=self.subscription,
         )
 
+    def refilter(self, accept):
+        """
+        Change the resource filter (a reload): resources it no longer admits
+        leave (their requests are retried or answered), and the target is
+        probed so that newly admitted ones are learnt.
+        """
+        self.resources.setFilter(accept)
+        for resource in list(self.resources.available):
+            if not self.resources.accepts(resource.name):
+                self.resources.remove(resource.jid)
+        self.probe()
+
     def probe(self):
         """
         Ask the server for the target's current presences (once the

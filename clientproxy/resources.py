@@ -85,6 +85,12 @@ class ResourceSet:
         """
         return self._byJID.get(jid)
 
+    def setFilter(self, accept):
+        """
+        Use C{accept} (a regular expression, or C{None}) from now on.
+        """
+        self.accept = re.compile(accept) if isinstance(accept, str) else accept
+
     def accepts(self, name):
         """
         Whether a resource called C{name} may serve requests.

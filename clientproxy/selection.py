@@ -154,6 +154,24 @@ class Selector:
     def keyOf(self, child, requester):
         return self.affinity.keyOf(child, requester)
 
+    def configure(self, match=None, affinity=None, refusalTTL=None, strategy=None):
+        """
+        Change the pipeline (a reload); what was cached is recomputed.
+        """
+        if match is not None:
+            if match not in MATCH_MODES:
+                raise ValueError("match-features: one of %s" % (", ".join(MATCH_MODES),))
+            self.match = match
+        if affinity is not None:
+            self.affinity = Affinity(affinity)
+        if refusalTTL is not None:
+            self.refusalTTL = refusalTTL
+            if not refusalTTL:
+                self._refusals = {}
+        if strategy is not None:
+            self.strategy = strategy
+        self._version = None
+
     def choose(self, feature, key, requester, exclude=()):
         """
         The resource for a request asking for C{feature}, with affinity key

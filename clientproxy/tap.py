@@ -9,15 +9,18 @@ L{makeService}.
 import gc
 import os
 import re
+import sys
 
 from twisted.application import service
 from twisted.python import usage
 from twisted.words.protocols.jabber.jid import JID, InvalidFormat
 
+from clientproxy.config import ConfigError, proxyArguments, proxyName, readConfig
 from clientproxy.keepalive import DEFAULT_INTERVAL
 from clientproxy.messages import QUEUE_PER_SENDER, QUEUE_SIZE
 from clientproxy.pending import MAX_PENDING, MAX_PENDING_FROM_TARGET, MAX_PENDING_PER_REQUESTER
 from clientproxy.metrics import metricsService
+from clientproxy.reload import ReloadService
 from clientproxy.policy import MAX_STANZA_SIZE, normalise, readAccessFile
 from clientproxy.selection import AUTO, MATCH_MODES, REFUSAL_TTL, Affinity
 from clientproxy.service import DEFAULT_TIMEOUT, makeProxy
@@ -40,7 +43,10 @@ def normalisedJID(value, what):
 
 
 class Options(usage.Options):
-    synopsis = "--jid COMPONENT --target ACCOUNT (--secret-file FILE | --secret SECRET) [options]"
+    synopsis = (
+        "--config FILE [options] | --jid COMPONENT --target ACCOUNT "
+        "(--secret-file FILE | --secret SECRET) [options]"
+    )
     longdesc = (
         "Run an XMPP external component (XEP-0114) that forwards every IQ "
         "request sent to it to one available resource of the target account, "
@@ -49,6 +55,12 @@ class Options(usage.Options):
     )
 
     optParameters = [
+        [
+            "config",
+            None,
+            None,
+            "A TOML file of [[proxy]] tables (see contrib/clientproxy.toml); re-read on SIGHUP.",
+        ],
         ["jid", None, None, "The component's JID, e.g. proxy.example.org."],
         ["target", None, None, "The bare JID of the account implementing the service."],
         ["secret-file", None, None, "A file holding the component secret."],
@@ -167,7 +179,92 @@ class Options(usage.Options):
             print("%-16s %s" % (name, plugin.description))
         raise SystemExit(0)
 
+    #: Options that concern the process, not one proxy.
+    PROCESS_OPTIONS = ("config", "metrics-port", "metrics-interface")
+
+    def parseOptions(self, options=None):
+        if options is None:
+            options = sys.argv[1:]
+        # What was given, to tell an override from a default with --config,
+        # and to read the same again on a reload.
+        self.arguments = list(options)
+        self.given = [a[2:].split("=", 1)[0] for a in options if a.startswith("--")]
+        usage.Options.parseOptions(self, options)
+
+    def kinds(self):
+        """
+        The type of each per-proxy option's value: C{int}, C{float} or C{str}.
+        """
+        kinds = {}
+        for name, _, _, _, *coerce in self.optParameters:
+            if name not in self.PROCESS_OPTIONS:
+                kinds[name] = coerce[0] if coerce and coerce[0] in (int, float) else str
+        return kinds
+
+    def overrides(self):
+        """
+        The per-proxy options given on the command line, as arguments.
+        """
+        kinds = self.kinds()
+        arguments = []
+        for name in dict.fromkeys(self.given):
+            if name in ("allow", "deny"):
+                for entry in self[name]:
+                    arguments += ["--" + name, entry]
+            elif name in kinds:
+                arguments += ["--" + name, str(self[name])]
+        return arguments
+
+    def loadProxies(self):
+        """
+        The proxies of the configuration file, each checked as a command
+        line would be, with the command line's options over a single one.
+
+        @return: a list of L{Options}, one per proxy.
+        @raise usage.UsageError: the file cannot be used (the message names
+            the file, the proxy and the key).
+        """
+        path = self["config"]
+        try:
+            process, tables = readConfig(path)
+            overrides = self.overrides()
+            if overrides and len(tables) > 1:
+                raise ConfigError(
+                    "%s: command-line options can override the file only when it has "
+                    "one proxy" % (path,)
+                )
+            proxies = []
+            for number, table in enumerate(tables, 1):
+                where = proxyName(path, number, table)
+                options = Options()
+                try:
+                    options.parseOptions(proxyArguments(where, table, self.kinds()) + overrides)
+                except usage.UsageError as e:
+                    raise ConfigError("%s: %s" % (where, e))
+                proxies.append(options)
+        except ConfigError as e:
+            raise usage.UsageError(str(e))
+        jids = [p["jid"] for p in proxies]
+        if len(set(jids)) != len(jids):
+            raise usage.UsageError("%s: two proxies with the same jid" % (path,))
+        for key, value in process.items():
+            if key not in self.given:
+                self[key] = int(value) if key == "metrics-port" else value
+        return proxies
+
     def postOptions(self):
+        if self["config"] is not None:
+            self["proxies"] = self.loadProxies()
+        else:
+            self.checkProxy()
+            self["proxies"] = [self]
+        if not 0 <= self["metrics-port"] < 65536:
+            raise usage.UsageError("--metrics-port must be a TCP port, or 0 for none")
+
+    def checkProxy(self):
+        """
+        Check and normalise the options of one proxy.
+        """
         for required in ("jid", "target"):
             if not self[required]:
                 raise usage.UsageError("--%s is required" % (required,))
@@ -212,8 +309,6 @@ class Options(usage.Options):
                 raise usage.UsageError(
                     "--%s must not be negative, --%s at least 1" % (rate, burst)
                 )
-        if not 0 <= self["metrics-port"] < 65536:
-            raise usage.UsageError("--metrics-port must be a TCP port, or 0 for none")
         if self["grace"] < 0:
             raise usage.UsageError("--grace must not be negative")
         if not 0 < self["port"] < 65536:
@@ -274,9 +369,44 @@ class Options(usage.Options):
         return secret
 
 
+def proxyArgumentsOf(options):
+    """
+    The keyword arguments of L{makeProxy} that checked L{Options} say.
+    """
+    return dict(
+        host=options["host"],
+        port=options["port"],
+        timeout=options["timeout"],
+        strategy=options["strategy"],
+        resources=options["resources"],
+        matchFeatures=options["match-features"],
+        refusalTTL=options["refusal-ttl"],
+        affinity=options["affinity"],
+        dataDir=options["data-dir"],
+        queuePerSender=options["queue-per-sender"],
+        queueSize=options["queue-size"],
+        grace=options["grace"],
+        maxPending=options["max-pending"],
+        maxPendingPerRequester=options["max-pending-per-requester"],
+        maxPendingFromTarget=options["max-pending-from-target"],
+        maxSubscribers=options["max-subscribers"],
+        maxSubscribersPerDomain=options["max-subscribers-per-domain"],
+        rate=options["rate"],
+        burst=options["burst"],
+        domainRate=options["domain-rate"],
+        domainBurst=options["domain-burst"],
+        keepalive=options["keepalive"],
+        maxStanzaSize=options["max-stanza-size"],
+        allow=options["allow"],
+        deny=options["deny"],
+    )
+
+
 def makeService(config):
     """
-    Make the proxy service from parsed L{Options}.
+    Make the service from parsed L{Options}: one proxy per C{[[proxy]]} of
+    the configuration file (or the one of the command line), the metrics
+    endpoint if asked for, and with a file, its reload on SIGHUP.
 
     Called once per process by twistd (or a tac file) after everything is
     imported, so it also moves the objects that live for the whole process
@@ -285,41 +415,19 @@ def makeService(config):
     bench/: p99 closer to the bare forwarder's).
     """
     gc.freeze()
-    proxy = makeProxy(
-        config["jid"],
-        config["target"],
-        config["secret"],
-        host=config["host"],
-        port=config["port"],
-        timeout=config["timeout"],
-        strategy=config["strategy"],
-        resources=config["resources"],
-        matchFeatures=config["match-features"],
-        refusalTTL=config["refusal-ttl"],
-        affinity=config["affinity"],
-        dataDir=config["data-dir"],
-        queuePerSender=config["queue-per-sender"],
-        queueSize=config["queue-size"],
-        grace=config["grace"],
-        maxPending=config["max-pending"],
-        maxPendingPerRequester=config["max-pending-per-requester"],
-        maxPendingFromTarget=config["max-pending-from-target"],
-        maxSubscribers=config["max-subscribers"],
-        maxSubscribersPerDomain=config["max-subscribers-per-domain"],
-        rate=config["rate"],
-        burst=config["burst"],
-        domainRate=config["domain-rate"],
-        domainBurst=config["domain-burst"],
-        keepalive=config["keepalive"],
-        maxStanzaSize=config["max-stanza-size"],
-        allow=config["allow"],
-        deny=config["deny"],
-    )
-    if not config["metrics-port"]:
-        return proxy
-    both = service.MultiService()
-    proxy.setServiceParent(both)
-    metricsService([proxy], config["metrics-port"], config["metrics-interface"]).setServiceParent(
-        both
-    )
-    return both
+    proxies = [
+        makeProxy(options["jid"], options["target"], options["secret"], **proxyArgumentsOf(options))
+        for options in config["proxies"]
+    ]
+    if len(proxies) == 1 and not config["metrics-port"] and config["config"] is None:
+        return proxies[0]
+    top = service.MultiService()
+    for proxy in proxies:
+        proxy.setServiceParent(top)
+    if config["metrics-port"]:
+        metricsService(
+            proxies, config["metrics-port"], config["metrics-interface"]
+        ).setServiceParent(top)
+    if config["config"] is not None:
+        ReloadService(config, list(zip(proxies, config["proxies"]))).setServiceParent(top)
+    return top

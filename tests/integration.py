@@ -54,10 +54,12 @@ class ServerTestCase(unittest.TestCase):
 
     timeout = 90
     serverClass = None
+    #: The server's external components, by JID, with their secrets.
+    components = {COMPONENT: SECRET}
 
     @defer.inlineCallbacks
     def setUp(self):
-        self.server = self.serverClass({COMPONENT: SECRET}, domain=DOMAIN)
+        self.server = self.serverClass(dict(self.components), domain=DOMAIN)
         self.addCleanup(self.server.cleanUp)
         for user in USERS:
             self.server.register(user, PASSWORD)

@@ -85,6 +85,12 @@ class ComponentProcess(protocol.ProcessProtocol):
     def processEnded(self, reason):
         self.ended.callback(None)
 
+    def signal(self, name):
+        """
+        Send the process signal C{name} (C{"HUP"}, say).
+        """
+        self._process.signalProcess(name)
+
     def stop(self):
         """
         SIGTERM, and wait until the process has exited.

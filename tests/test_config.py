@@ -1,0 +1,206 @@
+"""
+Tests for the configuration file (L{clientproxy.config}, C{--config}) and
+its reload (L{clientproxy.reload}).
+"""
+
+import os
+
+from twisted.application import service
+from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import capturedLogs
+from twisted.python import usage
+from twisted.trial import unittest
+
+from clientproxy.connection import ProxyComponent
+from clientproxy.reload import ReloadService
+from clientproxy.tap import SECRET_ENVIRONMENT, Options, makeService
+
+TWO = """
+metrics-port = 0
+
+[[proxy]]
+jid = "focus.example.org"
+target = "focus@auth.example.org"
+secret-file = "{secret}"
+affinity = "attribute:room"
+timeout = 10
+
+[[proxy]]
+jid = "search.example.org"
+target = "search@example.org"
+secret_file = "{secret}"
+deny = ["spam.example"]
+rate = 5
+"""
+
+
+class ConfigTests(unittest.TestCase):
+    def setUp(self):
+        self.patch(os, "environ", {})
+        self.directory = self.mktemp()
+        os.mkdir(self.directory)
+        self.secret = os.path.join(self.directory, "secret")
+        with open(self.secret, "w") as f:
+            f.write("hunter2\n")
+
+    def write(self, text, name="clientproxy.toml"):
+        path = os.path.join(self.directory, name)
+        with open(path, "w") as f:
+            f.write(text.replace("{secret}", self.secret))
+        return path
+
+    def parse(self, *arguments):
+        options = Options()
+        options.parseOptions(list(arguments))
+        return options
+
+    def refused(self, text, *arguments):
+        path = self.write(text)
+        error = self.assertRaises(usage.UsageError, self.parse, "--config", path, *arguments)
+        self.assertIn(path, str(error))
+        self.assertNotIn("hunter2", str(error))
+        return str(error)
+
+    def test_twoProxies(self):
+        text = TWO.replace('rate = 5', 'rate = 5\ndata-dir = "%s"' % (self.directory,))
+        text = text.replace('timeout = 10', 'timeout = 10\ndata-dir = "%s"' % (self.directory,))
+        options = self.parse("--config", self.write(text))
+        focus, search = options["proxies"]
+        self.assertEqual(
+            (focus["jid"], focus["target"], focus["secret"], focus["timeout"]),
+            ("focus.example.org", "focus@auth.example.org", "hunter2", 10.0),
+        )
+        self.assertEqual(focus["affinity"], "attribute:room")
+        self.assertEqual((search["deny"], search["rate"]), (["spam.example"], 5.0))
+        top = makeService(options)
+        self.assertIsInstance(top, service.MultiService)
+        kinds = [type(s) for s in top]
+        self.assertEqual(kinds.count(ProxyComponent), 2)
+        self.assertIn(ReloadService, kinds)
+        for s in top:
+            if isinstance(s, ProxyComponent):
+                s.store.close()
+
+    def test_unknownKey(self):
+        error = self.refused(TWO.replace("rate = 5", "rat = 5"))
+        self.assertIn("proxy 2 (search.example.org)", error)
+        self.assertIn("unknown key 'rat'", error)
+
+    def test_wrongType(self):
+        error = self.refused(TWO.replace("timeout = 10", "timeout = 'soon'"))
+        self.assertIn("proxy 1 (focus.example.org)", error)
+        self.assertIn("'timeout' must be a number", error)
+
+    def test_missingRequired(self):
+        error = self.refused(TWO.replace('jid = "search.example.org"\n', ""))
+        self.assertIn("proxy 2", error)
+        self.assertIn("--jid is required", error)
+
+    def test_invalidValue(self):
+        error = self.refused(TWO.replace("timeout = 10", "timeout = -1"))
+        self.assertIn("proxy 1 (focus.example.org): --timeout must be positive", error)
+
+    def test_inlineSecretRefused(self):
+        error = self.refused(TWO.replace('secret_file = "{secret}"', 'secret = "hunter2"'))
+        self.assertIn("'secret'", error)
+
+    def test_secretFromEnvironment(self):
+        self.patch(os, "environ", {SECRET_ENVIRONMENT: "from-env"})
+        text = TWO.replace('secret-file = "{secret}"\n', "")
+        focus = self.parse("--config", self.write(text))["proxies"][0]
+        self.assertEqual(focus["secret"], "from-env")
+
+    def test_unknownTopKey(self):
+        self.assertIn("unknown key 'colour'", self.refused("colour = 1\n" + TWO))
+
+    def test_noProxy(self):
+        self.assertIn("[[proxy]]", self.refused("metrics-port = 1\n"))
+
+    def test_notToml(self):
+        self.assertIn("not valid TOML", self.refused("[[proxy]\n"))
+
+    def test_sameJIDTwice(self):
+        error = self.refused(TWO.replace("search.example.org", "focus.example.org"))
+        self.assertIn("same jid", error)
+
+    def test_commandLineOverridesASingleProxy(self):
+        one = TWO[: TWO.index("[[proxy]]", TWO.index("[[proxy]]") + 1)]
+        options = self.parse("--config", self.write(one), "--timeout", "3", "--deny", "x.example")
+        [focus] = options["proxies"]
+        self.assertEqual((focus["timeout"], focus["deny"]), (3.0, ["x.example"]))
+        self.assertEqual(focus["affinity"], "attribute:room")
+
+    def test_commandLineWithSeveralProxiesRefused(self):
+        self.assertIn("only when it has one proxy", self.refused(TWO, "--timeout", "3"))
+
+    def test_metricsFromTheFile(self):
+        options = self.parse("--config", self.write(TWO.replace("metrics-port = 0", "metrics-port = 9101")))
+        self.assertEqual(options["metrics-port"], 9101)
+
+
+class ReloadTests(unittest.TestCase):
+    """
+    A reload applies what can change live to the running proxies, says
+    what needs a restart, and keeps the running configuration when the file
+    does not load.
+    """
+
+    def setUp(self):
+        self.patch(os, "environ", {SECRET_ENVIRONMENT: "s"})
+        self.path = self.mktemp()
+        self.write(
+            '[[proxy]]\njid = "proxy.example.org"\ntarget = "svc@example.org"\n'
+            'timeout = 30\nstrategy = "random"\n'
+        )
+        options = Options()
+        options.parseOptions(["--config", self.path])
+        self.options = options
+        self.proxy = makeProxy(options)
+        self.reload = ReloadService(options, [(self.proxy, options["proxies"][0])])
+
+    def write(self, text):
+        with open(self.path, "w") as f:
+            f.write(text)
+
+    def test_appliedLive(self):
+        self.write(
+            '[[proxy]]\njid = "proxy.example.org"\ntarget = "svc@example.org"\n'
+            'timeout = 5\nstrategy = "round-robin"\ndeny = ["mallory@example.org"]\n'
+            'max-pending = 7\nmatch-features = "strict"\nresources = "^focus"\nport = 5348\n'
+        )
+        with capturedLogs() as events:
+            self.reload.reload()
+        parts = self.proxy.parts
+        self.assertEqual(parts.policy.deny, frozenset(["mallory@example.org"]))
+        self.assertEqual(parts.dispatcher.pending.timeout, 5.0)
+        self.assertEqual(parts.dispatcher.pending.maxPending, 7)
+        self.assertEqual(type(parts.dispatcher.selector.strategy).__name__, "RoundRobinStrategy")
+        self.assertEqual(parts.dispatcher.selector.match, "strict")
+        self.assertFalse(parts.resources.accepts("bridge"))
+        [event] = [e for e in events if "applied" in e.get("log_format", "")]
+        self.assertIn("deny", event["applied"])
+        self.assertEqual(event["restart"], "port")
+
+    def test_brokenFileKeepsTheRunningConfiguration(self):
+        self.write('[[proxy]]\njid = "proxy.example.org"\ntarget = "svc@example.org"\ntimeout = -1\n')
+        with capturedLogs() as events:
+            self.reload.reload()
+        self.assertEqual(self.proxy.parts.dispatcher.pending.timeout, 30.0)
+        [error] = [e for e in events if e["log_level"].name == "error"]
+        self.assertIn("--timeout must be positive", error["why"])
+
+
+def makeProxy(options):
+    from clientproxy.service import makeProxy as make
+    from clientproxy.tap import proxyArgumentsOf
+
+    [proxyOptions] = options["proxies"]
+    kwargs = proxyArgumentsOf(proxyOptions)
+    kwargs["dataDir"] = None
+    return make(
+        proxyOptions["jid"],
+        proxyOptions["target"],
+        proxyOptions["secret"],
+        reactor=MemoryReactorClock(),
+        **kwargs,
+    )
