@@ -204,3 +204,31 @@ def makeProxy(options):
         reactor=MemoryReactorClock(),
         **kwargs,
     )
+
+
+class ExampleTests(unittest.TestCase):
+    def test_contribExampleLoads(self):
+        """
+        contrib/clientproxy.toml, the README's complete example, is a valid
+        configuration (with its paths pointed at a temporary directory).
+        """
+        from twisted.python.filepath import FilePath
+
+        example = FilePath(__file__).parent().sibling("contrib").child("clientproxy.toml")
+        directory = os.path.abspath(self.mktemp())
+        os.mkdir(directory)
+        text = example.getContent().decode("utf-8").replace("/var/lib/clientproxy", directory)
+        for name in ("focus", "search"):
+            secret = os.path.join(directory, name + ".secret")
+            with open(secret, "w") as f:
+                f.write("s\n")
+            text = text.replace("/etc/clientproxy/%s.secret" % (name,), secret)
+        path = os.path.join(directory, "clientproxy.toml")
+        with open(path, "w") as f:
+            f.write(text)
+        options = Options()
+        options.parseOptions(["--config", path])
+        self.assertEqual(
+            [p["jid"] for p in options["proxies"]], ["focus.example.org", "search.example.org"]
+        )
+        self.assertEqual(options["proxies"][0]["affinity"], "attribute:room")
