@@ -26,6 +26,7 @@ from clientproxy.selection import AUTO, MATCH_MODES, REFUSAL_TTL, Affinity
 from clientproxy.service import DEFAULT_TIMEOUT, makeProxy
 from clientproxy.servicepresence import MAX_SUBSCRIBERS, MAX_SUBSCRIBERS_PER_DOMAIN
 from clientproxy.strategies import DEFAULT, availableStrategies
+from clientproxy.systemd import SystemdNotifier, notifySocket
 
 SECRET_ENVIRONMENT = "CLIENTPROXY_SECRET"
 
@@ -406,7 +407,8 @@ def makeService(config):
     """
     Make the service from parsed L{Options}: one proxy per C{[[proxy]]} of
     the configuration file (or the one of the command line), the metrics
-    endpoint if asked for, and with a file, its reload on SIGHUP.
+    endpoint if asked for, with a file its reload on SIGHUP, and under
+    systemd (C{$NOTIFY_SOCKET}) the notifications of C{Type=notify}.
 
     Called once per process by twistd (or a tac file) after everything is
     imported, so it also moves the objects that live for the whole process
@@ -419,7 +421,8 @@ def makeService(config):
         makeProxy(options["jid"], options["target"], options["secret"], **proxyArgumentsOf(options))
         for options in config["proxies"]
     ]
-    if len(proxies) == 1 and not config["metrics-port"] and config["config"] is None:
+    systemd = notifySocket() is not None
+    if len(proxies) == 1 and not (config["metrics-port"] or config["config"] or systemd):
         return proxies[0]
     top = service.MultiService()
     for proxy in proxies:
@@ -430,4 +433,6 @@ def makeService(config):
         ).setServiceParent(top)
     if config["config"] is not None:
         ReloadService(config, list(zip(proxies, config["proxies"]))).setServiceParent(top)
+    if systemd:
+        SystemdNotifier(proxies).setServiceParent(top)
     return top

@@ -1,0 +1,112 @@
+"""
+Tests for L{clientproxy.systemd}: the notifications, received on a real
+Unix datagram socket as systemd would, with a fake clock for the watchdog.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.trial import unittest
+
+from clientproxy.service import makeProxy
+from clientproxy.systemd import SystemdNotifier, notifySocket, watchdogInterval
+
+HEADER = (
+    b"<stream:stream xmlns='jabber:component:accept' "
+    b"xmlns:stream='http://etherx.jabber.org/streams' from='%s' id='s1'>"
+)
+
+
+class NotifierTests(unittest.TestCase):
+    def setUp(self):
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory)
+        self.path = os.path.join(directory, "notify")
+        self.socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.socket.bind(self.path)
+        self.socket.setblocking(False)
+        self.addCleanup(self.socket.close)
+        self.reactor = MemoryReactorClock()
+        self.proxies = [
+            makeProxy(jid, "svc@example.org", "s", reactor=self.reactor)
+            for jid in ("a.example.org", "b.example.org")
+        ]
+        environ = {
+            "NOTIFY_SOCKET": self.path,
+            "WATCHDOG_USEC": "10000000",
+            "WATCHDOG_PID": str(os.getpid()),
+        }
+        self.notifier = SystemdNotifier(self.proxies, self.reactor, environ)
+        for proxy in self.proxies:
+            proxy.startService()
+            self.addCleanup(proxy.stopService)
+
+    def received(self):
+        messages = []
+        while True:
+            try:
+                messages.append(self.socket.recv(4096).decode("utf-8"))
+            except BlockingIOError:
+                return messages
+
+    def handshake(self, proxy):
+        xs = proxy.factory.buildProtocol(None)
+        xs.makeConnection(StringTransport())
+        xs.dataReceived(HEADER % proxy.jid.encode() + b"<handshake/>")
+
+    def test_readyOnceEveryProxyIsConnected(self):
+        self.notifier.startService()
+        self.handshake(self.proxies[0])
+        self.assertEqual([m for m in self.received() if "READY" in m], [])
+        self.handshake(self.proxies[1])
+        [ready] = [m for m in self.received() if "READY" in m]
+        self.assertTrue(ready.startswith("READY=1\nSTATUS=connected: a.example.org"))
+        self.handshake(self.proxies[0])
+        self.assertEqual([m for m in self.received() if "READY" in m], [])
+
+    def test_watchdogAndStopping(self):
+        self.notifier.startService()
+        self.assertEqual(self.received(), ["WATCHDOG=1"])
+        self.reactor.advance(5)
+        self.assertEqual(self.received(), ["WATCHDOG=1"])
+        self.notifier.stopService()
+        self.assertEqual(self.received(), ["STOPPING=1"])
+        self.reactor.advance(5)
+        self.assertEqual(self.received(), [])
+
+
+class EnvironmentTests(unittest.TestCase):
+    def test_socket(self):
+        self.assertIsNone(notifySocket({}))
+        self.assertEqual(notifySocket({"NOTIFY_SOCKET": "@abstract"}), "\0abstract")
+        self.assertEqual(notifySocket({"NOTIFY_SOCKET": "/run/x"}), "/run/x")
+
+    def test_watchdog(self):
+        self.assertIsNone(watchdogInterval({}))
+        self.assertEqual(watchdogInterval({"WATCHDOG_USEC": "4000000"}), 2.0)
+        self.assertIsNone(watchdogInterval({"WATCHDOG_USEC": "4000000", "WATCHDOG_PID": "1"}))
+
+
+class UnitTests(unittest.TestCase):
+    def test_verify(self):
+        """
+        The unit in contrib/ passes systemd-analyze verify (where systemd is
+        installed).
+        """
+        analyze = shutil.which("systemd-analyze")
+        if analyze is None:
+            raise unittest.SkipTest("systemd-analyze is not installed")
+        unit = os.path.join(os.path.dirname(__file__), "..", "contrib", "clientproxy.service")
+        result = subprocess.run(
+            [analyze, "verify", os.path.abspath(unit)], capture_output=True, text=True
+        )
+        problems = [
+            line
+            for line in (result.stdout + result.stderr).splitlines()
+            if "clientproxy.service" in line and "Command" not in line
+        ]
+        self.assertEqual(problems, [], result.stderr)
