@@ -280,7 +280,9 @@ def byResources(samples, column, columns):
     lines = ["| resources | " + " | ".join(str(c) for c in columns) + " |"]
     lines.append("|---" * (len(columns) + 1) + "|")
     for resources in sorted({s["resources"] for s in samples}):
-        row = {s[column]: s["cpu_us_per_round_trip"] for s in samples if s["resources"] == resources}
+        row = {
+            s[column]: s["cpu_us_per_round_trip"] for s in samples if s["resources"] == resources
+        }
         lines.append("| %d | " % resources + " | ".join("%.1f" % row[c] for c in columns) + " |")
     return lines
 

@@ -203,9 +203,7 @@ class CapabilityLearner(XMPPHandler):
             )
         self._learnt(resource, features, "unverified" if info is not None else "none")
         # The others waiting on that ver are asked themselves, one at a time.
-        waiting = [
-            w for w in query.waiting if w.caps == caps and self.resources.get(w.jid) is w
-        ]
+        waiting = [w for w in query.waiting if w.caps == caps and self.resources.get(w.jid) is w]
         if waiting:
             self._ask(waiting[0], caps)
             next = self._byVer.get(caps.ver) if caps is not None else None

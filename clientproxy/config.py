@@ -84,7 +84,9 @@ def proxyArguments(where, table, kinds):
         if key in REFUSED_KEYS:
             raise ConfigError("%s: %r: %s" % (where, name, REFUSED_KEYS[key]))
         if key in PROCESS_KEYS:
-            raise ConfigError("%s: %r belongs at the top of the file, not in a proxy" % (where, name))
+            raise ConfigError(
+                "%s: %r belongs at the top of the file, not in a proxy" % (where, name)
+            )
         if key in LIST_KEYS:
             values = [value] if isinstance(value, str) else value
             if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
@@ -110,7 +112,11 @@ def readConfig(path):
     except tomllib.TOMLDecodeError as e:
         raise ConfigError("%s: not valid TOML: %s" % (path, e))
     proxies = data.pop("proxy", None)
-    if not isinstance(proxies, list) or not proxies or not all(isinstance(p, dict) for p in proxies):
+    if (
+        not isinstance(proxies, list)
+        or not proxies
+        or not all(isinstance(p, dict) for p in proxies)
+    ):
         raise ConfigError("%s: needs at least one [[proxy]] table" % (path,))
     process = {}
     for name, value in data.items():

@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.test_metrics -*-
 """
-Health and metrics over HTTP, in Prometheus' text format: off by default,
-bound to 127.0.0.1 by default (C{--metrics-port}, C{--metrics-interface}).
+Health and metrics over HTTP (twisted.web), the metrics written by
+prometheus_client in Prometheus' text format: off by default, bound to
+127.0.0.1 by default (C{--metrics-port}, C{--metrics-interface}).
 
     GET /metrics   counters, gauges and the request latency histogram
     GET /livez     200 while the process serves its reactor
@@ -13,161 +14,178 @@ bound to 127.0.0.1 by default (C{--metrics-port}, C{--metrics-interface}).
                    with a usable resource, else 503 and the reason (kept
                    for existing health checks)
 
-Every series carries a C{component} label, so several proxies in one
-process (see tac/two-proxies.tac) can share one endpoint.
+Every series of the proxies carries a C{component} label, so several
+proxies in one process (a configuration file, or tac/two-proxies.tac) share
+one endpoint; C{process_*} are the process's, and
+C{clientproxy_build_info{version}} says which clientproxy runs.
 """
 
 import json
 
+from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from twisted.application import internet
 from twisted.web import resource, server
 
+from clientproxy import __version__
 from clientproxy.presence import APPROVED, SUBSCRIPTION_STATES
 from clientproxy.stats import LATENCY_BUCKETS
 
 
-def _escape(value):
-    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+class ProxyCollector:
+    """
+    A prometheus_client collector that reads the proxies' own counters at
+    scrape time: the stanza path keeps plain integers (the cheapest thing
+    to bump per stanza), and nothing is copied until someone asks.
+    """
+
+    def __init__(self, proxies):
+        self.proxies = proxies
+
+    def collect(self):
+        proxies = self.proxies
+
+        def counter(name, help, labelName, read):
+            family = CounterMetricFamily(name, help, labels=["component", labelName])
+            for p in proxies:
+                for key, value in sorted(read(p).items()):
+                    family.add_metric([p.jid, key], value)
+            return family
+
+        def gauge(name, help, read):
+            family = GaugeMetricFamily(name, help, labels=["component"])
+            for p in proxies:
+                family.add_metric([p.jid], read(p))
+            return family
+
+        yield InfoMetricFamily(
+            "clientproxy_build", "clientproxy's version.", {"version": __version__}
+        )
+        yield counter(
+            "clientproxy_requests",
+            "IQ requests by outcome (error:CONDITION for the component's own answers).",
+            "outcome",
+            lambda p: p.stats.requests,
+        )
+        yield counter(
+            "clientproxy_messages", "Messages by outcome.", "outcome", lambda p: p.stats.messages
+        )
+        yield counter(
+            "clientproxy_dropped",
+            "Stanzas dropped, by reason.",
+            "reason",
+            lambda p: p.stats.dropped,
+        )
+        yield gauge(
+            "clientproxy_pending_requests",
+            "Requests in flight.",
+            lambda p: len(p.dispatcher.pending),
+        )
+        yield gauge(
+            "clientproxy_resources_available",
+            "Usable resources of the target.",
+            lambda p: len(p.dispatcher.resources),
+        )
+        yield gauge(
+            "clientproxy_queued_messages",
+            "Messages queued for an offline target.",
+            lambda p: p.store.queueLength(),
+        )
+        yield gauge(
+            "clientproxy_connected",
+            "1 while connected to the server.",
+            lambda p: int(p.xmlstream is not None and p._authenticated),
+        )
+        requests = CounterMetricFamily(
+            "clientproxy_resource_requests",
+            "Requests per resource of the target: requests sent to it, refusals, "
+            "other errors, timeouts.",
+            labels=["component", "resource", "outcome"],
+        )
+        features = GaugeMetricFamily(
+            "clientproxy_resource_features",
+            "1 for each feature an available resource advertises (caps, disco#info).",
+            labels=["component", "resource", "feature"],
+        )
+        subscription = GaugeMetricFamily(
+            "clientproxy_target_subscription",
+            "1 for the state of the component's presence subscription to the target "
+            "(none, pending: not approved, approved, revoked).",
+            labels=["component", "state"],
+        )
+        for p in proxies:
+            for jid, counts in sorted(p.stats.resources.items()):
+                for outcome, count in sorted(counts.items()):
+                    requests.add_metric([p.jid, jid, outcome], count)
+            for r in sorted(p.dispatcher.resources.available, key=lambda r: r.jid):
+                for feature in sorted(r.features or ()):
+                    features.add_metric([p.jid, r.jid, feature], 1)
+            for state in SUBSCRIPTION_STATES:
+                subscription.add_metric([p.jid, state], int(p.parts.presence.subscription == state))
+        yield requests
+        yield features
+        yield counter(
+            "clientproxy_capability_queries",
+            "disco#info queries to learn resources' features, and their outcomes.",
+            "event",
+            lambda p: p.stats.capabilities,
+        )
+        yield subscription
+        yield gauge(
+            "clientproxy_subscribers",
+            "Entities subscribed to the service's presence.",
+            lambda p: p.store.subscriberCount(),
+        )
+        yield counter(
+            "clientproxy_keepalive",
+            "Pings after a silence of the server, and links dropped as dead.",
+            "event",
+            lambda p: p.stats.keepalive,
+        )
+        reconnects = CounterMetricFamily(
+            "clientproxy_reconnects", "Connections made again.", labels=["component"]
+        )
+        latency = HistogramMetricFamily(
+            "clientproxy_request_duration_seconds",
+            "Time from request to answer (replies and the component's errors).",
+            labels=["component"],
+        )
+        for p in proxies:
+            reconnects.add_metric([p.jid], p.stats.reconnects)
+            histogram = p.stats.latency
+            buckets, cumulative = [], 0
+            for bound, count in zip(LATENCY_BUCKETS, histogram.counts):
+                cumulative += count
+                buckets.append((str(bound), cumulative))
+            buckets.append(("+Inf", histogram.total))
+            latency.add_metric([p.jid], buckets, histogram.sum)
+        yield reconnects
+        yield latency
 
 
-def _series(name, labels, value):
-    text = ",".join('%s="%s"' % (k, _escape(v)) for k, v in labels.items())
-    return "%s{%s} %s" % (name, text, value)
+def registry(proxies):
+    """
+    A registry of C{proxies}' metrics, the process's own (C{process_*}) and
+    the platform's.
+    """
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ProxyCollector(proxies))
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    return registry
 
 
 def render(proxies):
     """
     The Prometheus text for C{proxies} (L{ProxyComponent}s).
     """
-    lines = []
-
-    def family(name, kind, help, samples):
-        lines.append("# HELP %s %s" % (name, help))
-        lines.append("# TYPE %s %s" % (name, kind))
-        for labels, value in samples:
-            lines.append(_series(name, labels, value))
-
-    def per(proxy, counter, key):
-        return [({"component": proxy.jid, key: k}, v) for k, v in sorted(counter.items())]
-
-    family(
-        "clientproxy_requests_total",
-        "counter",
-        "IQ requests by outcome (error:CONDITION for the component's own answers).",
-        [s for p in proxies for s in per(p, p.stats.requests, "outcome")],
-    )
-    family(
-        "clientproxy_messages_total",
-        "counter",
-        "Messages by outcome.",
-        [s for p in proxies for s in per(p, p.stats.messages, "outcome")],
-    )
-    family(
-        "clientproxy_dropped_total",
-        "counter",
-        "Stanzas dropped, by reason.",
-        [s for p in proxies for s in per(p, p.stats.dropped, "reason")],
-    )
-    family(
-        "clientproxy_pending_requests",
-        "gauge",
-        "Requests in flight.",
-        [({"component": p.jid}, len(p.dispatcher.pending)) for p in proxies],
-    )
-    family(
-        "clientproxy_resources_available",
-        "gauge",
-        "Usable resources of the target.",
-        [({"component": p.jid}, len(p.dispatcher.resources)) for p in proxies],
-    )
-    family(
-        "clientproxy_queued_messages",
-        "gauge",
-        "Messages queued for an offline target.",
-        [({"component": p.jid}, p.store.queueLength()) for p in proxies],
-    )
-    family(
-        "clientproxy_connected",
-        "gauge",
-        "1 while connected to the server.",
-        [
-            ({"component": p.jid}, int(p.xmlstream is not None and p._authenticated))
-            for p in proxies
-        ],
-    )
-    family(
-        "clientproxy_resource_requests_total",
-        "counter",
-        "Requests per resource of the target: requests sent to it, refusals, "
-        "other errors, timeouts.",
-        [
-            ({"component": p.jid, "resource": jid, "outcome": outcome}, count)
-            for p in proxies
-            for jid, counts in sorted(p.stats.resources.items())
-            for outcome, count in sorted(counts.items())
-        ],
-    )
-    family(
-        "clientproxy_resource_features",
-        "gauge",
-        "1 for each feature an available resource advertises (caps, disco#info).",
-        [
-            ({"component": p.jid, "resource": r.jid, "feature": feature}, 1)
-            for p in proxies
-            for r in sorted(p.dispatcher.resources.available, key=lambda r: r.jid)
-            for feature in sorted(r.features or ())
-        ],
-    )
-    family(
-        "clientproxy_capability_queries_total",
-        "counter",
-        "disco#info queries to learn resources' features, and their outcomes.",
-        [s for p in proxies for s in per(p, p.stats.capabilities, "event")],
-    )
-    family(
-        "clientproxy_target_subscription",
-        "gauge",
-        "1 for the state of the component's presence subscription to the target "
-        "(none, pending: not approved, approved, revoked).",
-        [
-            ({"component": p.jid, "state": state}, int(p.parts.presence.subscription == state))
-            for p in proxies
-            for state in SUBSCRIPTION_STATES
-        ],
-    )
-    family(
-        "clientproxy_subscribers",
-        "gauge",
-        "Entities subscribed to the service's presence.",
-        [({"component": p.jid}, p.store.subscriberCount()) for p in proxies],
-    )
-    family(
-        "clientproxy_keepalive_total",
-        "counter",
-        "Pings after a silence of the server, and links dropped as dead.",
-        [s for p in proxies for s in per(p, p.stats.keepalive, "event")],
-    )
-    family(
-        "clientproxy_reconnects_total",
-        "counter",
-        "Connections made again.",
-        [({"component": p.jid}, p.stats.reconnects) for p in proxies],
-    )
-    name = "clientproxy_request_duration_seconds"
-    lines.append(
-        "# HELP %s Time from request to answer (replies and the component's errors)." % name
-    )
-    lines.append("# TYPE %s histogram" % name)
-    for p in proxies:
-        histogram = p.stats.latency
-        cumulative = 0
-        for bound, count in zip(LATENCY_BUCKETS, histogram.counts):
-            cumulative += count
-            lines.append(_series(name + "_bucket", {"component": p.jid, "le": bound}, cumulative))
-        lines.append(_series(name + "_bucket", {"component": p.jid, "le": "+Inf"}, histogram.total))
-        lines.append(_series(name + "_sum", {"component": p.jid}, repr(histogram.sum)))
-        lines.append(_series(name + "_count", {"component": p.jid}, histogram.total))
-    return "\n".join(lines) + "\n"
+    return generate_latest(registry(proxies)).decode("utf-8")
 
 
 def health(proxies):
@@ -213,11 +231,12 @@ class MetricsResource(resource.Resource):
     def __init__(self, proxies):
         resource.Resource.__init__(self)
         self.proxies = list(proxies)
+        self.registry = registry(self.proxies)
 
     def render_GET(self, request):
         if request.path == b"/metrics":
-            request.setHeader(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
-            return render(self.proxies).encode("utf-8")
+            request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))
+            return generate_latest(self.registry)
         if request.path == b"/livez":
             request.setHeader(b"content-type", b"text/plain; charset=utf-8")
             return b"ok\n"

@@ -166,7 +166,5 @@ class ReloadService(service.Service):
             )
             running.append((proxy, new))
         for jid in byJID:
-            self.log.warn(
-                "Reload of {path}: new proxy {jid} needs a restart", path=path, jid=jid
-            )
+            self.log.warn("Reload of {path}: new proxy {jid} needs a restart", path=path, jid=jid)
         self.proxies = running

@@ -213,9 +213,7 @@ class Selector:
         if self.match == OFF or feature is None:
             candidates = usable
         else:
-            advertisers = [
-                r for r in usable if r.features is not None and feature in r.features
-            ]
+            advertisers = [r for r in usable if r.features is not None and feature in r.features]
             candidates = advertisers if advertisers or self.match == STRICT else usable
         refusers = self._refusals.get(feature)
         if refusers:

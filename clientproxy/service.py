@@ -136,9 +136,7 @@ def makeHandlers(
         store,
         keepalive=KeepAlive(jid, stats, clock, keepalive),
         presence=TargetPresence(jid, target, available, stats, clock),
-        capabilities=CapabilityLearner(
-            jid, available, stats, clock, enabled=matchFeatures != OFF
-        ),
+        capabilities=CapabilityLearner(jid, available, stats, clock, enabled=matchFeatures != OFF),
         dispatcher=IQDispatcher(
             jid,
             target,

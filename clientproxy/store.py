@@ -118,9 +118,7 @@ class Store:
         return self._domains.get(domain, 0)
 
     def addSubscriber(self, jid):
-        if self._db.execute(
-            "INSERT OR IGNORE INTO subscribers (jid) VALUES (?)", (jid,)
-        ).rowcount:
+        if self._db.execute("INSERT OR IGNORE INTO subscribers (jid) VALUES (?)", (jid,)).rowcount:
             self._domains[domainOf(jid)] += 1
             self._subscriberTotal += 1
 

@@ -95,6 +95,4 @@ class SystemdNotifier(service.Service):
         self._ready.add(xs.factory)
         if not self._sentReady and len(self._ready) == len(self.proxies):
             self._sentReady = True
-            self.notify(
-                "READY=1\nSTATUS=connected: %s" % (", ".join(p.jid for p in self.proxies),)
-            )
+            self.notify("READY=1\nSTATUS=connected: %s" % (", ".join(p.jid for p in self.proxies),))

@@ -307,9 +307,7 @@ class Options(usage.Options):
             if (self[rate] is not None and self[rate] < 0) or (
                 self[burst] is not None and self[burst] < 1
             ):
-                raise usage.UsageError(
-                    "--%s must not be negative, --%s at least 1" % (rate, burst)
-                )
+                raise usage.UsageError("--%s must not be negative, --%s at least 1" % (rate, burst))
         if self["grace"] < 0:
             raise usage.UsageError("--grace must not be negative")
         if not 0 < self["port"] < 65536:

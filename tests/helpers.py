@@ -134,9 +134,7 @@ class Harness:
         self.manager.connect()
         if approved:
             # As on a server where the target approved the component once.
-            self.receive(
-                "<presence type='subscribed' from='%s' to='%s'/>" % (TARGET, COMPONENT)
-            )
+            self.receive("<presence type='subscribed' from='%s' to='%s'/>" % (TARGET, COMPONENT))
         self.manager.take()
 
     def receive(self, xml):

@@ -49,9 +49,7 @@ class VerificationTests(unittest.TestCase):
         """
         XEP-0115 5.3: two identities with xml:lang, and a form.
         """
-        self.assertEqual(
-            verString(parseDiscoInfo(query(COMPLEX))), "q07IKJEyjvHSyhy//CH0CxmKi8w="
-        )
+        self.assertEqual(verString(parseDiscoInfo(query(COMPLEX))), "q07IKJEyjvHSyhy//CH0CxmKi8w=")
 
     def test_verifies(self):
         info = parseDiscoInfo(query(SIMPLE))

@@ -62,8 +62,8 @@ class ConfigTests(unittest.TestCase):
         return str(error)
 
     def test_twoProxies(self):
-        text = TWO.replace('rate = 5', 'rate = 5\ndata-dir = "%s"' % (self.directory,))
-        text = text.replace('timeout = 10', 'timeout = 10\ndata-dir = "%s"' % (self.directory,))
+        text = TWO.replace("rate = 5", 'rate = 5\ndata-dir = "%s"' % (self.directory,))
+        text = text.replace("timeout = 10", 'timeout = 10\ndata-dir = "%s"' % (self.directory,))
         options = self.parse("--config", self.write(text))
         focus, search = options["proxies"]
         self.assertEqual(
@@ -134,7 +134,9 @@ class ConfigTests(unittest.TestCase):
         self.assertIn("only when it has one proxy", self.refused(TWO, "--timeout", "3"))
 
     def test_metricsFromTheFile(self):
-        options = self.parse("--config", self.write(TWO.replace("metrics-port = 0", "metrics-port = 9101")))
+        options = self.parse(
+            "--config", self.write(TWO.replace("metrics-port = 0", "metrics-port = 9101"))
+        )
         self.assertEqual(options["metrics-port"], 9101)
 
 
@@ -182,7 +184,9 @@ class ReloadTests(unittest.TestCase):
         self.assertEqual(event["restart"], "port")
 
     def test_brokenFileKeepsTheRunningConfiguration(self):
-        self.write('[[proxy]]\njid = "proxy.example.org"\ntarget = "svc@example.org"\ntimeout = -1\n')
+        self.write(
+            '[[proxy]]\njid = "proxy.example.org"\ntarget = "svc@example.org"\ntimeout = -1\n'
+        )
         with capturedLogs() as events:
             self.reload.reload()
         self.assertEqual(self.proxy.parts.dispatcher.pending.timeout, 30.0)

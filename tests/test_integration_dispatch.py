@@ -19,9 +19,7 @@ def proxied(client):
     The requests a client got through the component (not the server's own,
     nor the component's disco#info queries).
     """
-    return [
-        iq for iq in client.requests if iq.getAttribute("from", "").startswith(COMPONENT + "/")
-    ]
+    return [iq for iq in client.requests if iq.getAttribute("from", "").startswith(COMPONENT + "/")]
 
 
 def conference(room):
@@ -38,9 +36,7 @@ class CapabilityDispatchTests:
         resource that advertises the namespace (caps, then disco#info)
         gets the requests.
         """
-        focus = yield self.connect(
-            "svc", "focus", caps=capsFor([NS]), onRequest=supporting([NS])
-        )
+        focus = yield self.connect("svc", "focus", caps=capsFor([NS]), onRequest=supporting([NS]))
         bridge = yield self.connect(
             "svc",
             "bridge",

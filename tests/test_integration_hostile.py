@@ -112,7 +112,9 @@ class OddPayloadTests:
         alice = yield self.connect("alice", "x")
         for number, payload in enumerate(ODD_PAYLOADS):
             expected = asClientSees(payload)
-            incoming = svc.waitFor(lambda s: s.name == "message" and s.getAttribute("id") == "in%d" % number)
+            incoming = svc.waitFor(
+                lambda s: s.name == "message" and s.getAttribute("id") == "in%d" % number
+            )
             alice.send(
                 "<message type='chat' id='in%d' to='%s'>%s</message>" % (number, COMPONENT, payload)
             )
@@ -229,9 +231,7 @@ class DeadLinkTests:
         self.addCleanup(port.stopListening)
         self.addCleanup(relay.close)
         yield self.connect("svc", "a")
-        proxy = yield self.startProxy(
-            resources=1, port=port.getHost().port, keepalive=1.0
-        )
+        proxy = yield self.startProxy(resources=1, port=port.getHost().port, keepalive=1.0)
         alice = yield self.connect("alice", "x")
         reply = yield withTimeout(alice.request(COMPONENT, stanzaID="before"))
         self.assertEqual(reply["type"], "result")

@@ -60,9 +60,7 @@ class OperationsTests:
     @defer.inlineCallbacks
     def readyz(self):
         agent = Agent(reactor)
-        response = yield agent.request(
-            b"GET", b"http://127.0.0.1:%d/readyz" % (self.metricsPort,)
-        )
+        response = yield agent.request(b"GET", b"http://127.0.0.1:%d/readyz" % (self.metricsPort,))
         body = yield readBody(response)
         return response.code, json.loads(body)
 
@@ -158,4 +156,3 @@ class OperationsTestsOnProsody(OperationsTests, ServerTestCase):
     """
 
     serverClass = ThrowawayProsody
-

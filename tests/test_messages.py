@@ -281,9 +281,7 @@ class QueueDeliveryTests(unittest.TestCase):
         h.clock.advance(0)
         h.clock.advance(0)
         rest = [m for m in h.take() if m.name == "message"]
-        self.assertEqual(
-            [body(m) for m in first + rest], [str(i) for i in range(count)] + ["late"]
-        )
+        self.assertEqual([body(m) for m in first + rest], [str(i) for i in range(count)] + ["late"])
         self.assertEqual(h.store.queueLength(), 0)
         self.assertEqual(h.clock.getDelayedCalls(), [])
 

@@ -10,6 +10,8 @@ from twisted.web.client import Agent, readBody
 
 import json
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from clientproxy.metrics import health, metricsService, readiness, render
 from clientproxy.service import makeProxy
 
@@ -21,6 +23,19 @@ def proxy(jid="proxy.example.org"):
 
 
 class RenderTests(unittest.TestCase):
+    def assertSample(self, text, name, labels, value):
+        """
+        The exposition C{text} has sample C{name} with C{labels} = C{value}
+        (read with prometheus_client's own parser).
+        """
+        found = [
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == name and sample.labels == labels
+        ]
+        self.assertEqual(found, [value], (name, labels))
+
     def test_perResource(self):
         """
         Per-resource counters, and the features learnt per resource.
@@ -31,15 +46,21 @@ class RenderTests(unittest.TestCase):
         resource = p.dispatcher.resources.update("svc@example.org/a", "a", 0)
         p.dispatcher.resources.learnt(resource, frozenset(["urn:x"]))
         text = render([p])
-        self.assertIn(
-            'clientproxy_resource_requests_total{component="proxy.example.org",'
-            'resource="svc@example.org/a",outcome="refusals"} 1',
+        self.assertSample(
             text,
+            "clientproxy_resource_requests_total",
+            {
+                "component": "proxy.example.org",
+                "resource": "svc@example.org/a",
+                "outcome": "refusals",
+            },
+            1,
         )
-        self.assertIn(
-            'clientproxy_resource_features{component="proxy.example.org",'
-            'resource="svc@example.org/a",feature="urn:x"} 1',
+        self.assertSample(
             text,
+            "clientproxy_resource_features",
+            {"component": "proxy.example.org", "resource": "svc@example.org/a", "feature": "urn:x"},
+            1,
         )
 
     def test_countersGaugesHistogram(self):
@@ -50,34 +71,51 @@ class RenderTests(unittest.TestCase):
         p.stats.latency.observe(0.003)
         p.stats.latency.observe(7)
         text = render([p])
-        self.assertIn(
-            'clientproxy_requests_total{component="proxy.example.org",outcome="answered"} 3', text
-        )
-        self.assertIn(
-            'clientproxy_requests_total{component="proxy.example.org",'
-            'outcome="error:remote-server-timeout"} 1',
+        self.assertSample(
             text,
+            "clientproxy_requests_total",
+            {"component": "proxy.example.org", "outcome": "answered"},
+            3,
         )
-        self.assertIn(
-            'clientproxy_dropped_total{component="proxy.example.org",reason="unknown-reply"} 2',
+        self.assertSample(
             text,
+            "clientproxy_requests_total",
+            {"component": "proxy.example.org", "outcome": "error:remote-server-timeout"},
+            1,
         )
-        self.assertIn('clientproxy_pending_requests{component="proxy.example.org"} 0', text)
-        self.assertIn('clientproxy_connected{component="proxy.example.org"} 0', text)
-        self.assertIn(
-            'clientproxy_request_duration_seconds_bucket{component="proxy.example.org",le="0.0025"} 0',
+        self.assertSample(
             text,
+            "clientproxy_dropped_total",
+            {"component": "proxy.example.org", "reason": "unknown-reply"},
+            2,
         )
-        self.assertIn(
-            'clientproxy_request_duration_seconds_bucket{component="proxy.example.org",le="0.005"} 1',
+        self.assertSample(
+            text, "clientproxy_pending_requests", {"component": "proxy.example.org"}, 0
+        )
+        self.assertSample(text, "clientproxy_connected", {"component": "proxy.example.org"}, 0)
+        self.assertSample(
             text,
+            "clientproxy_request_duration_seconds_bucket",
+            {"component": "proxy.example.org", "le": "0.0025"},
+            0,
         )
-        self.assertIn(
-            'clientproxy_request_duration_seconds_bucket{component="proxy.example.org",le="10"} 2',
+        self.assertSample(
             text,
+            "clientproxy_request_duration_seconds_bucket",
+            {"component": "proxy.example.org", "le": "0.005"},
+            1,
         )
-        self.assertIn(
-            'clientproxy_request_duration_seconds_count{component="proxy.example.org"} 2', text
+        self.assertSample(
+            text,
+            "clientproxy_request_duration_seconds_bucket",
+            {"component": "proxy.example.org", "le": "10"},
+            2,
+        )
+        self.assertSample(
+            text,
+            "clientproxy_request_duration_seconds_count",
+            {"component": "proxy.example.org"},
+            2,
         )
         self.assertIn("# TYPE clientproxy_request_duration_seconds histogram", text)
 
@@ -91,6 +129,18 @@ class RenderTests(unittest.TestCase):
         p.dispatcher.resources.update("svc@example.org/a", "a", 0)
         self.assertEqual(health([p]), (True, "ok"))
 
+    def test_processAndBuildInfo(self):
+        """
+        prometheus_client adds the process's own metrics; the build info
+        says which clientproxy runs.
+        """
+        from clientproxy import __version__
+
+        text = render([proxy()])
+        self.assertSample(text, "clientproxy_build_info", {"version": __version__}, 1)
+        names = {f.name for f in text_string_to_metric_families(text)}
+        self.assertIn("process_resident_memory_bytes", names)
+        self.assertIn("process_cpu_seconds", names)
 
     def test_readiness(self):
         """
@@ -112,9 +162,11 @@ class RenderTests(unittest.TestCase):
             report["proxies"]["proxy.example.org"]["unmet"],
             ["presence subscription to svc@example.org approved (it is pending)"],
         )
-        self.assertIn(
-            'clientproxy_target_subscription{component="proxy.example.org",state="pending"} 1',
+        self.assertSample(
             render([p]),
+            "clientproxy_target_subscription",
+            {"component": "proxy.example.org", "state": "pending"},
+            1,
         )
         p.parts.presence.subscription = "approved"
         self.assertEqual(readiness([p])[0], True)

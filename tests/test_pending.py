@@ -88,9 +88,7 @@ class PendingTableTests(unittest.TestCase):
         for i in range(3):
             self.table.add(("e", str(i)), "r%d" % i, self.a)
         self.table.failAll("recipient-unavailable")
-        self.assertEqual(
-            [c for _, c in self.conditions()], ["recipient-unavailable"] * 3
-        )
+        self.assertEqual([c for _, c in self.conditions()], ["recipient-unavailable"] * 3)
         self.assertEqual(len(self.table), 0)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 

@@ -82,7 +82,6 @@ class LimitTests(unittest.TestCase):
         self.assertEqual(errorCondition(out), ("forbidden", "auth"))
 
     def test_rateLimited(self):
-        clock = task.Clock()
         h = Harness(rate=1, burst=2)
         h.online("a")
         h.take()
@@ -175,7 +174,6 @@ class LimitTests(unittest.TestCase):
         self.assertEqual(h.store.subscribers(), [])
 
     def test_subscriptionFloodDropped(self):
-        clock = task.Clock()
         h = Harness(rate=1, burst=2)
         for _ in range(5):
             h.receive(

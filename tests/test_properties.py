@@ -188,7 +188,10 @@ class PayloadsThroughHandlers(unittest.TestCase):
         # Compared without assertEqual's diff, which takes minutes on deep trees.
         if got != wanted:
             first = next(i for i, (g, w) in enumerate(zip(got + [None], wanted + [None])) if g != w)
-            self.fail("payload changed at event %d: %r != %r" % (first, got[first:first + 3], wanted[first:first + 3]))
+            self.fail(
+                "payload changed at event %d: %r != %r"
+                % (first, got[first : first + 3], wanted[first : first + 3])
+            )
         for inside, outside in zip(declaredPrefixes(expected), declaredPrefixes(actual)):
             self.assertLessEqual(inside, outside)
 

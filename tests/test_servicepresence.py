@@ -124,9 +124,7 @@ class SubscriberBoundTests(unittest.TestCase):
         for domain in ("a.example", "b.example", "c.example"):
             self.subscribe(h, "u@" + domain)
         self.assertEqual(h.store.subscribers(), ["u@a.example", "u@b.example"])
-        h.receive(
-            "<presence type='unsubscribe' from='u@a.example' to='%s'/>" % (COMPONENT,)
-        )
+        h.receive("<presence type='unsubscribe' from='u@a.example' to='%s'/>" % (COMPONENT,))
         self.subscribe(h, "u@c.example")
         self.assertEqual(h.store.subscriberCount(), 2)
         self.assertTrue(h.store.isSubscriber("u@c.example"))

@@ -216,7 +216,9 @@ class OptionsTests(unittest.TestCase):
         self.assertTrue(proxy.dispatcher.resources.accepts("abc"))
         self.assertFalse(proxy.dispatcher.resources.accepts("b"))
         self.assertEqual(proxy.factory.authenticator.password, "s")
-        self.assertEqual((proxy.parts.messages.queuePerSender, proxy.parts.messages.queueSize), (7, 9))
+        self.assertEqual(
+            (proxy.parts.messages.queuePerSender, proxy.parts.messages.queueSize), (7, 9)
+        )
         self.assertIn("clientproxy-proxy.example.org.sqlite", os.listdir(dataDir))
         proxy.store.close()
 
