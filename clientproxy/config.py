@@ -96,6 +96,11 @@ def proxyArguments(where, table, kinds):
             continue
         if key not in kinds:
             raise ConfigError("%s: unknown key %r" % (where, name))
+        if kinds[key] is bool:
+            if not isinstance(value, bool):
+                raise ConfigError("%s: %r must be true or false, not %r" % (where, name, value))
+            arguments += ["--" + key] if value else []
+            continue
         arguments += ["--" + key, _argument(where, key, value, kinds[key])]
     return arguments
 

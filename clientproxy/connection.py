@@ -12,9 +12,17 @@ L{wokkel.component.Component} is kept, with two changes:
  - a refused handshake (wrong secret, unknown component) is logged as such
    and retried, instead of stopping the service: the server's configuration
    may be fixed while the component keeps trying.
+
+The link may be direct TLS (L{TLSSettings}): the server's certificate is
+verified for a name with Twisted's C{optionsForClientTLS} (service-identity
+does the name checks); one it does not accept is logged as such and
+retried like a refused handshake.
 """
 
-from twisted.internet import defer
+from OpenSSL import SSL
+from service_identity import VerificationError
+from twisted.internet import defer, ssl
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.logger import Logger
 from twisted.words.protocols.jabber import xmlstream
 from twisted.words.protocols.jabber.component import ConnectComponentAuthenticator
@@ -38,6 +46,31 @@ HANDSHAKE_REFUSALS = {
     "host-unknown": "the server has no external component of that name",
     "conflict": "another process is connected as that component",
 }
+
+
+class TLSSettings:
+    """
+    Direct TLS to the server.
+
+    @ivar name: the name the server's certificate must be valid for.
+    @ivar caFile: a PEM file of the certificate authority to trust, or
+        C{None} for the system's trust store.
+    """
+
+    def __init__(self, name, caFile=None):
+        self.name = name
+        self.caFile = caFile
+
+    def creator(self):
+        """
+        The L{IOpenSSLClientConnectionCreator} for one connection.
+        """
+        if self.caFile is None:
+            trust = ssl.platformTrust()
+        else:
+            with open(self.caFile, "rb") as f:
+                trust = ssl.Certificate.loadPEM(f.read())
+        return ssl.optionsForClientTLS(self.name, trustRoot=trust)
 
 
 class ComponentFactory(xmlstream.XmlStreamFactory):
@@ -77,13 +110,14 @@ class ProxyComponent(Component):
 
     log = Logger()
 
-    def __init__(self, host, port, jid, secret, handlers, reactor=None, grace=5.0):
+    def __init__(self, host, port, jid, secret, handlers, reactor=None, grace=5.0, tls=None):
         if reactor is None:
             from twisted.internet import reactor
         self.host = host
         self.port = port
         self.jid = jid
         self.grace = grace
+        self.tls = tls
         self.parts = handlers
         self.stats = handlers.stats
         self.dispatcher = handlers.dispatcher
@@ -119,7 +153,10 @@ class ProxyComponent(Component):
         return drained.addBoth(close)
 
     def _getConnection(self):
-        return self._reactor.connectTCP(self.host, self.port, self.factory)
+        factory = self.factory
+        if self.tls is not None:
+            factory = TLSMemoryBIOFactory(self.tls.creator(), True, factory)
+        return self._reactor.connectTCP(self.host, self.port, factory)
 
     def _authd(self, xs):
         self.factory.resetDelay()
@@ -141,7 +178,20 @@ class ProxyComponent(Component):
         xs.removeObserver('/iq[@type="error"]', self._onIQResponse)
 
     def _disconnected(self, reason):
-        if self._authenticated and self.running:
+        if (
+            self.tls is not None
+            and reason is not None
+            and reason.check(SSL.Error, VerificationError)
+        ):
+            self.log.error(
+                "TLS with {host}:{port} failed: the server's certificate is not accepted "
+                "for {name} ({why}); trying again",
+                host=self.host,
+                port=self.port,
+                name=self.tls.name,
+                why=reason.getErrorMessage(),
+            )
+        elif self._authenticated and self.running:
             self.log.warn(
                 "Connection to the server lost ({reason}); reconnecting",
                 reason=reason.getErrorMessage(),

@@ -175,6 +175,7 @@ def makeProxy(
     dataDir=None,
     grace=5.0,
     reactor=None,
+    tls=None,
     **options,
 ):
     """
@@ -185,6 +186,8 @@ def makeProxy(
     @param dataDir: the directory of the store (queued messages, service
         subscribers); C{None} keeps them in memory only (tests).
     @param grace: seconds requests in flight get when the service stops.
+    @param tls: L{clientproxy.connection.TLSSettings} for direct TLS to the
+        server, or C{None} for plain TCP.
     @param reactor: an L{IReactorTCP} and L{IReactorTime}; the global
         reactor by default.
     @param options: passed on to L{makeHandlers}.
@@ -196,4 +199,4 @@ def makeProxy(
         from twisted.internet import reactor
     store = Store(":memory:" if dataDir is None else storePath(dataDir, jid))
     handlers = makeHandlers(jid, target, reactor, store, **options)
-    return ProxyComponent(host, port, jid, secret, handlers, reactor, grace)
+    return ProxyComponent(host, port, jid, secret, handlers, reactor, grace, tls)

@@ -15,6 +15,7 @@ from twisted.application import service
 from twisted.python import usage
 from twisted.words.protocols.jabber.jid import JID, InvalidFormat
 
+from clientproxy.connection import TLSSettings
 from clientproxy.config import ConfigError, proxyArguments, proxyName, readConfig
 from clientproxy.keepalive import DEFAULT_INTERVAL
 from clientproxy.messages import QUEUE_PER_SENDER, QUEUE_SIZE
@@ -67,6 +68,18 @@ class Options(usage.Options):
         ["secret-file", None, None, "A file holding the component secret."],
         ["secret", None, None, "The component secret (prefer --secret-file)."],
         ["host", None, "127.0.0.1", "The server's component host."],
+        [
+            "tls-name",
+            None,
+            None,
+            "With --tls: the name the server's certificate must be valid for (default: --host).",
+        ],
+        [
+            "ca-file",
+            None,
+            None,
+            "With --tls: a PEM file of the certificate authority to trust (default: the system's).",
+        ],
         ["port", None, 5347, "The server's component port.", int],
         ["timeout", None, DEFAULT_TIMEOUT, "Seconds a request waits for its reply.", float],
         ["strategy", None, DEFAULT, "How a resource is chosen (see --help-strategies)."],
@@ -173,7 +186,10 @@ class Options(usage.Options):
         """This bare JID or domain may not use the service (repeatable)."""
         self["deny"].append(entry)
 
-    optFlags = [["help-strategies", None, "List the dispatch strategies and exit."]]
+    optFlags = [
+        ["help-strategies", None, "List the dispatch strategies and exit."],
+        ["tls", None, "Connect to the server with direct TLS and verify its certificate."],
+    ]
 
     def opt_help_strategies(self):
         for name, plugin in sorted(availableStrategies().items()):
@@ -194,9 +210,10 @@ class Options(usage.Options):
 
     def kinds(self):
         """
-        The type of each per-proxy option's value: C{int}, C{float} or C{str}.
+        The type of each per-proxy option's value: C{int}, C{float}, C{str}
+        or C{bool} (a flag).
         """
-        kinds = {}
+        kinds = {"tls": bool}
         for name, _, _, _, *coerce in self.optParameters:
             if name not in self.PROCESS_OPTIONS:
                 kinds[name] = coerce[0] if coerce and coerce[0] in (int, float) else str
@@ -212,6 +229,8 @@ class Options(usage.Options):
             if name in ("allow", "deny"):
                 for entry in self[name]:
                     arguments += ["--" + name, entry]
+            elif kinds.get(name) is bool:
+                arguments += ["--" + name] if self[name] else []
             elif name in kinds:
                 arguments += ["--" + name, str(self[name])]
         return arguments
@@ -308,6 +327,8 @@ class Options(usage.Options):
                 self[burst] is not None and self[burst] < 1
             ):
                 raise usage.UsageError("--%s must not be negative, --%s at least 1" % (rate, burst))
+        if self["ca-file"] is not None and not os.path.isfile(self["ca-file"]):
+            raise usage.UsageError("--ca-file: no such file: %s" % (self["ca-file"],))
         if self["grace"] < 0:
             raise usage.UsageError("--grace must not be negative")
         if not 0 < self["port"] < 65536:
@@ -372,7 +393,11 @@ def proxyArgumentsOf(options):
     """
     The keyword arguments of L{makeProxy} that checked L{Options} say.
     """
+    tls = None
+    if options["tls"]:
+        tls = TLSSettings(options["tls-name"] or options["host"], options["ca-file"])
     return dict(
+        tls=tls,
         host=options["host"],
         port=options["port"],
         timeout=options["timeout"],

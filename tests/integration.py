@@ -59,12 +59,20 @@ class ServerTestCase(unittest.TestCase):
 
     @defer.inlineCallbacks
     def setUp(self):
-        self.server = self.serverClass(dict(self.components), domain=DOMAIN)
+        self.server = self.serverClass(
+            dict(self.components), domain=DOMAIN, **self.serverArguments()
+        )
         self.addCleanup(self.server.cleanUp)
         for user in USERS:
             self.server.register(user, PASSWORD)
         self.addCleanup(self.server.stop)
         yield self.server.start()
+
+    def serverArguments(self):
+        """
+        More keyword arguments for the server (C{tls}, say).
+        """
+        return {}
 
     @defer.inlineCallbacks
     def connect(self, user, resource, **kwargs):

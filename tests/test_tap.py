@@ -259,3 +259,49 @@ class TacTests(unittest.TestCase):
                 ("search.example.org", "search@example.org"),
             ],
         )
+
+
+class TLSOptionTests(unittest.TestCase):
+    def setUp(self):
+        self.patch(os, "environ", {SECRET_ENVIRONMENT: "s"})
+
+    def test_tlsNameDefaultsToHost(self):
+        from clientproxy.tap import proxyArgumentsOf
+
+        options = Options()
+        options.parseOptions(REQUIRED + ["--tls", "--host", "xmpp.example.org"])
+        tls = proxyArgumentsOf(options)["tls"]
+        self.assertEqual((tls.name, tls.caFile), ("xmpp.example.org", None))
+
+    def test_plainByDefault(self):
+        from clientproxy.tap import proxyArgumentsOf
+
+        options = Options()
+        options.parseOptions(REQUIRED)
+        self.assertIsNone(proxyArgumentsOf(options)["tls"])
+
+    def test_caFileMustExist(self):
+        options = Options()
+        error = self.assertRaises(
+            usage.UsageError,
+            options.parseOptions,
+            REQUIRED + ["--tls", "--ca-file", "/nonexistent"],
+        )
+        self.assertIn("--ca-file", str(error))
+
+    def test_tlsInTheConfigFile(self):
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(
+                '[[proxy]]\njid = "p.example.org"\ntarget = "s@example.org"\n'
+                'tls = true\ntls-name = "xmpp.example.org"\n'
+            )
+        options = Options()
+        options.parseOptions(["--config", path])
+        [proxy] = options["proxies"]
+        self.assertTrue(proxy["tls"])
+        self.assertEqual(proxy["tls-name"], "xmpp.example.org")
+        with open(path, "w") as f:
+            f.write('[[proxy]]\njid = "p.example.org"\ntarget = "s@example.org"\ntls = "yes"\n')
+        error = self.assertRaises(usage.UsageError, Options().parseOptions, ["--config", path])
+        self.assertIn("'tls' must be true or false", str(error))

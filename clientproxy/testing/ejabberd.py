@@ -38,7 +38,7 @@ hosts:
   - {domain}
 loglevel: {loglevel}
 log_rotate_count: 0
-certfiles: []
+certfiles: [{certfiles}]
 auth_method: internal
 auth_password_format: plain
 registration_timeout: infinity
@@ -68,7 +68,7 @@ listen:
     ip: "127.0.0.1"
     module: ejabberd_service
     hosts:
-{components}
+{components}{tls}
 modules:
   mod_roster: {{}}
   mod_disco: {{}}
@@ -78,6 +78,18 @@ modules:
     access: register
     ip_access: from_loopback
 """
+
+#: A second ejabberd_service listener, with direct TLS; the certificate is
+#: one of certfiles.
+TLS = """\
+  -
+    port: {port}
+    ip: "127.0.0.1"
+    module: ejabberd_service
+    tls: true
+    certfile: "{certfile}"
+    hosts:
+{components}"""
 
 COMPONENT = """\
       {name}:
@@ -135,12 +147,36 @@ class ThrowawayEjabberd(ThrowawayServer):
 
     name = "ejabberd"
 
-    def __init__(self, components, domain="localhost", reactor=None, loglevel="warning"):
+    def __init__(self, components, domain="localhost", reactor=None, loglevel="warning", tls=None):
         kwargs = {} if reactor is None else {"reactor": reactor}
-        ThrowawayServer.__init__(self, components, domain, **kwargs)
+        ThrowawayServer.__init__(self, components, domain, tls=tls, **kwargs)
         self.spool = os.path.join(self.directory, "spool")
         os.mkdir(self.spool)
-        self.config = self.writeConfig("ejabberd.yml", CONFIG, COMPONENT, loglevel=loglevel)
+        fragment, certfiles = "", ""
+        if tls is not None:
+            # ejabberd wants the certificate and its key in one file.
+            combined = os.path.join(self.directory, "component.pem")
+            with open(combined, "w") as out:
+                for part in tls:
+                    with open(part) as f:
+                        out.write(f.read())
+            fragment = TLS.format(
+                port=self.componentTLSPort,
+                certfile=combined,
+                components="".join(
+                    COMPONENT.format(name=name, secret=secret)
+                    for name, secret in self.components.items()
+                ),
+            )
+            certfiles = '"%s"' % (combined,)
+        self.config = self.writeConfig(
+            "ejabberd.yml",
+            CONFIG,
+            COMPONENT,
+            loglevel=loglevel,
+            tls=fragment,
+            certfiles=certfiles,
+        )
         self._accounts = {}
         self._registered = set()
 

@@ -26,13 +26,20 @@ interfaces = {{ "127.0.0.1" }}
 c2s_ports = {{ {c2sPort} }}
 component_interfaces = {{ "127.0.0.1" }}
 component_ports = {{ {componentPort} }}
-modules_enabled = {{ "roster"; "saslauth"; "disco"; "carbons"; "ping"; }}
+modules_enabled = {{ "roster"; "saslauth"; "disco"; "carbons"; "ping"; {tlsModule} }}
+{tls}
 modules_disabled = {{ "s2s" }}
 c2s_require_encryption = false
 allow_unencrypted_plain_auth = true
 authentication = "internal_plain"
 VirtualHost "{domain}"
 {components}
+"""
+
+TLS = """\
+ssl_ports = {{ {port} }}
+ssl_interfaces = {{ "127.0.0.1" }}
+ssl = {{ certificate = "{certificate}"; key = "{key}"; }}
 """
 
 COMPONENT = """\
@@ -48,12 +55,21 @@ class ThrowawayProsody(ThrowawayServer):
 
     name = "prosody"
 
-    def __init__(self, components, domain="localhost", reactor=None, loglevel="info"):
+    def __init__(self, components, domain="localhost", reactor=None, loglevel="info", tls=None):
         kwargs = {} if reactor is None else {"reactor": reactor}
-        ThrowawayServer.__init__(self, components, domain, **kwargs)
+        ThrowawayServer.__init__(self, components, domain, tls=tls, **kwargs)
         for sub in ("data", "certs"):
             os.mkdir(os.path.join(self.directory, sub))
-        self.config = self.writeConfig("prosody.cfg.lua", CONFIG, COMPONENT, loglevel=loglevel)
+        fragment, module = "", ""
+        if tls is not None:
+            # Prosody 0.12 has no TLS port for components of its own; its
+            # multiplex_ssl service (mod_net_multiplex) takes direct TLS and
+            # hands a stream in jabber:component:accept to mod_component.
+            module = '"net_multiplex";'
+            fragment = TLS.format(port=self.componentTLSPort, certificate=tls[0], key=tls[1])
+        self.config = self.writeConfig(
+            "prosody.cfg.lua", CONFIG, COMPONENT, loglevel=loglevel, tls=fragment, tlsModule=module
+        )
 
     @property
     def log(self):

@@ -62,17 +62,21 @@ class ThrowawayServer:
     @ivar components: component name to secret.
     @ivar c2sPort: the client port.
     @ivar componentPort: the external component port.
+    @ivar componentTLSPort: a port taking the component protocol over
+        direct TLS, when the server was given C{tls} (C{(certificate file,
+        key file)}); else C{None}.
     """
 
     name = None
 
-    def __init__(self, components, domain="localhost", reactor=globalReactor):
+    def __init__(self, components, domain="localhost", reactor=globalReactor, tls=None):
         self.domain = domain
         self.components = dict(components)
         self.reactor = reactor
         self.directory = tempfile.mkdtemp(prefix="clientproxy-%s-" % (self.name,))
         self.c2sPort = freePort()
         self.componentPort = freePort()
+        self.componentTLSPort = freePort() if tls is not None else None
         self._process = None
         self._exit = None
 
