@@ -121,25 +121,13 @@ class Policy:
     @ivar domainBuckets: the L{TokenBuckets} per domain, or C{None}.
     """
 
-    def __init__(
-        self,
-        clock,
-        allow=(),
-        deny=(),
-        rate=0.0,
-        burst=None,
-        maxStanzaSize=MAX_STANZA_SIZE,
-        domainRate=None,
-        domainBurst=None,
-    ):
+    def __init__(self, clock, *rules, **namedRules):
         """
-        @param domainRate: stanzas a second from one domain; by default
-            L{DOMAIN_RATE_FACTOR} times C{rate} (so off when C{rate} is),
-            with bursts of C{domainBurst} (by default that factor times
-            C{burst}).
+        @param clock: the L{IReactorTime} of the rate's buckets.
+        @param rules: see L{configure}.
         """
         self.clock = clock
-        self.configure(allow, deny, rate, burst, maxStanzaSize, domainRate, domainBurst)
+        self.configure(*rules, **namedRules)
 
     def configure(
         self,
@@ -154,6 +142,11 @@ class Policy:
         """
         Set the rules (at start, and again on a reload: the rate's buckets
         then start full).
+
+        @param domainRate: stanzas a second from one domain; by default
+            L{DOMAIN_RATE_FACTOR} times C{rate} (so off when C{rate} is),
+            with bursts of C{domainBurst} (by default that factor times
+            C{burst}).
         """
         clock = self.clock
         self.allow = frozenset(normalise(e) for e in allow)
