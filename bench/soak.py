@@ -18,8 +18,8 @@ it must get:
 - a second external component sending what Prosody does not check for
   components: IQs with two children (bad-request), without an id, with bogus
   types, results nobody asked for (dropped), and with no child (Prosody 0.12
-  itself loses those on the way, see DESIGN.md: nothing reaches the
-  component).
+  itself loses a childless get sent from a component to a component's
+  bare domain: nothing reaches the component).
 
 At the end: the process is alive, memory is flat (RSS sampled every 10 s),
 and the metrics endpoint's counters are printed.

@@ -156,7 +156,7 @@ class ReplyCheckTests(unittest.TestCase):
 
 class ErrorAnswerTests(unittest.TestCase):
     """
-    The errors the component answers with itself (DESIGN.md's table).
+    The errors the component answers with itself (README's table).
     """
 
     def setUp(self):
