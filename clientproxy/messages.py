@@ -229,16 +229,22 @@ class MessageRouter(XMPPHandler):
             self._refuse(message, *TOO_LARGE)
             return
         if available:
-            self.send(first)
-            for resource in available[1:]:
-                message["to"] = resource.jid
-                self.send(toXml(message))
+            self._fanOut(message, available, first)
             self.stats.messages["fanned-out"] += 1
         else:
             self._enqueue(message, sender)
 
-    def _fanOut(self, message):
-        for resource in self.resources.available:
+    def _fanOut(self, message, resources, first=None):
+        """
+        Send C{message} to each of C{resources}; C{first} is its
+        serialisation addressed to the first of them, when the size check
+        made it already.
+        """
+        for resource in resources:
+            if first is not None:
+                self.send(first)
+                first = None
+                continue
             message["to"] = resource.jid
             self.send(toXml(message))
 
@@ -297,7 +303,7 @@ class MessageRouter(XMPPHandler):
             return
         batch = self.store.queued(DELIVERY_BATCH)
         for _, stanza in batch:
-            self._fanOut(parseStanza(stanza))
+            self._fanOut(parseStanza(stanza), self.resources.available)
         self.store.delivered([ident for ident, _ in batch])
         self.stats.messages["delivered-from-queue"] += len(batch)
         if len(batch) == DELIVERY_BATCH:
@@ -368,15 +374,18 @@ class MessageRouter(XMPPHandler):
         if self.policy.refusal(sender) is not None:
             self.stats.drop(message, "error-from-peer-refused")
             return
-        if not self.resources.available:
+        available = self.resources.available
+        if not available:
             self.stats.drop(message, "error-from-peer-undeliverable")
             return
         message["from"] = self.jat.address(self.jat.encode(sender))
+        message["to"] = available[0].jid
         mark(message)
-        if self.policy.tooLarge(toXml(message)):
+        first = toXml(message)
+        if self.policy.tooLarge(first):
             self.stats.drop(message, "error-from-peer-too-large")
             return
-        self._fanOut(message)
+        self._fanOut(message, available, first)
         self.stats.messages["bounces-to-target"] += 1
 
     def _refuse(self, message, condition, errorType=None, text=None):
