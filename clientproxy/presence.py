@@ -87,8 +87,6 @@ class TargetPresence(XMPPHandler):
     @ivar component: the component's bare JID.
     @ivar target: the target's bare JID.
     @ivar resources: the L{clientproxy.resources.ResourceSet} to keep.
-    @ivar subscribed: whether the target approved the subscription on this
-        connection.
     @ivar subscription: the state of the subscription: C{none} (not asked
         yet on this connection), C{pending} (asked, no answer: the target
         has not approved), C{approved}, C{revoked} (the target answered
@@ -104,15 +102,20 @@ class TargetPresence(XMPPHandler):
         self.resources = resources
         self.stats = stats
         self.clock = clock
-        self.subscribed = False
         self.subscription = NONE
         self._retry = None
         self._retryDelay = RESUBSCRIBE_INITIAL
         self._reminder = None
 
+    @property
+    def subscribed(self):
+        """
+        Whether the target approved the subscription on this connection.
+        """
+        return self.subscription == APPROVED
+
     def connectionInitialized(self):
         self.xmlstream.addObserver("/presence", self.onPresence)
-        self.subscribed = False
         self._retryDelay = RESUBSCRIBE_INITIAL
         self.subscribe()
 
@@ -120,7 +123,6 @@ class TargetPresence(XMPPHandler):
         XMPPHandler.connectionLost(self, reason)
         self._cancelRetry()
         self._cancelReminder()
-        self.subscribed = False
         self.subscription = NONE
         self.resources.clear()
 
@@ -261,9 +263,8 @@ class TargetPresence(XMPPHandler):
             self._retryDelay = min(self._retryDelay * 2, RESUBSCRIBE_MAX)
 
     def _subscribed(self):
-        if not self.subscribed:
+        if self.subscription != APPROVED:
             self.log.info("The target {target} approved the subscription", target=self.target)
-        self.subscribed = True
         self.subscription = APPROVED
         self._cancelReminder()
         self._cancelRetry()
@@ -271,7 +272,6 @@ class TargetPresence(XMPPHandler):
         self.send(presenceStanza(self.component, self.target, "probe"))
 
     def _unsubscribed(self):
-        self.subscribed = False
         self.subscription = REVOKED
         self._warnUnapproved()
         self._scheduleReminder()
