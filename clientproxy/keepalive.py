@@ -67,15 +67,16 @@ class KeepAlive(XMPPHandler):
         if interval == self.interval:
             return
         self.interval = interval
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+        self._stop()
         if interval and self.xmlstream is not None:
             self._pingedAt = None
             self._schedule(interval)
 
     def connectionLost(self, reason):
         XMPPHandler.connectionLost(self, reason)
+        self._stop()
+
+    def _stop(self):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None

@@ -144,8 +144,8 @@ class Selector:
         # {feature: {resource: expiry}}
         self._refusals = {}
         self._nextExpiry = None
-        self._refusalVersion = 0
-        self._version = None
+        # The ResourceSet.version the caches were made for; None: remake.
+        self._seen = None
         self._candidates = {}
         self._affine = {}
         resources.whenRemoved(self._forget)
@@ -170,7 +170,7 @@ class Selector:
                 self._refusals = {}
         if strategy is not None:
             self.strategy = strategy
-        self._version = None
+        self._seen = None
 
     def choose(self, feature, key, requester, exclude=()):
         """
@@ -181,9 +181,8 @@ class Selector:
         """
         if self._refusals and self.clock.seconds() >= self._nextExpiry:
             self._expire()
-        version = (self.resources.version, self._refusalVersion)
-        if version != self._version:
-            self._version = version
+        if self.resources.version != self._seen:
+            self._seen = self.resources.version
             self._candidates = {}
             self._affine = {}
         candidates = self._candidates.get(feature)
@@ -237,7 +236,7 @@ class Selector:
         self._refusals.setdefault(feature, {})[resource] = expiry
         if self._nextExpiry is None or expiry < self._nextExpiry:
             self._nextExpiry = expiry
-        self._refusalVersion += 1
+        self._seen = None
         self.log.info(
             "Resource {resource} refused {feature}: not offered it for {ttl} s",
             resource=resource.jid,
@@ -265,7 +264,7 @@ class Selector:
             if not refusers:
                 del self._refusals[feature]
         self._nextExpiry = nextExpiry
-        self._refusalVersion += 1
+        self._seen = None
 
     def _forget(self, resource):
         """
@@ -279,4 +278,4 @@ class Selector:
                 if not refusers:
                     del self._refusals[feature]
         if changed:
-            self._refusalVersion += 1
+            self._seen = None
