@@ -128,7 +128,8 @@ def readConfig(path):
         key = _key(name)
         if key not in PROCESS_KEYS:
             raise ConfigError("%s: unknown key %r at the top of the file" % (path, name))
-        process[key] = _argument(path, key, value, PROCESS_KEYS[key])
+        _argument(path, key, value, PROCESS_KEYS[key])
+        process[key] = value
     return process, proxies
 
 

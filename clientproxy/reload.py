@@ -9,7 +9,7 @@ applied: access lists, rate and size limits, in-flight and subscriber
 bounds, the queue bounds, the resource filter, the strategy and the
 dispatch options, the timeout of new requests, the shutdown grace and the
 keepalive. What cannot (the component's address, the server, the secret,
-the data directory, proxies added or removed) is named in the log as
+the data directory, TLS to the server, proxies added or removed) is named in the log as
 needing a restart. A file that does not load leaves the running
 configuration as it is, and the log says why.
 """
@@ -50,7 +50,7 @@ LIVE = POLICY + (
     "keepalive",
 )
 #: Settings that need a restart.
-RESTART = ("target", "host", "port", "secret", "data-dir")
+RESTART = ("target", "host", "port", "secret", "data-dir", "tls", "tls-name", "ca-file")
 
 
 def reconfigure(proxy, old, new):

@@ -269,7 +269,7 @@ class Options(usage.Options):
             raise usage.UsageError("%s: two proxies with the same jid" % (path,))
         for key, value in process.items():
             if key not in self.given:
-                self[key] = int(value) if key == "metrics-port" else value
+                self[key] = value
         return proxies
 
     def postOptions(self):

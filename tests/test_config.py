@@ -183,6 +183,20 @@ class ReloadTests(unittest.TestCase):
         self.assertIn("deny", event["applied"])
         self.assertEqual(event["restart"], "port")
 
+    def test_tlsNeedsARestart(self):
+        """
+        A change of the TLS settings is reported as needing a restart, not
+        silently ignored.
+        """
+        self.write(
+            '[[proxy]]\njid = "proxy.example.org"\ntarget = "svc@example.org"\n'
+            'timeout = 30\nstrategy = "random"\ntls = true\ntls-name = "xmpp.example.org"\n'
+        )
+        with capturedLogs() as events:
+            self.reload.reload()
+        [event] = [e for e in events if "applied" in e.get("log_format", "")]
+        self.assertEqual(event["restart"], "tls, tls-name")
+
     def test_brokenFileKeepsTheRunningConfiguration(self):
         self.write(
             '[[proxy]]\njid = "proxy.example.org"\ntarget = "svc@example.org"\ntimeout = -1\n'
