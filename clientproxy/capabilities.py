@@ -183,17 +183,19 @@ class CapabilityLearner(XMPPHandler):
         """
         resource, caps = query.resource, query.caps
         features = NO_FEATURES if info is None else info.features
-        if caps is not None and caps.verifiable and info is not None and verifies(info, caps):
+        verifiable = caps is not None and caps.verifiable
+        # Those that announced the same caps meanwhile and are still here.
+        waiting = [w for w in query.waiting if w.caps == caps and self.resources.get(w.jid) is w]
+        if verifiable and info is not None and verifies(info, caps):
             if len(self.verified) >= CACHE_SIZE:
                 self.verified.clear()
             self.verified[caps.ver] = features
             self.stats.capabilities["verified"] += 1
             self._learnt(resource, features, "verified")
-            for waiting in query.waiting:
-                if waiting.caps == caps and self.resources.get(waiting.jid) is waiting:
-                    self._learnt(waiting, features, "cache")
+            for other in waiting:
+                self._learnt(other, features, "cache")
             return
-        if caps is not None and caps.verifiable and info is not None:
+        if verifiable and info is not None:
             self.stats.capabilities["unverified"] += 1
             self.log.warn(
                 "The disco#info answer of {resource} does not hash to its caps ver {ver}: "
@@ -203,10 +205,9 @@ class CapabilityLearner(XMPPHandler):
             )
         self._learnt(resource, features, "unverified" if info is not None else "none")
         # The others waiting on that ver are asked themselves, one at a time.
-        waiting = [w for w in query.waiting if w.caps == caps and self.resources.get(w.jid) is w]
         if waiting:
             self._ask(waiting[0], caps)
-            next = self._byVer.get(caps.ver) if caps is not None else None
+            next = self._byVer.get(caps.ver) if verifiable else None
             if next is not None:
                 next.waiting.extend(waiting[1:])
 
