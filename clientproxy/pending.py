@@ -23,8 +23,10 @@ Every request gets the same timeout, so deadlines grow in the order
 requests are added; the table keeps its entries in that order (a dict keeps
 insertion order) and needs a single timer, on an injectable
 L{IReactorTime}, for the oldest deadline. When the timeout is changed (a
-reload), requests added from then on go into a queue of their own, so each
-queue stays in deadline order; the timer follows the earliest head. That is cheaper in time and
+reload) with requests in flight, that order holds again only once those
+have gone; until their last deadline the table scans all its entries when
+its timer fires (one reload's worth of extra work, kept off the path of
+every request). That is cheaper in time and
 memory than a timer per request, and lets tests drive time with
 L{twisted.internet.task.Clock}. Entries are plain slotted objects, not
 Deferreds: one request, one answer, no callback chain to keep.
@@ -132,9 +134,9 @@ class PendingTable:
         self.maxPendingPerRequester = maxPendingPerRequester
         self.maxPendingFromTarget = maxPendingFromTarget
         self._entries = {}
-        # Queues of entries in deadline order, one per timeout in force when
-        # they were added; the last one takes new entries.
-        self._queues = [{}]
+        # While not None: entries added before a change of the timeout may
+        # be due later than newer ones, up to this time.
+        self._mixedUntil = None
         self._held = {}
         self.fromOutside = 0
         self.fromTarget = 0
@@ -160,8 +162,9 @@ class PendingTable:
         """
         if timeout != self.timeout:
             self.timeout = timeout
-            if self._queues[-1]:
-                self._queues.append({})
+            if self._entries:
+                last = max(entry.deadline for entry in self._entries.values())
+                self._mixedUntil = max(last, self._mixedUntil or last)
 
     def heldBy(self, bare):
         """
@@ -219,7 +222,6 @@ class PendingTable:
             self._clock.seconds() + self.timeout,
         )
         self._entries[key] = entry
-        self._queues[-1][key] = entry
         if len(key) == 2:
             self.fromOutside += 1
             bare = bareOf(requester)
@@ -229,7 +231,7 @@ class PendingTable:
             self.fromTarget += 1
         if self._timer is None:
             self._timer = self._clock.callLater(self.timeout, self._expire)
-        elif len(self._queues) > 1 and entry.deadline < self._timer.getTime():
+        elif self._mixedUntil is not None and entry.deadline < self._timer.getTime():
             # A shorter timeout since a reload: this one is due first.
             self._timer.reset(self.timeout)
         return entry
@@ -285,9 +287,6 @@ class PendingTable:
 
     def _finish(self, entry, outcome):
         del self._entries[entry.key]
-        for queue in self._queues:
-            if queue.pop(entry.key, None) is not None:
-                break
         if len(entry.key) == 2:
             self.fromOutside -= 1
             bare = bareOf(entry.requester)
@@ -306,6 +305,7 @@ class PendingTable:
                 self._emptied()
 
     def _emptied(self):
+        self._mixedUntil = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -320,15 +320,22 @@ class PendingTable:
         """
         self._timer = None
         now = self._clock.seconds()
-        expired = []
-        for queue in self._queues:
-            for entry in queue.values():
+        mixed = self._mixedUntil is not None
+        if mixed:
+            expired = [entry for entry in self._entries.values() if entry.deadline <= now]
+        else:
+            expired = []
+            for entry in self._entries.values():
                 if entry.deadline > now:
                     break
                 expired.append(entry)
         for entry in expired:
             self.fail(entry, "remote-server-timeout")
-        self._queues = [q for q in self._queues[:-1] if q] + self._queues[-1:]
+        if self._mixedUntil is not None and now >= self._mixedUntil:
+            self._mixedUntil = None
         if self._entries and self._timer is None:
-            oldest = min(next(iter(q.values())).deadline for q in self._queues if q)
+            if self._mixedUntil is None:
+                oldest = next(iter(self._entries.values())).deadline
+            else:
+                oldest = min(entry.deadline for entry in self._entries.values())
             self._timer = self._clock.callLater(max(0.0, oldest - now), self._expire)
