@@ -253,12 +253,13 @@ class Options(usage.Options):
                     "%s: command-line options can override the file only when it has "
                     "one proxy" % (path,)
                 )
+            kinds = self.kinds()
             proxies = []
             for number, table in enumerate(tables, 1):
                 where = proxyName(path, number, table)
                 options = Options()
                 try:
-                    options.parseOptions(proxyArguments(where, table, self.kinds()) + overrides)
+                    options.parseOptions(proxyArguments(where, table, kinds) + overrides)
                 except usage.UsageError as e:
                     raise ConfigError("%s: %s" % (where, e))
                 proxies.append(options)
