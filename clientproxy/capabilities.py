@@ -138,7 +138,7 @@ class CapabilityLearner(XMPPHandler):
             # Only while queries are in flight: no cost on the stanza path
             # otherwise. Before the dispatcher, which would drop these
             # replies as matching no request.
-            self.xmlstream.addObserver("/iq", self._onReply, priority=1)
+            self.xmlstream.addRoute("iq", self._onReply, priority=1)
             self._observing = True
         self.stats.capabilities["queries"] += 1
         self.send(iq)
@@ -174,7 +174,7 @@ class CapabilityLearner(XMPPHandler):
         if caps is not None and self._byVer.get(caps.ver) is query:
             del self._byVer[caps.ver]
         if not self._queries and self._observing and self.xmlstream is not None:
-            self.xmlstream.removeObserver("/iq", self._onReply)
+            self.xmlstream.removeRoute("iq", self._onReply)
             self._observing = False
 
     def _answered(self, query, info):

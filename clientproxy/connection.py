@@ -170,7 +170,11 @@ class ProxyComponent(Component):
             port=self.port,
             jid=self.jid,
         )
-        Component._authd(self, xs)
+        # wokkel's Component._authd wraps the stream's send in a function
+        # that gives every element without a from the component's; the
+        # stream does the same itself, without a call more per stanza.
+        xs.defaultFrom = self.jid
+        StreamManager._authd(self, xs)
         # The stream manager's own IQ response tracking (for
         # StreamManager.request) is unused: replies are matched by the
         # dispatcher's pending table. Two XPath checks less per stanza.

@@ -49,7 +49,7 @@ from clientproxy.stanzas import (
     claim,
     errorReply,
 )
-from clientproxy.xml import escapeAttribute, parseStanza, toXml
+from clientproxy.xml import escapeAttribute, parseStanza, stanzaBytes
 
 NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 
@@ -136,7 +136,7 @@ class IQDispatcher(XMPPHandler):
         self.closing = False
 
     def connectionInitialized(self):
-        self.xmlstream.addObserver("/iq", self.onIQ)
+        self.xmlstream.addRoute("iq", self.onIQ)
 
     def connectionLost(self, reason):
         XMPPHandler.connectionLost(self, reason)
@@ -225,9 +225,10 @@ class IQDispatcher(XMPPHandler):
         if resource is None:
             self._refuse(iq, "service-unavailable")
             return
-        iq["from"] = self.jat.address(encoded)
-        iq["to"] = resource.jid
-        request = toXml(iq)
+        attributes = iq.attributes
+        attributes["from"] = self.jat.address(encoded)
+        attributes["to"] = resource.jid
+        request = stanzaBytes(iq)
         if self.policy.tooLarge(request):
             self._sendError(recipient, requester, stanzaID, *TOO_LARGE)
             return
@@ -235,7 +236,7 @@ class IQDispatcher(XMPPHandler):
             key,
             requester,
             resource,
-            request.encode("utf-8"),
+            request,
             resendable=kind == "get",
             via=None if recipient == self.jat.component else recipient,
         )
@@ -310,7 +311,7 @@ class IQDispatcher(XMPPHandler):
         fromTarget = entry.fromTarget
         if not fromTarget:
             self.stats.latency.observe(self.pending.age(entry))
-            if getattr(outcome, "condition", None) == "remote-server-timeout":
+            if outcome.__class__ is StanzaError and outcome.condition == "remote-server-timeout":
                 self.stats.resources[entry.resource.jid]["timeouts"] += 1
         elif entry.requester not in self.resources:
             # The resource that asked is gone: nobody to answer.
@@ -328,10 +329,11 @@ class IQDispatcher(XMPPHandler):
                 )
             else:
                 outcomeName = "answered-to-target" if fromTarget else "answered"
-                outcome["id"] = entry.stanzaID
-                outcome["to"] = entry.requester
-                outcome["from"] = self._answerFrom(entry)
-                stanza = toXml(outcome)
+                attributes = outcome.attributes
+                attributes["id"] = entry.stanzaID
+                attributes["to"] = entry.requester
+                attributes["from"] = self._answerFrom(entry)
+                stanza = stanzaBytes(outcome)
             self.send(stanza)
         except Exception:
             self.log.failure(
@@ -394,7 +396,7 @@ class IQDispatcher(XMPPHandler):
         iq["from"] = self.jat.component
         iq["to"] = peer
         self.stats.requests["forwarded-from-target"] += 1
-        self.send(toXml(iq))
+        self.send(stanzaBytes(iq))
 
     def _onPeerReply(self, reply, sender):
         entry = self.pending.get((sender, reply.getAttribute("id"), REVERSE))

@@ -51,13 +51,13 @@ class KeepAlive(XMPPHandler):
         self.interval = interval
         self._timer = None
         self._pingedAt = None
-        self._pongQuery = None
+        self._pongID = None
         self._ids = 0
 
     def connectionInitialized(self):
         if self.interval:
             self._pingedAt = None
-            self._pongQuery = None
+            self._pongID = None
             self._schedule(self.interval)
 
     def setInterval(self, interval):
@@ -113,19 +113,20 @@ class KeepAlive(XMPPHandler):
         ping["to"] = serverDomain(self.component)
         ping.addElement((NS_PING, "ping"))
         # Claimed here before the dispatcher sees it: it is no peer's reply.
-        # One such observer at most: a server that never answers pings
-        # (but sends other traffic) must not make them pile up.
-        if self._pongQuery is not None:
-            xs.removeObserver(self._pongQuery, self._pong)
-        self._pongQuery = "/iq[@id='%s']" % (ping["id"],)
-        xs.addOnetimeObserver(self._pongQuery, self._pong, priority=1)
+        # One route at most, for the last ping only: a server that never
+        # answers pings (but sends other traffic) must not make them pile up.
+        if self._pongID is None:
+            xs.addRoute("iq", self._pong, priority=1)
+        self._pongID = ping["id"]
         xs.send(" ")
         xs.send(ping)
         self.stats.keepalive["pings"] += 1
 
     def _pong(self, iq):
-        self._pongQuery = None
-        iq.handled = True
+        if iq.getAttribute("id") == self._pongID:
+            self._pongID = None
+            iq.handled = True
+            self.xmlstream.removeRoute("iq", self._pong)
 
     def _dead(self, xs, silent):
         self.stats.keepalive["dead-links"] += 1

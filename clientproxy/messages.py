@@ -193,7 +193,7 @@ class MessageRouter(XMPPHandler):
         resources.whenAdded(self._resourceAdded)
 
     def connectionInitialized(self):
-        self.xmlstream.addObserver("/message", self.onMessage)
+        self.xmlstream.addRoute("message", self.onMessage)
 
     def onMessage(self, message):
         claimed = claim(message)

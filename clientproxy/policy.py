@@ -198,9 +198,14 @@ class Policy:
 
     def tooLarge(self, serialised):
         """
-        Whether a serialised stanza is larger than L{maxStanzaSize} bytes.
+        Whether a serialised stanza (text, or UTF-8 bytes) is larger than
+        L{maxStanzaSize} bytes.
         """
         limit = self.maxStanzaSize
-        if not limit or len(serialised) * 4 <= limit:
+        if not limit:
+            return False
+        if serialised.__class__ is bytes:
+            return len(serialised) > limit
+        if len(serialised) * 4 <= limit:
             return False
         return len(serialised.encode("utf-8")) > limit

@@ -115,7 +115,7 @@ class TargetPresence(XMPPHandler):
         return self.subscription == APPROVED
 
     def connectionInitialized(self):
-        self.xmlstream.addObserver("/presence", self.onPresence)
+        self.xmlstream.addRoute("presence", self.onPresence)
         self._retryDelay = RESUBSCRIBE_INITIAL
         self.subscribe()
 

@@ -67,7 +67,7 @@ class ServicePresence(XMPPHandler):
 
     def connectionInitialized(self):
         # After TargetPresence, which takes the target's own presence.
-        self.xmlstream.addObserver("/presence", self.onPresence, priority=-1)
+        self.xmlstream.addRoute("presence", self.onPresence, priority=-1)
         self.available = False
 
     def connectionLost(self, reason):

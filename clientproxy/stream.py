@@ -1,8 +1,18 @@
 # -*- test-case-name: tests.test_stream -*-
 """
-The component's XML stream: Twisted's, with two changes that every stanza
+The component's XML stream: Twisted's, with four changes that every stanza
 passes through.
 
+ - It is read by L{clientproxy.parser.StreamParser}: the same elements as
+   domish's parser builds, and each stanza keeps the bytes its content came
+   in as, so a forwarded payload is written as it came
+   (L{clientproxy.xml.stanzaBytes}), not rebuilt and serialised again.
+ - Stanzas go to routes looked up by name (L{ProxyXmlStream.addRoute}):
+   one dictionary look-up per stanza instead of matching every XPath
+   observer against it. A stanza no route takes (see
+   L{clientproxy.stanzas.claim}), and every other element (the handshake,
+   stream errors), still goes to the XPath observers, so Twisted's own
+   stream machinery works as it always did.
  - Elements are written by L{clientproxy.xml.toXml}, never by domish's
    C{toXml}: one writer for everything the component sends (forwarded
    requests, replies, retries, errors, fan-out, mirrors, queued messages,
@@ -15,7 +25,8 @@ passes through.
 from twisted.words.protocols.jabber import xmlstream
 from twisted.words.xish import domish
 
-from clientproxy.xml import toXml
+from clientproxy.parser import StreamParser
+from clientproxy.xml import NS_COMPONENT, toXml
 
 
 class ProxyXmlStream(xmlstream.XmlStream):
@@ -23,7 +34,12 @@ class ProxyXmlStream(xmlstream.XmlStream):
     @ivar clock: the L{IReactorTime} that stamps L{lastReceived}; the
         factory's clock when built by L{clientproxy.connection.ComponentFactory}.
     @ivar lastReceived: when data last came from the server, by L{clock}.
+    @ivar defaultFrom: once the stream is authenticated, the component's
+        JID, which every element sent without a C{from} gets (as wokkel's
+        C{Component} does).
     """
+
+    defaultFrom = None
 
     def __init__(self, authenticator, clock=None):
         xmlstream.XmlStream.__init__(self, authenticator)
@@ -31,12 +47,62 @@ class ProxyXmlStream(xmlstream.XmlStream):
             from twisted.internet import reactor as clock
         self.clock = clock
         self.lastReceived = clock.seconds()
+        # Stanza name -> [(priority, handler)], highest priority first, and
+        # the handlers alone, in that order (what a stanza is given to).
+        self._routes = {}
+        self._handlers = {}
+
+    def _initializeStream(self):
+        parser = self.stream = StreamParser()
+        parser.DocumentStartEvent = self.onDocumentStart
+        parser.ElementEvent = self.onElement
+        parser.DocumentEndEvent = self.onDocumentEnd
+
+    def addRoute(self, name, handler, priority=0):
+        """
+        Give every stanza called C{name} (C{iq}, C{message}, C{presence})
+        to C{handler}, after the handlers of a higher C{priority} and those
+        of the same priority added before it. A handler that takes a stanza
+        says so with L{clientproxy.stanzas.claim} (or by setting its
+        C{handled}); the later ones see that.
+        """
+        route = self._routes.setdefault(name, [])
+        route.append((priority, handler))
+        route.sort(key=lambda entry: -entry[0])
+        self._handlers[name] = tuple(handler for _, handler in route)
+
+    def removeRoute(self, name, handler):
+        """
+        Stop giving stanzas called C{name} to C{handler}.
+        """
+        route = [entry for entry in self._routes.get(name, ()) if entry[1] != handler]
+        self._routes[name] = route
+        self._handlers[name] = tuple(handler for _, handler in route)
+
+    def onElement(self, element):
+        if element.uri == NS_COMPONENT:
+            handlers = self._handlers.get(element.name)
+            if handlers:
+                for handler in handlers:
+                    handler(element)
+                if element.handled:
+                    return
+        self.dispatch(element)
 
     def dataReceived(self, data):
         self.lastReceived = self.clock.seconds()
         xmlstream.XmlStream.dataReceived(self, data)
 
     def send(self, obj):
-        if obj.__class__ is not str and domish.IElement.providedBy(obj):
-            obj = toXml(obj)
-        xmlstream.XmlStream.send(self, obj)
+        kind = obj.__class__
+        if kind is bytes:
+            pass
+        elif kind is str:
+            obj = obj.encode("utf-8")
+        elif domish.IElement.providedBy(obj):
+            if self.defaultFrom is not None and not obj.getAttribute("from"):
+                obj["from"] = self.defaultFrom
+            obj = toXml(obj).encode("utf-8")
+        if self.rawDataOutFn:
+            self.rawDataOutFn(obj)
+        self.transport.write(obj)

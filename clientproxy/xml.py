@@ -135,6 +135,34 @@ def toXml(element):
     return "".join(parts)
 
 
+def stanzaBytes(element):
+    """
+    Serialise a stanza for the component's stream, as UTF-8: its start tag
+    from its tree, and its content as the bytes it came in as when it kept
+    them (L{clientproxy.parser.Element.raw}: nothing below the root is
+    rebuilt or escaped again), else from its tree with L{toXml}.
+
+    The kept bytes are correct where they are written only if the content's
+    namespace context is the one it came in: the same default namespace
+    (always so, except for an element of no namespace under a default one,
+    which cannot come from a parser) and the same prefixes (the start tag
+    keeps every declaration of the stanza's).
+
+    @rtype: L{bytes}
+    """
+    # Read from the instance only: a plain domish element answers any
+    # unknown attribute by searching its children.
+    raw = element.__dict__.get("raw")
+    if raw is None:
+        return toXml(element).encode("utf-8")
+    tag, qualified, context = _startTag(element, _ROOT)
+    if context[0] != context[1]:
+        return toXml(element).encode("utf-8")
+    if not raw:
+        return (tag + "/>").encode("utf-8")
+    return b"".join(((tag + ">").encode("utf-8"), raw, ("</%s>" % (qualified,)).encode("utf-8")))
+
+
 def _open(element, context, write):
     """
     Write the start tag of C{element} (or the whole of it, when it has no
@@ -143,6 +171,22 @@ def _open(element, context, write):
     @param context: the namespace context of its parent, as L{_ROOT}.
     @return: C{(children, end tag, context for the children)}, or
         C{(None, None, None)} when the element was written whole.
+    """
+    tag, qualified, context = _startTag(element, context)
+    children = element.children
+    if not children:
+        write(tag + "/>")
+        return None, None, None
+    write(tag + ">")
+    return children, "</%s>" % (qualified,), context
+
+
+def _startTag(element, context):
+    """
+    The start tag of C{element} without its closing C{>} or C{/>}.
+
+    @param context: the namespace context of its parent, as L{_ROOT}.
+    @return: C{(tag, qualified name, context for its children)}.
     """
     logical, declared, scope = context
     default = element.defaultUri
@@ -187,14 +231,7 @@ def _open(element, context, write):
                 key = local
         tag.append(" %s='%s'" % (key, value))
     tag[0] = "<" + qualified
-    children = element.children
-    if not children:
-        tag.append("/>")
-        write("".join(tag))
-        return None, None, None
-    tag.append(">")
-    write("".join(tag))
-    return children, "</%s>" % (qualified,), (default, written, scope)
+    return "".join(tag), qualified, (default, written, scope)
 
 
 def _prefixFor(uri, scope, tag):

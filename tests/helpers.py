@@ -58,6 +58,7 @@ class RecordingManager(XMPPHandlerCollection):
         self.xmlstream = ProxyXmlStream(xmlstream.Authenticator(), clock)
         self.transport = StringTransport()
         self.xmlstream.makeConnection(self.transport)
+        self.xmlstream.dataReceived(STREAM_ROOT[:-1].encode("utf-8") + b" id='harness'>")
         self.transport.clear()
 
     def send(self, obj):
@@ -74,11 +75,10 @@ class RecordingManager(XMPPHandlerCollection):
 
     def receive(self, xml):
         """
-        Deliver a stanza (a string of XML) as the server would: parsed in
-        the component stream's namespace.
+        Deliver a stanza (a string of XML) as the server would: as bytes
+        read by the component's stream, so its own parser and routes.
         """
-        self.xmlstream.lastReceived = self.xmlstream.clock.seconds()
-        self.xmlstream.dispatch(inStream(xml))
+        self.xmlstream.dataReceived(xml.encode("utf-8"))
 
     def takeBytes(self):
         """

@@ -661,15 +661,15 @@ class HardeningTests(unittest.TestCase):
 
         self.h.request(stanzaID="1")
         self.h.take()
-        original = clientproxy.dispatch.toXml
+        original = clientproxy.dispatch.stanzaBytes
 
         def broken(element):
             raise RuntimeError("injected")
 
-        self.patch(clientproxy.dispatch, "toXml", broken)
+        self.patch(clientproxy.dispatch, "stanzaBytes", broken)
         with capturedLogs() as events:
             self.h.reply("a", stanzaID="1")
-        self.patch(clientproxy.dispatch, "toXml", original)
+        self.patch(clientproxy.dispatch, "stanzaBytes", original)
         [answer] = self.h.take()
         self.assertEqual((answer["to"], answer["id"]), (ALICE, "1"))
         self.assertEqual(errorCondition(answer), ("internal-server-error", "wait"))

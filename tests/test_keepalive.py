@@ -75,19 +75,15 @@ class KeepAliveTests(unittest.TestCase):
     def test_unansweredPingsDoNotPileUp(self):
         """
         A server that never answers pings but sends other traffic leaves
-        at most one ping observer behind.
+        at most one route for pongs behind.
         """
         for _ in range(3):
             self.reactor.advance(10)
             self.xs.dataReceived(b" ")
         self.assertEqual(self.proxy.stats.keepalive["pings"], 3)
-        queries = [
-            query.queryStr
-            for observers in self.xs._xpathObservers.values()
-            for query, callbacks in observers.items()
-            if "keepalive" in query.queryStr and not callbacks.isEmpty()
-        ]
-        self.assertEqual(len(queries), 1)
+        keepalive = self.proxy.parts.keepalive
+        routes = [handler for _, handler in self.xs._routes["iq"] if handler == keepalive._pong]
+        self.assertEqual(len(routes), 1)
 
     def test_trafficMeansNoPing(self):
         for _ in range(5):

@@ -1,0 +1,248 @@
+# -*- test-case-name: tests.test_parser -*-
+"""
+The parser of the component's stream: domish elements, as Twisted's own
+C{domish.elementStream} builds them, plus the bytes each stanza's content
+came in as.
+
+Forwarding a stanza changes its root's addresses and nothing below. So each
+stanza (a child of the stream's root) keeps in L{Element.raw} the bytes
+between the end of its start tag and the start of its end tag, exactly as
+the server sent them, and L{clientproxy.xml.stanzaBytes} writes a new
+start tag, those bytes, and the end tag: the payload is neither rebuilt nor
+serialised again. This is safe because:
+
+ - the bytes were read by expat in full before the stanza is handed on, so
+   they are well-formed XML (escapes, nesting, quoting); expat reads them
+   as UTF-8 whatever an XML declaration says, so they are UTF-8;
+ - they mean the same where they are written: the namespace context of a
+   stanza's content is its stream's root declarations plus its own start
+   tag's. The component's stream root declares exactly what the server's
+   does (the default C{jabber:component:accept} and the C{stream} prefix);
+   the start tag written keeps the stanza's own declarations. When the
+   server's stream root declares anything else, no stanza keeps its bytes;
+ - what expat reads but a tree would not carry stays out: a stanza with a
+   comment or processing instruction inside does not keep its bytes (RFC
+   6120 11.1 forbids them; a server would close the component's stream if
+   they went out), and after a document type declaration (which could
+   declare entities the server does not know) no stanza does.
+
+A stanza that keeps no bytes is written from its tree, as before.
+"""
+
+import re
+
+import pyexpat
+from twisted.words.xish import domish
+
+from clientproxy.xml import NS_COMPONENT, NS_STREAMS
+
+#: The start tag at the start of a buffer, up to its closing C{>}; a C{>}
+#: inside a quoted attribute value does not end it. Only used on bytes expat
+#: has already read as a well-formed start tag.
+_START_TAG = re.compile(rb"<[^>'\"]*(?:(?:'[^']*'|\"[^\"]*\")[^>'\"]*)*>")
+
+_SLASH = ord("/")
+
+#: The stream root's declarations the component's own stream root matches.
+_STREAM_PREFIXES = {"stream": NS_STREAMS}
+
+
+class Element(domish.Element):
+    """
+    A parsed element.
+
+    @ivar raw: for a stanza, the bytes of its content as they came (see the
+        module docstring), or C{None}; for other elements, C{None}. Adding
+        children through the element's methods forgets them, as they would
+        no longer say what the tree holds.
+    @ivar handled: whether a handler has taken the stanza
+        (L{clientproxy.stanzas.claim}); a class attribute, so reading it
+        does not search the children as domish's C{__getattr__} would.
+    """
+
+    raw = None
+    handled = False
+
+    def addChild(self, node):
+        self.raw = None
+        return domish.Element.addChild(self, node)
+
+    def addContent(self, text):
+        self.raw = None
+        return domish.Element.addContent(self, text)
+
+    def addRawXml(self, rawxmlstring):
+        self.raw = None
+        return domish.Element.addRawXml(self, rawxmlstring)
+
+
+class StreamParser:
+    """
+    Parses the component's stream, with the events of
+    L{domish.ExpatElementStream}: C{DocumentStartEvent(root)},
+    C{ElementEvent(stanza)} for each child of the root, and
+    C{DocumentEndEvent()}.
+
+    @ivar rawAllowed: whether stanzas keep their bytes: the stream's root
+        declared what the component's own does, and no document type
+        declaration came.
+    """
+
+    def __init__(self):
+        self.DocumentStartEvent = None
+        self.ElementEvent = None
+        self.DocumentEndEvent = None
+        parser = self._parser = pyexpat.ParserCreate("UTF-8", " ")
+        parser.buffer_text = True
+        parser.StartElementHandler = self._onStartElement
+        parser.EndElementHandler = self._onEndElement
+        parser.CharacterDataHandler = self._onText
+        parser.StartNamespaceDeclHandler = self._onStartNamespace
+        parser.EndNamespaceDeclHandler = self._onEndNamespace
+        parser.CommentHandler = self._onUncopiable
+        parser.ProcessingInstructionHandler = self._onUncopiable
+        parser.StartDoctypeDeclHandler = self._onDoctype
+        self._current = None
+        self._started = False
+        self._defaults = [""]
+        self._prefixes = {}
+        self.rawAllowed = False
+        # The bytes read that a stanza not yet ended may hold, in pieces,
+        # and the stream offset of the first.
+        self._chunks = []
+        self._base = 0
+        self._read = 0
+        self._keepFrom = 0
+        self._stanzaStart = None
+        self._copiable = True
+        self._doctype = False
+
+    def parse(self, data):
+        """
+        Parse C{data}, the next bytes of the stream.
+
+        @raise domish.ParserError: the stream is not well-formed XML.
+        """
+        if self._stanzaStart is None:
+            self._trim()
+        self._chunks.append(data)
+        self._read += len(data)
+        try:
+            self._parser.Parse(data)
+        except pyexpat.error as e:
+            raise domish.ParserError(str(e))
+
+    def _trim(self):
+        """
+        Between stanzas: forget the bytes no stanza can start in. The next
+        one starts at a C{<} at or after L{_keepFrom} (what comes between
+        stanzas is white space), possibly in bytes already read.
+        """
+        chunks = self._chunks
+        while chunks:
+            first = chunks[0]
+            at = first.find(b"<", max(self._keepFrom - self._base, 0))
+            if at < 0:
+                del chunks[0]
+                self._base += len(first)
+                continue
+            if at:
+                chunks[0] = first[at:]
+                self._base += at
+            break
+
+    def _onStartElement(self, name, attributes):
+        space, _, local = name.rpartition(" ")
+        for key in [key for key in attributes if " " in key]:
+            attributeSpace, _, attributeName = key.rpartition(" ")
+            attributes[(attributeSpace, attributeName)] = attributes.pop(key)
+        element = Element.__new__(Element)
+        element.uri = space
+        element.name = local
+        default = self._defaults[-1]
+        if default is None and space not in self._prefixes.values():
+            # Under xmlns='': what domish's Element makes of it.
+            default = space
+        element.defaultUri = default
+        element.attributes = attributes
+        element.localPrefixes = self._prefixes
+        element.children = []
+        self._prefixes = {}
+        parent = self._current
+        element.parent = parent
+        if parent is not None:
+            parent.children.append(element)
+            self._current = element
+        elif self._started:
+            self._current = element
+            self._stanzaStart = self._parser.CurrentByteIndex
+            self._copiable = self.rawAllowed
+        else:
+            self._started = True
+            self.rawAllowed = (
+                not self._doctype
+                and element.localPrefixes == _STREAM_PREFIXES
+                and element.defaultUri == NS_COMPONENT
+            )
+            self.DocumentStartEvent(element)
+
+    def _onEndElement(self, _):
+        element = self._current
+        if element is None:
+            self.DocumentEndEvent()
+            return
+        parent = element.parent
+        if parent is not None:
+            self._current = parent
+            return
+        self._current = None
+        raw, self._keepFrom = self._content(self._parser.CurrentByteIndex)
+        if self._copiable:
+            element.raw = raw
+        self._stanzaStart = None
+        self.ElementEvent(element)
+
+    def _content(self, end):
+        """
+        The bytes between the end of the stanza's start tag and C{end}
+        (where expat reports its end: the start of its end tag, or just
+        after an empty element's tag), and the stream offset where the next
+        stanza may start, at the earliest.
+        """
+        chunks = self._chunks
+        start = self._stanzaStart
+        while self._base + len(chunks[0]) <= start:
+            self._base += len(chunks.pop(0))
+        if end - self._base > len(chunks[0]):
+            chunks[:] = [b"".join(chunks)]
+        data = chunks[0]
+        contentStart = _START_TAG.match(data, start - self._base).end()
+        if data[contentStart - 2] == _SLASH:
+            return b"", end
+        return data[contentStart : end - self._base], end + 1
+
+    def _onText(self, text):
+        element = self._current
+        if element is not None:
+            children = element.children
+            if children and children[-1].__class__ is str:
+                children[-1] += text
+            else:
+                children.append(text)
+
+    def _onStartNamespace(self, prefix, uri):
+        if prefix is None:
+            self._defaults.append(uri)
+        else:
+            self._prefixes[prefix] = uri
+
+    def _onEndNamespace(self, prefix):
+        if prefix is None:
+            self._defaults.pop()
+
+    def _onUncopiable(self, *args):
+        self._copiable = False
+
+    def _onDoctype(self, *args):
+        self._doctype = True
+        self.rawAllowed = self._copiable = False

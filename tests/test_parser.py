@@ -1,0 +1,153 @@
+"""
+Tests for L{clientproxy.parser}: the elements are the ones domish builds,
+and a stanza's kept bytes are exactly its content as it came, however the
+stream is cut into reads, and only when writing them is safe.
+"""
+
+from hypothesis import given, settings, strategies as st
+from twisted.trial import unittest
+from twisted.words.xish import domish
+
+from clientproxy.parser import StreamParser
+from clientproxy.xml import STREAM_ROOT, stanzaBytes, toXml
+from tests.xmlgen import infoset, payloads, readStanzas
+
+HEADER = STREAM_ROOT.encode("utf-8")
+
+
+def parse(data, cuts=(), header=HEADER):
+    """
+    Feed C{header} and C{data} to a L{StreamParser} in reads cut at
+    C{cuts} (offsets into C{data}); return the stanzas it gave.
+    """
+    parser = StreamParser()
+    stanzas = []
+    parser.DocumentStartEvent = lambda root: None
+    parser.ElementEvent = stanzas.append
+    parser.DocumentEndEvent = lambda: None
+    parser.parse(header)
+    start = 0
+    for cut in sorted(set(cuts)) + [len(data)]:
+        parser.parse(data[start:cut])
+        start = cut
+    return stanzas
+
+
+def domishParse(data):
+    """
+    The same stanzas as domish's own parser builds them.
+    """
+    parser = domish.elementStream()
+    stanzas = []
+    parser.DocumentStartEvent = lambda root: None
+    parser.ElementEvent = stanzas.append
+    parser.DocumentEndEvent = lambda: None
+    parser.parse(HEADER + data)
+    return stanzas
+
+
+class KeptBytesTests(unittest.TestCase):
+    def test_content(self):
+        """
+        A stanza keeps the bytes between its start and end tags, escapes
+        and all; a C{>} inside the root's attribute value does not end its
+        start tag; an empty element keeps no bytes.
+        """
+        data = (
+            b"<iq a='&gt;>' b=\"'>\" xmlns:x='u'><q xmlns='n'>t&amp;x<x:a/></q></iq>"
+            b"<iq/>\n<iq a='1'> </iq>"
+        )
+        [first, empty, space] = parse(data)
+        self.assertEqual(first.raw, b"<q xmlns='n'>t&amp;x<x:a/></q>")
+        self.assertEqual(empty.raw, b"")
+        self.assertEqual(space.raw, b" ")
+
+    @settings(max_examples=100, deadline=None)
+    @given(payloads, st.lists(st.integers(min_value=0, max_value=4000), max_size=12))
+    def test_anyReads(self, payload, cuts):
+        """
+        However the stream is cut into reads, each stanza keeps exactly its
+        content, and the tree is the one domish builds.
+        """
+        content = payload.encode("utf-8")
+        data = b"<iq id='1'>" + content + b"</iq> <message/><iq id='2'>" + content + b"</iq>"
+        stanzas = parse(data, [cut % (len(data) + 1) for cut in cuts])
+        self.assertEqual([s.raw for s in stanzas], [content, b"", content])
+        self.assertEqual([toXml(s) for s in stanzas], [toXml(s) for s in domishParse(data)])
+
+    @settings(max_examples=100, deadline=None)
+    @given(payloads)
+    def test_writtenFromKeptBytes(self, payload):
+        """
+        A stanza written from its kept bytes, with its addresses changed,
+        reads (strictly) as the same stanza written from its tree.
+        """
+        data = ("<iq type='get' id='1' xmlns:p='urn:p'>%s</iq>" % (payload,)).encode("utf-8")
+        [stanza] = parse(data)
+        stanza["to"] = "svc@example.org/a"
+        fromBytes = stanzaBytes(stanza)
+        stanza.raw = None
+        fromTree = stanzaBytes(stanza)
+        self.assertEqual(infoset(readStanzas(fromBytes)[0]), infoset(readStanzas(fromTree)[0]))
+
+    def test_changedTreeForgetsBytes(self):
+        """
+        A child added to a stanza is written: the kept bytes are forgotten.
+        """
+        [stanza] = parse(b"<message><body>hi</body></message>")
+        stanza.addElement(("urn:xmpp:chat-markers:0", "markable"))
+        self.assertIsNone(stanza.raw)
+        self.assertIn(b"markable", stanzaBytes(stanza))
+        [stanza] = parse(b"<message><body>hi</body></message>")
+        stanza.addContent("more")
+        self.assertIn(b"more", stanzaBytes(stanza))
+
+    def test_commentOrInstruction(self):
+        """
+        A stanza with a comment or processing instruction inside keeps no
+        bytes (RFC 6120 forbids both; a server would close the stream on
+        them); the next stanza does.
+        """
+        stanzas = parse(b"<iq><!-- c --><q/></iq><iq><?pi x?><q/></iq><iq><q/></iq>")
+        self.assertEqual([s.raw for s in stanzas], [None, None, b"<q/>"])
+        self.assertEqual(stanzaBytes(stanzas[0]), b"<iq><q/></iq>")
+
+    def test_doctype(self):
+        """
+        After a document type declaration (which may declare entities the
+        server does not know), no stanza keeps its bytes.
+        """
+        header = b"<!DOCTYPE s [<!ENTITY e 'x'>]>" + HEADER
+        [stanza] = parse(b"<iq><q>&e;</q></iq>", header=header)
+        self.assertIsNone(stanza.raw)
+        self.assertEqual(stanzaBytes(stanza), b"<iq><q>x</q></iq>")
+
+    def test_otherStreamDeclarations(self):
+        """
+        A stream root that declares more than the component's own does
+        (here a prefix its stanzas may use) leaves every stanza to be
+        written from its tree.
+        """
+        header = HEADER[:-1] + b" xmlns:x='urn:x'>"
+        [stanza] = parse(b"<iq><x:q/></iq>", header=header)
+        self.assertIsNone(stanza.raw)
+        self.assertEqual(stanzaBytes(stanza), b"<iq><ns0:q xmlns:ns0='urn:x'/></iq>")
+
+    def test_readsBetweenStanzasForgotten(self):
+        """
+        White space between stanzas (a server's keepalive) is not kept
+        while waiting for the next stanza.
+        """
+        parser = StreamParser()
+        parser.DocumentStartEvent = parser.ElementEvent = lambda element: None
+        parser.parse(HEADER + b"<iq/>")
+        for _ in range(100):
+            parser.parse(b" ")
+        self.assertLessEqual(sum(len(chunk) for chunk in parser._chunks), 1)
+
+    def test_notWellFormed(self):
+        """
+        What expat refuses is a L{domish.ParserError}, as with domish's
+        parser (the stream then closes).
+        """
+        self.assertRaises(domish.ParserError, parse, b"<iq><q></iq>")
