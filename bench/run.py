@@ -7,8 +7,8 @@ All of clientproxy's benchmarks, in one command (a few minutes on 2 cores):
    direct (requester to a resource of the target), the bare forwarder
    (bench/forwarder.py, a benchmark baseline), and clientproxy (run as
    `twistd -n clientproxy`), all on one throwaway Prosody on loopback.
-   Pipelined load (N requesters, window W each), then light load (N=1,
-   W=1). Requests per second, p50/p99 latency, CPU per round trip of the
+   Pipelined load (N requesters, window W each, for W = 8 and 16), then
+   light load (N=1, W=1); Prosody on one core, the rest on the other. Requests per second, p50/p99 latency, CPU per round trip of the
    component and of Prosody, and the load tool's own CPU.
 2. In process (bench/inprocess.py): the component's own ceiling, CPU per
    round trip with 1 to 1000 resources and 1 to 1000 requesters, and the
@@ -56,6 +56,21 @@ class ForwarderProcess(protocol.ProcessProtocol):
 
     def processEnded(self, reason):
         self.ended.callback(None)
+
+
+def pin(prosody, *others):
+    """
+    With two cores or more: Prosody on the first, this process (the load
+    tool) and the components on the second, so the server is not slowed by
+    what it serves, and the component's time per stanza shows as the
+    server waiting for it.
+    """
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        return
+    os.sched_setaffinity(prosody, {cores[0]})
+    for pid in (0,) + others:
+        os.sched_setaffinity(pid, {cores[1]})
 
 
 def median(rounds, key):
@@ -128,10 +143,9 @@ def network(reactor, args):
             "bare forwarder": (lambda i: FORWARDER, forwarderProcess.pid),
             "clientproxy": (lambda i: PROXY, component.pid),
         }
-        for load, (active, window) in [
-            ("pipelined", (requesters, args.window)),
-            ("light", (requesters[:1], 1)),
-        ]:
+        pin(server.pid, component.pid, forwarderProcess.pid)
+        loads = [("pipelined-%d" % (window,), (requesters, window)) for window in args.windows]
+        for load, (active, window) in loads + [("light", (requesters[:1], 1))]:
             rounds = {mode: [] for mode in modes}
             for n in range(args.rounds):
                 for mode, (to, pid) in modes.items():
@@ -188,9 +202,7 @@ def inProcess(script, *arguments):
 
 def report(results):
     lines = []
-    for load in ("pipelined", "light"):
-        if load not in results["network"]:
-            continue
+    for load in results["network"]:
         net = results["network"][load]
         m = net["median"]
         lines.append("")
@@ -315,7 +327,12 @@ def main():
     parser = argparse.ArgumentParser(description="clientproxy benchmarks")
     parser.add_argument("--requesters", type=int, default=4)
     parser.add_argument("--resources", type=int, default=2)
-    parser.add_argument("--window", type=int, default=16)
+    parser.add_argument(
+        "--windows",
+        type=lambda text: [int(w) for w in text.split(",")],
+        default=[8, 16],
+        help="the windows of the pipelined load, comma-separated",
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=4.0)
     parser.add_argument("--warmup", type=float, default=1.0)

@@ -45,9 +45,9 @@ from clientproxy.selection import REFUSALS
 from clientproxy.stanzas import (
     REPLY_TYPES,
     REQUEST_TYPES,
-    childElementCount,
     claim,
     errorReply,
+    onlyChildElement,
 )
 from clientproxy.xml import escapeAttribute, parseStanza, stanzaBytes
 
@@ -209,7 +209,8 @@ class IQDispatcher(XMPPHandler):
         if refusal is not None:
             self._refuse(iq, *refusal)
             return
-        if childElementCount(iq) != 1:
+        child = onlyChildElement(iq)
+        if child is None:
             self._refuse(iq, "bad-request", text="An IQ request has exactly one child element")
             return
         encoded = self.jat.encode(requester)
@@ -220,7 +221,6 @@ class IQDispatcher(XMPPHandler):
         if not self.pending.admits(requester):
             self._refuse(iq, "resource-constraint", text="Too many requests in flight")
             return
-        child = iq.firstChildElement()
         resource = self.selector.choose(child.uri, self.selector.keyOf(child, requester), requester)
         if resource is None:
             self._refuse(iq, "service-unavailable")
@@ -384,7 +384,7 @@ class IQDispatcher(XMPPHandler):
         if peer is None:
             self._refuse(iq, "jid-malformed", text="Not a peer's address")
             return
-        if childElementCount(iq) != 1:
+        if onlyChildElement(iq) is None:
             self._refuse(iq, "bad-request", text="An IQ request has exactly one child element")
             return
         if not self.pending.admitsFromTarget():

@@ -46,17 +46,19 @@ def claim(stanza):
     return get("from"), get("to"), get("type")
 
 
-def childElementCount(element, stop=2):
+def onlyChildElement(element):
     """
-    Count the child elements of C{element} (text is ignored), up to C{stop}.
+    The one child element of C{element} (text is ignored), or C{None} when
+    it has none or more than one: what an IQ request must carry (RFC 6120
+    8.2.3).
     """
-    count = 0
+    only = None
     for child in element.children:
-        if isinstance(child, domish.Element):
-            count += 1
-            if count >= stop:
-                break
-    return count
+        if not isinstance(child, str):
+            if only is not None:
+                return None
+            only = child
+    return only
 
 
 def splitJID(address):
