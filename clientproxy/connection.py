@@ -77,7 +77,8 @@ class ComponentFactory(xmlstream.XmlStreamFactory):
     """
     Reconnecting stream factory whose back-off is reset only by a
     successful handshake (see L{ProxyComponent._authd}), not by a TCP
-    connection alone. Its streams are L{ProxyXmlStream}s on its clock.
+    connection alone. Its streams are L{ProxyXmlStream}s on its clock,
+    counting what their parser drops in its stats.
     """
 
     noisy = False
@@ -85,10 +86,10 @@ class ComponentFactory(xmlstream.XmlStreamFactory):
     maxDelay = MAX_RECONNECT_DELAY
     protocol = ProxyXmlStream
 
-    def __init__(self, authenticator, clock):
+    def __init__(self, authenticator, clock, stats=None):
         xmlstream.XmlStreamFactory.__init__(self, authenticator)
         self.clock = clock
-        self.kwargs = {"clock": clock}
+        self.kwargs = {"clock": clock, "stats": stats}
 
     def buildProtocol(self, addr):
         return XmlStreamFactoryMixin.buildProtocol(self, addr)
@@ -122,7 +123,9 @@ class ProxyComponent(Component):
         self.stats = handlers.stats
         self.dispatcher = handlers.dispatcher
         self.store = handlers.store
-        factory = ComponentFactory(ConnectComponentAuthenticator(jid, secret), reactor)
+        factory = ComponentFactory(
+            ConnectComponentAuthenticator(jid, secret), reactor, handlers.stats
+        )
         factory.addBootstrap(xmlstream.STREAM_ERROR_EVENT, self._onStreamError)
         StreamManager.__init__(self, factory, reactor)
         self._authenticated = False

@@ -43,6 +43,13 @@ _START_TAG = re.compile(rb"<[^>'\"]*(?:(?:'[^']*'|\"[^\"]*\")[^>'\"]*)*>")
 
 _SLASH = ord("/")
 
+#: The most a stanza may take, in bytes read (counted from its start to the
+#: end of the read that passes the bound, so a little more may be read) and
+#: in elements. A stanza over either is not built further and is dropped
+#: (L{StreamParser.StanzaDropped}); the stream goes on.
+MAX_STANZA_BYTES = 10 * 2**20
+MAX_STANZA_ELEMENTS = 100000
+
 #: The stream root's declarations the component's own stream root matches.
 _STREAM_PREFIXES = {"stream": NS_STREAMS}
 
@@ -81,7 +88,10 @@ class StreamParser:
     Parses the component's stream, with the events of
     L{domish.ExpatElementStream}: C{DocumentStartEvent(root)},
     C{ElementEvent(stanza)} for each child of the root, and
-    C{DocumentEndEvent()}.
+    C{DocumentEndEvent()}; and C{StanzaDropped(root, reason)} for a stanza
+    over L{MAX_STANZA_BYTES} or L{MAX_STANZA_ELEMENTS} (C{reason} is
+    C{stanza-too-large} or C{stanza-too-many-elements}): its root as far as
+    it was built, which nobody should act on.
 
     @ivar rawAllowed: whether stanzas keep their bytes: the stream's root
         declared what the component's own does, and no document type
@@ -92,6 +102,7 @@ class StreamParser:
         self.DocumentStartEvent = None
         self.ElementEvent = None
         self.DocumentEndEvent = None
+        self.StanzaDropped = None
         parser = self._parser = pyexpat.ParserCreate("UTF-8", " ")
         parser.buffer_text = True
         parser.StartElementHandler = self._onStartElement
@@ -116,6 +127,11 @@ class StreamParser:
         self._stanzaStart = None
         self._copiable = True
         self._doctype = False
+        # Elements a stanza may still have; once it is over a bound, why,
+        # and how many elements are open that were not built.
+        self._budget = MAX_STANZA_ELEMENTS
+        self._oversized = None
+        self._skipped = 0
 
     def parse(self, data):
         """
@@ -125,7 +141,17 @@ class StreamParser:
         """
         if self._stanzaStart is None:
             self._trim()
-        self._chunks.append(data)
+            self._chunks.append(data)
+        elif self._oversized is not None:
+            # Nothing of it is kept; the next stanza may start in data.
+            self._chunks = [data]
+            self._base = self._read
+        else:
+            self._chunks.append(data)
+            if self._read + len(data) - self._stanzaStart > MAX_STANZA_BYTES:
+                self._overflow("stanza-too-large")
+                self._chunks = [data]
+                self._base = self._read
         self._read += len(data)
         try:
             self._parser.Parse(data)
@@ -151,7 +177,21 @@ class StreamParser:
                 self._base += at
             break
 
+    def _overflow(self, reason):
+        self._oversized = reason
+        self._copiable = False
+
     def _onStartElement(self, name, attributes):
+        if self._oversized is not None:
+            self._skipped += 1
+            self._prefixes = {}
+            return
+        self._budget -= 1
+        if self._budget < 0 and self._current is not None:
+            self._overflow("stanza-too-many-elements")
+            self._skipped = 1
+            self._prefixes = {}
+            return
         space, _, local = name.rpartition(" ")
         for key in [key for key in attributes if " " in key]:
             attributeSpace, _, attributeName = key.rpartition(" ")
@@ -177,6 +217,7 @@ class StreamParser:
             self._current = element
             self._stanzaStart = self._parser.CurrentByteIndex
             self._copiable = self.rawAllowed
+            self._budget = MAX_STANZA_ELEMENTS - 1
         else:
             self._started = True
             self.rawAllowed = (
@@ -187,6 +228,9 @@ class StreamParser:
             self.DocumentStartEvent(element)
 
     def _onEndElement(self, _):
+        if self._skipped:
+            self._skipped -= 1
+            return
         element = self._current
         if element is None:
             self.DocumentEndEvent()
@@ -196,6 +240,13 @@ class StreamParser:
             self._current = parent
             return
         self._current = None
+        if self._oversized is not None:
+            reason, self._oversized = self._oversized, None
+            self._keepFrom = self._parser.CurrentByteIndex
+            self._stanzaStart = None
+            if self.StanzaDropped is not None:
+                self.StanzaDropped(element, reason)
+            return
         raw, self._keepFrom = self._content(self._parser.CurrentByteIndex)
         if self._copiable:
             element.raw = raw
@@ -223,7 +274,7 @@ class StreamParser:
 
     def _onText(self, text):
         element = self._current
-        if element is not None:
+        if element is not None and self._oversized is None:
             children = element.children
             if children and children[-1].__class__ is str:
                 children[-1] += text

@@ -34,6 +34,8 @@ class ProxyXmlStream(xmlstream.XmlStream):
     @ivar clock: the L{IReactorTime} that stamps L{lastReceived}; the
         factory's clock when built by L{clientproxy.connection.ComponentFactory}.
     @ivar lastReceived: when data last came from the server, by L{clock}.
+    @ivar stats: the L{clientproxy.stats.Stats} stanzas dropped by the
+        parser are counted in, or C{None}.
     @ivar defaultFrom: once the stream is authenticated, the component's
         JID, which every element sent without a C{from} gets (as wokkel's
         C{Component} does).
@@ -41,8 +43,9 @@ class ProxyXmlStream(xmlstream.XmlStream):
 
     defaultFrom = None
 
-    def __init__(self, authenticator, clock=None):
+    def __init__(self, authenticator, clock=None, stats=None):
         xmlstream.XmlStream.__init__(self, authenticator)
+        self.stats = stats
         if clock is None:
             from twisted.internet import reactor as clock
         self.clock = clock
@@ -57,6 +60,17 @@ class ProxyXmlStream(xmlstream.XmlStream):
         parser.DocumentStartEvent = self.onDocumentStart
         parser.ElementEvent = self.onElement
         parser.DocumentEndEvent = self.onDocumentEnd
+        parser.StanzaDropped = self.onStanzaDropped
+
+    def onStanzaDropped(self, root, reason):
+        """
+        The parser dropped a stanza over its bounds
+        (L{clientproxy.parser.MAX_STANZA_BYTES},
+        L{clientproxy.parser.MAX_STANZA_ELEMENTS}): count it and log it
+        (the server bounds what it routes far lower, so this is rare).
+        """
+        if self.stats is not None:
+            self.stats.drop(root, reason)
 
     def addRoute(self, name, handler, priority=0):
         """

@@ -8,6 +8,7 @@ from hypothesis import given, settings, strategies as st
 from twisted.trial import unittest
 from twisted.words.xish import domish
 
+from clientproxy import parser as parser_module
 from clientproxy.parser import StreamParser
 from clientproxy.xml import STREAM_ROOT, stanzaBytes, toXml
 from tests.xmlgen import infoset, payloads, readStanzas
@@ -151,3 +152,49 @@ class KeptBytesTests(unittest.TestCase):
         parser (the stream then closes).
         """
         self.assertRaises(domish.ParserError, parse, b"<iq><q></iq>")
+
+
+class BoundsTests(unittest.TestCase):
+    """
+    A stanza over the parser's bounds is dropped, not built further, and
+    the stream goes on: the next stanza arrives whole, with its bytes.
+    """
+
+    def setUp(self):
+        self.parser = StreamParser()
+        self.stanzas = []
+        self.dropped = []
+        self.parser.DocumentStartEvent = lambda root: None
+        self.parser.ElementEvent = self.stanzas.append
+        self.parser.StanzaDropped = lambda root, reason: self.dropped.append((root, reason))
+        self.parser.parse(HEADER)
+
+    def test_tooManyElements(self):
+        """
+        Elements past the bound are not built.
+        """
+        self.patch(parser_module, "MAX_STANZA_ELEMENTS", 10)
+        self.parser.parse(b"<iq id='big'><q>" + b"<a><b/>t</a>" * 10 + b"</q></iq>")
+        self.parser.parse(b"<iq id='next'><q/></iq>")
+        [(root, reason)] = self.dropped
+        self.assertEqual((root["id"], reason), ("big", "stanza-too-many-elements"))
+        self.assertLessEqual(len(list(root.elements())[0].children), 10)
+        [stanza] = self.stanzas
+        self.assertEqual((stanza["id"], stanza.raw), ("next", b"<q/>"))
+
+    def test_tooLarge(self):
+        """
+        Bytes past the bound, over several reads, are not kept; a stanza
+        starting in the read that ends the dropped one is read whole.
+        """
+        self.patch(parser_module, "MAX_STANZA_BYTES", 1000)
+        self.parser.parse(b"<message id='big'><body>")
+        for _ in range(10):
+            self.parser.parse(b"x" * 500)
+            self.assertLessEqual(sum(len(chunk) for chunk in self.parser._chunks), 1500)
+        self.parser.parse(b"</body></message><iq id='next'")
+        self.parser.parse(b"><q/></iq>")
+        [(root, reason)] = self.dropped
+        self.assertEqual((root["id"], reason), ("big", "stanza-too-large"))
+        [stanza] = self.stanzas
+        self.assertEqual((stanza["id"], stanza.raw), ("next", b"<q/>"))

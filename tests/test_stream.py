@@ -1,6 +1,6 @@
 """
-Tests for L{clientproxy.stream.ProxyXmlStream}: routes by stanza name, and
-the component's address as the default C{from}.
+Tests for L{clientproxy.stream.ProxyXmlStream}: routes by stanza name,
+the component's address as the default C{from}, oversized stanzas counted.
 """
 
 from twisted.internet import task
@@ -8,6 +8,8 @@ from twisted.trial import unittest
 from twisted.words.protocols.jabber import xmlstream
 from twisted.words.xish import domish
 
+from clientproxy import parser
+from clientproxy.stats import Stats
 from clientproxy.stream import ProxyXmlStream
 from clientproxy.xml import STREAM_ROOT
 
@@ -31,7 +33,8 @@ class WritesCounted:
 
 class StreamTests(unittest.TestCase):
     def setUp(self):
-        self.xs = ProxyXmlStream(xmlstream.Authenticator(), task.Clock())
+        self.stats = Stats()
+        self.xs = ProxyXmlStream(xmlstream.Authenticator(), task.Clock(), self.stats)
         self.transport = WritesCounted()
         self.xs.makeConnection(self.transport)
         self.xs.dataReceived(STREAM_ROOT[:-1].encode("utf-8") + b" id='s'>")
@@ -88,3 +91,15 @@ class StreamTests(unittest.TestCase):
             self.transport.writes,
             [b"<presence from='proxy.example.org'/>", b"<presence from='proxy.example.org/x'/>"],
         )
+
+    def test_oversizedStanzaCounted(self):
+        """
+        A stanza the parser drops (over its bounds) is counted as dropped,
+        reaches no handler, and the stream goes on.
+        """
+        self.patch(parser, "MAX_STANZA_ELEMENTS", 3)
+        seen = []
+        self.xs.addRoute("iq", seen.append)
+        self.xs.dataReceived(b"<iq id='1'><a/><a/><a/><a/></iq><iq id='2'/>")
+        self.assertEqual([stanza["id"] for stanza in seen], ["2"])
+        self.assertEqual(self.stats.dropped["stanza-too-many-elements"], 1)
