@@ -140,8 +140,13 @@ class StreamParser:
         @raise domish.ParserError: the stream is not well-formed XML.
         """
         if self._stanzaStart is None:
-            self._trim()
-            self._chunks.append(data)
+            if self._keepFrom >= self._read:
+                # All read so far is done with (the common case).
+                self._chunks = [data]
+                self._base = self._read
+            else:
+                self._trim()
+                self._chunks.append(data)
         elif self._oversized is not None:
             # Nothing of it is kept; the next stanza may start in data.
             self._chunks = [data]
@@ -193,9 +198,11 @@ class StreamParser:
             self._prefixes = {}
             return
         space, _, local = name.rpartition(" ")
-        for key in [key for key in attributes if " " in key]:
-            attributeSpace, _, attributeName = key.rpartition(" ")
-            attributes[(attributeSpace, attributeName)] = attributes.pop(key)
+        if attributes and " " in "".join(attributes):
+            # Qualified attributes (xml:lang...) are keyed (namespace, name).
+            for key in [key for key in attributes if " " in key]:
+                attributeSpace, _, attributeName = key.rpartition(" ")
+                attributes[(attributeSpace, attributeName)] = attributes.pop(key)
         element = Element.__new__(Element)
         element.uri = space
         element.name = local
@@ -262,15 +269,22 @@ class StreamParser:
         """
         chunks = self._chunks
         start = self._stanzaStart
-        while self._base + len(chunks[0]) <= start:
-            self._base += len(chunks.pop(0))
-        if end - self._base > len(chunks[0]):
-            chunks[:] = [b"".join(chunks)]
+        base = self._base
         data = chunks[0]
-        contentStart = _START_TAG.match(data, start - self._base).end()
+        while base + len(data) <= start:
+            base += len(data)
+            del chunks[0]
+            data = chunks[0]
+        self._base = base
+        if end - base > len(data):
+            data = b"".join(chunks)
+            chunks[:] = [data]
+        contentStart = _START_TAG.match(data, start - base).end()
         if data[contentStart - 2] == _SLASH:
             return b"", end
-        return data[contentStart : end - self._base], end + 1
+        # Past the end tag, if it is all read: where the next stanza may start.
+        close = data.find(b">", end - base)
+        return data[contentStart : end - base], base + close + 1 if close >= 0 else end + 1
 
     def _onText(self, text):
         element = self._current
