@@ -202,7 +202,52 @@ def run(count, resources, requesters, profile=False, window=1, dispatch="plain")
     if profiler:
         stats = pstats.Stats(profiler, stream=sys.stderr)
         stats.sort_stats("tottime").print_stats(25)
+        result["profile_shares"] = shares(stats)
     return result
+
+
+#: Parts of the stanza path, by where their code lives (first match wins);
+#: cProfile's own time per call makes absolute figures meaningless, shares
+#: are what it tells.
+PARTS = [
+    ("parse and build elements", ("clientproxy/parser.py", "pyexpat", "Parse", "domish.py:_on")),
+    ("XPath observer dispatch", ("xish/xpath.py", "xish/utility.py")),
+    ("serialise", ("clientproxy/xml.py", "domish.py:toXml", "domish.py:_Serializer")),
+    ("pending table", ("clientproxy/pending.py", "internet/defer.py")),
+    ("timers", ("internet/base.py",)),
+    (
+        "request handling",
+        tuple(
+            "clientproxy/%s.py" % m
+            for m in ("dispatch", "selection", "stanzas", "policy", "jat", "stats", "strategies")
+        ),
+    ),
+    (
+        "stream, send, write",
+        ("xish/xmlstream.py", "subprotocols.py", "wokkel/component.py", "clientproxy/stream.py"),
+    ),
+    ("domish element methods", ("domish.py",)),
+    ("interface checks", ("zope", "providedBy")),
+]
+
+
+def shares(stats):
+    """
+    The share of the profiled time (own time of each function) by part
+    of the stanza path (L{PARTS}); built-in functions count as "built-ins".
+    """
+    totals = {}
+    for (filename, _, name), (_, _, own, _, _) in stats.stats.items():
+        where = "%s:%s" % (filename, name)
+        part = next(
+            (part for part, marks in PARTS if any(mark in where for mark in marks)),
+            "built-ins" if filename == "~" else "other",
+        )
+        totals[part] = totals.get(part, 0.0) + own
+    whole = sum(totals.values())
+    return {
+        part: round(100 * t / whole, 1) for part, t in sorted(totals.items(), key=lambda i: -i[1])
+    }
 
 
 def main(argv=None):

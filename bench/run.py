@@ -246,8 +246,13 @@ def report(results):
     ceiling = results["ceiling"]
     lines.append("")
     lines.append(
-        "In-process ceiling: %d round trips per CPU second (%.1f µs each)"
+        "In-process ceiling (feature matching and room affinity on): %d round trips per CPU "
+        "second (%.1f µs each)"
         % (ceiling["round_trips_per_cpu_s"], ceiling["cpu_us_per_round_trip"])
+    )
+    lines.append(
+        "Where the in-process time goes (cProfile, share of own time): "
+        + ", ".join("%s %.0f%%" % item for item in results["profile"].items())
     )
     lines.append("")
     lines.append("CPU µs per round trip, in process (rows: resources; columns: requesters)")
@@ -281,7 +286,54 @@ def report(results):
             "%s: %.1f MiB" % (k, v / 2**20) for k, v in memory["rss_by_distinct_requesters"].items()
         )
     )
+    lines.append("")
+    lines.extend(targets(results))
     return "\n".join(lines)
+
+
+def targets(results):
+    """
+    The figures this run gives for the performance targets, met or not.
+    """
+    lines = ["Targets:"]
+
+    def check(what, value, bound, met):
+        lines.append("- %s: %s (target %s): %s" % (what, value, bound, "met" if met else "MISSED"))
+
+    network = results["network"]
+    for load, net in network.items():
+        m = net["median"]
+        cp, bare = m["clientproxy"], m["bare forwarder"]
+        if load == "light":
+            added = cp["p50_ms"] - bare["p50_ms"]
+            check(
+                "light load, p50 added over the bare forwarder",
+                "%.3f ms" % added,
+                "<= 0.05 ms",
+                added <= 0.05,
+            )
+            continue
+        throughput = cp["per_second"] / bare["per_second"]
+        p99 = cp["p99_ms"] / bare["p99_ms"]
+        cpu = cp["component_cpu_us_per_rt"] / bare["component_cpu_us_per_rt"]
+        check(
+            "%s, throughput / bare forwarder" % load,
+            "%.2f" % throughput,
+            ">= 0.95",
+            throughput >= 0.95,
+        )
+        check("%s, p99 / bare forwarder" % load, "%.2f" % p99, "<= 1.2", p99 <= 1.2)
+        check(
+            "%s, component CPU per round trip / bare forwarder" % load,
+            "%.2f" % cpu,
+            "<= 2",
+            cpu <= 2,
+        )
+    rate = results["ceiling"]["round_trips_per_cpu_s"]
+    check("in process, round trips per CPU second", "%d" % rate, ">= 50000", rate >= 50000)
+    memory = results["memory"]["bytes_per_pending_request"]
+    check("bytes per pending request", "%d" % memory, "<= 1024", memory <= 1024)
+    return lines
 
 
 def byResources(samples, column, columns):
@@ -311,7 +363,10 @@ def run(reactor, args):
         print(json.dumps(results["network"], indent=1))
         return
     print("2. In process: the component's ceiling, and its scale", flush=True)
-    results["ceiling"] = inProcess("inprocess.py", "--requests", "50000")
+    results["ceiling"] = inProcess("inprocess.py", "--requests", "50000", "--dispatch", "affinity")
+    results["profile"] = inProcess(
+        "inprocess.py", "--requests", "20000", "--dispatch", "affinity", "--profile"
+    )["profile_shares"]
     results["scale"] = inProcess("inprocess.py", "--scale", "--requests", "20000")["scale"]
     results["dispatch_scale"] = inProcess(
         "inprocess.py", "--dispatch-scale", "--requests", "20000"
