@@ -83,7 +83,7 @@ def network(reactor, args):
     server.register("svc", "pw")
     for i in range(args.requesters):
         server.register("req%d" % i, "pw")
-    component = ComponentProcess()
+    component = ComponentProcess(python=args.python)
     forwarder = ForwarderProcess()
     forwarderProcess = None
     clients = []
@@ -122,9 +122,9 @@ def network(reactor, args):
         yield learnt
         forwarderProcess = reactor.spawnProcess(
             forwarder,
-            sys.executable,
+            args.python,
             [
-                sys.executable,
+                args.python,
                 os.path.join(HERE, "forwarder.py"),
                 "--jid",
                 FORWARDER,
@@ -392,6 +392,12 @@ def main():
     parser.add_argument("--duration", type=float, default=4.0)
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--distinct", type=int, default=1000000)
+    parser.add_argument(
+        "--python",
+        default=sys.executable,
+        help="the interpreter (its environment's twistd) that runs clientproxy and the bare "
+        "forwarder in the network benchmark, e.g. a PyPy virtualenv's",
+    )
     parser.add_argument("--skip-network", action="store_true")
     parser.add_argument("--network-only", action="store_true")
     parser.add_argument("--output", default=os.path.join(HERE, "results.json"))

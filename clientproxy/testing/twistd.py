@@ -11,11 +11,12 @@ import sys
 from twisted.internet import defer, protocol, reactor as globalReactor
 
 
-def twistdPath():
+def twistdPath(python=None):
     """
-    The twistd script of this Python environment.
+    The twistd script of the Python environment of C{python} (an
+    interpreter's path; this one's by default).
     """
-    beside = os.path.join(os.path.dirname(sys.executable), "twistd")
+    beside = os.path.join(os.path.dirname(python or sys.executable), "twistd")
     return beside if os.path.exists(beside) else shutil.which("twistd")
 
 
@@ -26,10 +27,13 @@ class ComponentProcess(protocol.ProcessProtocol):
     @ivar pid: the process id, once started.
     @ivar echo: called with each of the component's own log lines (without
         the time stamp), or C{None} for silence.
+    @ivar python: the interpreter whose environment's twistd runs it, or
+        C{None} for this one's (the benchmarks may run it on another, PyPy).
     """
 
-    def __init__(self, echo=None, reactor=globalReactor):
+    def __init__(self, echo=None, reactor=globalReactor, python=None):
         self.echo = echo
+        self.python = python
         self.reactor = reactor
         self.ended = defer.Deferred()
         self.pid = None
@@ -41,7 +45,7 @@ class ComponentProcess(protocol.ProcessProtocol):
         """
         Start `twistd -n clientproxy ARGUMENTS` in C{directory}.
         """
-        twistd = twistdPath()
+        twistd = twistdPath(self.python)
         self._process = self.reactor.spawnProcess(
             self,
             twistd,
