@@ -239,11 +239,20 @@ class TacTests(unittest.TestCase):
 
     def setUp(self):
         self.patch(os, "environ", {SECRET_ENVIRONMENT: "s"})
+        # The tac files keep their stores in the working directory: a fresh
+        # one, so no store another test left open is in the way.
+        directory = self.mktemp()
+        os.makedirs(directory)
+        self.addCleanup(os.chdir, os.getcwd())
+        os.chdir(directory)
 
     def load(self, name):
         namespace = {}
         exec(compile(TAC.child(name).getContent(), name, "exec"), namespace)
-        return list(service.IServiceCollection(namespace["application"]))
+        proxies = list(service.IServiceCollection(namespace["application"]))
+        for proxy in proxies:
+            self.addCleanup(proxy.store.close)
+        return proxies
 
     def test_single(self):
         [proxy] = self.load("clientproxy.tac")
