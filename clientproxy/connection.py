@@ -21,6 +21,7 @@ retried like a refused handshake.
 
 from OpenSSL import SSL
 from service_identity import VerificationError
+from twisted.application import service
 from twisted.internet import defer, ssl
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.logger import Logger
@@ -107,11 +108,16 @@ class ProxyComponent(Component):
     @ivar store: its L{clientproxy.store.Store}.
     @ivar grace: seconds requests in flight get to be answered when the
         service stops.
+    @ivar standby: the L{clientproxy.standby.StandbyLock} on the store,
+        taken before connecting (a second process for the same store stands
+        by), or C{None}.
     """
 
     log = Logger()
 
-    def __init__(self, host, port, jid, secret, handlers, reactor=None, grace=5.0, tls=None):
+    def __init__(
+        self, host, port, jid, secret, handlers, reactor=None, grace=5.0, tls=None, standby=None
+    ):
         if reactor is None:
             from twisted.internet import reactor
         self.host = host
@@ -123,6 +129,8 @@ class ProxyComponent(Component):
         self.stats = handlers.stats
         self.dispatcher = handlers.dispatcher
         self.store = handlers.store
+        self.standby = standby
+        self._connection = None
         factory = ComponentFactory(
             ConnectComponentAuthenticator(jid, secret), reactor, handlers.stats
         )
@@ -130,8 +138,24 @@ class ProxyComponent(Component):
         StreamManager.__init__(self, factory, reactor)
         self._authenticated = False
         self._everConnected = False
+        self._standingBy = False
         for handler in handlers.all():
             handler.setHandlerParent(self)
+
+    def startService(self):
+        """
+        Connect to the server, once this process holds the store's lock
+        (at once, unless another process does: then when it is gone).
+        """
+        if self.standby is None:
+            Component.startService(self)
+            return
+        service.Service.startService(self)
+        self.standby.acquire(self._connect)
+
+    def _connect(self):
+        if self.running:
+            self._connection = self._getConnection()
 
     def stopService(self):
         """
@@ -151,7 +175,13 @@ class ProxyComponent(Component):
         def close(_):
             if self.xmlstream is not None:
                 self.parts.servicePresence.shutdown()
-            Component.stopService(self)
+            if self._connection is None:
+                # Standing by: never connected.
+                service.Service.stopService(self)
+            else:
+                Component.stopService(self)
+            if self.standby is not None:
+                self.standby.release()
 
         return drained.addBoth(close)
 
@@ -173,6 +203,13 @@ class ProxyComponent(Component):
             port=self.port,
             jid=self.jid,
         )
+        if self._standingBy:
+            self._standingBy = False
+            self.log.info("Took over component {jid} from the process that held it", jid=self.jid)
+        # Another process sharing the data directory (the one this one
+        # stood by for) may have changed the subscribers since they were
+        # counted.
+        self.store.recount()
         # wokkel's Component._authd wraps the stream's send in a function
         # that gives every element without a from the component's; the
         # stream does the same itself, without a call more per stanza.
@@ -208,7 +245,20 @@ class ProxyComponent(Component):
 
     def _onStreamError(self, reason):
         condition = getattr(reason.value, "condition", None)
-        if not self._authenticated:
+        if not self._authenticated and condition == "conflict":
+            # Another process holds the component (Prosody keeps one
+            # connection per component and refuses a second): stand by,
+            # and take over when it goes. Said once, not at every attempt.
+            if not self._standingBy:
+                self._standingBy = True
+                self.log.info(
+                    "Another process is connected as component {jid} (the server refused "
+                    "this one with conflict): standing by, trying again every {delay:.0f} s "
+                    "at most",
+                    jid=self.jid,
+                    delay=self.factory.maxDelay,
+                )
+        elif not self._authenticated:
             self.log.error(
                 "The server refused the handshake of component {jid} ({condition}): "
                 "{hint}; trying again",

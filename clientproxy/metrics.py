@@ -208,6 +208,8 @@ def readiness(proxies):
     report = {}
     for p in proxies:
         unmet = []
+        if p.standby is not None and not p.standby.held:
+            unmet.append("the store's lock held (another process holds it: standing by)")
         if p.xmlstream is None:
             unmet.append("connected to the server")
         if not p._authenticated:

@@ -25,6 +25,7 @@ from clientproxy.servicepresence import (
     ServicePresence,
 )
 from clientproxy.stats import Stats
+from clientproxy.standby import lockFor
 from clientproxy.store import Store, storePath
 from clientproxy.strategies import DEFAULT, makeStrategy
 
@@ -199,4 +200,6 @@ def makeProxy(
         from twisted.internet import reactor
     store = Store(":memory:" if dataDir is None else storePath(dataDir, jid))
     handlers = makeHandlers(jid, target, reactor, store, **options)
-    return ProxyComponent(host, port, jid, secret, handlers, reactor, grace, tls)
+    return ProxyComponent(
+        host, port, jid, secret, handlers, reactor, grace, tls, standby=lockFor(store, reactor)
+    )

@@ -48,18 +48,30 @@ class Store:
     The queue and the subscribers of one component.
 
     The number of subscribers, in all and per domain, is kept in memory
-    too (counted once at start): the bounds on them are checked for every
-    subscription request, a flood included.
+    too (counted at start and on every connection to the server, see
+    L{recount}): the bounds on them are checked for every subscription
+    request, a flood included.
 
-    @param path: the SQLite file, or C{":memory:"} (tests).
+    @ivar path: the SQLite file, or C{":memory:"} (tests).
     """
 
     def __init__(self, path):
+        self.path = path
         self._db = sqlite3.connect(path, isolation_level=None)
         if path != ":memory:":
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
+            # A standby process may share the file (see README, "Several
+            # instances"): wait for its lock rather than fail.
+            self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(SCHEMA)
+        self.recount()
+
+    def recount(self):
+        """
+        Count the subscribers again, from the file: another process sharing
+        it (an instance this one stood by for) may have changed them.
+        """
         self._domains = Counter(domainOf(jid) for jid in self.subscribers())
         self._subscriberTotal = sum(self._domains.values())
 

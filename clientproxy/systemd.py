@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.test_systemd -*-
 """
 systemd's notification protocol (C{Type=notify}): C{READY=1} once every
-proxy has completed its first handshake with the server, C{STOPPING=1}
+proxy has completed its first handshake with the server or is standing by
+for another process, C{STOPPING=1}
 when the service stops, and C{WATCHDOG=1} every half C{WatchdogSec} while
 the reactor runs. Inert without C{$NOTIFY_SOCKET}.
 
@@ -62,6 +63,7 @@ class SystemdNotifier(service.Service):
         self.address = notifySocket(environ)
         self.interval = watchdogInterval(environ)
         self._ready = set()
+        self._standingBy = set()
         self._sentReady = False
         self._watchdog = None
         for proxy in proxies:
@@ -80,6 +82,12 @@ class SystemdNotifier(service.Service):
 
     def startService(self):
         service.Service.startService(self)
+        # Started after the proxies: those that could not take their
+        # store's lock are standing by.
+        for proxy in self.proxies:
+            if proxy.standby is not None and not proxy.standby.held:
+                self._standingBy.add(proxy.factory)
+        self._check()
         if self.address is not None and self.interval:
             self._watchdog = task.LoopingCall(self.notify, "WATCHDOG=1")
             self._watchdog.clock = self.clock
@@ -93,6 +101,23 @@ class SystemdNotifier(service.Service):
 
     def _authenticated(self, xs):
         self._ready.add(xs.factory)
-        if not self._sentReady and len(self._ready) == len(self.proxies):
-            self._sentReady = True
-            self.notify("READY=1\nSTATUS=connected: %s" % (", ".join(p.jid for p in self.proxies),))
+        self._standingBy.discard(xs.factory)
+        self._check()
+
+    def _check(self):
+        """
+        C{READY=1} once every proxy is connected or standing by for another
+        process that holds its store (see L{clientproxy.standby}): a
+        standby has started as it should, and must not be failed by systemd
+        for never connecting. The status says which is which.
+        """
+        if self._sentReady or len(self._ready | self._standingBy) < len(self.proxies):
+            return
+        self._sentReady = True
+        status = "connected: %s" % (
+            ", ".join(p.jid for p in self.proxies if p.factory in self._ready),
+        )
+        standing = [p.jid for p in self.proxies if p.factory in self._standingBy]
+        if standing:
+            status += "; standing by: %s" % (", ".join(standing),)
+        self.notify("READY=1\nSTATUS=" + status)

@@ -95,3 +95,30 @@ class ConnectionTests(unittest.TestCase):
             xs.dataReceived(HEADER + b"<handshake/>")
             xs.connectionLost(Failure(ConnectionLost()))
         self.assertEqual(self.proxy.stats.reconnects, 1)
+
+    def test_conflictMeansStandingBy(self):
+        """
+        A handshake refused with conflict (another process holds the
+        component) is said once, as standing by, however often it happens;
+        the connection that finally succeeds says it took over, and counts
+        the subscribers again from the store another process may have
+        changed.
+        """
+        CONFLICT = (
+            b"<stream:error><conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>"
+        )
+        with capturedLogs() as events:
+            for _ in range(3):
+                xs, transport = self.connect()
+                xs.dataReceived(HEADER + CONFLICT)
+                self.assertTrue(transport.disconnecting)
+        self.assertEqual([e for e in events if e["log_level"].name == "error"], [])
+        [standing] = [e for e in events if "standing by" in e["log_format"]]
+        self.assertEqual(standing["jid"], "proxy.example.org")
+        # Meanwhile the process that held the component added a subscriber.
+        self.proxy.store._db.execute("INSERT INTO subscribers VALUES ('alice@example.org')")
+        with capturedLogs() as events:
+            xs, transport = self.connect()
+            xs.dataReceived(HEADER + b"<handshake/>")
+        self.assertEqual(len([e for e in events if "Took over" in e["log_format"]]), 1)
+        self.assertEqual(self.proxy.store.subscriberCount(), 1)

@@ -68,6 +68,29 @@ class NotifierTests(unittest.TestCase):
         self.handshake(self.proxies[0])
         self.assertEqual([m for m in self.received() if "READY" in m], [])
 
+    def test_standbyCountsAsStarted(self):
+        """
+        A proxy standing by for another process (which holds its store's
+        lock) counts as started: READY=1 comes with the others connected,
+        and the status says it stands by.
+        """
+        from clientproxy.standby import StandbyLock
+
+        lock = StandbyLock(self.mktemp(), self.reactor)
+        lock.acquire(lambda: None)
+        self.addCleanup(lock.release)
+        standby = StandbyLock(lock.path, self.reactor)
+        standby.acquire(lambda: None)
+        self.addCleanup(standby.release)
+        self.proxies[1].standby = standby
+        self.notifier.startService()
+        self.assertEqual([m for m in self.received() if "READY" in m], [])
+        self.handshake(self.proxies[0])
+        [ready] = [m for m in self.received() if "READY" in m]
+        self.assertEqual(
+            ready, "READY=1\nSTATUS=connected: a.example.org; standing by: b.example.org"
+        )
+
     def test_watchdogAndStopping(self):
         self.notifier.startService()
         self.assertEqual(self.received(), ["WATCHDOG=1"])
