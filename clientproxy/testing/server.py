@@ -26,8 +26,21 @@ def freePort():
 
 
 class _Exit(protocol.ProcessProtocol):
+    """
+    Tells when the server process ends, and keeps the end of what it wrote
+    (so a server that will not start says why in the test's failure).
+    """
+
+    KEEP = 4096
+
     def __init__(self):
         self.ended = defer.Deferred()
+        self.output = b""
+
+    def outReceived(self, data):
+        self.output = (self.output + data)[-self.KEEP :]
+
+    errReceived = outReceived
 
     def processEnded(self, reason):
         self.ended.callback(reason.value)
@@ -154,7 +167,13 @@ class ThrowawayServer:
                 while not (yield accepts(self.reactor, port)):
                     if self._exit.ended.called:
                         raise RuntimeError(
-                            "%s exited at start; see %s" % (self.name, self.directory)
+                            "%s exited at start (%s); it wrote: %s%s"
+                            % (
+                                self.name,
+                                self._exit.ended.result,
+                                self._exit.output.decode("utf-8", "replace"),
+                                self.startLog(),
+                            )
                         )
                     if self.reactor.seconds() > deadline:
                         raise RuntimeError("%s did not open port %d in time" % (self.name, port))
@@ -164,6 +183,17 @@ class ThrowawayServer:
             # Never leave a half-started server behind.
             yield self.stop()
             raise
+
+    def startLog(self):
+        """
+        The end of the server's own log, if it keeps one (for a failure to
+        start: the directory is gone once the test cleans up).
+        """
+        path = getattr(self, "log", None)
+        if not isinstance(path, str) or not os.path.exists(path):
+            return ""
+        with open(path, "rb") as f:
+            return "; its log ends: " + f.read()[-4096:].decode("utf-8", "replace")
 
     @defer.inlineCallbacks
     def stop(self, timeout=15):
