@@ -109,6 +109,9 @@ def connectedProxy(resources, strategy, dispatch="plain"):
         strategy=strategy,
         timeout=30,
         maxPending=0,
+        # The probes for other processes are timed writes: not part of the
+        # stanza path measured here.
+        probeInstances=False,
         matchFeatures=match,
         affinity=affinity,
     )

@@ -151,6 +151,12 @@ class ProxyCollector:
         reconnects = CounterMetricFamily(
             "clientproxy_reconnects", "Connections made again.", labels=["component"]
         )
+        others = CounterMetricFamily(
+            "clientproxy_other_instances",
+            "Other clientproxy processes seen connected as the same component "
+            "(the server spreads its stanzas over them: replies get lost).",
+            labels=["component"],
+        )
         latency = HistogramMetricFamily(
             "clientproxy_request_duration_seconds",
             "Time from request to answer (replies and the component's errors).",
@@ -158,6 +164,7 @@ class ProxyCollector:
         )
         for p in proxies:
             reconnects.add_metric([p.jid], p.stats.reconnects)
+            others.add_metric([p.jid], p.stats.otherInstances)
             histogram = p.stats.latency
             buckets, cumulative = [], 0
             for bound, count in zip(LATENCY_BUCKETS, histogram.counts):
@@ -166,6 +173,7 @@ class ProxyCollector:
             buckets.append(("+Inf", histogram.total))
             latency.add_metric([p.jid], buckets, histogram.sum)
         yield reconnects
+        yield others
         yield latency
 
 

@@ -12,6 +12,7 @@ and the tests' in-memory harness uses the same L{makeHandlers}.
 from clientproxy.capabilities import CapabilityLearner
 from clientproxy.connection import ProxyComponent
 from clientproxy.dispatch import IQDispatcher
+from clientproxy.instances import InstanceProbe
 from clientproxy.keepalive import DEFAULT_INTERVAL, KeepAlive
 from clientproxy.messages import QUEUE_PER_SENDER, QUEUE_SIZE, MessageRouter
 from clientproxy.pending import MAX_PENDING, MAX_PENDING_FROM_TARGET, MAX_PENDING_PER_REQUESTER
@@ -46,6 +47,7 @@ class Handlers:
         self.resources = resources
         self.store = store
         self.keepalive = handlers["keepalive"]
+        self.instances = handlers["instances"]
         self.presence = handlers["presence"]
         self.capabilities = handlers["capabilities"]
         self.dispatcher = handlers["dispatcher"]
@@ -55,6 +57,7 @@ class Handlers:
     def all(self):
         return [
             self.keepalive,
+            self.instances,
             self.presence,
             self.capabilities,
             self.dispatcher,
@@ -89,6 +92,7 @@ def makeHandlers(
     allow=(),
     deny=(),
     keepalive=DEFAULT_INTERVAL,
+    probeInstances=True,
 ):
     """
     Build the handlers of the proxy from component C{jid} to C{target}.
@@ -122,6 +126,8 @@ def makeHandlers(
     @param deny: bare JIDs or domains that may not.
     @param keepalive: seconds of silence from the server before it is
         pinged (0: off).
+    @param probeInstances: whether to look for other processes connected
+        as the same component (L{clientproxy.instances}).
     @rtype: L{Handlers}
     """
     if isinstance(strategy, str):
@@ -136,6 +142,7 @@ def makeHandlers(
         available,
         store,
         keepalive=KeepAlive(jid, stats, clock, keepalive),
+        instances=InstanceProbe(jid, stats, clock, probeInstances),
         presence=TargetPresence(jid, target, available, stats, clock),
         capabilities=CapabilityLearner(jid, available, stats, clock, enabled=matchFeatures != OFF),
         dispatcher=IQDispatcher(

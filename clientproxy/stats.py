@@ -57,6 +57,8 @@ class Stats:
         error replies), C{timeouts}.
     @ivar dropped: stanzas dropped, by reason.
     @ivar reconnects: times the connection to the server was made again.
+    @ivar otherInstances: other clientproxy processes seen connected as the
+        same component (L{clientproxy.instances}).
     @ivar latency: a L{Histogram} of seconds from request to answer.
     """
 
@@ -71,6 +73,7 @@ class Stats:
         self.resources = defaultdict(Counter)
         self.dropped = Counter()
         self.reconnects = 0
+        self.otherInstances = 0
         self.latency = Histogram(LATENCY_BUCKETS)
 
     log = Logger()

@@ -107,6 +107,9 @@ class Harness:
         self.clock = task.Clock()
         self.store = store or Store(":memory:")
         options.setdefault("keepalive", 0)
+        # Probes for other processes go out every second after connecting:
+        # off unless a test is about them.
+        options.setdefault("probeInstances", False)
         # Feature matching asks every resource that comes online what it
         # supports: off unless a test is about it, so the others see only
         # the stanzas they are about.

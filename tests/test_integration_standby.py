@@ -5,7 +5,9 @@ lock, see L{clientproxy.standby}) and takes over when the first is killed
 with SIGKILL, with the message queue and the service's subscribers intact
 (both use the same SQLite store). On ejabberd, which would accept both
 connections and spread stanzas over them, this is what keeps the second
-from breaking the first's requests.
+from breaking the first's requests; two processes with a store each are
+both active there, and each is told of the other by its probes
+(L{clientproxy.instances}).
 """
 
 import os
@@ -15,15 +17,27 @@ import sqlite3
 from twisted.internet import defer, reactor
 
 from clientproxy.store import storePath
+from clientproxy.testing.ejabberd import ThrowawayEjabberd
 from clientproxy.testing.twistd import ComponentProcess
-from tests.integration import COMPONENT, SECRET, TARGET, onEveryServer, withTimeout
+from tests.integration import (
+    COMPONENT,
+    SECRET,
+    TARGET,
+    ServerTestCase,
+    onEveryServer,
+    withTimeout,
+)
 
 
 def bodies(client, text):
     return [m for m in client.messages if str(m.body or "") == text]
 
 
-class StandbyTests:
+class Processes:
+    """
+    clientproxy processes (twistd) for the test's component.
+    """
+
     timeout = 120
 
     def startProcess(self, directory, process=None):
@@ -50,6 +64,13 @@ class StandbyTests:
         )
         return process
 
+    def newDirectory(self):
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        return directory
+
+
+class StandbyTests(Processes):
     def queued(self, directory):
         with sqlite3.connect(storePath(directory, COMPONENT)) as db:
             return db.execute("SELECT COUNT(*) FROM queue").fetchone()[0]
@@ -62,8 +83,7 @@ class StandbyTests:
         first exactly once, tells the subscriber the first accepted that
         the service is available, and serves requests.
         """
-        directory = os.path.abspath(self.mktemp())
-        os.makedirs(directory)
+        directory = self.newDirectory()
         first = self.startProcess(directory)
         yield first.waitForLine(lambda line: "Connected to" in line)
         second = ComponentProcess()
@@ -105,6 +125,26 @@ class StandbyTests:
         )
         reply = yield withTimeout(alice.request(COMPONENT), what="a request through the second")
         self.assertEqual(reply["type"], "result")
+
+
+class TwoActiveOnEjabberd(Processes, ServerTestCase):
+    """
+    ejabberd takes two connections for one component; processes with a
+    store each (so no lock between them) are both active, and each is told
+    of the other by its probes.
+    """
+
+    serverClass = ThrowawayEjabberd
+
+    @defer.inlineCallbacks
+    def test_otherProcessTold(self):
+        first = self.startProcess(self.newDirectory())
+        yield first.waitForLine(lambda line: "Connected to" in line)
+        told = first.waitForLine(lambda line: "Another clientproxy process" in line, timeout=30)
+        second = self.startProcess(self.newDirectory())
+        yield second.waitForLine(lambda line: "Connected to" in line)
+        line = yield told
+        self.assertIn(COMPONENT, line)
 
 
 globals().update(onEveryServer(StandbyTests))

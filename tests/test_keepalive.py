@@ -22,8 +22,14 @@ HEADER = (
 class KeepAliveTests(unittest.TestCase):
     def setUp(self):
         self.reactor = MemoryReactorClock()
+        # Without the probes for other processes, which are traffic too.
         self.proxy = makeProxy(
-            "proxy.example.org", "svc@example.org", "s", reactor=self.reactor, keepalive=10
+            "proxy.example.org",
+            "svc@example.org",
+            "s",
+            reactor=self.reactor,
+            keepalive=10,
+            probeInstances=False,
         )
         self.proxy.startService()
         self.addCleanup(self.proxy.stopService)
@@ -107,7 +113,14 @@ class KeepAliveTests(unittest.TestCase):
 class KeepAliveOffTests(unittest.TestCase):
     def test_off(self):
         reactor = MemoryReactorClock()
-        proxy = makeProxy("proxy.example.org", "svc@example.org", "s", reactor=reactor, keepalive=0)
+        proxy = makeProxy(
+            "proxy.example.org",
+            "svc@example.org",
+            "s",
+            reactor=reactor,
+            keepalive=0,
+            probeInstances=False,
+        )
         proxy.startService()
         self.addCleanup(proxy.stopService)
         [(_, _, factory, _, _)] = reactor.tcpClients
