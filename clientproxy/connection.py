@@ -39,13 +39,13 @@ MAX_RECONNECT_DELAY = 5.0
 INITIAL_RECONNECT_DELAY = 0.5
 
 #: Stream error conditions that mean the server refused the handshake, with
-#: what an operator should check.
+#: what an operator should check (C{conflict}, another process connected as
+#: the component, is standing by: see L{ProxyComponent._onStreamError}).
 HANDSHAKE_REFUSALS = {
     # ejabberd answers an unknown component name this way too.
     "not-authorized": "check the component secret, and that the server has an "
     "external component of that name",
     "host-unknown": "the server has no external component of that name",
-    "conflict": "another process is connected as that component",
 }
 
 
