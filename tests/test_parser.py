@@ -91,6 +91,17 @@ class KeptBytesTests(unittest.TestCase):
         fromTree = stanzaBytes(stanza)
         self.assertEqual(infoset(readStanzas(fromBytes)[0]), infoset(readStanzas(fromTree)[0]))
 
+    def test_cdataAndReferences(self):
+        """
+        CDATA sections and character references are kept as they came; the
+        stanza written from them reads as the same text.
+        """
+        content = b"<q>&#60;a&#x3E;<![CDATA[<b>&amp;]]></q>"
+        [stanza] = parse(b"<iq id='1'>" + content + b"</iq>")
+        self.assertEqual(stanza.raw, content)
+        [written] = readStanzas(stanzaBytes(stanza))
+        self.assertEqual(infoset(written), infoset(readStanzas(toXml(stanza).encode())[0]))
+
     def test_changedTreeForgetsBytes(self):
         """
         A child added to a stanza is written: the kept bytes are forgotten.
