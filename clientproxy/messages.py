@@ -36,6 +36,7 @@ the target is dropped. Errors are never answered with errors.
 
 import datetime
 
+from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.words.xish import domish
 from wokkel.subprotocols import XMPPHandler
@@ -292,7 +293,15 @@ class MessageRouter(XMPPHandler):
         the reactor, so other stanzas are served in between. Messages that
         arrive meanwhile join the end of the queue, to keep the order.
         """
-        if not self._draining and self.store.queueLength():
+        self.deliverQueued()
+
+    def deliverQueued(self):
+        """
+        Deliver the queue if there is one and a resource to take it (also
+        once a store shared with other processes has been read back, see
+        L{clientproxy.redisstore}).
+        """
+        if not self._draining and self.resources.available and self.store.queueLength():
             self._draining = True
             self._deliverBatch()
 
@@ -301,7 +310,19 @@ class MessageRouter(XMPPHandler):
             # Every resource left again: the rest stays queued.
             self._draining = False
             return
-        batch = self.store.queued(DELIVERY_BATCH)
+        # A list from SQLite, a Deferred from Redis (clientproxy.redisstore).
+        d = defer.maybeDeferred(self.store.queued, DELIVERY_BATCH)
+        d.addCallback(self._sendBatch)
+        d.addErrback(self._batchFailed)
+
+    def _batchFailed(self, failure):
+        self._draining = False
+        self.log.failure("Reading the queued messages failed; they stay queued", failure)
+
+    def _sendBatch(self, batch):
+        if not self.resources.available:
+            self._draining = False
+            return
         for _, stanza in batch:
             self._fanOut(parseStanza(stanza), self.resources.available)
         self.store.delivered([ident for ident, _ in batch])

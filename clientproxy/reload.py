@@ -50,7 +50,7 @@ LIVE = POLICY + (
     "keepalive",
 )
 #: Settings that need a restart.
-RESTART = ("target", "host", "port", "secret", "data-dir", "tls", "tls-name", "ca-file")
+RESTART = ("target", "host", "port", "secret", "data-dir", "redis", "tls", "tls-name", "ca-file")
 
 
 def reconfigure(proxy, old, new):

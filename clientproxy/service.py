@@ -26,6 +26,7 @@ from clientproxy.servicepresence import (
     ServicePresence,
 )
 from clientproxy.stats import Stats
+from clientproxy.redisstore import RedisStore, connect as connectRedis
 from clientproxy.standby import lockFor
 from clientproxy.store import Store, storePath
 from clientproxy.strategies import DEFAULT, makeStrategy
@@ -184,6 +185,7 @@ def makeProxy(
     grace=5.0,
     reactor=None,
     tls=None,
+    redis=None,
     **options,
 ):
     """
@@ -191,6 +193,9 @@ def makeProxy(
 
     @param jid: the component's JID (a string, already normalised).
     @param target: the target's bare JID (a string, already normalised).
+    @param redis: a C{redis://host:port/db} URL: the queue and the
+        subscribers are kept there (L{clientproxy.redisstore}) instead of
+        in C{dataDir}.
     @param dataDir: the directory of the store (queued messages, service
         subscribers); C{None} keeps them in memory only (tests).
     @param grace: seconds requests in flight get when the service stops.
@@ -205,7 +210,10 @@ def makeProxy(
     """
     if reactor is None:
         from twisted.internet import reactor
-    store = Store(":memory:" if dataDir is None else storePath(dataDir, jid))
+    if redis is not None:
+        store = RedisStore(connectRedis(redis), jid)
+    else:
+        store = Store(":memory:" if dataDir is None else storePath(dataDir, jid))
     handlers = makeHandlers(jid, target, reactor, store, **options)
     return ProxyComponent(
         host, port, jid, secret, handlers, reactor, grace, tls, standby=lockFor(store, reactor)

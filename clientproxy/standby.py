@@ -107,8 +107,10 @@ class StandbyLock:
 def lockFor(store, clock):
     """
     The L{StandbyLock} of C{store}, or C{None} for a store in memory (no
-    other process can share it).
+    other process can share it) or in Redis (shared across hosts, where a
+    local lock means nothing: the server's refusal of a second connection
+    keeps one process active).
     """
-    if store.path == ":memory:":
+    if store.path in (None, ":memory:"):
         return None
     return StandbyLock(lockPath(os.path.abspath(store.path)), clock)

@@ -21,6 +21,7 @@ from clientproxy.keepalive import DEFAULT_INTERVAL
 from clientproxy.messages import QUEUE_PER_SENDER, QUEUE_SIZE
 from clientproxy.pending import MAX_PENDING, MAX_PENDING_FROM_TARGET, MAX_PENDING_PER_REQUESTER
 from clientproxy.metrics import metricsService
+from clientproxy.redisstore import checkURL as checkRedisURL
 from clientproxy.reload import ReloadService
 from clientproxy.policy import MAX_STANZA_SIZE, normalise, readAccessFile
 from clientproxy.selection import AUTO, MATCH_MODES, REFUSAL_TTL, Affinity
@@ -105,6 +106,13 @@ class Options(usage.Options):
             "Same key, same resource: none, requester, bare-requester or attribute:NAME.",
         ],
         ["data-dir", None, ".", "Where queued messages and service subscribers are kept."],
+        [
+            "redis",
+            None,
+            None,
+            "Keep queued messages and service subscribers in Redis instead (redis://host:port/db), "
+            "shared with processes on other hosts that take over the component.",
+        ],
         [
             "queue-per-sender",
             None,
@@ -342,6 +350,11 @@ class Options(usage.Options):
             )
         if not os.path.isdir(self["data-dir"]):
             raise usage.UsageError("--data-dir: no such directory: %s" % (self["data-dir"],))
+        if self["redis"] is not None:
+            try:
+                checkRedisURL(self["redis"])
+            except ValueError as e:
+                raise usage.UsageError("--redis: %s" % (e,))
         for bound in ("queue-per-sender", "queue-size"):
             if self[bound] < 0:
                 raise usage.UsageError("--%s must not be negative" % (bound,))
@@ -408,6 +421,7 @@ def proxyArgumentsOf(options):
         refusalTTL=options["refusal-ttl"],
         affinity=options["affinity"],
         dataDir=options["data-dir"],
+        redis=options["redis"],
         queuePerSender=options["queue-per-sender"],
         queueSize=options["queue-size"],
         grace=options["grace"],

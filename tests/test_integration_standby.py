@@ -7,17 +7,22 @@ with SIGKILL, with the message queue and the service's subscribers intact
 connections and spread stanzas over them, this is what keeps the second
 from breaking the first's requests; two processes with a store each are
 both active there, and each is told of the other by its probes
-(L{clientproxy.instances}).
+(L{clientproxy.instances}). With the queue and the subscribers in Redis
+(C{--redis}), a process with a data directory of its own (as on another
+host) takes over on Prosody with them.
 """
 
 import os
 import signal
 import sqlite3
 
-from twisted.internet import defer, reactor
+import txredisapi
+from twisted.internet import defer, reactor, task
 
 from clientproxy.store import storePath
 from clientproxy.testing.ejabberd import ThrowawayEjabberd
+from clientproxy.testing.prosody import ThrowawayProsody
+from clientproxy.testing.redis import ThrowawayRedis
 from clientproxy.testing.twistd import ComponentProcess
 from tests.integration import (
     COMPONENT,
@@ -40,10 +45,11 @@ class Processes:
 
     timeout = 120
 
-    def startProcess(self, directory, process=None):
+    def startProcess(self, directory, process=None, more=()):
         """
         Start C{process} (a new L{ComponentProcess} by default) for the
-        component, with C{directory} as its data directory.
+        component, with C{directory} as its data directory, and C{more}
+        options.
         """
         process = process or ComponentProcess()
         self.addCleanup(process.stop)
@@ -59,7 +65,8 @@ class Processes:
                 str(self.server.componentPort),
                 "--data-dir",
                 directory,
-            ],
+            ]
+            + list(more),
             directory,
         )
         return process
@@ -69,26 +76,21 @@ class Processes:
         os.makedirs(directory)
         return directory
 
-
-class StandbyTests(Processes):
-    def queued(self, directory):
-        with sqlite3.connect(storePath(directory, COMPONENT)) as db:
-            return db.execute("SELECT COUNT(*) FROM queue").fetchone()[0]
-
     @defer.inlineCallbacks
-    def test_standbyTakesOver(self):
+    def takeOver(self, directories, more=(), queued=None):
         """
-        The standby says so once, takes over within seconds of the first
-        process's death (kill -9), delivers the message queued through the
-        first exactly once, tells the subscriber the first accepted that
-        the service is available, and serves requests.
+        The scenario of a takeover: a first process connects and a second
+        stands by; alice subscribes to the service and sends a message while
+        the target is offline (the first queues it: C{queued()} becomes 1);
+        the first is killed with SIGKILL; the second takes over (within 10
+        s), delivers the queued message exactly once when the target comes
+        online, tells alice the service is available, and serves a request.
         """
-        directory = self.newDirectory()
-        first = self.startProcess(directory)
+        first = self.startProcess(directories[0], more=more)
         yield first.waitForLine(lambda line: "Connected to" in line)
         second = ComponentProcess()
         standing = second.waitForLine(lambda line: "standing by" in line)
-        self.startProcess(directory, second)
+        self.startProcess(directories[1], second, more=more)
         yield standing
 
         alice = yield self.connect("alice", "x")
@@ -102,7 +104,7 @@ class StandbyTests(Processes):
         alice.sendPresence("subscribe", to=COMPONENT)
         yield withTimeout(subscribed, what="the first process to accept the subscription")
         alice.sendMessage(COMPONENT, "while away", stanzaID="m1")
-        yield self.waitUntil(lambda: self.queued(directory) == 1, "the message to be queued")
+        yield self.waitFor(queued, 1, "the message to be queued")
 
         took = second.waitForLine(lambda line: "Took over" in line, timeout=20)
         killed = reactor.seconds()
@@ -115,7 +117,7 @@ class StandbyTests(Processes):
         alice.sendMessage(COMPONENT, "live", stanzaID="m2")
         yield self.waitUntil(lambda: bodies(svc, "live"), "a live message")
         self.assertEqual(len(bodies(svc, "while away")), 1)
-        self.assertEqual(self.queued(directory), 0)
+        yield self.waitFor(queued, 0, "the queue to be empty")
         yield self.waitUntil(
             lambda: any(
                 p.getAttribute("from") == COMPONENT and p.getAttribute("type") is None
@@ -125,6 +127,31 @@ class StandbyTests(Processes):
         )
         reply = yield withTimeout(alice.request(COMPONENT), what="a request through the second")
         self.assertEqual(reply["type"], "result")
+
+    @defer.inlineCallbacks
+    def waitFor(self, read, value, what):
+        """
+        Wait until C{read()} (a value, or a Deferred of one) gives C{value}.
+        """
+        deadline = reactor.seconds() + 15
+        while (yield defer.maybeDeferred(read)) != value:
+            self.assertLess(reactor.seconds(), deadline, "waited 15 s for %s" % (what,))
+            yield task.deferLater(reactor, 0.02, lambda: None)
+
+
+class StandbyTests(Processes):
+    def test_standbyTakesOver(self):
+        """
+        Two processes on one data directory: the second stands by on the
+        store's lock and takes over with the SQLite store.
+        """
+        directory = self.newDirectory()
+
+        def queued():
+            with sqlite3.connect(storePath(directory, COMPONENT)) as db:
+                return db.execute("SELECT COUNT(*) FROM queue").fetchone()[0]
+
+        return self.takeOver([directory, directory], queued=queued)
 
 
 class TwoActiveOnEjabberd(Processes, ServerTestCase):
@@ -145,6 +172,44 @@ class TwoActiveOnEjabberd(Processes, ServerTestCase):
         yield second.waitForLine(lambda line: "Connected to" in line)
         line = yield told
         self.assertIn(COMPONENT, line)
+
+
+class RedisStandbyOnProsody(Processes, ServerTestCase):
+    """
+    Two processes as on two hosts (a data directory each), sharing the
+    queue and the subscribers in Redis: the second stands by (Prosody
+    refuses it with conflict) and takes over with them.
+    """
+
+    serverClass = ThrowawayProsody
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        yield ServerTestCase.setUp(self)
+        self.redis = ThrowawayRedis()
+        self.addCleanup(self.redis.cleanUp)
+        self.addCleanup(self.redis.stop)
+        yield self.redis.start()
+
+    @defer.inlineCallbacks
+    def queued(self):
+        connection = yield txredisapi.Connection("127.0.0.1", self.redis.port, reconnect=False)
+        try:
+            length = yield connection.llen("clientproxy:%s:queue" % (COMPONENT,))
+        finally:
+            yield connection.disconnect()
+        return length
+
+    def test_takesOverWithSharedState(self):
+        """
+        The standby has a data directory of its own: the queued message and
+        the subscriber come to it through Redis.
+        """
+        return self.takeOver(
+            [self.newDirectory(), self.newDirectory()],
+            more=["--redis", self.redis.url],
+            queued=self.queued,
+        )
 
 
 globals().update(onEveryServer(StandbyTests))

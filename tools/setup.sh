@@ -1,7 +1,8 @@
 #!/bin/sh
 # Install what clientproxy's demo, tests and benchmarks need on a fresh
 # Debian machine: Prosody and ejabberd (Debian's packages; the integration
-# tests run against both) and clientproxy itself with its Python
+# tests run against both), Redis (for the state several processes share)
+# and clientproxy itself with its Python
 # dependencies (an editable install of this checkout). The servers' own
 # services are not used: the tests start throwaway instances on loopback.
 set -e
@@ -13,6 +14,7 @@ SUDO=""
 missing=""
 command -v prosodyctl >/dev/null 2>&1 || missing="$missing prosody"
 ls -d /usr/lib/*/ejabberd-* >/dev/null 2>&1 || missing="$missing ejabberd"
+command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
 if [ -n "$missing" ]; then
     echo "setup: installing$missing from Debian's packages"
     $SUDO apt-get update -qq

@@ -163,7 +163,7 @@ class ThrowawayServer:
         )
         try:
             deadline = self.reactor.seconds() + timeout
-            for port in (self.c2sPort, self.componentPort):
+            for port in self.ports():
                 while not (yield accepts(self.reactor, port)):
                     if self._exit.ended.called:
                         raise RuntimeError(
@@ -183,6 +183,13 @@ class ThrowawayServer:
             # Never leave a half-started server behind.
             yield self.stop()
             raise
+
+    def ports(self):
+        """
+        The ports the server must take connections on before it counts as
+        started.
+        """
+        return (self.c2sPort, self.componentPort)
 
     def startLog(self):
         """

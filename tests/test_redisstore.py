@@ -1,0 +1,104 @@
+"""
+Tests for L{clientproxy.redisstore} against a real Redis (Debian's
+redis-server, a throwaway instance on a loopback port): what one process
+writes, another reads back; the queue keeps its order and its counts; with
+Redis gone the process serves on from memory, and writes once it is back.
+"""
+
+from twisted.internet import defer
+from twisted.trial import unittest
+
+from clientproxy.redisstore import RedisStore, checkURL, connect
+from clientproxy.testing.redis import ThrowawayRedis
+
+COMPONENT = "proxy.example.org"
+
+
+class RedisStoreTests(unittest.TestCase):
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.redis = ThrowawayRedis()
+        self.addCleanup(self.redis.cleanUp)
+        self.addCleanup(self.redis.stop)
+        yield self.redis.start()
+
+    def store(self):
+        store = RedisStore(connect(self.redis.url), COMPONENT)
+        self.addCleanup(store.close)
+        return store
+
+    @defer.inlineCallbacks
+    def settle(self, store):
+        """
+        Wait until Redis has done what C{store} sent it (a command on the
+        same connection answers after those before it).
+        """
+        yield store.redis.ping()
+
+    @defer.inlineCallbacks
+    def test_anotherProcessReadsItBack(self):
+        """
+        Subscribers and the queue written by one store are what another
+        store (a process taking over) reads back, counts and order
+        included; delivered messages leave from the head.
+        """
+        first = self.store()
+        yield first.recount()
+        first.addSubscriber("alice@example.org")
+        first.addSubscriber("bob@example.net")
+        first.removeSubscriber("bob@example.net")
+        for n in range(3):
+            first.enqueue("alice@example.org", "<message id='%d'/>" % n)
+        first.enqueue("carol@example.org", "<message id='c'/>")
+        self.assertEqual((first.queueLength(), first.queueLength("alice@example.org")), (4, 3))
+        yield self.settle(first)
+
+        second = self.store()
+        yield second.recount()
+        self.assertEqual(second.subscribers(), ["alice@example.org"])
+        self.assertEqual(second.subscriberCount("example.org"), 1)
+        self.assertTrue(second.isSubscriber("alice@example.org"))
+        self.assertEqual((second.queueLength(), second.queueLength("alice@example.org")), (4, 3))
+        batch = yield second.queued(2)
+        self.assertEqual(
+            [stanza for _, stanza in batch], ["<message id='0'/>", "<message id='1'/>"]
+        )
+        second.delivered([ident for ident, _ in batch])
+        self.assertEqual(second.queueLength("alice@example.org"), 1)
+        yield self.settle(second)
+
+        third = self.store()
+        yield third.recount()
+        rest = yield third.queued()
+        self.assertEqual([s for _, s in rest], ["<message id='2'/>", "<message id='c'/>"])
+        self.assertEqual((third.queueLength(), third.queueLength("carol@example.org")), (2, 1))
+
+    @defer.inlineCallbacks
+    def test_redisGone(self):
+        """
+        With Redis gone, the store serves on from memory; what it writes
+        meanwhile waits in the client, in order, and reaches Redis once it
+        answers again.
+        """
+        store = self.store()
+        yield store.recount()
+        yield self.redis.stop()
+        for n in range(5):
+            store.addSubscriber("user%d@example.org" % (n,))
+        store.enqueue("alice@example.org", "<message/>")
+        self.assertEqual((store.subscriberCount(), store.queueLength()), (5, 1))
+        yield self.redis.start()
+        yield self.settle(store)
+        other = self.store()
+        yield other.recount()
+        self.assertEqual((other.subscriberCount(), other.queueLength()), (5, 1))
+
+
+class URLTests(unittest.TestCase):
+    def test_urls(self):
+        self.assertEqual(checkURL("redis://10.0.0.1:6380/2"), ("10.0.0.1", 6380, 2))
+        self.assertEqual(checkURL("redis://localhost"), ("localhost", 6379, 0))
+        for bad in ("http://x", "redis://", "redis://h/x"):
+            self.assertRaises(ValueError, checkURL, bad)
