@@ -45,6 +45,7 @@ from clientproxy.selection import REFUSALS
 from clientproxy.stanzas import (
     REPLY_TYPES,
     REQUEST_TYPES,
+    bareOf,
     claim,
     errorReply,
     onlyChildElement,
@@ -186,7 +187,7 @@ class IQDispatcher(XMPPHandler):
             self.stats.drop(iq, "no-address")
         elif kind in REQUEST_TYPES and self.closing:
             self._refuse(iq, "service-unavailable", text=SHUTTING_DOWN)
-        elif sender.partition("/")[0] == self.target:
+        elif bareOf(sender) == self.target:
             if kind in REPLY_TYPES:
                 self._onReply(iq, sender, recipient)
             elif kind in REQUEST_TYPES:

@@ -44,7 +44,7 @@ from wokkel.subprotocols import XMPPHandler
 from clientproxy.jat import Translator
 from clientproxy.policy import TOO_LARGE
 from clientproxy.xml import parseStanza, toXml
-from clientproxy.stanzas import claim, errorReply, splitJID
+from clientproxy.stanzas import bareOf, claim, errorReply
 
 NS_CARBONS = "urn:xmpp:carbons:2"
 NS_HINTS = "urn:xmpp:hints"
@@ -203,7 +203,7 @@ class MessageRouter(XMPPHandler):
         sender, recipient, kind = claimed
         if not sender or not recipient:
             self.stats.drop(message, "no-address")
-        elif splitJID(sender)[0] == self.target:
+        elif bareOf(sender) == self.target:
             if kind == "error":
                 self.stats.drop(message, "error-from-target")
             else:
@@ -250,7 +250,7 @@ class MessageRouter(XMPPHandler):
             self.send(toXml(message))
 
     def _enqueue(self, message, sender):
-        bare = splitJID(sender)[0]
+        bare = bareOf(sender)
         if self.store.queueLength() >= self.queueSize:
             self._queueFull(message, sender, "the queue is full")
             return
@@ -306,10 +306,6 @@ class MessageRouter(XMPPHandler):
             self._deliverBatch()
 
     def _deliverBatch(self):
-        if not self.resources.available:
-            # Every resource left again: the rest stays queued.
-            self._draining = False
-            return
         # A list from SQLite, a Deferred from Redis (clientproxy.redisstore).
         d = defer.maybeDeferred(self.store.queued, DELIVERY_BATCH)
         d.addCallback(self._sendBatch)
@@ -317,10 +313,13 @@ class MessageRouter(XMPPHandler):
 
     def _batchFailed(self, failure):
         self._draining = False
-        self.log.failure("Reading the queued messages failed; they stay queued", failure)
+        self.log.failure(
+            "Delivering the queued messages failed; those not delivered stay queued", failure
+        )
 
     def _sendBatch(self, batch):
         if not self.resources.available:
+            # Every resource left again: the rest stays queued.
             self._draining = False
             return
         for _, stanza in batch:

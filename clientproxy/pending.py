@@ -35,6 +35,8 @@ Deferreds: one request, one answer, no callback chain to keep.
 from twisted.internet.defer import Deferred, succeed
 from twisted.words.protocols.jabber.error import StanzaError
 
+from clientproxy.stanzas import bareOf
+
 #: Marks the keys of requests started by a resource of the target.
 REVERSE = "reverse"
 
@@ -97,10 +99,6 @@ class PendingRequest:
         Whether a resource of the target started this request.
         """
         return len(self.key) == 3
-
-
-def bareOf(address):
-    return address.partition("/")[0]
 
 
 class PendingTable:

@@ -14,6 +14,7 @@ defaults), a check costs two attribute tests on the stanza path.
 from twisted.words.protocols.jabber.jid import InvalidFormat, parse
 
 from clientproxy.jat import MAX_PART_BYTES
+from clientproxy.stanzas import bareOf, domainOf
 
 #: The default largest stanza forwarded, in bytes (serialised, UTF-8).
 MAX_STANZA_SIZE = 65536
@@ -168,8 +169,8 @@ class Policy:
         the service: not denied by bare JID or domain, and allowed by one of
         them when there is an allow list.
         """
-        bare = sender.partition("/")[0]
-        domain = bare.rpartition("@")[2]
+        bare = bareOf(sender)
+        domain = domainOf(bare)
         if bare in self.deny or domain in self.deny:
             return False
         return not self.allow or bare in self.allow or domain in self.allow
@@ -187,12 +188,10 @@ class Policy:
         if self._lists and not self.permits(sender):
             return DENIED
         if self._rated:
-            bare = sender.partition("/")[0]
+            bare = bareOf(sender)
             if self.buckets is not None and not self.buckets.take(bare):
                 return TOO_FAST
-            if self.domainBuckets is not None and not self.domainBuckets.take(
-                bare.rpartition("@")[2]
-            ):
+            if self.domainBuckets is not None and not self.domainBuckets.take(domainOf(bare)):
                 return TOO_FAST
         return None
 

@@ -31,10 +31,11 @@ messages per sender).
 from collections import Counter
 from urllib.parse import urlparse
 
+import txredisapi
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from clientproxy.store import domainOf
+from clientproxy.store import SubscriberCounts
 
 ENQUEUE = """
 redis.call('RPUSH', KEYS[1], ARGV[2])
@@ -71,8 +72,6 @@ def connect(url):
     A Redis connection for C{url} (see L{checkURL}) that reconnects by
     itself; commands wait until it is made.
     """
-    import txredisapi
-
     host, port, db = checkURL(url)
     return txredisapi.lazyConnection(host, port, dbid=db, reconnect=True)
 
@@ -94,7 +93,7 @@ class RedisStore:
         self._queueKey = prefix + "queue"
         self._sendersKey = prefix + "senders"
         self._subscribers = set()
-        self._domains = Counter()
+        self._counts = SubscriberCounts()
         self._senders = Counter()
         self._length = 0
         self._failing = False
@@ -137,7 +136,7 @@ class RedisStore:
         def loaded(results):
             subscribers, senders = results
             self._subscribers = set(subscribers)
-            self._domains = Counter(domainOf(jid) for jid in self._subscribers)
+            self._counts = SubscriberCounts(self._subscribers)
             self._senders = Counter({s: int(n) for s, n in senders.items() if int(n) > 0})
             self._length = sum(self._senders.values())
 
@@ -197,21 +196,16 @@ class RedisStore:
         return jid in self._subscribers
 
     def subscriberCount(self, domain=None):
-        if domain is None:
-            return len(self._subscribers)
-        return self._domains.get(domain, 0)
+        return self._counts.count(domain)
 
     def addSubscriber(self, jid):
         if jid not in self._subscribers:
             self._subscribers.add(jid)
-            self._domains[domainOf(jid)] += 1
+            self._counts.add(jid)
             self._write(self.redis.sadd(self._subscribersKey, jid))
 
     def removeSubscriber(self, jid):
         if jid in self._subscribers:
             self._subscribers.discard(jid)
-            domain = domainOf(jid)
-            self._domains[domain] -= 1
-            if not self._domains[domain]:
-                del self._domains[domain]
+            self._counts.remove(jid)
             self._write(self.redis.srem(self._subscribersKey, jid))

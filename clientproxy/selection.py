@@ -34,6 +34,8 @@ import hashlib
 
 from twisted.logger import Logger
 
+from clientproxy.stanzas import bareOf
+
 #: C{--match-features} modes.
 AUTO, STRICT, OFF = "auto", "strict", "off"
 MATCH_MODES = (AUTO, STRICT, OFF)
@@ -109,7 +111,7 @@ class Affinity:
         if self.spec == "requester":
             return requester
         if self.spec == "bare-requester":
-            return requester.partition("/")[0]
+            return bareOf(requester)
         return None
 
 

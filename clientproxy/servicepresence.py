@@ -24,8 +24,7 @@ from wokkel.subprotocols import XMPPHandler
 
 from clientproxy.policy import DENIED, TOO_FAST
 from clientproxy.presence import presenceStanza
-from clientproxy.stanzas import splitJID
-from clientproxy.store import domainOf
+from clientproxy.stanzas import bareOf, domainOf
 
 #: Default bounds of the service's subscribers: in all, and from one domain.
 MAX_SUBSCRIBERS = 10000
@@ -146,7 +145,7 @@ class ServicePresence(XMPPHandler):
         if not sender:
             self.stats.drop(presence, "no-address")
             return
-        bare = splitJID(sender)[0]
+        bare = bareOf(sender)
         kind = presence.getAttribute("type")
         if bare == self.target:
             self.stats.drop(presence, "presence-from-target")

@@ -61,6 +61,20 @@ def onlyChildElement(element):
     return only
 
 
+def bareOf(address):
+    """
+    The bare JID of an address string (itself when it has no resource).
+    """
+    return address.partition("/")[0]
+
+
+def domainOf(jid):
+    """
+    The domain of a bare JID or domain string.
+    """
+    return jid.rpartition("@")[2]
+
+
 def splitJID(address):
     """
     Split an address string into C{(bare, resource)}; the resource is C{''}

@@ -14,6 +14,8 @@ import re
 import sqlite3
 from collections import Counter
 
+from clientproxy.stanzas import domainOf
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS queue (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -36,21 +38,44 @@ def storePath(directory, component):
     return os.path.join(directory, "clientproxy-%s.sqlite" % (safe,))
 
 
-def domainOf(jid):
+class SubscriberCounts:
     """
-    The domain of a bare JID or domain string.
+    The number of subscribers, in all and per domain, kept in memory by a
+    store: the bounds on them are checked for every subscription request,
+    a flood included.
     """
-    return jid.rpartition("@")[2]
+
+    def __init__(self, jids=()):
+        self.total = 0
+        self.domains = Counter()
+        for jid in jids:
+            self.add(jid)
+
+    def add(self, jid):
+        self.total += 1
+        self.domains[domainOf(jid)] += 1
+
+    def remove(self, jid):
+        domain = domainOf(jid)
+        self.total -= 1
+        self.domains[domain] -= 1
+        if not self.domains[domain]:
+            del self.domains[domain]
+
+    def count(self, domain=None):
+        """
+        The number of subscribers, from C{domain} only if given.
+        """
+        return self.total if domain is None else self.domains.get(domain, 0)
 
 
 class Store:
     """
     The queue and the subscribers of one component.
 
-    The number of subscribers, in all and per domain, is kept in memory
-    too (counted at start and on every connection to the server, see
-    L{recount}): the bounds on them are checked for every subscription
-    request, a flood included.
+    The number of subscribers is kept in memory too (L{SubscriberCounts},
+    counted at start and on every connection to the server, see
+    L{recount}).
 
     @ivar path: the SQLite file, or C{":memory:"} (tests).
     """
@@ -72,8 +97,7 @@ class Store:
         Count the subscribers again, from the file: another process sharing
         it (an instance this one stood by for) may have changed them.
         """
-        self._domains = Counter(domainOf(jid) for jid in self.subscribers())
-        self._subscriberTotal = sum(self._domains.values())
+        self._counts = SubscriberCounts(self.subscribers())
 
     def close(self):
         self._db.close()
@@ -122,22 +146,12 @@ class Store:
         )
 
     def subscriberCount(self, domain=None):
-        """
-        The number of subscribers, from C{domain} only if given.
-        """
-        if domain is None:
-            return self._subscriberTotal
-        return self._domains.get(domain, 0)
+        return self._counts.count(domain)
 
     def addSubscriber(self, jid):
         if self._db.execute("INSERT OR IGNORE INTO subscribers (jid) VALUES (?)", (jid,)).rowcount:
-            self._domains[domainOf(jid)] += 1
-            self._subscriberTotal += 1
+            self._counts.add(jid)
 
     def removeSubscriber(self, jid):
         if self._db.execute("DELETE FROM subscribers WHERE jid = ?", (jid,)).rowcount:
-            domain = domainOf(jid)
-            self._subscriberTotal -= 1
-            self._domains[domain] -= 1
-            if not self._domains[domain]:
-                del self._domains[domain]
+            self._counts.remove(jid)
