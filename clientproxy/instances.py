@@ -24,7 +24,6 @@ back to their sender.
 
 import secrets
 
-from twisted.internet import task
 from twisted.logger import Logger
 from wokkel.subprotocols import XMPPHandler
 
@@ -44,8 +43,7 @@ INTERVAL = 60.0
 class InstanceProbe(XMPPHandler):
     """
     @ivar instanceID: this process's id, random.
-    @ivar others: the ids of the other processes seen, with the time each
-        was last seen.
+    @ivar others: the ids of the other processes seen.
     """
 
     log = Logger()
@@ -57,24 +55,22 @@ class InstanceProbe(XMPPHandler):
         self.clock = clock
         self.enabled = enabled
         self.instanceID = secrets.token_hex(6)
-        self.others = {}
+        self.others = set()
         self._prefix = "%s/%s" % (component, PREFIX)
         self._sent = 0
-        self._loop = None
+        self._timer = None
 
     def connectionInitialized(self):
         self.xmlstream.addRoute("iq", self._onIQ, priority=2)
         if self.enabled:
             self._sent = 0
-            self._loop = task.LoopingCall(self._probe)
-            self._loop.clock = self.clock
-            self._loop.start(FAST_INTERVAL)
+            self._probe()
 
     def connectionLost(self, reason):
         XMPPHandler.connectionLost(self, reason)
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
-        self._loop = None
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
 
     def _probe(self):
         self._sent += 1
@@ -82,15 +78,13 @@ class InstanceProbe(XMPPHandler):
             "<iq type='get' id='probe-%d' from='%s%s' to='%sprobe'><ping xmlns='%s'/></iq>"
             % (self._sent, self._prefix, self.instanceID, self._prefix, NS_PING)
         )
-        if self._sent == FAST_PROBES:
-            self._loop.stop()
-            self._loop = task.LoopingCall(self._probe)
-            self._loop.clock = self.clock
-            self._loop.start(INTERVAL, now=False)
+        delay = FAST_INTERVAL if self._sent < FAST_PROBES else INTERVAL
+        self._timer = self.clock.callLater(delay, self._probe)
 
     def _onIQ(self, iq):
-        recipient = iq.getAttribute("to", "")
-        if not recipient.startswith(self._prefix):
+        # On the path of every IQ: one look-up, one comparison.
+        recipient = iq.attributes.get("to")
+        if recipient is None or not recipient.startswith(self._prefix):
             return
         iq.handled = True
         sender = iq.getAttribute("from", "")
@@ -120,4 +114,4 @@ class InstanceProbe(XMPPHandler):
                 other=other,
                 jid=self.component,
             )
-        self.others[other] = self.clock.seconds()
+        self.others.add(other)

@@ -154,7 +154,7 @@ class StreamParser:
         else:
             self._chunks.append(data)
             if self._read + len(data) - self._stanzaStart > MAX_STANZA_BYTES:
-                self._overflow("stanza-too-large")
+                self._oversized = "stanza-too-large"
                 self._chunks = [data]
                 self._base = self._read
         self._read += len(data)
@@ -182,10 +182,6 @@ class StreamParser:
                 self._base += at
             break
 
-    def _overflow(self, reason):
-        self._oversized = reason
-        self._copiable = False
-
     def _onStartElement(self, name, attributes):
         if self._oversized is not None:
             self._skipped += 1
@@ -193,7 +189,7 @@ class StreamParser:
             return
         self._budget -= 1
         if self._budget < 0 and self._current is not None:
-            self._overflow("stanza-too-many-elements")
+            self._oversized = "stanza-too-many-elements"
             self._skipped = 1
             self._prefixes = {}
             return

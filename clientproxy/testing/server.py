@@ -81,6 +81,8 @@ class ThrowawayServer:
     """
 
     name = None
+    #: The path of the server's own log file, where it keeps one.
+    log = None
 
     def __init__(self, components, domain="localhost", reactor=globalReactor, tls=None):
         self.domain = domain
@@ -196,10 +198,9 @@ class ThrowawayServer:
         The end of the server's own log, if it keeps one (for a failure to
         start: the directory is gone once the test cleans up).
         """
-        path = getattr(self, "log", None)
-        if not isinstance(path, str) or not os.path.exists(path):
+        if self.log is None or not os.path.exists(self.log):
             return ""
-        with open(path, "rb") as f:
+        with open(self.log, "rb") as f:
             return "; its log ends: " + f.read()[-4096:].decode("utf-8", "replace")
 
     @defer.inlineCallbacks
