@@ -95,11 +95,12 @@ class CountingTransport:
         return None
 
 
-def connectedProxy(resources, strategy, dispatch="plain"):
+def connectedProxy(resources, strategy, dispatch="plain", **options):
     """
     A proxy whose stream is authenticated, with C{resources} available
     resources of the target, which (unless C{dispatch} is C{plain}) have
-    answered the component's disco#info queries with L{NS}.
+    answered the component's disco#info queries with L{NS}. C{options} go
+    to L{makeProxy}.
     """
     match, affinity = DISPATCH[dispatch]
     proxy = makeProxy(
@@ -114,6 +115,7 @@ def connectedProxy(resources, strategy, dispatch="plain"):
         probeInstances=False,
         matchFeatures=match,
         affinity=affinity,
+        **options,
     )
     xs = proxy.factory.buildProtocol(None)
     transport = CountingTransport()

@@ -20,13 +20,12 @@ with an error, is taken to advertise nothing. With C{--match-features off}
 nothing is learnt and nobody is asked.
 """
 
-import itertools
-
 from twisted.logger import Logger
 from twisted.words.xish import domish
 from wokkel.subprotocols import XMPPHandler
 
 from clientproxy.caps import NS_DISCO_INFO, parseDiscoInfo, verifies
+from clientproxy.stanzas import StanzaIDs
 
 #: Seconds a disco#info query gets.
 QUERY_TIMEOUT = 30.0
@@ -59,7 +58,7 @@ class CapabilityLearner(XMPPHandler):
 
     log = Logger()
 
-    def __init__(self, component, resources, stats, clock, enabled=True):
+    def __init__(self, component, resources, stats, clock, enabled=True, ids=None):
         XMPPHandler.__init__(self)
         self.component = component
         self.resources = resources
@@ -68,7 +67,7 @@ class CapabilityLearner(XMPPHandler):
         self.verified = {}
         self._queries = {}
         self._byVer = {}
-        self._ids = itertools.count(1)
+        self._ids = StanzaIDs() if ids is None else ids
         self._observing = False
         self.enabled = enabled
         resources.whenAdded(self.learn)
@@ -121,7 +120,7 @@ class CapabilityLearner(XMPPHandler):
     def _ask(self, resource, caps):
         if self.xmlstream is None:
             return
-        queryID = "caps-%d" % (next(self._ids),)
+        queryID = self._ids("caps")
         iq = domish.Element((None, "iq"))
         iq["type"] = "get"
         iq["id"] = queryID

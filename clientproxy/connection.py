@@ -182,6 +182,8 @@ class ProxyComponent(Component):
                 Component.stopService(self)
             if self.standby is not None:
                 self.standby.release()
+            if self.parts.cluster is not None:
+                return self.parts.cluster.stop()
 
         return drained.addBoth(close)
 

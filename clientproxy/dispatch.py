@@ -26,8 +26,7 @@ C{component/<encoded peer>} goes to the peer from the component's bare JID,
 and the peer's reply goes back to that resource, with the same checks.
 """
 
-import itertools
-
+from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.words.protocols.jabber.error import StanzaError
 from wokkel.subprotocols import XMPPHandler
@@ -45,6 +44,7 @@ from clientproxy.selection import REFUSALS
 from clientproxy.stanzas import (
     REPLY_TYPES,
     REQUEST_TYPES,
+    StanzaIDs,
     bareOf,
     claim,
     errorReply,
@@ -104,6 +104,9 @@ class IQDispatcher(XMPPHandler):
     @ivar stats: the L{clientproxy.stats.Stats} to count into.
     @ivar policy: the L{clientproxy.policy.Policy} for requesters.
     @ivar closing: set by L{shutdown}: new requests are refused.
+    @ivar shared: the L{clientproxy.cluster.Cluster} when several processes
+        share the table (every answer then starts by taking the entry from
+        it), or C{None}.
     """
 
     log = Logger()
@@ -121,6 +124,8 @@ class IQDispatcher(XMPPHandler):
         maxPending=MAX_PENDING,
         maxPendingPerRequester=MAX_PENDING_PER_REQUESTER,
         maxPendingFromTarget=MAX_PENDING_FROM_TARGET,
+        ids=None,
+        shared=None,
     ):
         XMPPHandler.__init__(self)
         self.policy = policy
@@ -129,18 +134,29 @@ class IQDispatcher(XMPPHandler):
         self.resources = resources
         self.selector = selector
         self.pending = PendingTable(
-            clock, timeout, self._settle, maxPending, maxPendingPerRequester, maxPendingFromTarget
+            clock, timeout, self._answer, maxPending, maxPendingPerRequester, maxPendingFromTarget
         )
         self.stats = stats
         resources.whenRemoved(self._resourceRemoved)
-        self._ids = itertools.count(1)
+        self._ids = StanzaIDs() if ids is None else ids
         self.closing = False
+        self.shared = shared
+        # Takes from the shared table not yet answered: a shutdown waits.
+        self._takes = set()
+        if shared is not None:
+            shared.onTaken = self.pending.discard
+            shared.onAdopted = self._adopted
+            shared.onRefused = self._refusedElsewhere
 
     def connectionInitialized(self):
         self.xmlstream.addRoute("iq", self.onIQ)
 
     def connectionLost(self, reason):
         XMPPHandler.connectionLost(self, reason)
+        if self.shared is not None:
+            # The other processes take these over (clientproxy.cluster).
+            self.pending.discardAll()
+            return
         if len(self.pending):
             self.log.warn(
                 "Connection to the server lost with {count} requests in flight: "
@@ -172,7 +188,9 @@ class IQDispatcher(XMPPHandler):
                 timer.cancel()
             return result
 
-        return self.pending.whenEmpty().addBoth(done)
+        d = self.pending.whenEmpty()
+        d.addCallback(lambda _: defer.DeferredList(list(self._takes)))
+        return d.addBoth(done)
 
     def onIQ(self, iq):
         """
@@ -233,7 +251,7 @@ class IQDispatcher(XMPPHandler):
         if self.policy.tooLarge(request):
             self._sendError(recipient, requester, stanzaID, *TOO_LARGE)
             return
-        self.pending.add(
+        entry = self.pending.add(
             key,
             requester,
             resource,
@@ -241,13 +259,70 @@ class IQDispatcher(XMPPHandler):
             resendable=kind == "get",
             via=None if recipient == self.jat.component else recipient,
         )
-        self.stats.requests["forwarded"] += 1
-        self.stats.resources[resource.jid]["requests"] += 1
+        if self.shared is None:
+            self._forward(entry, request, "forwarded")
+        else:
+            self._recordThenForward(entry, request, "forwarded")
+
+    def _forward(self, entry, request, why):
+        self.stats.requests[why] += 1
+        if not entry.fromTarget:
+            self.stats.resources[entry.resource.jid]["requests"] += 1
         self.send(request)
 
+    def _recordThenForward(self, entry, request, why):
+        """
+        With a shared table: send the request once its entry is in Redis,
+        so that any process can route the reply.
+        """
+        if not self.shared.reachable:
+            self._unshared(entry)
+            return
+        entry.taken = False
+
+        def recorded(written):
+            if self.pending.get(entry.key) is not entry:
+                return
+            if written:
+                self._forward(entry, request, why)
+                return
+            self.pending.discard(entry.key)
+            self._sendError(
+                self._answerFrom(entry),
+                entry.requester,
+                entry.stanzaID,
+                "bad-request",
+                text="A request with this id is already in flight",
+            )
+
+        def failed(failure):
+            self.shared._failed(failure, "recording a request")
+            if self.pending.get(entry.key) is entry:
+                self._unshared(entry)
+
+        self.shared.record(entry).addCallbacks(recorded, failed)
+
+    def _unshared(self, entry):
+        """
+        Redis does not answer: refuse the request rather than send it (no
+        other process could route its reply).
+        """
+        self.pending.discard(entry.key)
+        self._sendError(
+            self._answerFrom(entry),
+            entry.requester,
+            entry.stanzaID,
+            "service-unavailable",
+            "wait",
+            "The state shared by the service's processes cannot be reached",
+        )
+
     def _onReply(self, reply, sender, recipient):
-        encoded = self.jat.decode(recipient)
-        entry = self.pending.get((encoded, reply.getAttribute("id")))
+        key = (self.jat.decode(recipient), reply.getAttribute("id"))
+        if self.shared is not None:
+            self._take(key, sender).addCallback(self._replyTaken, key, reply)
+            return
+        entry = self.pending.get(key)
         if entry is None:
             self.stats.drop(reply, "unknown-reply")
         elif entry.resource.jid != sender:
@@ -256,6 +331,50 @@ class IQDispatcher(XMPPHandler):
             self._onErrorReply(entry, reply)
         else:
             self.pending.complete(entry, reply)
+
+    def _take(self, key, sender=""):
+        """
+        Take the entry for C{key} from the shared table (see
+        L{clientproxy.cluster.Cluster.take}); a shutdown waits for it.
+        """
+        d = self.shared.take(key, sender)
+        self._takes.add(d)
+
+        def done(result):
+            self._takes.discard(d)
+            return result
+
+        return d.addBoth(done)
+
+    def _replyTaken(self, data, key, reply):
+        """
+        A reply's entry was looked for in the shared table: route the reply
+        if this process took it.
+        """
+        if data is None:
+            self.stats.drop(reply, "unknown-reply")
+            return
+        if data == 0:
+            self.stats.drop(reply, "reply-from-wrong-resource")
+            return
+        entry = self._local(key, data)
+        if entry.fromTarget:
+            self.pending.complete(entry, reply)
+        elif reply.getAttribute("type") == "error":
+            self._onErrorReply(entry, reply)
+        else:
+            self.pending.complete(entry, reply)
+
+    def _local(self, key, data):
+        """
+        The entry for C{key}, just taken from the shared table: this
+        process's own, or one built from C{data} (another added it).
+        """
+        entry = self.pending.get(key)
+        if entry is None:
+            entry = self.shared.entryFrom(key, data)
+        entry.taken = True
+        return entry
 
     def _onErrorReply(self, entry, reply):
         """
@@ -274,6 +393,8 @@ class IQDispatcher(XMPPHandler):
         if not self.selector.refused(resource, feature):
             self.pending.complete(entry, reply)
             return
+        if self.shared is not None:
+            self.shared.refused(resource.jid, feature)
         entry.tried = (entry.tried or ()) + (resource,)
         other = self.selector.choose(feature, key, entry.requester, exclude=entry.tried)
         if other is None:
@@ -292,13 +413,43 @@ class IQDispatcher(XMPPHandler):
     def _resend(self, entry, other, why):
         """
         Send the request of C{entry} again, to C{other}, as first sent but
-        for its recipient (kept as sent, for the next time).
+        for its recipient (kept as sent, for the next time). With a shared
+        table, C{entry} was taken from it, perhaps from another process:
+        it is this process's own from now on.
         """
         request = entry.request = retarget(entry.request, entry.resource.jid, other.jid)
-        self.pending.reassign(entry, other)
-        self.stats.requests[why] += 1
-        self.stats.resources[other.jid]["requests"] += 1
-        self.send(request)
+        if self.pending.get(entry.key) is entry:
+            self.pending.reassign(entry, other)
+        else:
+            entry.resource = other
+            self.pending.adopt(entry)
+        if self.shared is None:
+            self._forward(entry, request, why)
+        else:
+            self._recordThenForward(entry, request, why)
+
+    def _answer(self, entry, outcome):
+        """
+        The pending table's way out: with a shared table, an entry this
+        process has not taken yet (a timeout, a shutdown) is taken first,
+        and answered only if this process got it. If Redis cannot be
+        reached, the answer goes anyway: this process owns the entry.
+        """
+        if entry.taken or not self.shared.reachable:
+            self._settle(entry, outcome)
+            return
+
+        def taken(data):
+            if data:
+                self._settle(entry, outcome)
+            else:
+                self.stats.cluster["answered-elsewhere"] += 1
+
+        def failed(failure):
+            self.shared._failed(failure, "taking a request to answer it")
+            self._settle(entry, outcome)
+
+        self._take(entry.key).addCallbacks(taken, failed)
 
     def _settle(self, entry, outcome):
         """
@@ -391,38 +542,91 @@ class IQDispatcher(XMPPHandler):
         if not self.pending.admitsFromTarget():
             self._refuse(iq, "resource-constraint", text="Too many requests in flight")
             return
-        ownID = "cp%d" % (next(self._ids),)
-        self.pending.add((peer, ownID, REVERSE), sender, resource, stanzaID=stanzaID)
+        ownID = self._ids("cp")
+        entry = self.pending.add((peer, ownID, REVERSE), sender, resource, stanzaID=stanzaID)
         iq["id"] = ownID
         iq["from"] = self.jat.component
         iq["to"] = peer
-        self.stats.requests["forwarded-from-target"] += 1
-        self.send(stanzaBytes(iq))
+        if self.shared is None:
+            self._forward(entry, stanzaBytes(iq), "forwarded-from-target")
+        else:
+            self._recordThenForward(entry, stanzaBytes(iq), "forwarded-from-target")
 
     def _onPeerReply(self, reply, sender):
-        entry = self.pending.get((sender, reply.getAttribute("id"), REVERSE))
+        key = (sender, reply.getAttribute("id"), REVERSE)
+        if self.shared is not None:
+            self._take(key).addCallback(self._peerReplyTaken, key, reply)
+            return
+        entry = self.pending.get(key)
         if entry is None:
             self.stats.drop(reply, "reply-from-outsider")
         else:
             self.pending.complete(entry, reply)
 
+    def _peerReplyTaken(self, data, key, reply):
+        if data:
+            self.pending.complete(self._local(key, data), reply)
+        else:
+            self.stats.drop(reply, "reply-from-outsider")
+
     def _resourceRemoved(self, resource):
         """
         A resource went away with requests in flight: send each C{get} once
         more to another candidate, and fail the rest with
-        C{recipient-unavailable} (a C{set} is not safe to repeat).
+        C{recipient-unavailable} (a C{set} is not safe to repeat). With a
+        shared table, each is taken from it first.
         """
         self._pruneResourceStats()
         for entry in self.pending.entriesOf(resource):
-            other = None
-            if entry.resendable:
-                feature, key = self._describe(entry)
-                other = self.selector.choose(feature, key, entry.requester, entry.tried or ())
-            if other is not None:
-                entry.resendable = False
-                self._resend(entry, other, "retried")
-            else:
-                self.pending.fail(entry, "recipient-unavailable")
+            self._whenTaken(entry, self._retryOrFail)
+
+    def _whenTaken(self, entry, act):
+        """
+        Call C{act(entry)} once this process holds C{entry}: at once
+        without a shared table; after taking it from the shared table (and
+        not at all if another process took it first) otherwise.
+        """
+        if entry.taken:
+            act(entry)
+            return
+
+        def taken(data):
+            if data:
+                entry.taken = True
+                act(entry)
+
+        self._take(entry.key).addCallbacks(taken, self.shared._failed, errbackArgs=("a take",))
+
+    def _retryOrFail(self, entry):
+        other = None
+        if entry.resendable:
+            feature, key = self._describe(entry)
+            other = self.selector.choose(feature, key, entry.requester, entry.tried or ())
+        if other is not None:
+            entry.resendable = False
+            self._resend(entry, other, "retried")
+        else:
+            self.pending.fail(entry, "recipient-unavailable")
+
+    def _adopted(self, entry):
+        """
+        C{entry} belonged to a process gone (L{clientproxy.cluster}): a
+        request of the target to a peer waits on here for the peer's reply;
+        one from outside is sent again if it is a C{get}, and answered
+        C{recipient-unavailable} otherwise.
+        """
+        if entry.fromTarget:
+            self.pending.adopt(entry)
+        else:
+            self._whenTaken(entry, self._retryOrFail)
+
+    def _refusedElsewhere(self, jid, feature):
+        """
+        Another process learnt that resource C{jid} refuses C{feature}.
+        """
+        resource = self.resources.get(jid)
+        if resource is not None:
+            self.selector.refused(resource, feature)
 
     def _pruneResourceStats(self):
         """

@@ -18,6 +18,8 @@ from twisted.logger import Logger
 from twisted.words.xish import domish
 from wokkel.subprotocols import XMPPHandler
 
+from clientproxy.stanzas import StanzaIDs
+
 NS_PING = "urn:xmpp:ping"
 
 #: Seconds of silence from the server before it is pinged (C{--keepalive}).
@@ -43,7 +45,7 @@ class KeepAlive(XMPPHandler):
 
     log = Logger()
 
-    def __init__(self, component, stats, clock, interval=DEFAULT_INTERVAL):
+    def __init__(self, component, stats, clock, interval=DEFAULT_INTERVAL, ids=None):
         XMPPHandler.__init__(self)
         self.component = component
         self.stats = stats
@@ -52,7 +54,7 @@ class KeepAlive(XMPPHandler):
         self._timer = None
         self._pingedAt = None
         self._pongID = None
-        self._ids = 0
+        self._ids = StanzaIDs() if ids is None else ids
 
     def connectionInitialized(self):
         if self.interval:
@@ -105,10 +107,9 @@ class KeepAlive(XMPPHandler):
             self._schedule(self.interval - silent)
 
     def _ping(self, xs):
-        self._ids += 1
         ping = domish.Element((None, "iq"))
         ping["type"] = "get"
-        ping["id"] = "keepalive-%d" % (self._ids,)
+        ping["id"] = self._ids("keepalive")
         ping["from"] = self.component
         ping["to"] = serverDomain(self.component)
         ping.addElement((NS_PING, "ping"))
@@ -126,6 +127,10 @@ class KeepAlive(XMPPHandler):
         if iq.getAttribute("id") == self._pongID:
             self._pongID = None
             iq.handled = True
+            # The server read the ping from this connection and answered;
+            # with several processes (clientproxy.cluster) the answer may
+            # have come on another's connection and been passed on here.
+            self.xmlstream.lastReceived = self.clock.seconds()
             self.xmlstream.removeRoute("iq", self._pong)
 
     def _dead(self, xs, silent):

@@ -250,19 +250,22 @@ class MessageRouter(XMPPHandler):
             self.send(toXml(message))
 
     def _enqueue(self, message, sender):
-        bare = bareOf(sender)
-        if self.store.queueLength() >= self.queueSize:
-            self._queueFull(message, sender, "the queue is full")
-            return
-        if self.store.queueLength(bare) >= self.queuePerSender:
-            self._queueFull(message, sender, "the queue holds its limit from this sender")
-            return
         delay = message.addElement((NS_DELAY, "delay"))
         delay["from"] = self.jat.component
         delay["stamp"] = utcStamp(self.clock)
         message["to"] = self.target
-        self.store.enqueue(bare, toXml(message))
-        self.stats.messages["queued"] += 1
+        # At once from SQLite; from Redis once the bounds were checked there
+        # (clientproxy.redisstore: several processes queue).
+        d = defer.maybeDeferred(
+            self.store.enqueue, bareOf(sender), toXml(message), self.queueSize, self.queuePerSender
+        )
+        d.addCallback(self._enqueued, message, sender)
+
+    def _enqueued(self, refusal, message, sender):
+        if refusal is None:
+            self.stats.messages["queued"] += 1
+        else:
+            self._queueFull(message, sender, refusal)
 
     def _queueFull(self, message, sender, why):
         self.log.warn(
@@ -293,7 +296,10 @@ class MessageRouter(XMPPHandler):
         the reactor, so other stanzas are served in between. Messages that
         arrive meanwhile join the end of the queue, to keep the order.
         """
-        self.deliverQueued()
+        if not self.resources.relaying:
+            # With several processes, the one that received the presence
+            # delivers (clientproxy.cluster).
+            self.deliverQueued()
 
     def deliverQueued(self):
         """
@@ -321,6 +327,7 @@ class MessageRouter(XMPPHandler):
         if not self.resources.available:
             # Every resource left again: the rest stays queued.
             self._draining = False
+            self.store.giveBack(batch)
             return
         for _, stanza in batch:
             self._fanOut(parseStanza(stanza), self.resources.available)

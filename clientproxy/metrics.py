@@ -136,6 +136,14 @@ class ProxyCollector:
             "event",
             lambda p: p.stats.capabilities,
         )
+        yield counter(
+            "clientproxy_shared_state",
+            "With --redis: entries written to and taken from the shared pending table, replies "
+            "passed on to the process that asked, requests taken over from processes gone, "
+            "answers another process gave, Redis errors.",
+            "event",
+            lambda p: p.stats.cluster,
+        )
         yield subscription
         yield gauge(
             "clientproxy_subscribers",

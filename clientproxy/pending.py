@@ -68,6 +68,9 @@ class PendingRequest:
     @ivar resource: the L{clientproxy.resources.Resource} it concerns: the
         one it was sent to, or the one that started it.
     @ivar deadline: when it times out, in the table's clock's seconds.
+    @ivar taken: whether this process holds the right to answer it: with
+        state shared by several processes (L{clientproxy.cluster}), only
+        after taking it from the shared table; always otherwise.
     """
 
     __slots__ = (
@@ -80,6 +83,7 @@ class PendingRequest:
         "tried",
         "resource",
         "deadline",
+        "taken",
     )
 
     def __init__(self, key, requester, stanzaID, via, request, resendable, resource, deadline):
@@ -92,6 +96,7 @@ class PendingRequest:
         self.tried = None
         self.resource = resource
         self.deadline = deadline
+        self.taken = True
 
     @property
     def fromTarget(self):
@@ -220,19 +225,50 @@ class PendingTable:
             self._clock.seconds() + self.timeout,
         )
         self._entries[key] = entry
-        if len(key) == 2:
-            self.fromOutside += 1
-            bare = bareOf(requester)
-            self._held[bare] = self._held.get(bare, 0) + 1
-            resource.pending += 1
-        else:
-            self.fromTarget += 1
+        self._count(entry, 1)
         if self._timer is None:
             self._timer = self._clock.callLater(self.timeout, self._expire)
         elif self._mixedUntil is not None and entry.deadline < self._timer.getTime():
             # A shorter timeout since a reload: this one is due first.
             self._timer.reset(self.timeout)
         return entry
+
+    def adopt(self, entry):
+        """
+        Track an entry another process added (L{clientproxy.cluster}): it
+        keeps its deadline, which may come before those of entries added
+        here already.
+        """
+        self._entries[entry.key] = entry
+        self._count(entry, 1)
+        now = self._clock.seconds()
+        if self._timer is None:
+            self._timer = self._clock.callLater(max(0.0, entry.deadline - now), self._expire)
+        else:
+            last = max(e.deadline for e in self._entries.values())
+            self._mixedUntil = max(last, self._mixedUntil or last)
+            if entry.deadline < self._timer.getTime():
+                self._timer.reset(max(0.0, entry.deadline - now))
+
+    def discard(self, key):
+        """
+        Forget the entry for C{key}, if any, without answering it: another
+        process answered it (L{clientproxy.cluster}).
+        """
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._remove(entry)
+            if not self._entries:
+                self._emptied()
+
+    def discardAll(self):
+        """
+        Forget every entry without answering: the connection is gone and
+        the processes sharing the table answer them (L{clientproxy.cluster}).
+        """
+        for entry in list(self._entries.values()):
+            self._remove(entry)
+        self._emptied()
 
     def reassign(self, entry, resource):
         """
@@ -283,19 +319,31 @@ class PendingTable:
         for entry in list(self._entries.values()):
             self.fail(entry, condition, text)
 
-    def _finish(self, entry, outcome):
-        del self._entries[entry.key]
+    def _count(self, entry, delta):
+        """
+        Count C{entry} in (C{delta} 1) or out (-1) of every bound.
+        """
         if len(entry.key) == 2:
-            self.fromOutside -= 1
+            self.fromOutside += delta
             bare = bareOf(entry.requester)
-            held = self._held[bare] - 1
+            held = self._held.get(bare, 0) + delta
             if held:
                 self._held[bare] = held
             else:
                 del self._held[bare]
-            entry.resource.pending -= 1
+            entry.resource.pending += delta
         else:
-            self.fromTarget -= 1
+            self.fromTarget += delta
+
+    def _remove(self, entry):
+        del self._entries[entry.key]
+        self._count(entry, -1)
+
+    def _finish(self, entry, outcome):
+        # An entry taken from another process's share of the table is
+        # answered without ever having been in this one.
+        if self._entries.get(entry.key) is entry:
+            self._remove(entry)
         try:
             self._answer(entry, outcome)
         finally:

@@ -1,53 +1,99 @@
 # -*- test-case-name: tests.test_redisstore -*-
 """
 The queue and the subscribers of one component in Redis (C{--redis URL}),
-so that a process on another host that takes the component over (a
-standby, see README "Several instances") has them.
+shared by every process serving the component (see L{clientproxy.cluster}
+and README "Several instances"), and the Redis plumbing they use.
 
-It has the interface of L{clientproxy.store.Store}, and one writer at a
-time: the server lets one process hold the component (Prosody refuses a
-second connection), and that process is the only one that handles its
-stanzas. So what the handlers read on the stanza path (the subscribers,
-the queue's lengths in all and per sender) is kept in memory and every
-change is written through to Redis, in order, on one connection; each
-change that touches two keys is one Lua script, so Redis never holds half
-of it. The queued messages themselves stay in Redis only (10,000 of 64 KiB
-would not fit in memory): L{queued} returns a Deferred. L{recount} (on
-every connection to the server) reads it all back, since another process
-may have served the component meanwhile.
+Several processes write at once, so each change is one Lua script, which
+Redis runs alone: a message is queued only if the queue's bounds (checked
+in the script) allow it, and a batch of queued messages is taken off the
+head of the queue by one process only, so each is delivered once. What the
+handlers read on the stanza path (the subscribers, the queue's lengths in
+all and per sender) is mirrored in memory: each script publishes what it
+changed on the component's channel, and the other processes apply it to
+their mirror (the writer has applied it already). The queued messages
+themselves stay in Redis only (10,000 of 64 KiB would not fit in memory):
+L{queued} returns a Deferred. L{recount} (on every connection to the
+server) reads it all back, as the mirror may have missed changes while the
+process was away.
 
 Redis unreachable: the process goes on serving from what it holds in
 memory. The client (txredisapi) reconnects by itself and keeps the writes
-made meanwhile, in order, until Redis answers again (a process taking over
-before then would not have them); reading the queue for a delivery waits
-for it too. A write Redis refuses is logged, once until one succeeds.
+made meanwhile, in order, until Redis answers again; reading the queue for
+a delivery waits for it too. A write Redis refuses is logged, once until
+one succeeds.
 
 Keys, for component C{c}: C{clientproxy:c:subscribers} (a set of bare
 JIDs), C{clientproxy:c:queue} (a list of C{sender NUL stanza}, oldest
 first: no stanza holds a NUL), C{clientproxy:c:senders} (a hash of queued
-messages per sender).
+messages per sender); notices on the channel C{clientproxy:c:events}.
 """
 
+import secrets
 from collections import Counter
 from urllib.parse import urlparse
 
 import txredisapi
 from twisted.internet import defer
+from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.logger import Logger
 
-from clientproxy.store import SubscriberCounts
+from clientproxy.store import QUEUE_REFUSALS, SubscriberCounts
 
+#: Queue a message if the bounds allow: 1 when the queue is full, 2 when
+#: it holds its bound from this sender, 0 when queued.
 ENQUEUE = """
+local size, perSender = tonumber(ARGV[3]), tonumber(ARGV[4])
+if size > 0 and redis.call('LLEN', KEYS[1]) >= size then return 1 end
+if perSender > 0 and tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0') >= perSender then
+    return 2
+end
 redis.call('RPUSH', KEYS[1], ARGV[2])
 redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+redis.call('PUBLISH', ARGV[5], 'store\0' .. ARGV[6] .. '\0+q\0' .. ARGV[1])
+return 0
 """
 
-DELIVERED = """
-redis.call('LTRIM', KEYS[1], #ARGV, -1)
-for _, sender in ipairs(ARGV) do
+#: Take up to ARGV[1] messages off the head of the queue.
+TAKE = """
+local entries = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
+if #entries == 0 then return entries end
+redis.call('LTRIM', KEYS[1], #entries, -1)
+local senders = {}
+for i, entry in ipairs(entries) do
+    local sender = string.sub(entry, 1, string.find(entry, '\0', 1, true) - 1)
+    senders[i] = sender
     if redis.call('HINCRBY', KEYS[2], sender, -1) <= 0 then
         redis.call('HDEL', KEYS[2], sender)
     end
+end
+redis.call('PUBLISH', ARGV[2], 'store\0' .. ARGV[3] .. '\0-q\0' .. table.concat(senders, '\0'))
+return entries
+"""
+
+#: Put taken messages (ARGV[3...], oldest first) back at the head.
+GIVE_BACK = """
+local senders = {}
+for i = #ARGV, 3, -1 do
+    local entry = ARGV[i]
+    local sender = string.sub(entry, 1, string.find(entry, '\0', 1, true) - 1)
+    redis.call('LPUSH', KEYS[1], entry)
+    redis.call('HINCRBY', KEYS[2], sender, 1)
+    table.insert(senders, sender)
+end
+redis.call('PUBLISH', ARGV[1], 'store\0' .. ARGV[2] .. '\0+q\0' .. table.concat(senders, '\0'))
+"""
+
+#: Add (ARGV[3] '+') or remove ('-') a subscriber, and say so if it changed.
+SUBSCRIBER = """
+local changed
+if ARGV[3] == '+' then
+    changed = redis.call('SADD', KEYS[1], ARGV[4])
+else
+    changed = redis.call('SREM', KEYS[1], ARGV[4])
+end
+if changed == 1 then
+    redis.call('PUBLISH', ARGV[1], 'store\0' .. ARGV[2] .. '\0' .. ARGV[3] .. 's\0' .. ARGV[4])
 end
 """
 
@@ -67,18 +113,79 @@ def checkURL(url):
     return parsed.hostname, parsed.port or 6379, int(path or 0)
 
 
+def prefixOf(component):
+    """
+    The start of every Redis key and channel of C{component}.
+    """
+    return "clientproxy:%s:" % (component,)
+
+
 def connect(url):
     """
     A Redis connection for C{url} (see L{checkURL}) that reconnects by
-    itself; commands wait until it is made.
+    itself; commands wait until it is made. Replies are never turned into
+    numbers (a stanza id or a JID may look like one).
     """
     host, port, db = checkURL(url)
-    return txredisapi.lazyConnection(host, port, dbid=db, reconnect=True)
+    return txredisapi.lazyConnection(host, port, dbid=db, reconnect=True, convertNumbers=False)
+
+
+class _Listening(txredisapi.SubscriberProtocol):
+    def connectionMade(self):
+        d = txredisapi.SubscriberProtocol.connectionMade(self)
+        self.factory.current = self
+        channels = sorted(self.factory.channels)
+        if channels:
+            d.addCallback(lambda _: self.subscribe(channels))
+        return d
+
+    def connectionLost(self, why):
+        if self.factory.current is self:
+            self.factory.current = None
+        txredisapi.SubscriberProtocol.connectionLost(self, why)
+
+    def messageReceived(self, pattern, channel, message):
+        self.factory.onMessage(channel, message)
+
+
+class Listener:
+    """
+    A Redis connection subscribed to channels, that reconnects by itself
+    and subscribes again when it does; messages go to C{onMessage(channel,
+    message)}.
+    """
+
+    def __init__(self, url, onMessage, reactor=None):
+        if reactor is None:
+            from twisted.internet import reactor
+        host, port, db = checkURL(url)
+        factory = self._factory = txredisapi.SubscriberFactory(isLazy=True)
+        factory.protocol = _Listening
+        factory.dbid = db
+        factory.convertNumbers = False
+        factory.channels = set()
+        factory.current = None
+        factory.onMessage = onMessage
+        factory.startConnecting(TCP4ClientEndpoint(reactor, host, port))
+
+    def subscribe(self, channel):
+        self._factory.channels.add(channel)
+        if self._factory.current is not None:
+            self._factory.current.subscribe([channel])
+
+    def unsubscribe(self, channel):
+        self._factory.channels.discard(channel)
+        if self._factory.current is not None:
+            self._factory.current.unsubscribe([channel])
+
+    def disconnect(self):
+        return self._factory.disconnect()
 
 
 class RedisStore:
     """
     @ivar redis: the txredisapi connection.
+    @ivar origin: this store's id in the notices it publishes.
     @ivar path: C{None}: no file, so no lock between processes (see
         L{clientproxy.standby.lockFor}).
     """
@@ -88,10 +195,12 @@ class RedisStore:
 
     def __init__(self, redis, component):
         self.redis = redis
-        prefix = "clientproxy:%s:" % (component,)
+        prefix = prefixOf(component)
         self._subscribersKey = prefix + "subscribers"
         self._queueKey = prefix + "queue"
         self._sendersKey = prefix + "senders"
+        self.channel = prefix + "events"
+        self.origin = secrets.token_hex(6)
         self._subscribers = set()
         self._counts = SubscriberCounts()
         self._senders = Counter()
@@ -113,7 +222,7 @@ class RedisStore:
                 self._failing = True
                 self.log.error(
                     "Writing to Redis failed ({why}); serving on from memory, and what is not "
-                    "written is missing for a process that takes over",
+                    "written is missing for the other processes",
                     why=failure.getErrorMessage(),
                 )
 
@@ -149,39 +258,102 @@ class RedisStore:
 
         return d.addCallbacks(loaded, failed)
 
-    def enqueue(self, sender, stanza):
-        self._length += 1
-        self._senders[sender] += 1
-        self._write(
+    def noticed(self, message):
+        """
+        Apply a change another process published (C{store NUL origin NUL
+        change NUL arguments}) to the mirror.
+        """
+        _, origin, change, rest = message.split("\0", 3)
+        if origin == self.origin:
+            return
+        if change == "+q":
+            self._queued(rest.split("\0"), 1)
+        elif change == "-q":
+            self._queued(rest.split("\0"), -1)
+        elif change == "+s":
+            self._added(rest)
+        elif change == "-s":
+            self._removed(rest)
+
+    def _queued(self, senders, delta):
+        for sender in senders:
+            self._length += delta
+            count = self._senders[sender] + delta
+            if count > 0:
+                self._senders[sender] = count
+            else:
+                del self._senders[sender]
+
+    def enqueue(self, sender, stanza, queueSize=0, queuePerSender=0):
+        """
+        Queue C{stanza} from C{sender} if the bounds (0: none) allow.
+
+        @return: a Deferred that fires with C{None} once it is queued, or
+            with why the queue refused it.
+        """
+        d = self._write(
             self.redis.eval(
                 ENQUEUE,
                 keys=[self._queueKey, self._sendersKey],
-                args=[sender, sender + "\0" + stanza],
+                args=[
+                    sender,
+                    sender + "\0" + stanza,
+                    queueSize,
+                    queuePerSender,
+                    self.channel,
+                    self.origin,
+                ],
             )
         )
 
+        def done(answer):
+            if answer is None:
+                # Redis is unreachable: the message cannot be kept.
+                return "the queue cannot be reached"
+            if int(answer):
+                return QUEUE_REFUSALS[int(answer)]
+            self._queued([sender], 1)
+
+        return d.addCallback(done)
+
     def queued(self, limit=-1):
         """
-        The oldest queued messages, at most C{limit}, as C{(id, stanza)}:
-        a Deferred. The id is the sender: messages leave from the head.
+        Take the oldest queued messages, at most C{limit}, off the queue,
+        as C{(id, stanza)}: a Deferred. Taken, because another process may
+        be delivering too: each message goes to one of them. L{giveBack}
+        returns what could not be delivered.
         """
-        end = -1 if limit < 0 else limit - 1
-        d = self.redis.lrange(self._queueKey, 0, end)
-        return d.addCallback(lambda entries: [tuple(e.split("\0", 1)) for e in entries])
+        d = self.redis.eval(
+            TAKE,
+            keys=[self._queueKey, self._sendersKey],
+            args=[limit if limit > 0 else 2**31, self.channel, self.origin],
+        )
+
+        def taken(entries):
+            batch = [tuple(entry.split("\0", 1)) for entry in entries]
+            self._queued([sender for sender, _ in batch], -1)
+            return batch
+
+        return d.addCallback(taken)
 
     def delivered(self, ids):
         """
-        Forget the first C{len(ids)} queued messages (from L{queued}, whose
-        ids are their senders).
+        Nothing to do: L{queued} took them off the queue already.
         """
-        for sender in ids:
-            self._length -= 1
-            self._senders[sender] -= 1
-            if self._senders[sender] <= 0:
-                del self._senders[sender]
-        if ids:
+
+    def giveBack(self, batch):
+        """
+        Put a batch from L{queued} back at the head of the queue, in order.
+        """
+        if batch:
+            self._queued([sender for sender, _ in batch], 1)
+            entries = [sender + "\0" + stanza for sender, stanza in batch]
             self._write(
-                self.redis.eval(DELIVERED, keys=[self._queueKey, self._sendersKey], args=list(ids))
+                self.redis.eval(
+                    GIVE_BACK,
+                    keys=[self._queueKey, self._sendersKey],
+                    args=[self.channel, self.origin] + entries,
+                )
             )
 
     def queueLength(self, sender=None):
@@ -198,14 +370,33 @@ class RedisStore:
     def subscriberCount(self, domain=None):
         return self._counts.count(domain)
 
-    def addSubscriber(self, jid):
+    def _added(self, jid):
         if jid not in self._subscribers:
             self._subscribers.add(jid)
             self._counts.add(jid)
-            self._write(self.redis.sadd(self._subscribersKey, jid))
+            return True
+        return False
 
-    def removeSubscriber(self, jid):
+    def _removed(self, jid):
         if jid in self._subscribers:
             self._subscribers.discard(jid)
             self._counts.remove(jid)
-            self._write(self.redis.srem(self._subscribersKey, jid))
+            return True
+        return False
+
+    def _changeSubscriber(self, change, jid):
+        self._write(
+            self.redis.eval(
+                SUBSCRIBER,
+                keys=[self._subscribersKey],
+                args=[self.channel, self.origin, change, jid],
+            )
+        )
+
+    def addSubscriber(self, jid):
+        if self._added(jid):
+            self._changeSubscriber("+", jid)
+
+    def removeSubscriber(self, jid):
+        if self._removed(jid):
+            self._changeSubscriber("-", jid)

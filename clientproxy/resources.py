@@ -59,6 +59,9 @@ class ResourceSet:
     @ivar accept: compiled C{--resources} filter, or C{None} for all. It is
         searched (not anchored) in the resource name: C{^focus$} for an
         exact name.
+    @ivar relaying: true while presence another process received is
+        handled (L{clientproxy.cluster}): what is done once for all (the
+        service's presence, the queue's delivery) is left to that process.
     @ivar version: a number that changes whenever a resource comes, goes,
         or changes what it announces or supports: what is derived from
         the set can be cached against it.
@@ -72,6 +75,7 @@ class ResourceSet:
         self._capsObservers = []
         self.accept = re.compile(accept) if isinstance(accept, str) else accept
         self.version = 0
+        self.relaying = False
 
     def __len__(self):
         return len(self.available)

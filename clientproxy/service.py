@@ -10,6 +10,7 @@ and the tests' in-memory harness uses the same L{makeHandlers}.
 """
 
 from clientproxy.capabilities import CapabilityLearner
+from clientproxy.cluster import Cluster
 from clientproxy.connection import ProxyComponent
 from clientproxy.dispatch import IQDispatcher
 from clientproxy.instances import InstanceProbe
@@ -26,7 +27,7 @@ from clientproxy.servicepresence import (
     ServicePresence,
 )
 from clientproxy.stats import Stats
-from clientproxy.redisstore import RedisStore, connect as connectRedis
+from clientproxy.redisstore import Listener, RedisStore, connect as connectRedis
 from clientproxy.standby import lockFor
 from clientproxy.store import Store, storePath
 from clientproxy.strategies import DEFAULT, makeStrategy
@@ -40,13 +41,17 @@ class Handlers:
     The handlers of one proxy and what they share, in the order they are
     attached to the stream (L{all}): the target's presence is seen before
     the service's own presence handler.
+
+    @ivar cluster: the L{Cluster} through which several processes share
+        their state, or C{None} for a process alone.
     """
 
-    def __init__(self, stats, policy, resources, store, **handlers):
+    def __init__(self, stats, policy, resources, store, cluster=None, **handlers):
         self.stats = stats
         self.policy = policy
         self.resources = resources
         self.store = store
+        self.cluster = cluster
         self.keepalive = handlers["keepalive"]
         self.instances = handlers["instances"]
         self.presence = handlers["presence"]
@@ -56,7 +61,7 @@ class Handlers:
         self.servicePresence = handlers["servicePresence"]
 
     def all(self):
-        return [
+        handlers = [
             self.keepalive,
             self.instances,
             self.presence,
@@ -65,6 +70,9 @@ class Handlers:
             self.messages,
             self.servicePresence,
         ]
+        if self.cluster is not None:
+            handlers.append(self.cluster)
+        return handlers
 
 
 def makeHandlers(
@@ -94,6 +102,8 @@ def makeHandlers(
     deny=(),
     keepalive=DEFAULT_INTERVAL,
     probeInstances=True,
+    redis=None,
+    listen=None,
 ):
     """
     Build the handlers of the proxy from component C{jid} to C{target}.
@@ -128,7 +138,12 @@ def makeHandlers(
     @param keepalive: seconds of silence from the server before it is
         pinged (0: off).
     @param probeInstances: whether to look for other processes connected
-        as the same component (L{clientproxy.instances}).
+        as the same component (L{clientproxy.instances}); not with
+        C{redis}, where several are expected.
+    @param redis: a txredisapi connection: the state is shared with the
+        other processes serving the component (L{clientproxy.cluster}).
+    @param listen: with C{redis}, called as C{listen(onMessage)} for the
+        L{clientproxy.redisstore.Listener} of the component's channels.
     @rtype: L{Handlers}
     """
     if isinstance(strategy, str):
@@ -137,15 +152,24 @@ def makeHandlers(
     available = ResourceSet(resources)
     policy = Policy(clock, allow, deny, rate, burst, maxStanzaSize, domainRate, domainBurst)
     selector = Selector(available, strategy, clock, matchFeatures, Affinity(affinity), refusalTTL)
+    cluster = ids = None
+    if redis is not None:
+        shared = store if isinstance(store, RedisStore) else None
+        cluster = Cluster(jid, target, redis, listen, available, stats, clock, shared)
+        ids = cluster.ids
+        probeInstances = False
     return Handlers(
         stats,
         policy,
         available,
         store,
-        keepalive=KeepAlive(jid, stats, clock, keepalive),
+        cluster,
+        keepalive=KeepAlive(jid, stats, clock, keepalive, ids),
         instances=InstanceProbe(jid, stats, clock, probeInstances),
         presence=TargetPresence(jid, target, available, stats, clock),
-        capabilities=CapabilityLearner(jid, available, stats, clock, enabled=matchFeatures != OFF),
+        capabilities=CapabilityLearner(
+            jid, available, stats, clock, enabled=matchFeatures != OFF, ids=ids
+        ),
         dispatcher=IQDispatcher(
             jid,
             target,
@@ -158,6 +182,8 @@ def makeHandlers(
             maxPending,
             maxPendingPerRequester,
             maxPendingFromTarget,
+            ids,
+            cluster,
         ),
         messages=MessageRouter(
             jid, target, available, store, stats, clock, policy, queuePerSender, queueSize
@@ -193,9 +219,11 @@ def makeProxy(
 
     @param jid: the component's JID (a string, already normalised).
     @param target: the target's bare JID (a string, already normalised).
-    @param redis: a C{redis://host:port/db} URL: the queue and the
-        subscribers are kept there (L{clientproxy.redisstore}) instead of
-        in C{dataDir}.
+    @param redis: a C{redis://host:port/db} URL: the requests in flight,
+        the target's resources, the queue and the subscribers are shared
+        there with the other processes serving the component
+        (L{clientproxy.cluster}, L{clientproxy.redisstore}); C{dataDir} is
+        not used.
     @param dataDir: the directory of the store (queued messages, service
         subscribers); C{None} keeps them in memory only (tests).
     @param grace: seconds requests in flight get when the service stops.
@@ -211,7 +239,10 @@ def makeProxy(
     if reactor is None:
         from twisted.internet import reactor
     if redis is not None:
-        store = RedisStore(connectRedis(redis), jid)
+        url = redis
+        redis = connectRedis(url)
+        store = RedisStore(redis, jid)
+        options.update(redis=redis, listen=lambda onMessage: Listener(url, onMessage, reactor))
     else:
         store = Store(":memory:" if dataDir is None else storePath(dataDir, jid))
     handlers = makeHandlers(jid, target, reactor, store, **options)

@@ -122,11 +122,15 @@ class ServicePresence(XMPPHandler):
 
     def _show(self, available):
         """
-        Tell every subscriber when the service's state changes.
+        Tell every subscriber when the service's state changes (unless the
+        change comes from presence another process received and told them
+        of, see L{clientproxy.cluster}).
         """
         if available == self.available:
             return
         self.available = available
+        if self.resources.relaying:
+            return
         subscribers = self.store.subscribers()
         for subscriber in subscribers:
             self.send(self.current(subscriber))

@@ -83,3 +83,24 @@ def splitJID(address):
     """
     bare, _, resource = address.partition("/")
     return bare, resource
+
+
+class StanzaIDs:
+    """
+    The ids of the requests the component starts itself (keepalive pings,
+    disco#info queries, requests of the target to peers): C{kind-N}, after
+    L{prefix}.
+
+    @ivar prefix: empty for a process alone; with state shared by several
+        processes, C{<instance id>.}, so that a reply the server hands to
+        another process's connection can be passed to the one that asked
+        (L{clientproxy.cluster}), and ids never clash between processes.
+    """
+
+    def __init__(self, prefix=""):
+        self.prefix = prefix
+        self._count = 0
+
+    def __call__(self, kind):
+        self._count += 1
+        return "%s%s-%d" % (self.prefix, kind, self._count)

@@ -70,6 +70,7 @@ class Stats:
         self.presence = Counter()
         self.keepalive = Counter()
         self.capabilities = Counter()
+        self.cluster = Counter()
         self.resources = defaultdict(Counter)
         self.dropped = Counter()
         self.reconnects = 0

@@ -16,6 +16,9 @@ from collections import Counter
 
 from clientproxy.stanzas import domainOf
 
+#: Why the queue refused a message.
+QUEUE_REFUSALS = {1: "the queue is full", 2: "the queue holds its limit from this sender"}
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS queue (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -102,11 +105,18 @@ class Store:
     def close(self):
         self._db.close()
 
-    def enqueue(self, sender, stanza):
+    def enqueue(self, sender, stanza, queueSize=0, queuePerSender=0):
         """
         Append a message (serialised) from C{sender} (a bare JID) to the
-        queue.
+        queue, if it holds fewer than C{queueSize} in all and fewer than
+        C{queuePerSender} from C{sender} (0: no bound).
+
+        @return: C{None} once queued, or why the queue refused it.
         """
+        if queueSize and self.queueLength() >= queueSize:
+            return QUEUE_REFUSALS[1]
+        if queuePerSender and self.queueLength(sender) >= queuePerSender:
+            return QUEUE_REFUSALS[2]
         self._db.execute("INSERT INTO queue (sender, stanza) VALUES (?, ?)", (sender, stanza))
 
     def queued(self, limit=-1):
@@ -123,6 +133,11 @@ class Store:
         Forget the queued messages C{ids}: they have been delivered.
         """
         self._db.executemany("DELETE FROM queue WHERE id = ?", [(i,) for i in ids])
+
+    def giveBack(self, batch):
+        """
+        Nothing to do: L{queued} only reads, L{delivered} removes.
+        """
 
     def queueLength(self, sender=None):
         """

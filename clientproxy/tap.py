@@ -110,8 +110,9 @@ class Options(usage.Options):
             "redis",
             None,
             None,
-            "Keep queued messages and service subscribers in Redis instead (redis://host:port/db), "
-            "shared with processes on other hosts that take over the component.",
+            "Share the requests in flight, the target's resources, queued messages and service "
+            "subscribers in Redis (redis://host:port/db) with the other processes serving the "
+            "component (see README, Several instances).",
         ],
         [
             "queue-per-sender",

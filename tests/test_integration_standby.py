@@ -22,7 +22,7 @@ from twisted.internet import defer, reactor, task
 from clientproxy.store import storePath
 from clientproxy.testing.ejabberd import ThrowawayEjabberd
 from clientproxy.testing.prosody import ThrowawayProsody
-from clientproxy.testing.redis import ThrowawayRedis
+from clientproxy.testing.redis import startRedis
 from clientproxy.testing.twistd import ComponentProcess
 from tests.integration import (
     COMPONENT,
@@ -186,10 +186,7 @@ class RedisStandbyOnProsody(Processes, ServerTestCase):
     @defer.inlineCallbacks
     def setUp(self):
         yield ServerTestCase.setUp(self)
-        self.redis = ThrowawayRedis()
-        self.addCleanup(self.redis.cleanUp)
-        self.addCleanup(self.redis.stop)
-        yield self.redis.start()
+        self.redis = yield startRedis(self)
 
     @defer.inlineCallbacks
     def queued(self):

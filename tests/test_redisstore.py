@@ -9,7 +9,7 @@ from twisted.internet import defer
 from twisted.trial import unittest
 
 from clientproxy.redisstore import RedisStore, checkURL, connect
-from clientproxy.testing.redis import ThrowawayRedis
+from clientproxy.testing.redis import startRedis
 
 COMPONENT = "proxy.example.org"
 
@@ -19,10 +19,7 @@ class RedisStoreTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def setUp(self):
-        self.redis = ThrowawayRedis()
-        self.addCleanup(self.redis.cleanUp)
-        self.addCleanup(self.redis.stop)
-        yield self.redis.start()
+        self.redis = yield startRedis(self)
 
     def store(self):
         store = RedisStore(connect(self.redis.url), COMPONENT)
@@ -50,8 +47,8 @@ class RedisStoreTests(unittest.TestCase):
         first.addSubscriber("bob@example.net")
         first.removeSubscriber("bob@example.net")
         for n in range(3):
-            first.enqueue("alice@example.org", "<message id='%d'/>" % n)
-        first.enqueue("carol@example.org", "<message id='c'/>")
+            yield first.enqueue("alice@example.org", "<message id='%d'/>" % n)
+        yield first.enqueue("carol@example.org", "<message id='c'/>")
         self.assertEqual((first.queueLength(), first.queueLength("alice@example.org")), (4, 3))
         yield self.settle(first)
 
@@ -71,25 +68,51 @@ class RedisStoreTests(unittest.TestCase):
 
         third = self.store()
         yield third.recount()
+        self.assertEqual((third.queueLength(), third.queueLength("carol@example.org")), (2, 1))
         rest = yield third.queued()
         self.assertEqual([s for _, s in rest], ["<message id='2'/>", "<message id='c'/>"])
-        self.assertEqual((third.queueLength(), third.queueLength("carol@example.org")), (2, 1))
+        self.assertEqual(third.queueLength(), 0)
+
+    @defer.inlineCallbacks
+    def test_boundsAndTaking(self):
+        """
+        The queue's bounds are checked in Redis, where every process
+        queues: a message over them is refused with the reason. A batch is
+        taken by one store only; one given back is at the head again, in
+        order.
+        """
+        first, second = self.store(), self.store()
+        self.assertIsNone((yield first.enqueue("a@x", "<m1/>", 3, 2)))
+        self.assertIsNone((yield second.enqueue("a@x", "<m2/>", 3, 2)))
+        refused = yield first.enqueue("a@x", "<m3/>", 3, 2)
+        self.assertEqual(refused, "the queue holds its limit from this sender")
+        self.assertIsNone((yield second.enqueue("b@x", "<m4/>", 3, 2)))
+        self.assertEqual((yield first.enqueue("c@x", "<m5/>", 3, 2)), "the queue is full")
+        taken, none = yield defer.gatherResults([first.queued(2), second.queued(2)])
+        self.assertEqual([s for _, s in taken + none], ["<m1/>", "<m2/>", "<m4/>"])
+        first.giveBack(taken)
+        yield self.settle(first)
+        rest = yield second.queued()
+        self.assertEqual([s for _, s in rest], ["<m1/>", "<m2/>"])
 
     @defer.inlineCallbacks
     def test_redisGone(self):
         """
         With Redis gone, the store serves on from memory; what it writes
         meanwhile waits in the client, in order, and reaches Redis once it
-        answers again.
+        answers again; a message is queued once Redis has checked the
+        queue's bounds.
         """
         store = self.store()
         yield store.recount()
         yield self.redis.stop()
         for n in range(5):
             store.addSubscriber("user%d@example.org" % (n,))
-        store.enqueue("alice@example.org", "<message/>")
-        self.assertEqual((store.subscriberCount(), store.queueLength()), (5, 1))
+        queued = store.enqueue("alice@example.org", "<message/>")
+        self.assertEqual((store.subscriberCount(), store.queueLength()), (5, 0))
         yield self.redis.start()
+        self.assertIsNone((yield queued))
+        self.assertEqual(store.queueLength(), 1)
         yield self.settle(store)
         other = self.store()
         yield other.recount()

@@ -140,6 +140,7 @@ class Client:
 
     @ivar jid: the full JID the server bound, once connected.
     @ivar requests: every IQ request received, in order.
+    @ivar replies: every IQ reply received, in order.
     @ivar presences: every presence received, in order.
     @ivar messages: every message received, in order.
     @ivar onRequest: called with each IQ get/set received; returns the reply
@@ -171,6 +172,7 @@ class Client:
         self.reactor = reactor
         self.xmlstream = None
         self.requests = []
+        self.replies = []
         self.presences = []
         self.messages = []
         self._waiting = {}
@@ -329,6 +331,7 @@ class Client:
         d.addCallback(answer)
 
     def _onReply(self, iq):
+        self.replies.append(iq)
         d = self._waiting.pop(iq.getAttribute("id"), None)
         if d is not None:
             d.callback(iq)

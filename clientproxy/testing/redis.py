@@ -6,6 +6,7 @@ shared by several clientproxy processes.
 
 import os
 
+from twisted.internet import defer
 from twisted.internet import reactor as globalReactor
 
 from clientproxy.testing.server import ThrowawayServer, freePort
@@ -41,3 +42,18 @@ class ThrowawayRedis(ThrowawayServer):
         argv += ["--save", "", "--appendonly", "no", "--dir", self.directory]
         argv += ["--logfile", self.log]
         return "redis-server", argv, dict(os.environ)
+
+
+@defer.inlineCallbacks
+def startRedis(testCase):
+    """
+    Start a L{ThrowawayRedis} for C{testCase}; it is stopped and removed at
+    the test's clean-up.
+
+    @return: a Deferred that fires with it, once it answers.
+    """
+    redis = ThrowawayRedis()
+    testCase.addCleanup(redis.cleanUp)
+    testCase.addCleanup(redis.stop)
+    yield redis.start()
+    return redis

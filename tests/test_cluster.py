@@ -1,0 +1,216 @@
+"""
+Tests for L{clientproxy.cluster}: several processes of one component
+sharing their state in a real Redis (Debian's redis-server, a throwaway
+one on a loopback port). Each process is the real assembly of handlers on
+an in-memory stream (L{tests.helpers.Harness}), so the test plays the
+server: it decides which process receives each stanza, as ejabberd does at
+random. Redis answers asynchronously, so the tests wait for what they
+expect, bounded by L{waitFor}.
+"""
+
+from twisted.internet import defer, reactor
+from twisted.internet.task import deferLater
+from twisted.trial import unittest
+
+from clientproxy.cluster import HEARTBEAT
+from clientproxy.redisstore import Listener, RedisStore, connect
+from clientproxy.testing.redis import startRedis
+from tests.helpers import COMPONENT, TARGET, Harness, errorCondition
+
+REQUESTER = "alice@example.org/abc"
+
+
+@defer.inlineCallbacks
+def waitFor(condition, timeout=5.0):
+    """
+    Wait until C{condition()} is true (Redis and its channels answer on
+    the real reactor), at most C{timeout} seconds.
+    """
+    for _ in range(int(timeout / 0.01)):
+        if condition():
+            return
+        yield deferLater(reactor, 0.01, lambda: None)
+    raise AssertionError("not within %s s: %r" % (timeout, condition))
+
+
+class ClusterTests(unittest.TestCase):
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.redis = yield startRedis(self)
+
+    def process(self, name):
+        """
+        One process of the component, sharing its state through Redis.
+        """
+        redis = connect(self.redis.url)
+        store = RedisStore(redis, COMPONENT)
+        listeners = []
+
+        def listen(onMessage):
+            listener = Listener(self.redis.url, onMessage)
+            listeners.append(listener)
+            return listener
+
+        harness = Harness(store=store, redis=redis, listen=listen)
+        harness.name = name
+        self.addCleanup(lambda: [listener.disconnect() for listener in listeners])
+        self.addCleanup(redis.disconnect)
+        beat = harness.handlers.cluster._beat
+        self.addCleanup(lambda: beat.running and beat.stop())
+        return harness
+
+    @defer.inlineCallbacks
+    def processes(self, count=2):
+        """
+        C{count} processes, each subscribed to the channels and heard of
+        by Redis; the target's resource C{a} online (seen by the first,
+        passed on to the others).
+        """
+        processes = [self.process(chr(ord("A") + n)) for n in range(count)]
+        for p in processes:
+            yield p.handlers.cluster.redis.ping()
+        # A presence published before the others subscribe would be lost.
+        yield waitFor(lambda: all(p.handlers.cluster.listener._factory.current for p in processes))
+        yield deferLater(reactor, 0.05, lambda: None)
+        processes[0].online("a")
+        yield waitFor(lambda: all(TARGET + "/a" in p.resources for p in processes))
+        for p in processes:
+            p.take()
+        return processes
+
+    def collect(self, *processes):
+        """
+        Everything the processes sent since the last call, in one list.
+        """
+        out = []
+        for p in processes:
+            out.extend(p.take())
+        return out
+
+    @defer.inlineCallbacks
+    def forwarded(self, process, **request):
+        """
+        Send a request to C{process}, and wait until it forwarded it (once
+        its entry is in Redis).
+        """
+        out = []
+        process.request(**request)
+        yield waitFor(lambda: out.extend(process.take()) or out)
+        return out
+
+    @defer.inlineCallbacks
+    def test_replyReachesAnotherProcess(self):
+        """
+        A reply that reaches a process other than the one that forwarded
+        the request is routed to the requester by it, once; the first
+        forgets the request and sends nothing when its timeout passes.
+        """
+        a, b = yield self.processes()
+        (forwarded,) = yield self.forwarded(a, requester=REQUESTER, stanzaID="q1")
+        self.assertEqual(forwarded["to"], TARGET + "/a")
+        self.assertEqual(forwarded["id"], "q1")
+        b.reply("a", requester=forwarded["from"].split("/", 1)[1], stanzaID="q1")
+        out = []
+        yield waitFor(lambda: out.extend(b.take()) or out)
+        (answer,) = out
+        self.assertEqual((answer["type"], answer["to"], answer["id"]), ("result", REQUESTER, "q1"))
+        yield waitFor(lambda: len(a.pending) == 0)
+        a.clock.advance(31)
+        yield a.handlers.cluster.redis.ping()
+        self.assertEqual(self.collect(a, b), [])
+
+    @defer.inlineCallbacks
+    def test_replyAndTimeoutRace(self):
+        """
+        The reply reaches one process as the timeout passes on the other:
+        the requester gets exactly one answer.
+        """
+        a, b = yield self.processes()
+        requests = []
+        for n in range(20):
+            requests.extend((yield self.forwarded(a, stanzaID="r%d" % n)))
+        for request in requests:
+            b.reply("a", requester=request["from"].split("/", 1)[1], stanzaID=request["id"])
+        a.clock.advance(31)
+        answers = []
+        yield waitFor(lambda: answers.extend(self.collect(a, b)) or len(answers) >= 20)
+        yield deferLater(reactor, 0.2, lambda: None)
+        answers.extend(self.collect(a, b))
+        self.assertEqual(sorted(s["id"] for s in answers), sorted(r["id"] for r in requests))
+
+    @defer.inlineCallbacks
+    def test_processGone(self):
+        """
+        The requests held by a process that went away are taken over by
+        another within a heartbeat or two: a C{get} is sent again, a
+        C{set} is answered C{recipient-unavailable}; the reply to the
+        C{get} sent again is routed.
+        """
+        a, b = yield self.processes()
+        yield self.forwarded(a, stanzaID="g", kind="get")
+        yield self.forwarded(a, stanzaID="s", kind="set")
+        a.manager.disconnect()
+        yield a.handlers.cluster.redis.ping()
+        out = []
+        b.clock.advance(HEARTBEAT)
+        yield waitFor(lambda: out.extend(b.take()) or len(out) >= 2)
+        byID = {s["id"]: s for s in out}
+        self.assertEqual(byID["g"]["to"], TARGET + "/a")
+        self.assertEqual(byID["s"]["to"], REQUESTER)
+        self.assertEqual(errorCondition(byID["s"]), ("recipient-unavailable", "wait"))
+        b.reply("a", requester=byID["g"]["from"].split("/", 1)[1], stanzaID="g")
+        yield waitFor(lambda: out.extend(b.take()) or len(out) >= 3)
+        self.assertEqual((out[2]["type"], out[2]["to"]), ("result", REQUESTER))
+        self.assertEqual(b.stats.cluster["adopted"], 2)
+
+    @defer.inlineCallbacks
+    def test_presenceShared(self):
+        """
+        Presence of the target one process receives reaches the others'
+        view; the service's subscribers are told once, by that process.
+        """
+        a, b, c = yield self.processes(3)
+        a.offline("a")
+        yield waitFor(lambda: all(len(p.resources) == 0 for p in (a, b, c)))
+        c.online("b")
+        yield waitFor(lambda: all(TARGET + "/b" in p.resources for p in (a, b, c)))
+        self.assertEqual([p.servicePresence.available for p in (a, b, c)], [True] * 3)
+        self.assertEqual([p.stats.presence["broadcasts"] for p in (a, b, c)], [2, 0, 1])
+
+    @defer.inlineCallbacks
+    def test_queuedMessageDeliveredOnce(self):
+        """
+        A message queued through one process while the target is offline is
+        delivered once, by the process that sees a resource come online.
+        """
+        a, b = yield self.processes()
+        a.offline("a")
+        yield waitFor(lambda: len(b.resources) == 0)
+        a.receive(
+            "<message from='%s' to='%s' id='m1'><body>hi</body></message>" % (REQUESTER, COMPONENT)
+        )
+        yield waitFor(lambda: b.handlers.store.queueLength() == 1)
+        b.online("c")
+        delivered = []
+        yield waitFor(lambda: delivered.extend(self.collect(a, b)) or delivered)
+        yield deferLater(reactor, 0.2, lambda: None)
+        delivered.extend(self.collect(a, b))
+        self.assertEqual([(m.name, m["id"]) for m in delivered], [("message", "m1")])
+        self.assertEqual((a.handlers.store.queueLength(), b.handlers.store.queueLength()), (0, 0))
+
+    @defer.inlineCallbacks
+    def test_redisUnreachable(self):
+        """
+        With Redis silent for a heartbeat, a new request is refused with
+        C{service-unavailable} (wait) rather than sent.
+        """
+        (a,) = yield self.processes(1)
+        yield self.redis.stop()
+        a.clock.advance(HEARTBEAT)
+        a.clock.advance(HEARTBEAT)
+        yield waitFor(lambda: not a.handlers.cluster.reachable)
+        a.request(stanzaID="x")
+        (refusal,) = a.take()
+        self.assertEqual(errorCondition(refusal), ("service-unavailable", "wait"))
