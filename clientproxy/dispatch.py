@@ -335,8 +335,11 @@ class IQDispatcher(XMPPHandler):
     def _take(self, key, sender=""):
         """
         Take the entry for C{key} from the shared table (see
-        L{clientproxy.cluster.Cluster.take}); a shutdown waits for it.
+        L{clientproxy.cluster.Cluster.take}); a shutdown waits for it. A
+        reply without an id, or to no encoded address, matches nothing.
         """
+        if None in key:
+            return defer.succeed(None)
         d = self.shared.take(key, sender)
         self._takes.add(d)
 

@@ -8,6 +8,7 @@ random. Redis answers asynchronously, so the tests wait for what they
 expect, bounded by L{waitFor}.
 """
 
+from hypothesis import given, settings, strategies as st
 from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
 from twisted.trial import unittest
@@ -16,6 +17,8 @@ from clientproxy.cluster import HEARTBEAT
 from clientproxy.redisstore import Listener, RedisStore, connect
 from clientproxy.testing.redis import startRedis
 from tests.helpers import COMPONENT, TARGET, Harness, errorCondition
+from tests.test_properties import RECIPIENTS, RESOURCES, attribute, stanzas
+from tests.xmlgen import readStanzas
 
 REQUESTER = "alice@example.org/abc"
 
@@ -33,7 +36,11 @@ def waitFor(condition, timeout=5.0):
     raise AssertionError("not within %s s: %r" % (timeout, condition))
 
 
-class ClusterTests(unittest.TestCase):
+class SharedProcesses(unittest.TestCase):
+    """
+    Processes of one component in memory, sharing a throwaway Redis.
+    """
+
     timeout = 60
 
     @defer.inlineCallbacks
@@ -100,6 +107,8 @@ class ClusterTests(unittest.TestCase):
         yield waitFor(lambda: out.extend(process.take()) or out)
         return out
 
+
+class ClusterTests(SharedProcesses):
     @defer.inlineCallbacks
     def test_replyReachesAnotherProcess(self):
         """
@@ -214,3 +223,78 @@ class ClusterTests(unittest.TestCase):
         a.request(stanzaID="x")
         (refusal,) = a.take()
         self.assertEqual(errorCondition(refusal), ("service-unavailable", "wait"))
+
+
+#: Replies from the target's resources, to any address of the component,
+#: with any id: what the shared table is looked up by, most often.
+targetReplies = st.builds(
+    lambda type_, sender, recipient, ident: (
+        "<iq%s%s%s%s/>"
+        % (
+            attribute("type", type_),
+            attribute("from", sender),
+            attribute("to", recipient),
+            attribute("id", ident),
+        ),
+        "iq",
+        type_,
+        sender,
+    ),
+    st.sampled_from(["result", "error"]),
+    st.sampled_from(RESOURCES),
+    st.one_of(st.none(), st.sampled_from(RECIPIENTS)),
+    st.one_of(st.none(), st.sampled_from(["1", "2", "cp-1", "x.caps-1", "", "\u2603"])),
+)
+
+
+class HostileSharedTests(SharedProcesses):
+    """
+    The fuzz run of L{tests.test_properties} with two processes sharing a
+    real Redis: hostile stanzas go to either process at random, as
+    ejabberd hands them out. Whatever comes in, no exception leaves a
+    handler or a callback of a Redis answer (trial fails a test with an
+    error logged), and whatever either process writes is well-formed and
+    goes only where it may.
+    """
+
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def test_hostileStanzas(self):
+        a, b = yield self.processes()
+        for p in (a, b):
+            p.manager.takeBytes()
+        allowed = {TARGET + "/a", TARGET + "/b", TARGET}
+        out = []
+
+        @settings(max_examples=150, deadline=None)
+        @given(
+            st.lists(
+                st.tuples(st.one_of(stanzas, targetReplies), st.booleans(), st.floats(0, 20)),
+                max_size=25,
+            )
+        )
+        def run(inputs):
+            for (xml, kind, type_, sender), second, pause in inputs:
+                if sender:
+                    allowed.add(sender)
+                    allowed.add(sender.partition("/")[0])
+                if kind in ("iq", "message") and sender and sender.startswith(TARGET + "/"):
+                    allowed.update(["alice@example.org/abc", "bob@example.org"])
+                p = b if second else a
+                p.receive(xml)
+                p.clock.advance(pause)
+                out.extend(readStanzas(p.manager.takeBytes()))
+
+        run()
+        # What Redis answers meanwhile is handled on the reactor.
+        for p in (a, b):
+            yield p.handlers.cluster.redis.ping()
+        yield deferLater(reactor, 0.5, lambda: None)
+        for p in (a, b):
+            p.clock.advance(HEARTBEAT)
+            yield p.handlers.cluster.redis.ping()
+            out.extend(readStanzas(p.manager.takeBytes()))
+        self.assertTrue(out)
+        for stanza in out:
+            self.assertIn(stanza[1].get("to"), allowed, stanza)
