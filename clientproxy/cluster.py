@@ -184,7 +184,7 @@ class Cluster(XMPPHandler):
         self.xmlstream.addRoute("presence", self._onPresence, priority=3)
         self.xmlstream.addRoute("iq", self._onIQ, priority=3)
         d = self.redis.sadd(self.prefix + "instances", self.instanceID)
-        d.addErrback(self._failed, "registering this process")
+        d.addErrback(self.failed, "registering this process")
         self._beat.start(HEARTBEAT)
 
     def connectionLost(self, reason):
@@ -197,7 +197,7 @@ class Cluster(XMPPHandler):
         if self._beat.running:
             self._beat.stop()
         d = self.redis.delete(self.prefix + "alive:" + self.instanceID)
-        d.addErrback(self._failed, "leaving")
+        d.addErrback(self.failed, "leaving")
         self._newID()
 
     def stop(self):
@@ -225,18 +225,18 @@ class Cluster(XMPPHandler):
             self._beatAnswered = True
             self._reachable(True)
 
-        def failed(failure):
+        def refused(failure):
             self._beatAnswered = True
             self._reachable(False)
-            self._failed(failure, "the heartbeat")
+            self.failed(failure, "the heartbeat")
 
         d = self.redis.set(
             self.prefix + "alive:" + self.instanceID, "1", expire=None, pexpire=int(TTL * 1000)
         )
-        d.addCallbacks(answered, failed)
+        d.addCallbacks(answered, refused)
         d = self.redis.eval(ADOPT, keys=[], args=[self.prefix, self.instanceID])
         d.addCallback(self._adopted)
-        d.addErrback(self._failed, "looking for processes gone")
+        d.addErrback(self.failed, "looking for processes gone")
 
     def _reachable(self, reachable):
         if reachable != self.reachable:
@@ -249,7 +249,10 @@ class Cluster(XMPPHandler):
                     "until it does"
                 )
 
-    def _failed(self, failure, what):
+    def failed(self, failure, what):
+        """
+        Count and log a Redis command that failed; C{what} it was for.
+        """
         self.stats.cluster["redis-errors"] += 1
         self.log.warn("Redis: {what} failed: {why}", what=what, why=failure.getErrorMessage())
 
@@ -351,7 +354,7 @@ class Cluster(XMPPHandler):
 
     def publish(self, channel, *parts):
         d = self.redis.publish(channel, "\0".join(parts))
-        d.addErrback(self._failed, "publishing")
+        d.addErrback(self.failed, "publishing")
         return d
 
     def refused(self, jid, feature):

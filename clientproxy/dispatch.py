@@ -296,7 +296,7 @@ class IQDispatcher(XMPPHandler):
             )
 
         def failed(failure):
-            self.shared._failed(failure, "recording a request")
+            self.shared.failed(failure, "recording a request")
             if self.pending.get(entry.key) is entry:
                 self._unshared(entry)
 
@@ -449,7 +449,7 @@ class IQDispatcher(XMPPHandler):
                 self.stats.cluster["answered-elsewhere"] += 1
 
         def failed(failure):
-            self.shared._failed(failure, "taking a request to answer it")
+            self.shared.failed(failure, "taking a request to answer it")
             self._settle(entry, outcome)
 
         self._take(entry.key).addCallbacks(taken, failed)
@@ -598,7 +598,7 @@ class IQDispatcher(XMPPHandler):
                 entry.taken = True
                 act(entry)
 
-        self._take(entry.key).addCallbacks(taken, self.shared._failed, errbackArgs=("a take",))
+        self._take(entry.key).addCallbacks(taken, self.shared.failed, errbackArgs=("a take",))
 
     def _retryOrFail(self, entry):
         other = None

@@ -47,9 +47,10 @@ class SharedProcesses(unittest.TestCase):
     def setUp(self):
         self.redis = yield startRedis(self)
 
-    def process(self, name):
+    def process(self, name, **options):
         """
-        One process of the component, sharing its state through Redis.
+        One process of the component, sharing its state through Redis;
+        C{options} go to L{Harness}.
         """
         redis = connect(self.redis.url)
         store = RedisStore(redis, COMPONENT)
@@ -60,7 +61,7 @@ class SharedProcesses(unittest.TestCase):
             listeners.append(listener)
             return listener
 
-        harness = Harness(store=store, redis=redis, listen=listen)
+        harness = Harness(store=store, redis=redis, listen=listen, **options)
         harness.name = name
         self.addCleanup(lambda: [listener.disconnect() for listener in listeners])
         self.addCleanup(redis.disconnect)
@@ -69,13 +70,13 @@ class SharedProcesses(unittest.TestCase):
         return harness
 
     @defer.inlineCallbacks
-    def processes(self, count=2):
+    def processes(self, count=2, **options):
         """
         C{count} processes, each subscribed to the channels and heard of
         by Redis; the target's resource C{a} online (seen by the first,
         passed on to the others).
         """
-        processes = [self.process(chr(ord("A") + n)) for n in range(count)]
+        processes = [self.process(chr(ord("A") + n), **options) for n in range(count)]
         for p in processes:
             yield p.handlers.cluster.redis.ping()
         # A presence published before the others subscribe would be lost.
@@ -298,3 +299,75 @@ class HostileSharedTests(SharedProcesses):
         self.assertTrue(out)
         for stanza in out:
             self.assertIn(stanza[1].get("to"), allowed, stanza)
+
+
+class SharedViewTests(SharedProcesses):
+    """
+    What the processes learn about the target's resources is the same in
+    each, whichever receives the stanzas it is learnt from.
+    """
+
+    @defer.inlineCallbacks
+    def test_affinityAcrossProcesses(self):
+        """
+        With affinity, a key goes to the same resource whichever process
+        receives the request.
+        """
+        a, b = yield self.processes(affinity="requester")
+        a.online("b", "c")
+        yield waitFor(lambda: all(len(p.resources) == 3 for p in (a, b)))
+        for p in (a, b):
+            p.take()
+        for n in range(10):
+            requester = "user%d@example.org/r" % (n,)
+            (first,) = yield self.forwarded(a, requester=requester, stanzaID="a%d" % n)
+            (second,) = yield self.forwarded(b, requester=requester, stanzaID="b%d" % n)
+            self.assertEqual(first["to"], second["to"])
+
+    @defer.inlineCallbacks
+    def test_queryAnswerPassedOn(self):
+        """
+        The answer to one process's disco#info query that the server hands
+        to another is passed on to the one that asked, which learns what
+        the resource supports.
+        """
+        a, b = yield self.processes(matchFeatures="auto")
+        a.online("q")
+        query = None
+        for stanza in a.take():
+            if stanza.getAttribute("id", "").startswith(a.handlers.cluster.instanceID + "."):
+                query = stanza
+        self.assertIsNotNone(query)
+        b.receive(
+            "<iq type='result' id='%s' from='%s' to='%s'><query "
+            "xmlns='http://jabber.org/protocol/disco#info'><feature var='urn:x'/></query></iq>"
+            % (query["id"], query["to"], COMPONENT)
+        )
+        yield waitFor(lambda: a.resources.get(query["to"]).features is not None)
+        self.assertEqual(a.resources.get(query["to"]).features, frozenset(["urn:x"]))
+        self.assertEqual(b.stats.cluster["passed-on"], 1)
+
+    @defer.inlineCallbacks
+    def test_refusalShared(self):
+        """
+        A refusal one process learns keeps the other from offering the
+        namespace to that resource too.
+        """
+        a, b = yield self.processes()
+        a.online("b")
+        yield waitFor(lambda: all(len(p.resources) == 2 for p in (a, b)))
+        for p in (a, b):
+            p.take()
+        (request,) = yield self.forwarded(a, stanzaID="r")
+        refuser = request["to"].split("/", 1)[1]
+        a.reply(
+            refuser,
+            requester=request["from"].split("/", 1)[1],
+            stanzaID="r",
+            kind="error",
+            payload="<error type='cancel'><feature-not-implemented "
+            "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>",
+        )
+        resource = b.resources.get(TARGET + "/" + refuser)
+        yield waitFor(lambda: b.dispatcher.selector.refusedBy(resource))
+        self.assertEqual(b.dispatcher.selector.refusedBy(resource), ["urn:test"])
