@@ -19,9 +19,9 @@ import os
 import sys
 import time
 
-import txredisapi
 from twisted.internet import defer, reactor, task
 
+from clientproxy.redisstore import connect
 from clientproxy.testing.redis import ThrowawayRedis
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -36,16 +36,14 @@ def redisCPU(pid):
 
 @defer.inlineCallbacks
 def commands(port):
-    connection = yield txredisapi.Connection("127.0.0.1", port, reconnect=False)
-    info = yield connection.info("commandstats")
+    connection = connect("redis://127.0.0.1:%d/0" % (port,))
+    info = yield connection.execute("INFO", "commandstats")
     yield connection.disconnect()
     total = scripts = 0
-    for name, value in info.items():
-        if name.startswith("cmdstat_"):
-            if isinstance(value, dict):
-                calls = int(value["calls"])
-            else:
-                calls = int(str(value).split("calls=", 1)[1].split(",", 1)[0])
+    for line in info.splitlines():
+        if line.startswith("cmdstat_"):
+            name = line.split(":", 1)[0]
+            calls = int(line.split("calls=", 1)[1].split(",", 1)[0])
             total += calls
             if name in ("cmdstat_eval", "cmdstat_evalsha"):
                 scripts += calls

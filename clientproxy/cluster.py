@@ -128,7 +128,7 @@ class Cluster(XMPPHandler):
     @ivar instanceID: this process's id on the current connection.
     @ivar ids: the L{StanzaIDs} of the requests the component starts; their
         prefix is the id.
-    @ivar redis: the txredisapi connection for commands.
+    @ivar redis: the L{clientproxy.redisclient.Redis} client for commands.
     @ivar listener: the L{clientproxy.redisstore.Listener} for the
         channels.
     @ivar onTaken: called with the key of an entry of this process another
@@ -183,7 +183,7 @@ class Cluster(XMPPHandler):
     def connectionInitialized(self):
         self.xmlstream.addRoute("presence", self._onPresence, priority=3)
         self.xmlstream.addRoute("iq", self._onIQ, priority=3)
-        d = self.redis.sadd(self.prefix + "instances", self.instanceID)
+        d = self.redis.execute("SADD", self.prefix + "instances", self.instanceID)
         d.addErrback(self.failed, "registering this process")
         self._beat.start(HEARTBEAT)
 
@@ -196,7 +196,7 @@ class Cluster(XMPPHandler):
         XMPPHandler.connectionLost(self, reason)
         if self._beat.running:
             self._beat.stop()
-        d = self.redis.delete(self.prefix + "alive:" + self.instanceID)
+        d = self.redis.execute("DEL", self.prefix + "alive:" + self.instanceID)
         d.addErrback(self.failed, "leaving")
         self._newID()
 
@@ -208,7 +208,7 @@ class Cluster(XMPPHandler):
             self._beat.stop()
         return defer.gatherResults(
             [
-                self.redis.delete(self.prefix + "alive:" + self.instanceID),
+                self.redis.execute("DEL", self.prefix + "alive:" + self.instanceID),
                 self.listener.disconnect(),
             ],
             consumeErrors=True,
@@ -230,8 +230,8 @@ class Cluster(XMPPHandler):
             self._reachable(False)
             self.failed(failure, "the heartbeat")
 
-        d = self.redis.set(
-            self.prefix + "alive:" + self.instanceID, "1", expire=None, pexpire=int(TTL * 1000)
+        d = self.redis.execute(
+            "SET", self.prefix + "alive:" + self.instanceID, "1", "PX", int(TTL * 1000)
         )
         d.addCallbacks(answered, refused)
         d = self.redis.eval(ADOPT, keys=[], args=[self.prefix, self.instanceID])
@@ -353,7 +353,7 @@ class Cluster(XMPPHandler):
     # What is published.
 
     def publish(self, channel, *parts):
-        d = self.redis.publish(channel, "\0".join(parts))
+        d = self.redis.execute("PUBLISH", channel, "\0".join(parts))
         d.addErrback(self.failed, "publishing")
         return d
 

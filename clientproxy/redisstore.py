@@ -18,7 +18,7 @@ server) reads it all back, as the mirror may have missed changes while the
 process was away.
 
 Redis unreachable: the process goes on serving from what it holds in
-memory. The client (txredisapi) reconnects by itself and keeps the writes
+memory. The client (L{clientproxy.redisclient}) reconnects by itself and keeps the writes
 made meanwhile, in order, until Redis answers again; reading the queue for
 a delivery waits for it too. A write Redis refuses is logged, once until
 one succeeds.
@@ -33,10 +33,10 @@ import secrets
 from collections import Counter
 from urllib.parse import urlparse
 
-import txredisapi
 from twisted.internet import defer
-from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.logger import Logger
+
+from clientproxy.redisclient import Redis
 
 from clientproxy.store import QUEUE_REFUSALS, SubscriberCounts
 
@@ -120,32 +120,13 @@ def prefixOf(component):
     return "clientproxy:%s:" % (component,)
 
 
-def connect(url):
+def connect(url, reactor=None):
     """
-    A Redis connection for C{url} (see L{checkURL}) that reconnects by
-    itself; commands wait until it is made. Replies are never turned into
-    numbers (a stanza id or a JID may look like one).
+    A L{Redis} client for C{url} (see L{checkURL}) that reconnects by
+    itself; commands wait until it is connected.
     """
     host, port, db = checkURL(url)
-    return txredisapi.lazyConnection(host, port, dbid=db, reconnect=True, convertNumbers=False)
-
-
-class _Listening(txredisapi.SubscriberProtocol):
-    def connectionMade(self):
-        d = txredisapi.SubscriberProtocol.connectionMade(self)
-        self.factory.current = self
-        channels = sorted(self.factory.channels)
-        if channels:
-            d.addCallback(lambda _: self.subscribe(channels))
-        return d
-
-    def connectionLost(self, why):
-        if self.factory.current is self:
-            self.factory.current = None
-        txredisapi.SubscriberProtocol.connectionLost(self, why)
-
-    def messageReceived(self, pattern, channel, message):
-        self.factory.onMessage(channel, message)
+    return Redis(host, port, db, reactor)
 
 
 class Listener:
@@ -153,38 +134,42 @@ class Listener:
     A Redis connection subscribed to channels, that reconnects by itself
     and subscribes again when it does; messages go to C{onMessage(channel,
     message)}.
+
+    @ivar subscribed: whether the channels are subscribed on a live
+        connection now.
     """
 
     def __init__(self, url, onMessage, reactor=None):
-        if reactor is None:
-            from twisted.internet import reactor
         host, port, db = checkURL(url)
-        factory = self._factory = txredisapi.SubscriberFactory(isLazy=True)
-        factory.protocol = _Listening
-        factory.dbid = db
-        factory.convertNumbers = False
-        factory.channels = set()
-        factory.current = None
-        factory.onMessage = onMessage
-        factory.startConnecting(TCP4ClientEndpoint(reactor, host, port))
+        self._channels = set()
+        self._onMessage = onMessage
+        self.subscribed = False
+        self._redis = Redis(host, port, db, reactor, onConnected=self._connected)
+
+    @defer.inlineCallbacks
+    def _connected(self, connection):
+        connection.listen(self._onMessage)
+        for channel in sorted(self._channels):
+            yield connection.execute("SUBSCRIBE", channel)
+        self.subscribed = True
 
     def subscribe(self, channel):
-        self._factory.channels.add(channel)
-        if self._factory.current is not None:
-            self._factory.current.subscribe([channel])
+        if channel not in self._channels:
+            self._channels.add(channel)
+            self._redis.execute("SUBSCRIBE", channel).addErrback(lambda _: None)
 
     def unsubscribe(self, channel):
-        self._factory.channels.discard(channel)
-        if self._factory.current is not None:
-            self._factory.current.unsubscribe([channel])
+        if channel in self._channels:
+            self._channels.discard(channel)
+            self._redis.execute("UNSUBSCRIBE", channel).addErrback(lambda _: None)
 
     def disconnect(self):
-        return self._factory.disconnect()
+        return self._redis.disconnect()
 
 
 class RedisStore:
     """
-    @ivar redis: the txredisapi connection.
+    @ivar redis: the L{clientproxy.redisclient.Redis} client.
     @ivar origin: this store's id in the notices it publishes.
     @ivar path: C{None}: no file, so no lock between processes (see
         L{clientproxy.standby.lockFor}).
@@ -236,8 +221,8 @@ class RedisStore:
         """
         d = defer.gatherResults(
             [
-                self.redis.smembers(self._subscribersKey),
-                self.redis.hgetall(self._sendersKey),
+                self.redis.execute("SMEMBERS", self._subscribersKey),
+                self.redis.execute("HGETALL", self._sendersKey),
             ],
             consumeErrors=True,
         )
@@ -246,7 +231,8 @@ class RedisStore:
             subscribers, senders = results
             self._subscribers = set(subscribers)
             self._counts = SubscriberCounts(self._subscribers)
-            self._senders = Counter({s: int(n) for s, n in senders.items() if int(n) > 0})
+            pairs = zip(senders[::2], senders[1::2])
+            self._senders = Counter({s: int(n) for s, n in pairs if int(n) > 0})
             self._length = sum(self._senders.values())
 
         def failed(failure):

@@ -140,7 +140,7 @@ def makeHandlers(
     @param probeInstances: whether to look for other processes connected
         as the same component (L{clientproxy.instances}); not with
         C{redis}, where several are expected.
-    @param redis: a txredisapi connection: the state is shared with the
+    @param redis: a L{clientproxy.redisclient.Redis} client: the state is shared with the
         other processes serving the component (L{clientproxy.cluster}).
     @param listen: with C{redis}, called as C{listen(onMessage)} for the
         L{clientproxy.redisstore.Listener} of the component's channels.

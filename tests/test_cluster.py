@@ -78,9 +78,9 @@ class SharedProcesses(unittest.TestCase):
         """
         processes = [self.process(chr(ord("A") + n), **options) for n in range(count)]
         for p in processes:
-            yield p.handlers.cluster.redis.ping()
+            yield p.handlers.cluster.redis.execute("PING")
         # A presence published before the others subscribe would be lost.
-        yield waitFor(lambda: all(p.handlers.cluster.listener._factory.current for p in processes))
+        yield waitFor(lambda: all(p.handlers.cluster.listener.subscribed for p in processes))
         yield deferLater(reactor, 0.05, lambda: None)
         processes[0].online("a")
         yield waitFor(lambda: all(TARGET + "/a" in p.resources for p in processes))
@@ -128,7 +128,7 @@ class ClusterTests(SharedProcesses):
         self.assertEqual((answer["type"], answer["to"], answer["id"]), ("result", REQUESTER, "q1"))
         yield waitFor(lambda: len(a.pending) == 0)
         a.clock.advance(31)
-        yield a.handlers.cluster.redis.ping()
+        yield a.handlers.cluster.redis.execute("PING")
         self.assertEqual(self.collect(a, b), [])
 
     @defer.inlineCallbacks
@@ -162,7 +162,7 @@ class ClusterTests(SharedProcesses):
         yield self.forwarded(a, stanzaID="g", kind="get")
         yield self.forwarded(a, stanzaID="s", kind="set")
         a.manager.disconnect()
-        yield a.handlers.cluster.redis.ping()
+        yield a.handlers.cluster.redis.execute("PING")
         out = []
         b.clock.advance(HEARTBEAT)
         yield waitFor(lambda: out.extend(b.take()) or len(out) >= 2)
@@ -290,11 +290,11 @@ class HostileSharedTests(SharedProcesses):
         run()
         # What Redis answers meanwhile is handled on the reactor.
         for p in (a, b):
-            yield p.handlers.cluster.redis.ping()
+            yield p.handlers.cluster.redis.execute("PING")
         yield deferLater(reactor, 0.5, lambda: None)
         for p in (a, b):
             p.clock.advance(HEARTBEAT)
-            yield p.handlers.cluster.redis.ping()
+            yield p.handlers.cluster.redis.execute("PING")
             out.extend(readStanzas(p.manager.takeBytes()))
         self.assertTrue(out)
         for stanza in out:

@@ -16,9 +16,9 @@ import os
 import signal
 import sqlite3
 
-import txredisapi
 from twisted.internet import defer, reactor, task
 
+from clientproxy.redisstore import connect
 from clientproxy.store import storePath
 from clientproxy.testing.ejabberd import ThrowawayEjabberd
 from clientproxy.testing.prosody import ThrowawayProsody
@@ -190,9 +190,9 @@ class RedisStandbyOnProsody(Processes, ServerTestCase):
 
     @defer.inlineCallbacks
     def queued(self):
-        connection = yield txredisapi.Connection("127.0.0.1", self.redis.port, reconnect=False)
+        connection = connect(self.redis.url)
         try:
-            length = yield connection.llen("clientproxy:%s:queue" % (COMPONENT,))
+            length = yield connection.execute("LLEN", "clientproxy:%s:queue" % (COMPONENT,))
         finally:
             yield connection.disconnect()
         return length

@@ -32,7 +32,7 @@ class RedisStoreTests(unittest.TestCase):
         Wait until Redis has done what C{store} sent it (a command on the
         same connection answers after those before it).
         """
-        yield store.redis.ping()
+        yield store.redis.execute("PING")
 
     @defer.inlineCallbacks
     def test_anotherProcessReadsItBack(self):
