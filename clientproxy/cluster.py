@@ -164,6 +164,7 @@ class Cluster(XMPPHandler):
         self._relaying = False
         self.reachable = True
         self._beatAnswered = True
+        self._lookAfter = 0
         self._beat = task.LoopingCall(self._heartbeat)
         self._beat.clock = clock
         self.listener = listen(self._onMessage)
@@ -183,8 +184,6 @@ class Cluster(XMPPHandler):
     def connectionInitialized(self):
         self.xmlstream.addRoute("presence", self._onPresence, priority=3)
         self.xmlstream.addRoute("iq", self._onIQ, priority=3)
-        d = self.redis.execute("SADD", self.prefix + "instances", self.instanceID)
-        d.addErrback(self.failed, "registering this process")
         self._beat.start(HEARTBEAT)
 
     def connectionLost(self, reason):
@@ -230,10 +229,17 @@ class Cluster(XMPPHandler):
             self._reachable(False)
             self.failed(failure, "the heartbeat")
 
+        # Alive first, then a member: a process that looks for processes
+        # gone in between must not count this one among them. A member
+        # every time: another may have counted it gone while Redis was away.
         d = self.redis.execute(
             "SET", self.prefix + "alive:" + self.instanceID, "1", "PX", int(TTL * 1000)
         )
         d.addCallbacks(answered, refused)
+        d = self.redis.execute("SADD", self.prefix + "instances", self.instanceID)
+        d.addErrback(self.failed, "the heartbeat")
+        if self.clock.seconds() < self._lookAfter:
+            return
         d = self.redis.eval(ADOPT, keys=[], args=[self.prefix, self.instanceID])
         d.addCallback(self._adopted)
         d.addErrback(self.failed, "looking for processes gone")
@@ -242,6 +248,9 @@ class Cluster(XMPPHandler):
         if reachable != self.reachable:
             self.reachable = reachable
             if reachable:
+                # The others' heartbeats may not have reached Redis yet:
+                # none is counted gone before it has had a TTL to send one.
+                self._lookAfter = self.clock.seconds() + TTL
                 self.log.info("Redis answers again: taking requests again")
             else:
                 self.log.error(

@@ -361,9 +361,7 @@ class IQDispatcher(XMPPHandler):
             self.stats.drop(reply, "reply-from-wrong-resource")
             return
         entry = self._local(key, data)
-        if entry.fromTarget:
-            self.pending.complete(entry, reply)
-        elif reply.getAttribute("type") == "error":
+        if reply.getAttribute("type") == "error":
             self._onErrorReply(entry, reply)
         else:
             self.pending.complete(entry, reply)
@@ -438,21 +436,10 @@ class IQDispatcher(XMPPHandler):
         and answered only if this process got it. If Redis cannot be
         reached, the answer goes anyway: this process owns the entry.
         """
-        if entry.taken or not self.shared.reachable:
+        if entry.taken:
             self._settle(entry, outcome)
-            return
-
-        def taken(data):
-            if data:
-                self._settle(entry, outcome)
-            else:
-                self.stats.cluster["answered-elsewhere"] += 1
-
-        def failed(failure):
-            self.shared.failed(failure, "taking a request to answer it")
-            self._settle(entry, outcome)
-
-        self._take(entry.key).addCallbacks(taken, failed)
+        else:
+            self._whenTaken(entry, lambda entry: self._settle(entry, outcome), anyway=True)
 
     def _settle(self, entry, outcome):
         """
@@ -583,13 +570,15 @@ class IQDispatcher(XMPPHandler):
         for entry in self.pending.entriesOf(resource):
             self._whenTaken(entry, self._retryOrFail)
 
-    def _whenTaken(self, entry, act):
+    def _whenTaken(self, entry, act, anyway=False):
         """
         Call C{act(entry)} once this process holds C{entry}: at once
         without a shared table; after taking it from the shared table (and
-        not at all if another process took it first) otherwise.
+        not at all if another process took it first) otherwise. With
+        C{anyway}, also when Redis cannot be reached (the entry is this
+        process's own, and must be answered).
         """
-        if entry.taken:
+        if entry.taken or (anyway and not self.shared.reachable):
             act(entry)
             return
 
@@ -597,8 +586,15 @@ class IQDispatcher(XMPPHandler):
             if data:
                 entry.taken = True
                 act(entry)
+            else:
+                self.stats.cluster["answered-elsewhere"] += 1
 
-        self._take(entry.key).addCallbacks(taken, self.shared.failed, errbackArgs=("a take",))
+        def failed(failure):
+            self.shared.failed(failure, "taking a request")
+            if anyway:
+                act(entry)
+
+        self._take(entry.key).addCallbacks(taken, failed)
 
     def _retryOrFail(self, entry):
         other = None

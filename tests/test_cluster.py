@@ -371,3 +371,20 @@ class SharedViewTests(SharedProcesses):
         resource = b.resources.get(TARGET + "/" + refuser)
         yield waitFor(lambda: b.dispatcher.selector.refusedBy(resource))
         self.assertEqual(b.dispatcher.selector.refusedBy(resource), ["urn:test"])
+
+
+class MembershipTests(SharedProcesses):
+    @defer.inlineCallbacks
+    def test_membershipRenewed(self):
+        """
+        A process counts itself a member again at every heartbeat: one
+        another process counted gone (while Redis was away) is looked
+        after again when it does go.
+        """
+        (a,) = yield self.processes(1)
+        cluster = a.handlers.cluster
+        key = cluster.prefix + "instances"
+        yield cluster.redis.execute("SREM", key, cluster.instanceID)
+        a.clock.advance(HEARTBEAT)
+        yield cluster.redis.execute("PING")
+        self.assertEqual((yield cluster.redis.execute("SMEMBERS", key)), [cluster.instanceID])
