@@ -238,6 +238,8 @@ def readiness(proxies):
             )
         if not len(p.dispatcher.resources):
             unmet.append("at least one usable resource of %s" % (p.parts.presence.target,))
+        if p.parts.cluster is not None and not p.parts.cluster.reachable:
+            unmet.append("Redis answering (new requests are refused until it does)")
         report[p.jid] = {"ready": not unmet, "unmet": unmet}
     ready = all(r["ready"] for r in report.values())
     return ready, {"ready": ready, "proxies": report}

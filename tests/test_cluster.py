@@ -14,6 +14,7 @@ from twisted.internet.task import deferLater
 from twisted.trial import unittest
 
 from clientproxy.cluster import HEARTBEAT
+from clientproxy.metrics import readiness
 from clientproxy.redisstore import Listener, RedisStore, connect
 from clientproxy.testing.redis import startRedis
 from tests.helpers import COMPONENT, TARGET, Harness, errorCondition
@@ -21,6 +22,30 @@ from tests.test_properties import RECIPIENTS, RESOURCES, attribute, stanzas
 from tests.xmlgen import readStanzas
 
 REQUESTER = "alice@example.org/abc"
+
+
+class Connected:
+    """
+    What /readyz reads of a proxy, for a harness's handlers: connected and
+    authenticated, no standby lock.
+    """
+
+    standby = None
+    xmlstream = object()
+    _authenticated = True
+    jid = COMPONENT
+
+    def __init__(self, harness):
+        self.parts = harness.handlers
+        self.dispatcher = harness.dispatcher
+
+
+def readinessOf(process):
+    """
+    The conditions /readyz finds unmet for C{process}.
+    """
+    _, report = readiness([Connected(process)])
+    return report["proxies"][COMPONENT]["unmet"]
 
 
 @defer.inlineCallbacks
@@ -224,6 +249,25 @@ class ClusterTests(SharedProcesses):
         a.request(stanzaID="x")
         (refusal,) = a.take()
         self.assertEqual(errorCondition(refusal), ("service-unavailable", "wait"))
+        self.assertEqual(
+            readinessOf(a), ["Redis answering (new requests are refused until it does)"]
+        )
+
+    @defer.inlineCallbacks
+    def test_readyAgain(self):
+        """
+        Once Redis answers again, requests are taken again.
+        """
+        (a,) = yield self.processes(1)
+        self.assertEqual(readinessOf(a), [])
+        yield self.redis.stop()
+        a.clock.advance(HEARTBEAT)
+        a.clock.advance(HEARTBEAT)
+        yield waitFor(lambda: not a.handlers.cluster.reachable)
+        yield self.redis.start()
+        yield waitFor(lambda: a.clock.advance(HEARTBEAT) or a.handlers.cluster.reachable, 15)
+        (forwarded,) = yield self.forwarded(a, stanzaID="y")
+        self.assertEqual(forwarded["to"], TARGET + "/a")
 
 
 #: Replies from the target's resources, to any address of the component,
