@@ -9,7 +9,7 @@ from breaking the first's requests; two processes with a store each are
 both active there, and each is told of the other by its probes
 (L{clientproxy.instances}). With the queue and the subscribers in Redis
 (C{--redis}), a process with a data directory of its own (as on another
-host) takes over on Prosody with them.
+host) takes over on Prosody with them, and with the requests in flight.
 """
 
 import os
@@ -20,6 +20,7 @@ from twisted.internet import defer, reactor, task
 
 from clientproxy.redisstore import connect
 from clientproxy.store import storePath
+from clientproxy.testing.client import resultFor
 from clientproxy.testing.ejabberd import ThrowawayEjabberd
 from clientproxy.testing.prosody import ThrowawayProsody
 from clientproxy.testing.redis import startRedis
@@ -32,6 +33,21 @@ from tests.integration import (
     onEveryServer,
     withTimeout,
 )
+
+
+#: Seconds the target holds each request in L{heldFor}'s tests.
+HOLD = 6.0
+
+
+def heldFor(seconds):
+    """
+    A request handler that answers each request after C{seconds}.
+    """
+
+    def handler(iq):
+        return task.deferLater(reactor, seconds, resultFor, iq)
+
+    return handler
 
 
 def bodies(client, text):
@@ -207,6 +223,46 @@ class RedisStandbyOnProsody(Processes, ServerTestCase):
             more=["--redis", self.redis.url],
             queued=self.queued,
         )
+
+    @defer.inlineCallbacks
+    def test_requestsInFlightTakenOver(self):
+        """
+        Requests the killed process held are answered by the standby, once
+        each: the C{get} with a result (its reply routed, or the request
+        sent again), the C{set} with a result or C{recipient-unavailable}.
+        """
+        more = ["--redis", self.redis.url]
+        first = self.startProcess(self.newDirectory(), more=more)
+        yield first.waitForLine(lambda line: "Connected to" in line)
+        second = ComponentProcess()
+        standing = second.waitForLine(lambda line: "standing by" in line)
+        self.startProcess(self.newDirectory(), second, more=more)
+        yield standing
+        svc = yield self.connect("svc", "a", onRequest=heldFor(HOLD))
+        alice = yield self.connect("alice", "x")
+        for kind in ("get", "set"):
+            alice.request(COMPONENT, kind=kind, stanzaID=kind)
+        yield self.waitUntil(
+            lambda: {"get", "set"} <= {iq["id"] for iq in svc.requests}, "the requests to be held"
+        )
+        took = second.waitForLine(lambda line: "Took over" in line, timeout=20)
+        os.kill(first.pid, signal.SIGKILL)
+        yield took
+        yield self.waitUntil(
+            lambda: {"get", "set"} <= {r["id"] for r in alice.replies},
+            "an answer to both requests",
+            seconds=30,
+        )
+        yield task.deferLater(reactor, HOLD + 1, lambda: None)
+        byID = {"get": [], "set": []}
+        for reply in alice.replies:
+            if reply["id"] in byID:
+                byID[reply["id"]].append(reply)
+        self.assertEqual([len(byID["get"]), len(byID["set"])], [1, 1])
+        self.assertEqual(byID["get"][0]["type"], "result")
+        (answer,) = byID["set"]
+        if answer["type"] == "error":
+            self.assertIn("recipient-unavailable", answer.toXml())
 
 
 globals().update(onEveryServer(StandbyTests))
