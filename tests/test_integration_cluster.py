@@ -15,22 +15,11 @@ from collections import Counter
 
 from twisted.internet import defer, reactor, task
 
-from clientproxy.testing.client import resultFor
+from clientproxy.testing.client import heldFor
 from clientproxy.testing.ejabberd import ThrowawayEjabberd
 from clientproxy.testing.redis import startRedis
 from tests.integration import COMPONENT, ServerTestCase, withTimeout
-from tests.test_integration_standby import Processes
-
-#: Seconds the target's resources hold each request: the processes hold
-#: them meanwhile, and one is killed then.
-HOLD = 6.0
-
-
-def held(iq):
-    """
-    Answer C{iq} after L{HOLD} seconds.
-    """
-    return task.deferLater(reactor, HOLD, resultFor, iq)
+from tests.test_integration_standby import HOLD, Processes
 
 
 class SeveralActiveOnEjabberd(Processes, ServerTestCase):
@@ -75,8 +64,8 @@ class SeveralActiveOnEjabberd(Processes, ServerTestCase):
             process = self.startProcess(self.newDirectory(), more=["--redis", self.redis.url])
             yield process.waitForLine(lambda line: "Connected to" in line)
             processes.append(process)
-        svcA = yield self.connect("svc", "a", onRequest=held)
-        svcB = yield self.connect("svc", "b", onRequest=held)
+        svcA = yield self.connect("svc", "a", onRequest=heldFor(HOLD))
+        svcB = yield self.connect("svc", "b", onRequest=heldFor(HOLD))
         targets = (svcA, svcB)
         alice = yield self.connect("alice", "x")
         # Every process knows both resources once a request to each works.

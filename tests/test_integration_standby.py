@@ -20,7 +20,7 @@ from twisted.internet import defer, reactor, task
 
 from clientproxy.redisstore import connect
 from clientproxy.store import storePath
-from clientproxy.testing.client import resultFor
+from clientproxy.testing.client import heldFor
 from clientproxy.testing.ejabberd import ThrowawayEjabberd
 from clientproxy.testing.prosody import ThrowawayProsody
 from clientproxy.testing.redis import startRedis
@@ -35,19 +35,9 @@ from tests.integration import (
 )
 
 
-#: Seconds the target holds each request in L{heldFor}'s tests.
+#: Seconds the target holds each request in the tests of requests in
+#: flight when a process is killed.
 HOLD = 6.0
-
-
-def heldFor(seconds):
-    """
-    A request handler that answers each request after C{seconds}.
-    """
-
-    def handler(iq):
-        return task.deferLater(reactor, seconds, resultFor, iq)
-
-    return handler
 
 
 def bodies(client, text):

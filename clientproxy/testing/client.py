@@ -11,7 +11,7 @@ caller's choosing.
 
 import itertools
 
-from twisted.internet import defer, reactor as globalReactor
+from twisted.internet import defer, reactor as globalReactor, task
 from twisted.words.protocols.jabber import client, jid, xmlstream
 from twisted.words.xish import domish
 
@@ -132,6 +132,18 @@ def hold(iq):
     A request handler that never answers.
     """
     return None
+
+
+def heldFor(seconds, reactor=globalReactor):
+    """
+    A request handler that answers each request with a result after
+    C{seconds} (the process that forwarded it holds it meanwhile).
+    """
+
+    def handler(iq):
+        return task.deferLater(reactor, seconds, resultFor, iq)
+
+    return handler
 
 
 class Client:
