@@ -239,16 +239,19 @@ class PendingTable:
         keeps its deadline, which may come before those of entries added
         here already.
         """
-        self._entries[entry.key] = entry
-        self._count(entry, 1)
         now = self._clock.seconds()
         if self._timer is None:
             self._timer = self._clock.callLater(max(0.0, entry.deadline - now), self._expire)
         else:
-            last = max(e.deadline for e in self._entries.values())
-            self._mixedUntil = max(last, self._mixedUntil or last)
+            # The latest deadline so far: the newest entry's, or a later
+            # one from before the order was last broken.
+            newest = next(reversed(self._entries.values())).deadline
+            last = max(newest, entry.deadline, self._mixedUntil or newest)
+            self._mixedUntil = last
             if entry.deadline < self._timer.getTime():
                 self._timer.reset(max(0.0, entry.deadline - now))
+        self._entries[entry.key] = entry
+        self._count(entry, 1)
 
     def discard(self, key):
         """

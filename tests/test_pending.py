@@ -7,7 +7,7 @@ from twisted.internet import task
 from twisted.trial import unittest
 from twisted.words.protocols.jabber.error import StanzaError
 
-from clientproxy.pending import REVERSE, PendingTable
+from clientproxy.pending import REVERSE, PendingRequest, PendingTable
 from clientproxy.resources import Resource
 
 
@@ -41,6 +41,39 @@ class PendingTableTests(unittest.TestCase):
         self.assertEqual(len(self.table), 0)
         self.assertEqual(self.a.pending, 0)
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_adoptedKeepTheirDeadlines(self):
+        """
+        Entries another process added keep their deadlines, earlier or later
+        than those of entries added here, and each times out at its own.
+        """
+        self.clock.advance(10)
+        ours = self.table.add(("enc", "1"), "req", self.a)  # due at 15
+        early = PendingRequest(("enc", "2"), "req", "2", None, None, False, self.b, 12.0)
+        late = PendingRequest(("enc", "3"), "other", "3", None, None, False, self.b, 17.0)
+        self.table.adopt(early)
+        self.table.adopt(late)
+        self.assertEqual((self.table.fromOutside, self.b.pending), (3, 2))
+        self.clock.advance(3)
+        self.clock.advance(1)  # 14: the request added here later
+        newer = self.table.add(("enc", "4"), "other", self.a)  # due at 19
+        for when, expected in ((15, [early, ours]), (17, [early, ours, late])):
+            self.clock.advance(when - self.clock.seconds())
+            self.assertEqual([entry for entry, _ in self.answers], expected)
+        self.clock.advance(2)
+        self.assertEqual([entry for entry, _ in self.answers], [early, ours, late, newer])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_adoptedIntoEmptyTable(self):
+        """
+        An entry adopted into an empty table times out at its deadline.
+        """
+        entry = PendingRequest(("enc", "1"), "req", "1", None, None, False, self.a, 2.0)
+        self.table.adopt(entry)
+        self.clock.advance(1.99)
+        self.assertEqual(self.answers, [])
+        self.clock.advance(0.01)
+        self.assertEqual(self.conditions(), [(("enc", "1"), "remote-server-timeout")])
 
     def test_timeout(self):
         entry = self.table.add(("enc", "1"), "req", self.a)
