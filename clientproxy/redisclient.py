@@ -56,6 +56,7 @@ class RedisProtocol(protocol.Protocol):
     """
 
     onPush = None
+    onLost = None
 
     def __init__(self):
         self._reader = hiredis.Reader(encoding="utf-8", errors="surrogateescape")
@@ -68,6 +69,12 @@ class RedisProtocol(protocol.Protocol):
         the protocol, whose attributes cannot be set).
         """
         self.onPush = onPush
+
+    def whenLost(self, onLost):
+        """
+        Call C{onLost()} once this connection is lost.
+        """
+        self.onLost = onLost
 
     def execute(self, *arguments):
         d = defer.Deferred()
@@ -97,6 +104,8 @@ class RedisProtocol(protocol.Protocol):
                 d.callback(reply)
 
     def connectionLost(self, reason):
+        if self.onLost is not None:
+            self.onLost()
         waiting, self._waiting = self._waiting, deque()
         for d in waiting:
             d.errback(ConnectionLost("the connection to Redis was lost"))
@@ -105,8 +114,6 @@ class RedisProtocol(protocol.Protocol):
 class Redis:
     """
     A client of one Redis database that reconnects by itself.
-
-    @ivar url: the C{redis://host:port/db} it was made for.
     """
 
     log = Logger()
@@ -121,7 +128,9 @@ class Redis:
             from twisted.internet import reactor
         self._db = db
         self._onConnected = onConnected
-        self._connection = None
+        # The live connection's execute (looked up once: L{ClientService}
+        # hands out a proxy of the protocol), or None while there is none.
+        self._execute = None
         self._queued = []
         self._scripts = {}
         factory = protocol.Factory.forProtocol(RedisProtocol)
@@ -139,19 +148,21 @@ class Redis:
             yield connection.execute("SELECT", self._db)
         if self._onConnected is not None:
             yield self._onConnected(connection)
-        self._connection = connection
+        execute = self._execute = connection.execute
+        connection.whenLost(self._lost)
         queued, self._queued = self._queued, []
         for arguments, d in queued:
-            connection.execute(*arguments).chainDeferred(d)
+            execute(*arguments).chainDeferred(d)
+
+    def _lost(self):
+        self._execute = None
 
     def execute(self, *arguments):
         """
         Send a command; return a Deferred of its reply.
         """
-        connection = self._connection
-        if connection is not None and connection.transport.connected:
-            return connection.execute(*arguments)
-        self._connection = None
+        if self._execute is not None:
+            return self._execute(*arguments)
         d = defer.Deferred()
         self._queued.append((arguments, d))
         return d
