@@ -120,13 +120,14 @@ def prefixOf(component):
     return "clientproxy:%s:" % (component,)
 
 
-def connect(url, reactor=None):
+def connect(url, reactor=None, onConnected=None):
     """
     A L{Redis} client for C{url} (see L{checkURL}) that reconnects by
-    itself; commands wait until it is connected.
+    itself; commands wait until it is connected. C{onConnected}: see
+    L{Redis}.
     """
     host, port, db = checkURL(url)
-    return Redis(host, port, db, reactor)
+    return Redis(host, port, db, reactor, onConnected)
 
 
 class Listener:
@@ -135,16 +136,15 @@ class Listener:
     and subscribes again when it does; messages go to C{onMessage(channel,
     message)}.
 
-    @ivar subscribed: whether the channels are subscribed on a live
-        connection now.
+    @ivar subscribed: whether the channels have been subscribed on a
+        connection (the first made, or a later one).
     """
 
     def __init__(self, url, onMessage, reactor=None):
-        host, port, db = checkURL(url)
         self._channels = set()
         self._onMessage = onMessage
         self.subscribed = False
-        self._redis = Redis(host, port, db, reactor, onConnected=self._connected)
+        self._redis = connect(url, reactor, self._connected)
 
     @defer.inlineCallbacks
     def _connected(self, connection):
