@@ -11,9 +11,8 @@ from collections import Counter, defaultdict
 
 from twisted.logger import Logger
 
+from clientproxy.throttle import Throttle
 
-#: Seconds between two log lines about drops of the same reason.
-DROP_LOG_INTERVAL = 10.0
 
 #: Upper bounds (seconds) of the request latency histogram's buckets.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -63,8 +62,7 @@ class Stats:
     """
 
     def __init__(self, now=time.monotonic):
-        self._now = now
-        self._lastLogged = {}
+        self.throttle = Throttle(now)
         self.requests = Counter()
         self.messages = Counter()
         self.presence = Counter()
@@ -83,15 +81,13 @@ class Stats:
         """
         Count and log a stanza that is dropped for C{reason}. The log line
         names the stanza, never its content, and there is at most one line
-        per reason every L{DROP_LOG_INTERVAL} seconds (with the count of
-        those not logged since), so a flood cannot flood the log.
+        per reason every L{clientproxy.throttle.INTERVAL} seconds (with the
+        count of those not logged since), so a flood cannot flood the log.
         """
-        count = self.dropped[reason] = self.dropped[reason] + 1
-        now = self._now()
-        last = self._lastLogged.get(reason)
-        if last is not None and now - last[0] < DROP_LOG_INTERVAL:
+        self.dropped[reason] += 1
+        unlogged = self.throttle("drop:" + reason)
+        if unlogged is None:
             return
-        self._lastLogged[reason] = (now, count)
         self.log.info(
             "Dropped {kind} type={type} from {sender}: {reason} "
             "({unlogged} more since the last such line)",
@@ -99,5 +95,5 @@ class Stats:
             type=stanza.getAttribute("type"),
             sender=stanza.getAttribute("from"),
             reason=reason,
-            unlogged=0 if last is None else count - last[1] - 1,
+            unlogged=unlogged,
         )

@@ -536,7 +536,8 @@ class DropLogTests(unittest.TestCase):
     def test_floodLoggedOncePerInterval(self):
         from twisted.logger import capturedLogs
 
-        from clientproxy.stats import DROP_LOG_INTERVAL, Stats
+        from clientproxy.stats import Stats
+        from clientproxy.throttle import INTERVAL as DROP_LOG_INTERVAL
 
         now = [0.0]
         stats = Stats(now=lambda: now[0])
