@@ -135,8 +135,8 @@ class Cluster(XMPPHandler):
         one answered (set by the dispatcher).
     @ivar onAdopted: called with each L{PendingRequest} taken over from a
         process gone (set by the dispatcher).
-    @ivar onRefused: called as C{onRefused(jid, feature)} for a refusal
-        another process learnt (set by the dispatcher).
+    @ivar onRefused: called as C{onRefused(jid, feature, kind, requester)}
+        for a refusal another process saw (set by the dispatcher).
     """
 
     log = Logger()
@@ -366,11 +366,13 @@ class Cluster(XMPPHandler):
         d.addErrback(self.failed, "publishing")
         return d
 
-    def refused(self, jid, feature):
+    def refused(self, jid, feature, kind, requester):
         """
-        Tell the others that resource C{jid} refused C{feature}.
+        Tell the others that resource C{jid} refused C{requester}'s request
+        of type C{kind} for C{feature} (a namespace, C{''} included: the
+        namespace comes last, whole).
         """
-        self.publish(self.events, "refused", self.instanceID, jid, feature or "")
+        self.publish(self.events, "refused", self.instanceID, jid, kind, requester, feature)
 
     def _onPresence(self, presence):
         if self._relaying:
@@ -405,8 +407,8 @@ class Cluster(XMPPHandler):
                 if origin == self.instanceID:
                     return
                 if kind == "refused":
-                    jid, _, feature = rest.partition("\0")
-                    self.onRefused(jid, feature or None)
+                    jid, kind, requester, feature = rest.split("\0", 3)
+                    self.onRefused(jid, feature, kind, requester)
                 else:
                     self._inject(parseStanza(rest), relayed=True)
             elif kind == "iq":

@@ -40,7 +40,7 @@ from clientproxy.pending import (
     PendingTable,
 )
 from clientproxy.policy import TOO_LARGE
-from clientproxy.selection import REFUSALS
+from clientproxy.refusals import REFUSALS
 from clientproxy.stanzas import (
     REPLY_TYPES,
     REQUEST_TYPES,
@@ -66,14 +66,21 @@ SHUTTING_DOWN = "The service is shutting down"
 
 def errorConditionOf(stanza):
     """
-    The RFC 6120 condition of an error stanza, or C{None}.
+    The RFC 6120 condition of an error stanza (C{None} if it has none), and
+    whether its C{<error/>} carries an application-specific condition too
+    (a child outside the stanzas namespace, RFC 6120 8.3.2): the service's
+    own answer, as Jitsi's focus gives with C{<reservation-error/>}.
     """
+    condition, application = None, False
     for child in stanza.elements():
         if child.name == "error":
-            for condition in child.elements():
-                if condition.uri == NS_STANZAS and condition.name != "text":
-                    return condition.name
-    return None
+            for element in child.elements():
+                if element.uri != NS_STANZAS:
+                    application = True
+                elif condition is None and element.name != "text":
+                    condition = element.name
+            break
+    return condition, application
 
 
 def retarget(request, old, new):
@@ -240,7 +247,9 @@ class IQDispatcher(XMPPHandler):
         if not self.pending.admits(requester):
             self._refuse(iq, "resource-constraint", text="Too many requests in flight")
             return
-        resource = self.selector.choose(child.uri, self.selector.keyOf(child, requester), requester)
+        resource = self.selector.choose(
+            child.uri, kind, self.selector.keyOf(child, requester), requester
+        )
         if resource is None:
             self._refuse(iq, "service-unavailable")
             return
@@ -327,10 +336,8 @@ class IQDispatcher(XMPPHandler):
             self.stats.drop(reply, "unknown-reply")
         elif entry.resource.jid != sender:
             self.stats.drop(reply, "reply-from-wrong-resource")
-        elif reply.getAttribute("type") == "error":
-            self._onErrorReply(entry, reply)
         else:
-            self.pending.complete(entry, reply)
+            self._onResourceReply(entry, reply)
 
     def _take(self, key, sender=""):
         """
@@ -360,11 +367,22 @@ class IQDispatcher(XMPPHandler):
         if data == 0:
             self.stats.drop(reply, "reply-from-wrong-resource")
             return
-        entry = self._local(key, data)
+        self._onResourceReply(self._local(key, data), reply)
+
+    def _onResourceReply(self, entry, reply):
+        """
+        The reply of the resource asked, checked: a result is routed (and
+        the resource is no refuser of such requests); an error is looked at
+        first.
+        """
         if reply.getAttribute("type") == "error":
             self._onErrorReply(entry, reply)
-        else:
-            self.pending.complete(entry, reply)
+            return
+        refusals = self.selector.refusals
+        if refusals.concerns(entry.resource):
+            feature, kind, _ = self._describe(entry)
+            refusals.served(entry.resource, feature, kind)
+        self.pending.complete(entry, reply)
 
     def _local(self, key, data):
         """
@@ -380,24 +398,26 @@ class IQDispatcher(XMPPHandler):
     def _onErrorReply(self, entry, reply):
         """
         An error from the resource asked: a refusal is learnt and the
-        request sent to another candidate not yet tried; other errors, and
-        the last refusal, go to the requester as they came.
+        request sent to another candidate not yet tried; other errors, a
+        refusal with an application-specific condition (the service's own
+        answer), and the last refusal go to the requester as they came.
         """
         resource = entry.resource
         counts = self.stats.resources[resource.jid]
-        if errorConditionOf(reply) not in REFUSALS:
+        condition, application = errorConditionOf(reply)
+        if application or condition not in REFUSALS:
             counts["errors"] += 1
             self.pending.complete(entry, reply)
             return
         counts["refusals"] += 1
-        feature, key = self._describe(entry)
-        if not self.selector.refused(resource, feature):
+        feature, kind, key = self._describe(entry)
+        if not self.selector.refusals.refused(resource, feature, kind, entry.requester):
             self.pending.complete(entry, reply)
             return
         if self.shared is not None:
-            self.shared.refused(resource.jid, feature)
+            self.shared.refused(resource.jid, feature, kind, entry.requester)
         entry.tried = (entry.tried or ()) + (resource,)
-        other = self.selector.choose(feature, key, entry.requester, exclude=entry.tried)
+        other = self.selector.choose(feature, kind, key, entry.requester, exclude=entry.tried)
         if other is None:
             self.pending.complete(entry, reply)
             return
@@ -405,11 +425,13 @@ class IQDispatcher(XMPPHandler):
 
     def _describe(self, entry):
         """
-        The feature and the affinity key of a request in flight, read back
-        from the request kept (only when it must be sent again: rare).
+        The feature, the type and the affinity key of a request in flight,
+        read back from the request kept: only when it must be sent again,
+        or its resource answers while refusals of it are remembered (rare).
         """
-        child = parseStanza(entry.request.decode("utf-8")).firstChildElement()
-        return child.uri, self.selector.keyOf(child, entry.requester)
+        request = parseStanza(entry.request.decode("utf-8"))
+        child = request.firstChildElement()
+        return child.uri, request.getAttribute("type"), self.selector.keyOf(child, entry.requester)
 
     def _resend(self, entry, other, why):
         """
@@ -599,8 +621,8 @@ class IQDispatcher(XMPPHandler):
     def _retryOrFail(self, entry):
         other = None
         if entry.resendable:
-            feature, key = self._describe(entry)
-            other = self.selector.choose(feature, key, entry.requester, entry.tried or ())
+            feature, kind, key = self._describe(entry)
+            other = self.selector.choose(feature, kind, key, entry.requester, entry.tried or ())
         if other is not None:
             entry.resendable = False
             self._resend(entry, other, "retried")
@@ -619,13 +641,14 @@ class IQDispatcher(XMPPHandler):
         else:
             self._whenTaken(entry, self._retryOrFail)
 
-    def _refusedElsewhere(self, jid, feature):
+    def _refusedElsewhere(self, jid, feature, kind, requester):
         """
-        Another process learnt that resource C{jid} refuses C{feature}.
+        Another process saw resource C{jid} refuse C{requester}'s request of
+        type C{kind} for C{feature}: learnt as if seen here.
         """
         resource = self.resources.get(jid)
         if resource is not None:
-            self.selector.refused(resource, feature)
+            self.selector.refusals.refused(resource, feature, kind, requester)
 
     def _pruneResourceStats(self):
         """

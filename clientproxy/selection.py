@@ -12,42 +12,42 @@ Which resource serves a request: one pipeline, in this order.
     C{strict}: only advertisers. C{off}: every usable resource. A resource
     whose features are not known yet (its disco#info answer is on its way)
     is no advertiser.
- 3. Minus recent refusers: a resource that answered a request of that
-    namespace with C{feature-not-implemented} or C{service-unavailable}
-    is no candidate for it for C{--refusal-ttl} seconds (forgotten sooner
-    when its caps change or it reconnects), nor are the resources a
-    request has already been refused by.
- 4. Affinity (C{--affinity}) or strategy: requests with the same key (the
+ 3. Minus the resources this request was already refused by.
+ 4. Learnt refusers last: the resources learnt to refuse requests of that
+    namespace and type (L{clientproxy.refusals}) are asked only when no
+    other candidate is left. What is learnt orders the candidates; it never
+    empties them.
+ 5. Affinity (C{--affinity}) or strategy: requests with the same key (the
     requester's full or bare JID, or an attribute of the request's child)
     go to the same candidate, chosen by rendezvous (highest random weight)
     hashing, so a resource that joins or leaves moves only the keys it
     gains or held; a request without a key goes to C{--strategy}, which is
     handed the candidates.
 
-What steps 2 and 3 give for a feature is cached until the resource set
-changes (L{ResourceSet.version}) or a refusal is learnt or expires, and
-the affinity choice per key likewise: the common request costs a few
-dictionary look-ups, however many resources there are.
+What steps 1 and 2 give for a namespace is cached until the resource set
+changes (L{ResourceSet.version}), and the affinity choice per key likewise
+(while no refuser is learnt for the namespace): the common request costs a
+few dictionary look-ups, however many resources there are. Both caches
+are keyed by what outsiders send, so both are L{clientproxy.bounded.LRU}s
+with compacted keys: bounded in entries and bytes whatever names arrive.
 """
 
 import hashlib
 
-from twisted.logger import Logger
-
+from clientproxy.bounded import LRU, compact
+from clientproxy.refusals import REFUSAL_TTL, Refusals  # noqa: F401 (REFUSAL_TTL: the option's default)
 from clientproxy.stanzas import bareOf
 
 #: C{--match-features} modes.
 AUTO, STRICT, OFF = "auto", "strict", "off"
 MATCH_MODES = (AUTO, STRICT, OFF)
 
-#: Default seconds a refusal keeps a namespace from a resource.
-REFUSAL_TTL = 300.0
+#: Namespaces whose candidates are cached at most.
+CANDIDATE_CACHE_SIZE = 1000
 
-#: Stanza error conditions that mean the resource did not act on a request.
-REFUSALS = frozenset(("feature-not-implemented", "service-unavailable"))
-
-#: Affinity cache entries kept at most (it is emptied when full).
-AFFINITY_CACHE_SIZE = 100000
+#: Affinity choices cached at most: each a pair of compacted keys, so a few
+#: hundred bytes.
+AFFINITY_CACHE_SIZE = 20000
 
 _MASK = (1 << 64) - 1
 
@@ -120,11 +120,8 @@ class Selector:
     The dispatch pipeline of one proxy (see the module docstring).
 
     @ivar match: the C{--match-features} mode.
-    @ivar refusalTTL: seconds a refusal counts; 0 turns refusal learning
-        off (refusals then pass through to the requester).
+    @ivar refusals: the L{Refusals} learnt.
     """
-
-    log = Logger()
 
     def __init__(
         self,
@@ -142,16 +139,13 @@ class Selector:
         self.clock = clock
         self.match = match
         self.affinity = affinity or Affinity()
-        self.refusalTTL = refusalTTL
-        # {feature: {resource: expiry}}
-        self._refusals = {}
-        self._nextExpiry = None
+        self.refusals = Refusals(clock, refusalTTL)
         # The ResourceSet.version the caches were made for; None: remake.
         self._seen = None
-        self._candidates = {}
-        self._affine = {}
-        resources.whenRemoved(self._forget)
-        resources.whenCapsChanged(self._forget)
+        self._candidates = LRU(CANDIDATE_CACHE_SIZE)
+        self._affine = LRU(AFFINITY_CACHE_SIZE)
+        resources.whenRemoved(self.refusals.forget)
+        resources.whenCapsChanged(self.refusals.forget)
 
     def keyOf(self, child, requester):
         return self.affinity.keyOf(child, requester)
@@ -167,117 +161,56 @@ class Selector:
         if affinity is not None:
             self.affinity = Affinity(affinity)
         if refusalTTL is not None:
-            self.refusalTTL = refusalTTL
-            if not refusalTTL:
-                self._refusals = {}
+            self.refusals.configure(refusalTTL)
         if strategy is not None:
             self.strategy = strategy
         self._seen = None
 
-    def choose(self, feature, key, requester, exclude=()):
+    def choose(self, feature, kind, key, requester, exclude=()):
         """
-        The resource for a request asking for C{feature}, with affinity key
-        C{key}, from C{requester}; C{None} when there is no candidate.
+        The resource for a request of type C{kind} asking for C{feature},
+        with affinity key C{key}, from C{requester}; C{None} when there is
+        no candidate.
 
         @param exclude: resources this request was already refused by.
         """
-        if self._refusals and self.clock.seconds() >= self._nextExpiry:
-            self._expire()
         if self.resources.version != self._seen:
             self._seen = self.resources.version
-            self._candidates = {}
-            self._affine = {}
-        candidates = self._candidates.get(feature)
+            self._candidates.clear()
+            self._affine.clear()
+        compacted = compact(feature)
+        candidates = self._candidates.get(compacted)
         if candidates is None:
-            candidates = self._candidates[feature] = self._candidatesFor(feature)
+            candidates = self._candidates[compacted] = self._candidatesFor(feature)
         if exclude:
             candidates = [r for r in candidates if r not in exclude]
+        refusers = self.refusals.refusersOf(feature, kind)
+        if refusers:
+            preferred = [r for r in candidates if r.jid not in refusers]
+            if preferred:
+                candidates = preferred
         if not candidates:
             return None
         if key is None:
             return self.strategy.choose(candidates, requester)
-        if exclude:
+        if exclude or refusers:
             return self._rendezvous(candidates, key)
-        cacheKey = (feature, key)
+        cacheKey = (compacted, compact(key))
         resource = self._affine.get(cacheKey)
         if resource is None:
-            if len(self._affine) >= AFFINITY_CACHE_SIZE:
-                self._affine = {}
             resource = self._affine[cacheKey] = self._rendezvous(candidates, key)
         return resource
 
     def _candidatesFor(self, feature):
         """
-        Steps 1 to 3 for C{feature}.
+        Steps 1 and 2 for C{feature}.
         """
         usable = self.resources.available
         if self.match == OFF or feature is None:
-            candidates = usable
-        else:
-            advertisers = [r for r in usable if r.features is not None and feature in r.features]
-            candidates = advertisers if advertisers or self.match == STRICT else usable
-        refusers = self._refusals.get(feature)
-        if refusers:
-            candidates = [r for r in candidates if r not in refusers]
-        return list(candidates)
+            return list(usable)
+        advertisers = [r for r in usable if r.features is not None and feature in r.features]
+        return advertisers if advertisers or self.match == STRICT else list(usable)
 
     def _rendezvous(self, candidates, key):
         hashed = stableHash(key)
         return max(candidates, key=lambda r: _weight(hashed, r))
-
-    def refused(self, resource, feature):
-        """
-        C{resource} refused a request asking for C{feature}: it is no
-        candidate for it for L{refusalTTL} seconds.
-
-        @return: whether refusals are learnt at all.
-        """
-        if not self.refusalTTL:
-            return False
-        expiry = self.clock.seconds() + self.refusalTTL
-        self._refusals.setdefault(feature, {})[resource] = expiry
-        if self._nextExpiry is None or expiry < self._nextExpiry:
-            self._nextExpiry = expiry
-        self._seen = None
-        self.log.info(
-            "Resource {resource} refused {feature}: not offered it for {ttl} s",
-            resource=resource.jid,
-            feature=feature,
-            ttl=self.refusalTTL,
-        )
-        return True
-
-    def refusedBy(self, resource):
-        """
-        The features C{resource} is currently not offered, having refused.
-        """
-        return sorted(f for f, refusers in self._refusals.items() if resource in refusers)
-
-    def _expire(self):
-        now = self.clock.seconds()
-        nextExpiry = None
-        for feature in list(self._refusals):
-            refusers = self._refusals[feature]
-            for resource, expiry in list(refusers.items()):
-                if expiry <= now:
-                    del refusers[resource]
-                elif nextExpiry is None or expiry < nextExpiry:
-                    nextExpiry = expiry
-            if not refusers:
-                del self._refusals[feature]
-        self._nextExpiry = nextExpiry
-        self._seen = None
-
-    def _forget(self, resource):
-        """
-        A resource left or changed its caps: its refusals no longer hold.
-        """
-        changed = False
-        for feature in list(self._refusals):
-            refusers = self._refusals[feature]
-            if refusers.pop(resource, None) is not None:
-                changed = True
-                if not refusers:
-                    del self._refusals[feature]
-        if changed:
-            self._seen = None

@@ -10,6 +10,7 @@ from twisted.trial import unittest
 from clientproxy.caps import NS_CAPS, NS_DISCO_INFO, DiscoInfo, verString
 from clientproxy.capabilities import QUERY_TIMEOUT
 from tests.helpers import COMPONENT, TARGET, Harness, errorCondition
+from tests.helpers import written as parseWritten
 
 NS = "urn:example:service"
 ALICE = "alice@example.org/abc"
@@ -156,9 +157,12 @@ class DispatchTests(Learning, unittest.TestCase):
             [query] = self.online(self.h, name)
             self.answer(self.h, query, name, features)
 
-    def request(self, h=None, stanzaID="1", kind="get", ns=NS, attrs=""):
+    def request(self, h=None, stanzaID="1", kind="get", ns=NS, attrs="", requester=ALICE):
         (h or self.h).request(
-            stanzaID=stanzaID, kind=kind, payload="<q xmlns='%s'%s/>" % (ns, attrs)
+            requester=requester,
+            stanzaID=stanzaID,
+            kind=kind,
+            payload="<q xmlns='%s'%s/>" % (ns, attrs),
         )
         return (h or self.h).take()
 
@@ -192,6 +196,11 @@ class DispatchTests(Learning, unittest.TestCase):
         return h
 
     def test_refusedGetMovesOn(self, kind="get"):
+        """
+        A refused request goes to another resource, and its result to the
+        requester; once the resource refused a second requester too, it is
+        asked after the others for that namespace and type.
+        """
         h = self.refusalHarness()
         [first] = self.request(h, kind=kind)
         self.refuse(h, first)
@@ -201,11 +210,29 @@ class DispatchTests(Learning, unittest.TestCase):
         h.reply(second["to"].rpartition("/")[2], stanzaID="1")
         [answer] = h.take()
         self.assertEqual((answer["type"], answer["to"]), ("result", ALICE))
-        # The refuser is not offered that namespace again.
-        targets = {self.request(h, stanzaID="n%d" % i)[0]["to"] for i in range(6)}
-        self.assertNotIn(first["to"], targets)
         self.assertEqual(h.stats.resources[first["to"]]["refusals"], 1)
         self.assertEqual(h.stats.requests["refused"], 1)
+        # One requester refused: nobody else's requests change.
+        targets = {self.request(h, stanzaID="n%d" % i, kind=kind)[0]["to"] for i in range(6)}
+        self.assertIn(first["to"], targets)
+        h.pending.failAll("recipient-unavailable")
+        h.take()
+        # A second requester refused by the same resource: it is asked last.
+        bob = "bob@example.net/b"
+        out = None
+        for i in range(3):
+            [out] = self.request(h, stanzaID="b%d" % i, kind=kind, requester=bob)
+            if out["to"] == first["to"]:
+                break
+            h.pending.failAll("recipient-unavailable")
+            h.take()
+        self.refuse(h, out)
+        h.take()
+        targets = {self.request(h, stanzaID="m%d" % i, kind=kind)[0]["to"] for i in range(6)}
+        self.assertNotIn(first["to"], targets)
+        other = "set" if kind == "get" else "get"
+        targets = {self.request(h, stanzaID="o%d" % i, kind=other)[0]["to"] for i in range(6)}
+        self.assertIn(first["to"], targets)
 
     def test_refusedSetMovesOn(self):
         """
@@ -214,6 +241,11 @@ class DispatchTests(Learning, unittest.TestCase):
         self.test_refusedGetMovesOn(kind="set")
 
     def test_everyoneRefusesLastRefusalAsItCame(self):
+        """
+        When every resource refused a request, its requester gets the last
+        refusal as it came; and a later request is asked of them all again
+        (learnt refusals order the resources, they never refuse).
+        """
         h = self.refusalHarness()
         [out] = self.request(h)
         for condition in ("feature-not-implemented", "service-unavailable"):
@@ -224,12 +256,67 @@ class DispatchTests(Learning, unittest.TestCase):
         self.assertEqual((answer["to"], answer["id"]), (ALICE, "1"))
         self.assertEqual(errorCondition(answer), ("feature-not-implemented", "cancel"))
         self.assertEqual(len(h.pending), 0)
-        # All three refused: nobody is left to ask.
-        [next] = self.request(h, stanzaID="2")
-        self.assertEqual(errorCondition(next), ("service-unavailable", "cancel"))
-        h.clock.advance(300)
-        [next] = self.request(h, stanzaID="3")
+        [next] = self.request(h, stanzaID="2", requester="bob@example.net/b")
         self.assertEqual(next["type"], "get")
+
+    def test_oneRefusedRequesterTakesNothingAway(self):
+        """
+        mallory's get in a namespace the resources serve as a set only is
+        refused by all of them: alice's set in that namespace still reaches
+        a resource, and so does alice's get.
+        """
+        h = self.refusalHarness()
+        [out] = self.request(h, requester="mallory@evil.example/m")
+        for _ in range(2):
+            self.refuse(h, out)
+            [out] = h.take()
+        self.refuse(h, out)
+        [answer] = h.take()
+        self.assertEqual(answer["to"], "mallory@evil.example/m")
+        for kind in ("set", "get"):
+            [out] = self.request(h, stanzaID=kind, kind=kind)
+            self.assertEqual((out["type"], out["id"]), (kind, kind))
+
+    def test_applicationConditionPassedOn(self):
+        """
+        A refusal with an application-specific condition (as Jitsi's focus
+        answers) is the service's answer: it reaches the requester byte for
+        byte, is not sent to another resource, and teaches nothing.
+        """
+        h = self.refusalHarness()
+        [out] = self.request(h)
+        error = (
+            "<error type='cancel'><service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>"
+            "<reservation-error xmlns='http://jitsi.org/protocol/focus' error-code='403'>"
+            "<text xmlns='urn:x'>no</text></reservation-error></error>"
+        )
+        h.receive(
+            "<iq type='error' id='%s' from='%s' to='%s'>%s</iq>"
+            % (out["id"], out["to"], out["from"], error)
+        )
+        written = h.manager.takeBytes()
+        self.assertIn(error.encode("utf-8"), written)
+        [answer] = parseWritten(written)
+        self.assertEqual((answer["to"], answer["type"]), (ALICE, "error"))
+        self.assertEqual(len(h.dispatcher.selector.refusals), 0)
+        self.assertEqual(h.stats.requests["refused"], 0)
+
+    def test_resultForgetsTheRefusal(self):
+        """
+        A result from a resource for a namespace and type it refused forgets
+        the refusal at once.
+        """
+        h = self.refusalHarness()
+        resource = h.resources.get(TARGET + "/a")
+        h.dispatcher.selector.refusals.refused(resource, NS, "get", "m@x/1")
+        out = None
+        for i in range(3):
+            [out] = self.request(h, stanzaID="r%d" % i, requester="x%d@y/z" % i)
+            if out["to"] == resource.jid:
+                break
+        self.assertEqual(out["to"], resource.jid)
+        h.reply("a", requester=out["from"].split("/", 1)[1], stanzaID=out["id"])
+        self.assertFalse(h.dispatcher.selector.refusals.concerns(resource))
 
     def test_otherErrorsPassThrough(self):
         h = self.refusalHarness()

@@ -394,27 +394,37 @@ class SharedViewTests(SharedProcesses):
     @defer.inlineCallbacks
     def test_refusalShared(self):
         """
-        A refusal one process learns keeps the other from offering the
-        namespace to that resource too.
+        Refusals seen by different processes add up: a resource that
+        refused one requester on one process and another requester on the
+        other is learnt as a refuser of that namespace and type by both.
         """
         a, b = yield self.processes()
         a.online("b")
         yield waitFor(lambda: all(len(p.resources) == 2 for p in (a, b)))
         for p in (a, b):
             p.take()
-        (request,) = yield self.forwarded(a, stanzaID="r")
-        refuser = request["to"].split("/", 1)[1]
-        a.reply(
-            refuser,
-            requester=request["from"].split("/", 1)[1],
-            stanzaID="r",
-            kind="error",
-            payload="<error type='cancel'><feature-not-implemented "
-            "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>",
-        )
-        resource = b.resources.get(TARGET + "/" + refuser)
-        yield waitFor(lambda: b.dispatcher.selector.refusedBy(resource))
-        self.assertEqual(b.dispatcher.selector.refusedBy(resource), ["urn:test"])
+        refuser = None
+        for process, requester in ((a, "mallory@example.org/m"), (b, "eve@example.net/e")):
+            (request,) = yield self.forwarded(process, requester=requester, stanzaID="r")
+            refuser = refuser or request["to"].split("/", 1)[1]
+            if request["to"] != TARGET + "/" + refuser:
+                # The other resource was asked first: it serves.
+                process.reply(request["to"].split("/", 1)[1], requester=requester, stanzaID="r")
+                continue
+            process.reply(
+                refuser,
+                requester=requester,
+                stanzaID="r",
+                kind="error",
+                payload="<error type='cancel'><feature-not-implemented "
+                "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>",
+            )
+        for process in (a, b):
+            resource = process.resources.get(TARGET + "/" + refuser)
+            yield waitFor(lambda: process.dispatcher.selector.refusals.refusedBy(resource))
+            self.assertEqual(
+                process.dispatcher.selector.refusals.refusedBy(resource), [("urn:test", "get")]
+            )
 
 
 class MembershipTests(SharedProcesses):

@@ -21,6 +21,11 @@ def names(resources):
 
 
 class PipelineTests(unittest.TestCase):
+    """
+    The pipeline's steps one by one, with three resources and round-robin
+    dispatch.
+    """
+
     def setUp(self):
         self.clock = task.Clock()
         self.resources = ResourceSet()
@@ -38,10 +43,17 @@ class PipelineTests(unittest.TestCase):
     def advertise(self, name, *features):
         self.resources.learnt(self.resource(name), frozenset(features))
 
-    def chosen(self, selector, feature=NS, n=12, key=None, exclude=()):
-        return {selector.choose(feature, key, "r@x/1", exclude).name for _ in range(n)}
+    def chosen(self, selector, feature=NS, n=12, key=None, exclude=(), kind="get"):
+        return {selector.choose(feature, kind, key, "r@x/1", exclude).name for _ in range(n)}
+
+    def refuse(self, selector, name, *requesters, feature=NS, kind="get"):
+        for requester in requesters:
+            selector.refusals.refused(self.resource(name), feature, kind, requester)
 
     def test_autoPrefersAdvertisers(self):
+        """
+        C{auto}: advertisers only once one resource advertises the feature.
+        """
         selector = self.selector()
         self.assertEqual(self.chosen(selector), {"a", "b", "c"})
         self.advertise("b", NS)
@@ -49,59 +61,141 @@ class PipelineTests(unittest.TestCase):
         self.assertEqual(self.chosen(selector, feature="urn:other"), {"a", "b", "c"})
 
     def test_strictOnlyAdvertisers(self):
+        """
+        C{strict}: no advertiser, no candidate.
+        """
         selector = self.selector(STRICT)
-        self.assertIsNone(selector.choose(NS, None, "r@x/1"))
+        self.assertIsNone(selector.choose(NS, "get", None, "r@x/1"))
         self.advertise("c", NS)
         self.assertEqual(self.chosen(selector), {"c"})
 
     def test_offIgnoresFeatures(self):
+        """
+        C{off}: every usable resource, whatever it advertises.
+        """
         selector = self.selector(OFF)
         self.advertise("b", NS)
         self.assertEqual(self.chosen(selector), {"a", "b", "c"})
 
-    def test_refusersLeftOutUntilTheTTL(self):
+    def test_refusersAskedLastUntilTheTTL(self):
+        """
+        A resource that refused two requesters' requests of one namespace
+        and type is asked after the others, for that namespace and type
+        only, until the TTL passes.
+        """
         selector = self.selector(ttl=300)
-        self.assertTrue(selector.refused(self.resource("a"), NS))
+        self.refuse(selector, "a", "m@x/1", "n@y/1")
         self.assertEqual(self.chosen(selector), {"b", "c"})
+        self.assertEqual(self.chosen(selector, kind="set"), {"a", "b", "c"})
         self.assertEqual(self.chosen(selector, feature="urn:other"), {"a", "b", "c"})
-        self.assertEqual(selector.refusedBy(self.resource("a")), [NS])
+        self.assertEqual(selector.refusals.refusedBy(self.resource("a")), [(NS, "get")])
         self.clock.advance(299)
         self.assertEqual(self.chosen(selector), {"b", "c"})
         self.clock.advance(1)
         self.assertEqual(self.chosen(selector), {"a", "b", "c"})
-        self.assertEqual(selector.refusedBy(self.resource("a")), [])
+        self.assertEqual(selector.refusals.refusedBy(self.resource("a")), [])
+
+    def test_oneRequesterChangesNothing(self):
+        """
+        Refusals of one bare JID's requests (from any of its resources),
+        however many, do not reorder anyone's requests.
+        """
+        selector = self.selector()
+        self.refuse(selector, "a", "m@x/1", "m@x/2", "m@x/1")
+        self.assertEqual(self.chosen(selector), {"a", "b", "c"})
+
+    def test_refusersNeverEmptyTheCandidates(self):
+        """
+        When every candidate is a learnt refuser, they are all asked
+        anyway: learnt refusals order, they never refuse.
+        """
+        selector = self.selector()
+        for name in ("a", "b", "c"):
+            self.refuse(selector, name, "m@x/1", "n@y/1")
+        self.assertEqual(self.chosen(selector), {"a", "b", "c"})
+        self.refuse(selector, "a", "m@x/1", "n@y/1", feature="urn:other")
+        self.refuse(selector, "b", "m@x/1", "n@y/1", feature="urn:other")
+        self.assertEqual(self.chosen(selector, feature="urn:other"), {"c"})
+        tried = (self.resource("c"),)
+        self.assertEqual(self.chosen(selector, feature="urn:other", exclude=tried), {"a", "b"})
+
+    def test_servedForgetsTheRefuser(self):
+        """
+        A result from a learnt refuser for that namespace and type puts it
+        back among the first asked at once.
+        """
+        selector = self.selector()
+        self.refuse(selector, "a", "m@x/1", "n@y/1")
+        selector.refusals.served(self.resource("a"), NS, "get")
+        self.assertEqual(self.chosen(selector), {"a", "b", "c"})
 
     def test_refusalForgottenOnCapsChange(self):
+        """
+        A resource that changes its caps is no learnt refuser any more.
+        """
         selector = self.selector()
-        selector.refused(self.resource("a"), NS)
+        self.refuse(selector, "a", "m@x/1", "n@y/1")
         self.resources.update("svc@x/a", "a", 0, Caps("n", "v2", "sha-1"))
         self.assertEqual(self.chosen(selector), {"a", "b", "c"})
 
     def test_refusalForgottenOnReconnect(self):
+        """
+        Nor is one that reconnects.
+        """
         selector = self.selector()
-        selector.refused(self.resource("a"), NS)
+        self.refuse(selector, "a", "m@x/1", "n@y/1")
         self.resources.remove("svc@x/a")
         self.resources.update("svc@x/a", "a", 0)
         self.assertEqual(self.chosen(selector), {"a", "b", "c"})
 
     def test_refusalLearningOff(self):
+        """
+        A TTL of 0 learns nothing.
+        """
         selector = self.selector(ttl=0)
-        self.assertFalse(selector.refused(self.resource("a"), NS))
+        self.assertFalse(selector.refusals.refused(self.resource("a"), NS, "get", "m@x/1"))
+        self.refuse(selector, "a", "m@x/1", "n@y/1")
         self.assertEqual(self.chosen(selector), {"a", "b", "c"})
 
     def test_excluded(self):
+        """
+        The resources a request was refused by are no candidates for it.
+        """
         selector = self.selector()
         tried = (self.resource("a"), self.resource("b"))
         self.assertEqual(self.chosen(selector, exclude=tried), {"c"})
-        self.assertIsNone(selector.choose(NS, None, "r", tried + (self.resource("c"),)))
+        self.assertIsNone(selector.choose(NS, "get", None, "r", tried + (self.resource("c"),)))
 
     def test_noResource(self):
+        """
+        No resource, no choice, with or without a key.
+        """
         selector = Selector(ResourceSet(), RoundRobinStrategy(), self.clock)
-        self.assertIsNone(selector.choose(NS, None, "r@x/1"))
-        self.assertIsNone(selector.choose(NS, "key", "r@x/1"))
+        self.assertIsNone(selector.choose(NS, "get", None, "r@x/1"))
+        self.assertIsNone(selector.choose(NS, "get", "key", "r@x/1"))
+
+    def test_cachesBounded(self):
+        """
+        Fresh namespaces and affinity keys, however many, keep the caches
+        within their entry bounds, and every key kept is short.
+        """
+        from clientproxy import selection
+
+        selector = self.selector(affinity="attribute:room")
+        for i in range(selection.CANDIDATE_CACHE_SIZE + 50):
+            feature = "urn:fresh:%d:" % (i,) + "x" * 500
+            selector.choose(feature, "get", "room%d" % (i,) + "y" * 500, "r@x/1")
+        self.assertEqual(len(selector._candidates), selection.CANDIDATE_CACHE_SIZE)
+        self.assertTrue(all(len(key) <= 64 for key in selector._candidates))
+        self.assertTrue(all(len(a) <= 64 and len(b) <= 64 for a, b in selector._affine))
 
 
 class AffinityTests(unittest.TestCase):
+    """
+    Rendezvous hashing: a key stays on one resource, and only the keys of a
+    resource that joins or leaves move.
+    """
+
     def setUp(self):
         self.clock = task.Clock()
         self.resources = ResourceSet()
@@ -112,7 +206,7 @@ class AffinityTests(unittest.TestCase):
         )
 
     def placement(self, keys):
-        return {key: self.selector.choose(NS, key, "r@x/1").jid for key in keys}
+        return {key: self.selector.choose(NS, "set", key, "r@x/1").jid for key in keys}
 
     def test_sameKeySameResource(self):
         keys = ["room%d" % i for i in range(200)]

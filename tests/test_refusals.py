@@ -1,0 +1,125 @@
+"""
+Tests for L{clientproxy.refusals}: what is learnt from refusals is narrow
+(per resource, namespace and type, from two requesters at least), bounded,
+and expires in order.
+"""
+
+from twisted.internet import task
+from twisted.logger import capturedLogs
+from twisted.trial import unittest
+
+from clientproxy.refusals import Refusals, quoted
+from clientproxy.resources import Resource
+
+NS = "urn:example:service"
+
+
+class RefusalsTests(unittest.TestCase):
+    def setUp(self):
+        self.clock = task.Clock()
+        self.refusals = Refusals(self.clock, ttl=300, size=100)
+        self.a = Resource("svc@x/a", "a")
+        self.b = Resource("svc@x/b", "b")
+
+    def test_twoWitnesses(self):
+        """
+        A resource is a refuser only once two distinct bare JIDs were
+        refused; full JIDs of one account count once.
+        """
+        self.refusals.refused(self.a, NS, "get", "m@x/1")
+        self.refusals.refused(self.a, NS, "get", "m@x/2")
+        self.assertIsNone(self.refusals.refusersOf(NS, "get"))
+        self.refusals.refused(self.a, NS, "get", "n@x/1")
+        self.assertEqual(self.refusals.refusersOf(NS, "get"), {"svc@x/a"})
+        self.assertIsNone(self.refusals.refusersOf(NS, "set"))
+
+    def test_boundedInEntries(self):
+        """
+        Past its size, the oldest record goes, with its place in the index.
+        """
+        self.refusals.refused(self.a, NS, "get", "m@x/1")
+        self.refusals.refused(self.a, NS, "get", "n@x/1")
+        for i in range(200):
+            self.refusals.refused(self.b, "urn:fresh:%d" % i, "get", "m@x/1")
+            self.assertLessEqual(len(self.refusals), 100)
+        self.assertIsNone(self.refusals.refusersOf(NS, "get"))
+        self.assertEqual(self.refusals.refusedBy(self.a), [])
+
+    def test_longNamespacesKeptShort(self):
+        """
+        A namespace of any length is kept as at most a 64-character key, and
+        still matches itself.
+        """
+        long = "urn:" + "x" * 100000
+        self.refusals.refused(self.a, long, "get", "m@x/1")
+        self.refusals.refused(self.a, long, "get", "n@x/1")
+        self.assertEqual(self.refusals.refusersOf(long, "get"), {"svc@x/a"})
+        [(kept, kind)] = self.refusals.refusedBy(self.a)
+        self.assertLessEqual(len(kept), 64)
+
+    def test_expiresInOrder(self):
+        """
+        Records expire their TTL after their last refusal, taken off the
+        front: a record refreshed later outlives one written earlier.
+        """
+        self.refusals.refused(self.a, NS, "get", "m@x/1")
+        self.refusals.refused(self.a, NS, "get", "n@x/1")
+        self.clock.advance(100)
+        self.refusals.refused(self.b, NS, "get", "m@x/1")
+        self.refusals.refused(self.b, NS, "get", "n@x/1")
+        self.clock.advance(200)
+        self.assertEqual(self.refusals.refusersOf(NS, "get"), {"svc@x/b"})
+        self.clock.advance(100)
+        self.assertIsNone(self.refusals.refusersOf(NS, "get"))
+        self.assertEqual(len(self.refusals), 0)
+
+    def test_forget(self):
+        """
+        A resource gone takes its records with it, and nothing else.
+        """
+        for resource in (self.a, self.b):
+            self.refusals.refused(resource, NS, "get", "m@x/1")
+            self.refusals.refused(resource, NS, "get", "n@x/1")
+        self.refusals.forget(self.a)
+        self.assertFalse(self.refusals.concerns(self.a))
+        self.assertEqual(self.refusals.refusersOf(NS, "get"), {"svc@x/b"})
+
+    def test_servedForgets(self):
+        """
+        A result for the namespace and type forgets the record, learnt or
+        not.
+        """
+        self.refusals.refused(self.a, NS, "get", "m@x/1")
+        self.refusals.served(self.a, NS, "get")
+        self.assertFalse(self.refusals.concerns(self.a))
+        self.refusals.refused(self.a, NS, "get", "n@x/1")
+        self.assertIsNone(self.refusals.refusersOf(NS, "get"))
+
+    def test_configureForgets(self):
+        """
+        A new TTL (a reload) starts from nothing.
+        """
+        self.refusals.refused(self.a, NS, "get", "m@x/1")
+        self.refusals.configure(10)
+        self.assertEqual(len(self.refusals), 0)
+
+    def test_logThrottled(self):
+        """
+        Learning a refuser is logged at most once an interval however many
+        are learnt, with the namespace quoted on one line.
+        """
+        with capturedLogs() as events:
+            for i in range(50):
+                feature = "urn:x&#10;\n%d" % i
+                self.refusals.refused(self.a, feature, "get", "m@x/1")
+                self.refusals.refused(self.a, feature, "get", "n@x/1")
+        self.assertEqual(len(events), 1)
+        self.assertNotIn("\n", events[0]["feature"])
+
+    def test_quoted(self):
+        """
+        L{quoted} gives one line of ASCII, cut.
+        """
+        self.assertEqual(quoted("a\nb"), "'a\\nb'")
+        self.assertEqual(quoted("x" * 100, limit=3), "'xxx'...")
+        self.assertEqual(quoted(None), "None")
