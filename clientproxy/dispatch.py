@@ -149,6 +149,7 @@ class IQDispatcher(XMPPHandler):
             shared.onRefused = self._refusedElsewhere
 
     def connectionInitialized(self):
+        self._ids.renew()
         self.xmlstream.addRoute("iq", self.onIQ)
 
     def connectionLost(self, reason):

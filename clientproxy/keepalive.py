@@ -57,6 +57,7 @@ class KeepAlive(XMPPHandler):
         self._ids = StanzaIDs() if ids is None else ids
 
     def connectionInitialized(self):
+        self._ids.renew()
         if self.interval:
             self._pingedAt = None
             self._pongID = None
