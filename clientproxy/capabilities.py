@@ -25,7 +25,7 @@ from twisted.words.xish import domish
 from wokkel.subprotocols import XMPPHandler
 
 from clientproxy.caps import NS_DISCO_INFO, parseDiscoInfo, verifies
-from clientproxy.stanzas import StanzaIDs
+from clientproxy.stanzas import StanzaIDs, isAnswer
 
 #: Seconds a disco#info query gets.
 QUERY_TIMEOUT = 30.0
@@ -144,11 +144,16 @@ class CapabilityLearner(XMPPHandler):
         self.send(iq)
 
     def _onReply(self, iq):
+        """
+        Take the answer to a query in flight: a C{result} or C{error} with
+        its id, from the resource asked, to the component's bare JID (the
+        address that asked). Anything else is left to the other handlers:
+        a reply with the same id to a requester's encoded address answers
+        that requester's request, whose id it chose.
+        """
         queryID = iq.getAttribute("id")
         query = self._queries.get(queryID)
-        if query is None or iq.getAttribute("from") != query.resource.jid:
-            return
-        if iq.getAttribute("type") not in ("result", "error"):
+        if query is None or not isAnswer(iq, self.component, query.resource.jid):
             return
         iq.handled = True
         self._done(queryID, query)

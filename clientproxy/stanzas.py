@@ -48,6 +48,18 @@ def claim(stanza):
     return get("from"), get("to"), get("type")
 
 
+def isAnswer(iq, asker, asked):
+    """
+    Whether C{iq} can answer a request that C{asker} sent to C{asked}: a
+    C{result} or C{error} from C{asked} to C{asker} (its id is the caller's
+    to check). The address it is sent to counts as much as the sender: a
+    reply with the same id to another address answers a request of
+    somebody else's, which chose that id.
+    """
+    get = iq.attributes.get
+    return get("type") in REPLY_TYPES and get("to") == asker and get("from") == asked
+
+
 def onlyChildElement(element):
     """
     The one child element of C{element} (text is ignored), or C{None} when

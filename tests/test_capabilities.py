@@ -132,6 +132,31 @@ class LearningTests(Learning, unittest.TestCase):
         )
         self.assertIsNone(self.features(self.h, "a"))
 
+    def test_requesterCannotAnswerForTheComponent(self):
+        """
+        A requester's id is never taken for the component's own: alice's
+        request with the id of the disco#info query in flight to the same
+        resource is answered to alice exactly once, and the resource's
+        answer to alice (addressed to alice's encoded address) does not set
+        its features; the answer to the query itself still does.
+        """
+        [query] = self.online(self.h, "a")
+        self.h.request(requester=ALICE, stanzaID=query["id"], payload="<q xmlns='%s'/>" % (NS,))
+        [forwarded] = self.h.take()
+        self.assertEqual((forwarded["to"], forwarded["id"]), (TARGET + "/a", query["id"]))
+        self.h.receive(
+            "<iq type='result' id='%s' from='%s/a' to='%s'><query xmlns='%s'>"
+            "<feature var='urn:forged'/></query></iq>"
+            % (query["id"], TARGET, forwarded["from"], NS_DISCO_INFO)
+        )
+        [answer] = self.h.take()
+        self.assertEqual((answer["to"], answer["id"]), (ALICE, query["id"]))
+        self.assertEqual(answer["type"], "result")
+        self.assertIsNone(self.features(self.h, "a"))
+        self.answer(self.h, query, "a", [NS])
+        self.assertEqual(self.features(self.h, "a"), frozenset([NS]))
+        self.assertEqual(self.h.take(), [])
+
     def test_capsChangeFollowed(self):
         [query] = self.online(self.h, "a", verFor())
         self.answer(self.h, query, "a", [])
