@@ -206,6 +206,10 @@ class IQDispatcher(XMPPHandler):
             self.stats.drop(iq, "no-address")
         elif kind in REQUEST_TYPES and self.closing:
             self._refuse(iq, "service-unavailable", text=SHUTTING_DOWN)
+        elif kind in REPLY_TYPES and recipient == self.jat.component:
+            # The component's own request asked it, whoever it is: the
+            # target's other resources may be asked too.
+            self._onPeerReply(iq, sender)
         elif bareOf(sender) == self.target:
             if kind in REPLY_TYPES:
                 self._onReply(iq, sender, recipient)
@@ -550,7 +554,7 @@ class IQDispatcher(XMPPHandler):
             return
         entry = self.pending.get(key)
         if entry is None:
-            self.stats.drop(reply, "reply-from-outsider")
+            self._unmatched(reply, sender)
         else:
             self.pending.complete(entry, reply)
 
@@ -558,7 +562,16 @@ class IQDispatcher(XMPPHandler):
         if data:
             self.pending.complete(self._local(key, data), reply)
         else:
-            self.stats.drop(reply, "reply-from-outsider")
+            self._unmatched(reply, key[0])
+
+    def _unmatched(self, reply, sender):
+        """
+        Drop a reply to the component's bare JID that answers none of its
+        requests: C{unknown-reply} from the target (like one to an encoded
+        address), C{reply-from-outsider} from anyone else.
+        """
+        outsider = bareOf(sender) != self.target
+        self.stats.drop(reply, "reply-from-outsider" if outsider else "unknown-reply")
 
     def _resourceRemoved(self, resource):
         """
