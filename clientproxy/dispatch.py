@@ -23,7 +23,9 @@ candidate refused, the requester gets the last refusal as it came.
 
 A resource of the target may also ask a peer: an IQ request to
 C{component/<encoded peer>} goes to the peer from the component's bare JID,
-and the peer's reply goes back to that resource, with the same checks.
+and the peer's reply goes back to that resource, with the same checks. The
+peer may be another resource of the target: any reply to the component's
+bare JID answers one of the component's own requests.
 """
 
 from twisted.internet import defer
