@@ -24,14 +24,20 @@ from twisted.logger import Logger
 from twisted.words.xish import domish
 from wokkel.subprotocols import XMPPHandler
 
+from clientproxy.bounded import LRU, compact
 from clientproxy.caps import NS_DISCO_INFO, parseDiscoInfo, verifies
-from clientproxy.stanzas import StanzaIDs
+from clientproxy.stanzas import StanzaIDs, isAnswer
 
 #: Seconds a disco#info query gets.
 QUERY_TIMEOUT = 30.0
 
-#: Verified answers kept by ver at most (emptied when full).
+#: Verified answers kept by ver at most, the least recently used dropped
+#: first.
 CACHE_SIZE = 1000
+
+#: The bytes of features (UTF-8) the verified answers keep at most, 4 MiB:
+#: a client chooses how many features it has, and how long.
+CACHE_BYTES = 4 * 1024 * 1024
 
 NO_FEATURES = frozenset()
 
@@ -51,9 +57,21 @@ class _Query:
         self.timer = timer
 
 
+def featureBytes(ver, features):
+    """
+    The weight of a verified answer in the cache: the bytes of its
+    features (UTF-8).
+    """
+    return sum(len(feature.encode("utf-8", "surrogatepass")) for feature in features)
+
+
 class CapabilityLearner(XMPPHandler):
     """
-    @ivar verified: features by C{ver}, for C{ver}s whose answer verified.
+    @ivar verified: features by C{ver} (through L{compact}: a C{ver} is
+        whatever a client announces), for C{ver}s whose answer verified:
+        an L{LRU} of at most L{CACHE_SIZE} answers and L{CACHE_BYTES}
+        bytes of features, so that new C{ver}s, however many, push out
+        the least recently used ones only, never the whole cache.
     """
 
     log = Logger()
@@ -64,7 +82,7 @@ class CapabilityLearner(XMPPHandler):
         self.resources = resources
         self.stats = stats
         self.clock = clock
-        self.verified = {}
+        self.verified = LRU(CACHE_SIZE, maxWeight=CACHE_BYTES, weigh=featureBytes)
         self._queries = {}
         self._byVer = {}
         self._ids = StanzaIDs() if ids is None else ids
@@ -85,6 +103,7 @@ class CapabilityLearner(XMPPHandler):
                     self.learn(resource)
 
     def connectionInitialized(self):
+        self._ids.renew()
         self._observing = False
         self._queries = {}
         self._byVer = {}
@@ -107,7 +126,7 @@ class CapabilityLearner(XMPPHandler):
             return
         caps = resource.caps
         if caps is not None and caps.verifiable:
-            features = self.verified.get(caps.ver)
+            features = self.verified.get(compact(caps.ver))
             if features is not None:
                 self._learnt(resource, features, "cache")
                 return
@@ -143,11 +162,16 @@ class CapabilityLearner(XMPPHandler):
         self.send(iq)
 
     def _onReply(self, iq):
+        """
+        Take the answer to a query in flight: a C{result} or C{error} with
+        its id, from the resource asked, to the component's bare JID (the
+        address that asked). Anything else is left to the other handlers:
+        a reply with the same id to a requester's encoded address answers
+        that requester's request, whose id it chose.
+        """
         queryID = iq.getAttribute("id")
         query = self._queries.get(queryID)
-        if query is None or iq.getAttribute("from") != query.resource.jid:
-            return
-        if iq.getAttribute("type") not in ("result", "error"):
+        if query is None or not isAnswer(iq, self.component, query.resource.jid):
             return
         iq.handled = True
         self._done(queryID, query)
@@ -186,9 +210,7 @@ class CapabilityLearner(XMPPHandler):
         # Those that announced the same caps meanwhile and are still here.
         waiting = [w for w in query.waiting if w.caps == caps and self.resources.get(w.jid) is w]
         if verifiable and info is not None and verifies(info, caps):
-            if len(self.verified) >= CACHE_SIZE:
-                self.verified.clear()
-            self.verified[caps.ver] = features
+            self.verified[compact(caps.ver)] = features
             self.stats.capabilities["verified"] += 1
             self._learnt(resource, features, "verified")
             for other in waiting:

@@ -99,8 +99,9 @@ class DiscoInfo:
     [values]}}}.
 
     @ivar valid: C{False} when the result breaks XEP-0115 section 5.4
-        (a duplicate identity, feature or form type): it must not be
-        cached.
+        (a duplicate identity, feature or form type; a C{<} in any field,
+        or a C{/} in an identity's, which make the verification string
+        ambiguous): it must not be cached.
     """
 
     def __init__(self, identities, features, forms, valid=True):
@@ -143,7 +144,38 @@ def parseDiscoInfo(query):
             forms[formType] = fields
     if len(set(identities)) != len(identities) or len(set(features)) != len(features):
         valid = False
+    elif not _unambiguous(identities, features, forms):
+        valid = False
     return DiscoInfo(identities, frozenset(features), forms, valid)
+
+
+def _unambiguous(identities, features, forms):
+    """
+    Whether the verification string of these parts could have come from
+    them alone: no C{<} (which ends every part) in any field, and no C{/}
+    (which joins an identity's fields) in an identity. With either, other
+    parts hash the same: C{<feature var='a&lt;b'/>} stands for features
+    C{a} and C{b}, an identity named C{<a} for feature C{a} (XEP-0115 5.4,
+    the note of XEP-0390 on its ambiguity): another client of the target
+    could answer for an honest client's C{ver} with features regrouped.
+    """
+    for identity in identities:
+        for field in identity:
+            if "<" in field or "/" in field:
+                return False
+    for feature in features:
+        if "<" in feature:
+            return False
+    for formType, fields in forms.items():
+        if "<" in formType:
+            return False
+        for var, values in fields.items():
+            if "<" in var:
+                return False
+            for value in values:
+                if "<" in value:
+                    return False
+    return True
 
 
 def _parseForm(form):

@@ -158,7 +158,8 @@ class Cluster(XMPPHandler):
         self.store = store
         self.prefix = prefixOf(component)
         self.events = self.prefix + "events"
-        self.ids = StanzaIDs()
+        # Its prefix is the instance id (_newID), never a random one.
+        self.ids = StanzaIDs(prefix="")
         self.instanceID = None
         self.onTaken = self.onAdopted = self.onRefused = None
         self._relaying = False

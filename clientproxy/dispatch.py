@@ -23,7 +23,9 @@ candidate refused, the requester gets the last refusal as it came.
 
 A resource of the target may also ask a peer: an IQ request to
 C{component/<encoded peer>} goes to the peer from the component's bare JID,
-and the peer's reply goes back to that resource, with the same checks.
+and the peer's reply goes back to that resource, with the same checks. The
+peer may be another resource of the target: any reply to the component's
+bare JID answers one of the component's own requests.
 """
 
 from twisted.internet import defer
@@ -156,6 +158,7 @@ class IQDispatcher(XMPPHandler):
             shared.onRefused = self._refusedElsewhere
 
     def connectionInitialized(self):
+        self._ids.renew()
         self.xmlstream.addRoute("iq", self.onIQ)
 
     def connectionLost(self, reason):
@@ -212,6 +215,10 @@ class IQDispatcher(XMPPHandler):
             self.stats.drop(iq, "no-address")
         elif kind in REQUEST_TYPES and self.closing:
             self._refuse(iq, "service-unavailable", text=SHUTTING_DOWN)
+        elif kind in REPLY_TYPES and recipient == self.jat.component:
+            # The component's own request asked it, whoever it is: the
+            # target's other resources may be asked too.
+            self._onPeerReply(iq, sender)
         elif bareOf(sender) == self.target:
             if kind in REPLY_TYPES:
                 self._onReply(iq, sender, recipient)
@@ -571,7 +578,7 @@ class IQDispatcher(XMPPHandler):
             return
         entry = self.pending.get(key)
         if entry is None:
-            self.stats.drop(reply, "reply-from-outsider")
+            self._unmatched(reply, sender)
         else:
             self.pending.complete(entry, reply)
 
@@ -579,7 +586,16 @@ class IQDispatcher(XMPPHandler):
         if data:
             self.pending.complete(self._local(key, data), reply)
         else:
-            self.stats.drop(reply, "reply-from-outsider")
+            self._unmatched(reply, key[0])
+
+    def _unmatched(self, reply, sender):
+        """
+        Drop a reply to the component's bare JID that answers none of its
+        requests: C{unknown-reply} from the target (like one to an encoded
+        address), C{reply-from-outsider} from anyone else.
+        """
+        outsider = bareOf(sender) != self.target
+        self.stats.drop(reply, "reply-from-outsider" if outsider else "unknown-reply")
 
     def _resourceRemoved(self, resource):
         """

@@ -18,7 +18,7 @@ from twisted.logger import Logger
 from twisted.words.xish import domish
 from wokkel.subprotocols import XMPPHandler
 
-from clientproxy.stanzas import StanzaIDs
+from clientproxy.stanzas import StanzaIDs, isAnswer
 
 NS_PING = "urn:xmpp:ping"
 
@@ -57,6 +57,7 @@ class KeepAlive(XMPPHandler):
         self._ids = StanzaIDs() if ids is None else ids
 
     def connectionInitialized(self):
+        self._ids.renew()
         if self.interval:
             self._pingedAt = None
             self._pongID = None
@@ -124,7 +125,15 @@ class KeepAlive(XMPPHandler):
         self.stats.keepalive["pings"] += 1
 
     def _pong(self, iq):
-        if iq.getAttribute("id") == self._pongID:
+        """
+        Take the answer to the last ping: a C{result} or C{error} with its
+        id, from the server's domain, to the component's bare JID. Another
+        IQ with that id (a peer's, a request, a reply to an encoded
+        address) is left to the other handlers.
+        """
+        if iq.getAttribute("id") == self._pongID and isAnswer(
+            iq, self.component, serverDomain(self.component)
+        ):
             self._pongID = None
             iq.handled = True
             # The server read the ping from this connection and answered;

@@ -26,6 +26,7 @@ from clientproxy.servicepresence import (
     MAX_SUBSCRIBERS_PER_DOMAIN,
     ServicePresence,
 )
+from clientproxy.stanzas import StanzaIDs
 from clientproxy.stats import Stats
 from clientproxy.redisstore import Listener, RedisStore, connect as connectRedis
 from clientproxy.standby import lockFor
@@ -152,7 +153,10 @@ def makeHandlers(
     available = ResourceSet(resources)
     policy = Policy(clock, allow, deny, rate, burst, maxStanzaSize, domainRate, domainBurst)
     selector = Selector(available, strategy, clock, matchFeatures, Affinity(affinity), refusalTTL)
-    cluster = ids = None
+    cluster = None
+    # One source of ids for every request the component starts: one random
+    # prefix a connection (or the process's instance id, with a cluster).
+    ids = StanzaIDs()
     if redis is not None:
         shared = store if isinstance(store, RedisStore) else None
         cluster = Cluster(jid, target, redis, listen, available, stats, clock, shared)

@@ -7,6 +7,8 @@ than L{wokkel.generic.Stanza}: that class parses and interns every address
 (see L{clientproxy.jat}), which costs time per stanza and memory for good.
 """
 
+import secrets
+
 from twisted.words.protocols.jabber.error import StanzaError
 from twisted.words.xish import domish
 
@@ -44,6 +46,18 @@ def claim(stanza):
     stanza.handled = True
     get = stanza.attributes.get
     return get("from"), get("to"), get("type")
+
+
+def isAnswer(iq, asker, asked):
+    """
+    Whether C{iq} can answer a request that C{asker} sent to C{asked}: a
+    C{result} or C{error} from C{asked} to C{asker} (its id is the caller's
+    to check). The address it is sent to counts as much as the sender: a
+    reply with the same id to another address answers a request of
+    somebody else's, which chose that id.
+    """
+    get = iq.attributes.get
+    return get("type") in REPLY_TYPES and get("to") == asker and get("from") == asked
 
 
 def onlyChildElement(element):
@@ -91,16 +105,47 @@ class StanzaIDs:
     disco#info queries, requests of the target to peers): C{kind-N}, after
     L{prefix}.
 
-    @ivar prefix: empty for a process alone; with state shared by several
-        processes, C{<instance id>.}, so that a reply the server hands to
-        another process's connection can be passed to the one that asked
-        (L{clientproxy.cluster}), and ids never clash between processes.
+    The prefix is what makes them unguessable to whoever has not seen one,
+    and different from one connection to the next (a reply to a request of
+    the last connection, or of the process before a restart, matches
+    nothing of this one): a random one for a process alone, new with every
+    connection (L{renew}); with state shared by several processes,
+    C{<instance id>.}, set by L{clientproxy.cluster} (a random id, new with
+    every connection too), so that a reply the server hands to another
+    process's connection can be passed to the one that asked, and ids never
+    clash between processes. An id costs one counter step and one string
+    format: the randomness is drawn once a connection.
+
+    Unguessable is a second line only: a peer the component asked has seen
+    the prefix. What keeps an outsider from answering for another is that
+    an answer is taken only from the entity asked, to the address that
+    asked (see L{clientproxy.capabilities}, L{clientproxy.keepalive},
+    L{clientproxy.dispatch}).
+
+    @ivar prefix: what every id starts with.
     """
 
-    def __init__(self, prefix=""):
+    def __init__(self, prefix=None):
+        """
+        @param prefix: a prefix its owner keeps up to date (the cluster's
+            instance id), left alone by L{renew}; C{None} for a random one.
+        """
+        self._owned = prefix is not None
         self.prefix = prefix
         self._count = 0
+        self.renew()
+
+    def renew(self):
+        """
+        A new connection: a new random prefix (64 bits from L{secrets}),
+        unless the prefix is its owner's.
+        """
+        if not self._owned:
+            self.prefix = secrets.token_hex(8) + "."
 
     def __call__(self, kind):
+        """
+        A new id for a request of C{kind}.
+        """
         self._count += 1
         return "%s%s-%d" % (self.prefix, kind, self._count)

@@ -8,7 +8,7 @@ on, and affinity keeps a key on one resource.
 from twisted.trial import unittest
 
 from clientproxy.caps import NS_CAPS, NS_DISCO_INFO, DiscoInfo, verString
-from clientproxy.capabilities import QUERY_TIMEOUT
+from clientproxy.capabilities import CACHE_BYTES, CACHE_SIZE, QUERY_TIMEOUT
 from tests.helpers import COMPONENT, TARGET, Harness, errorCondition
 from tests.helpers import written as parseWritten
 
@@ -50,6 +50,14 @@ class Learning:
 
     def features(self, h, name):
         return h.resources.get("%s/%s" % (TARGET, name)).features
+
+    def cached(self, h):
+        """
+        The verified answers kept, as a dict by ver, without touching
+        their order in the cache.
+        """
+        verified = h.handlers.capabilities.verified
+        return {ver: verified.peek(ver) for ver in verified}
 
 
 class LearningTests(Learning, unittest.TestCase):
@@ -96,14 +104,32 @@ class LearningTests(Learning, unittest.TestCase):
         self.assertEqual(again["to"], TARGET + "/good")
         self.answer(self.h, again, "good", [NS])
         self.assertEqual(self.features(self.h, "good"), frozenset([NS]))
-        self.assertEqual(self.h.handlers.capabilities.verified, {ver: frozenset([NS])})
+        self.assertEqual(self.cached(self.h), {ver: frozenset([NS])})
         self.assertEqual(self.h.stats.capabilities["unverified"], 1)
+
+    def test_regroupedAnswerNotCached(self):
+        """
+        An answer with the verification string of an honest client's ver
+        but its features regrouped (a C{<} inside a var) is believed for
+        the resource that gave it alone: the next resource with that ver
+        is asked itself, and only its answer is cached.
+        """
+        ver = verFor("urn:b", NS)
+        [query] = self.online(self.h, "evil", ver)
+        self.online(self.h, "good", ver)
+        self.answer(self.h, query, "evil", ["urn:b&lt;" + NS])
+        self.assertEqual(self.cached(self.h), {})
+        self.assertEqual(self.features(self.h, "evil"), frozenset(["urn:b<" + NS]))
+        [again] = [s for s in self.h.take() if s.name == "iq"]
+        self.assertEqual(again["to"], TARGET + "/good")
+        self.answer(self.h, again, "good", ["urn:b", NS])
+        self.assertEqual(self.cached(self.h), {ver: frozenset(["urn:b", NS])})
 
     def test_legacyCapsPerResource(self):
         [query] = self.online(self.h, "a", "1.0", hash=None)
         self.answer(self.h, query, "a", [NS])
         self.assertEqual(self.features(self.h, "a"), frozenset([NS]))
-        self.assertEqual(self.h.handlers.capabilities.verified, {})
+        self.assertEqual(self.cached(self.h), {})
         [other] = self.online(self.h, "b", "1.0", hash=None)
         self.assertEqual(other["to"], TARGET + "/b")
 
@@ -132,6 +158,60 @@ class LearningTests(Learning, unittest.TestCase):
             % (query["id"], COMPONENT, NS_DISCO_INFO, NS)
         )
         self.assertIsNone(self.features(self.h, "a"))
+
+    def test_requesterCannotAnswerForTheComponent(self):
+        """
+        A requester's id is never taken for the component's own: alice's
+        request with the id of the disco#info query in flight to the same
+        resource is answered to alice exactly once, and the resource's
+        answer to alice (addressed to alice's encoded address) does not set
+        its features; the answer to the query itself still does.
+        """
+        [query] = self.online(self.h, "a")
+        self.h.request(requester=ALICE, stanzaID=query["id"], payload="<q xmlns='%s'/>" % (NS,))
+        [forwarded] = self.h.take()
+        self.assertEqual((forwarded["to"], forwarded["id"]), (TARGET + "/a", query["id"]))
+        self.h.receive(
+            "<iq type='result' id='%s' from='%s/a' to='%s'><query xmlns='%s'>"
+            "<feature var='urn:forged'/></query></iq>"
+            % (query["id"], TARGET, forwarded["from"], NS_DISCO_INFO)
+        )
+        [answer] = self.h.take()
+        self.assertEqual((answer["to"], answer["id"]), (ALICE, query["id"]))
+        self.assertEqual(answer["type"], "result")
+        self.assertIsNone(self.features(self.h, "a"))
+        self.answer(self.h, query, "a", [NS])
+        self.assertEqual(self.features(self.h, "a"), frozenset([NS]))
+        self.assertEqual(self.h.take(), [])
+
+    def test_newVersDoNotFlushTheCache(self):
+        """
+        2,000 resources with distinct vers and large verified answers (a
+        client chooses its features) do not push out a ver in recent use:
+        the cache drops the least recently used answers only, and keeps
+        its bytes of features under L{CACHE_BYTES}.
+        """
+        learner = self.h.handlers.capabilities
+        kept = verFor(NS)
+        [query] = self.online(self.h, "kept", kept)
+        self.answer(self.h, query, "kept", [NS])
+        big = "urn:x:" + "f" * 6000
+        for n in range(2000):
+            features = [big + str(n)]
+            [query] = self.online(self.h, "r%d" % (n,), verFor(*features))
+            self.answer(self.h, query, "r%d" % (n,), features)
+            if n % 100 == 0:
+                # Another resource with the kept ver: from the cache.
+                self.assertEqual(self.online(self.h, "again%d" % (n,), kept), [])
+                self.h.offline("again%d" % (n,))
+            self.h.offline("r%d" % (n,))
+            self.assertLessEqual(learner.verified.weight, CACHE_BYTES)
+        self.assertIn(kept, learner.verified)
+        self.assertEqual(self.online(self.h, "last", kept), [])
+        self.assertEqual(self.features(self.h, "last"), frozenset([NS]))
+        self.assertGreater(len(learner.verified), 100)
+        self.assertLess(len(learner.verified), CACHE_SIZE)
+        self.assertGreater(learner.verified.weight, CACHE_BYTES - 2 * 6100)
 
     def test_capsChangeFollowed(self):
         [query] = self.online(self.h, "a", verFor())

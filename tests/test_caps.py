@@ -5,7 +5,15 @@ results, and the verification string, against the XEP's own examples.
 
 from twisted.trial import unittest
 
-from clientproxy.caps import Caps, capsOf, parseDiscoInfo, verifies, verString
+from clientproxy.caps import (
+    NS_DISCO_INFO,
+    Caps,
+    capsOf,
+    parseDiscoInfo,
+    verificationString,
+    verifies,
+    verString,
+)
 from tests.helpers import inStream
 
 SIMPLE = """<query xmlns='http://jabber.org/protocol/disco#info'>
@@ -78,6 +86,95 @@ class VerificationTests(unittest.TestCase):
         info = parseDiscoInfo(query(doubled))
         self.assertFalse(info.valid)
         self.assertFalse(verifies(info, Caps("n", verString(info), "sha-1")))
+
+    def assertForgeryRefused(self, honestXML, forgedXML):
+        """
+        C{forgedXML} is another answer than C{honestXML} with the same
+        verification string (so, before the check, it verified against the
+        honest answer's ver): it is invalid, and does not verify; the
+        honest one still does.
+        """
+        honest, forged = parseDiscoInfo(query(honestXML)), parseDiscoInfo(query(forgedXML))
+        self.assertNotEqual(
+            (honest.identities, honest.features), (forged.identities, forged.features)
+        )
+        self.assertEqual(verificationString(forged), verificationString(honest))
+        caps = Caps("n", verString(honest), "sha-1")
+        self.assertTrue(verifies(honest, caps))
+        self.assertFalse(forged.valid)
+        self.assertFalse(verifies(forged, caps))
+
+    def test_featuresRegroupedRefused(self):
+        """
+        A C{<} inside a feature var regroups features: C{a<b} hashes as
+        C{a} and C{b}. An answer that claims the honest client lacks both
+        (and has one nobody asks for) is refused.
+        """
+        self.assertForgeryRefused(
+            "<query xmlns='%s'><identity category='client' type='bot'/>"
+            "<feature var='urn:a'/><feature var='urn:b'/></query>" % (NS_DISCO_INFO,),
+            "<query xmlns='%s'><identity category='client' type='bot'/>"
+            "<feature var='urn:a&lt;urn:b'/></query>" % (NS_DISCO_INFO,),
+        )
+
+    def test_featureInIdentityNameRefused(self):
+        """
+        An identity named C{<urn:a} hashes as an identity without a name
+        followed by feature C{urn:a}: an answer with no features at all
+        that verifies against a client with one is refused.
+        """
+        self.assertForgeryRefused(
+            "<query xmlns='%s'><identity category='client' type='bot'/>"
+            "<feature var='urn:a'/></query>" % (NS_DISCO_INFO,),
+            "<query xmlns='%s'><identity category='client' type='bot' name='&lt;urn:a'/>"
+            "</query>" % (NS_DISCO_INFO,),
+        )
+
+    def test_slashInIdentityRefused(self):
+        """
+        A C{/} in an identity's fields moves the fields' boundaries: type
+        C{pc/} and lang C{a} hash as type C{pc} and name C{a/...}. Both
+        answers are refused (a client whose identity holds a C{/} is
+        believed for itself alone).
+        """
+        honestXML = (
+            "<query xmlns='%s'><identity category='client' type='pc' name='a/b'/>"
+            "<feature var='urn:a'/></query>" % (NS_DISCO_INFO,)
+        )
+        forgedXML = (
+            "<query xmlns='%s'><identity category='client' type='pc/' xml:lang='a' name='b'/>"
+            "<feature var='urn:a'/></query>" % (NS_DISCO_INFO,)
+        )
+        honest, forged = parseDiscoInfo(query(honestXML)), parseDiscoInfo(query(forgedXML))
+        self.assertNotEqual(honest.identities, forged.identities)
+        self.assertEqual(verificationString(forged), verificationString(honest))
+        self.assertFalse(honest.valid)
+        self.assertFalse(forged.valid)
+        self.assertFalse(verifies(forged, Caps("n", verString(honest), "sha-1")))
+
+    def test_lessThanInFormsRefused(self):
+        """
+        A C{<} in a form type, a field var or a value is refused too.
+        """
+        for form in (
+            "<field var='FORM_TYPE' type='hidden'><value>urn:t&lt;x</value></field>",
+            "<field var='FORM_TYPE' type='hidden'><value>urn:t</value></field>"
+            "<field var='a&lt;b'><value>v</value></field>",
+            "<field var='FORM_TYPE' type='hidden'><value>urn:t</value></field>"
+            "<field var='a'><value>v&lt;w</value></field>",
+        ):
+            xml = SIMPLE.replace(
+                "</query>", "<x xmlns='jabber:x:data' type='result'>%s</x></query>" % (form,)
+            )
+            self.assertFalse(parseDiscoInfo(query(xml)).valid, form)
+
+    def test_examplesStillValid(self):
+        """
+        The XEP's own examples (a C{/} in features and form values, which
+        are allowed) are valid.
+        """
+        self.assertTrue(parseDiscoInfo(query(SIMPLE)).valid)
+        self.assertTrue(parseDiscoInfo(query(COMPLEX)).valid)
 
     def test_formWithoutHiddenFormTypeIgnored(self):
         form = (

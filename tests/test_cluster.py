@@ -392,6 +392,41 @@ class SharedViewTests(SharedProcesses):
         self.assertEqual(b.stats.cluster["passed-on"], 1)
 
     @defer.inlineCallbacks
+    def test_onlyRepliesToTheBareComponentPassedOn(self):
+        """
+        An IQ whose id carries another process's prefix is passed on to
+        that process only when it is a C{result} or C{error} to the
+        component's bare JID, from the target or a domain (what the
+        component's own queries are answered with). A requester's id is
+        never interpreted: a request with such an id, or a reply to a
+        requester's encoded address, is handled where it arrived.
+        """
+        a, b = yield self.processes()
+        ownID = a.handlers.cluster.ids("caps")
+        notPassed = [
+            "<iq type='get' id='%s' from='alice@example.org/abc' to='%s'><q xmlns='urn:x'/></iq>"
+            % (ownID, COMPONENT),
+            "<iq type='set' id='%s' from='%s/a' to='%s'><q xmlns='urn:x'/></iq>"
+            % (ownID, TARGET, COMPONENT),
+            "<iq type='result' id='%s' from='%s/a' to='%s/alice@example.org/abc'/>"
+            % (ownID, TARGET, COMPONENT),
+            "<iq type='get' id='%s' from='example.org' to='%s/alice@example.org'>"
+            "<q xmlns='urn:x'/></iq>" % (ownID, COMPONENT),
+            "<iq type='result' id='%s' from='alice@example.org/abc' to='%s'/>"
+            % (ownID, COMPONENT),
+        ]
+        for xml in notPassed:
+            b.receive(xml)
+            self.assertEqual(b.stats.cluster["passed-on"], 0, xml)
+        b.receive("<iq type='result' id='%s' from='%s/a' to='%s'/>" % (ownID, TARGET, COMPONENT))
+        b.receive("<iq type='error' id='%s' from='example.org' to='%s'/>" % (ownID, COMPONENT))
+        self.assertEqual(b.stats.cluster["passed-on"], 2)
+        # What Redis answers meanwhile is handled before the test ends.
+        for p in (a, b):
+            yield p.handlers.cluster.redis.execute("PING")
+        yield deferLater(reactor, 0.1, lambda: None)
+
+    @defer.inlineCallbacks
     def test_refusalShared(self):
         """
         Refusals seen by different processes add up: a resource that

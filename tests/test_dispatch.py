@@ -421,6 +421,37 @@ class TargetRequestTests(unittest.TestCase):
         self.peerAnswers(out)
         self.assertEqual(len(self.h.take()), 1)
 
+    def test_askingAnotherResourceOfTheTarget(self):
+        """
+        A resource of the target may ask another resource of the target:
+        that one's reply comes from the target's bare JID's resource to the
+        component's bare JID, and is the answer to the component's own
+        request, not a reply to a forwarded one: it goes back to the
+        resource that asked.
+        """
+        self.ask(resource="a", peer=TARGET + "/b")
+        [out] = self.h.take()
+        self.assertEqual((out["from"], out["to"]), (COMPONENT, TARGET + "/b"))
+        self.peerAnswers(out, sender=TARGET + "/b")
+        [back] = self.h.take()
+        self.assertEqual((back["type"], back["id"]), ("result", "t1"))
+        self.assertEqual(back["to"], TARGET + "/a")
+        self.assertEqual(back["from"], COMPONENT + "/" + TARGET + "/b")
+        self.assertEqual(len(self.h.pending), 0)
+
+    def test_otherResourceOfTheTargetCannotAnswerForThePeer(self):
+        """
+        Only the resource asked answers: another resource of the target
+        replying with the same id is dropped.
+        """
+        self.ask(resource="a", peer=TARGET + "/b")
+        [out] = self.h.take()
+        self.peerAnswers(out, sender=TARGET + "/a")
+        self.assertEqual(self.h.take(), [])
+        self.assertEqual(self.h.stats.dropped["unknown-reply"], 1)
+        self.peerAnswers(out, sender=TARGET + "/b")
+        self.assertEqual(len(self.h.take()), 1)
+
     def test_errorFromPeerPassesBack(self):
         self.ask()
         [out] = self.h.take()

@@ -78,6 +78,59 @@ class KeepAliveTests(unittest.TestCase):
         self.assertFalse(getattr(self.transport, "disconnected", False))
         self.assertEqual(self.proxy.stats.keepalive["pings"], 2)
 
+    def pingID(self):
+        """
+        Wait for the first ping and return its id.
+        """
+        self.reactor.advance(10)
+        return self.transport.value().split(b"id='")[1].split(b"'")[0]
+
+    def assertNotThePong(self, stanza):
+        """
+        C{stanza} (bytes) carries the ping's id but is not the pong: the
+        keepalive does not claim it (the dispatcher sees it), and the real
+        pong, after it, is still taken as the pong.
+        """
+        pingID = self.pingID()
+        self.xs.dataReceived(stanza % (pingID,))
+        self.assertEqual(self.proxy.parts.keepalive._pongID, pingID.decode("ascii"))
+        dropped = sum(self.proxy.stats.dropped.values())
+        self.xs.dataReceived(
+            b"<iq type='result' id='%s' from='example.org' to='proxy.example.org'/>" % (pingID,)
+        )
+        self.assertIsNone(self.proxy.parts.keepalive._pongID)
+        self.assertEqual(sum(self.proxy.stats.dropped.values()), dropped)
+
+    def test_pongFromAnotherEntityIgnored(self):
+        """
+        A peer's reply with the ping's id is not the pong: only the server
+        pinged answers it.
+        """
+        self.assertNotThePong(
+            b"<iq type='result' id='%s' from='mallory@example.org/m' to='proxy.example.org'/>"
+        )
+        self.assertEqual(self.proxy.stats.dropped["reply-from-outsider"], 1)
+
+    def test_requestWithThePingsIDIgnored(self):
+        """
+        A request with the ping's id is a request, not the pong.
+        """
+        self.assertNotThePong(
+            b"<iq type='get' id='%s' from='example.org' to='proxy.example.org'>"
+            b"<q xmlns='urn:x'/></iq>"
+        )
+        self.assertIn(b"service-unavailable", self.transport.value())
+
+    def test_pongToAnEncodedAddressIgnored(self):
+        """
+        A reply with the ping's id to an encoded address (a reply to a
+        request forwarded for a requester) is not the pong.
+        """
+        self.assertNotThePong(
+            b"<iq type='result' id='%s' from='example.org' "
+            b"to='proxy.example.org/alice%%40example.org'/>"
+        )
+
     def test_unansweredPingsDoNotPileUp(self):
         """
         A server that never answers pings but sends other traffic leaves
