@@ -39,7 +39,7 @@ from clientproxy.pending import (
     REVERSE,
     PendingTable,
 )
-from clientproxy.policy import TOO_LARGE
+from clientproxy.policy import TOO_FAST, TOO_LARGE
 from clientproxy.selection import REFUSALS
 from clientproxy.stanzas import (
     REPLY_TYPES,
@@ -543,6 +543,17 @@ class IQDispatcher(XMPPHandler):
             self._recordThenForward(entry, stanzaBytes(iq), "forwarded-from-target")
 
     def _onPeerReply(self, reply, sender):
+        """
+        A reply from outside, to a request the target started: checked by
+        the policy like anything else an outsider sends (over the rate, or
+        from a refused sender, it is dropped and counted, never answered:
+        RFC 6120 8.2.3), then routed if it matches one.
+        """
+        refusal = self.policy.refusal(sender)
+        if refusal is not None:
+            why = "reply-too-fast" if refusal is TOO_FAST else "reply-from-peer-refused"
+            self.stats.drop(reply, why)
+            return
         key = (sender, reply.getAttribute("id"), REVERSE)
         if self.shared is not None:
             self._take(key).addCallback(self._peerReplyTaken, key, reply)
