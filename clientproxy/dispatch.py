@@ -34,6 +34,7 @@ from wokkel.subprotocols import XMPPHandler
 from clientproxy.jat import Translator
 from clientproxy.pending import (
     MAX_PENDING,
+    MAX_PENDING_BYTES,
     MAX_PENDING_FROM_TARGET,
     MAX_PENDING_PER_REQUESTER,
     REVERSE,
@@ -62,6 +63,8 @@ CONNECTION_LOST = "recipient-unavailable"
 #: Resources whose counters are kept after they left, at most.
 MAX_RESOURCE_STATS = 1000
 SHUTTING_DOWN = "The service is shutting down"
+#: The text of C{resource-constraint}: over a bound of the pending table.
+TOO_MANY = "Too many requests in flight"
 
 
 def errorConditionOf(stanza):
@@ -126,6 +129,7 @@ class IQDispatcher(XMPPHandler):
         maxPendingFromTarget=MAX_PENDING_FROM_TARGET,
         ids=None,
         shared=None,
+        maxPendingBytes=MAX_PENDING_BYTES,
     ):
         XMPPHandler.__init__(self)
         self.policy = policy
@@ -134,7 +138,13 @@ class IQDispatcher(XMPPHandler):
         self.resources = resources
         self.selector = selector
         self.pending = PendingTable(
-            clock, timeout, self._answer, maxPending, maxPendingPerRequester, maxPendingFromTarget
+            clock,
+            timeout,
+            self._answer,
+            maxPending,
+            maxPendingPerRequester,
+            maxPendingFromTarget,
+            maxPendingBytes,
         )
         self.stats = stats
         resources.whenRemoved(self._resourceRemoved)
@@ -259,6 +269,9 @@ class IQDispatcher(XMPPHandler):
             resendable=kind == "get",
             via=None if recipient == self.jat.component else recipient,
         )
+        if entry is None:
+            self._sendError(recipient, requester, stanzaID, "resource-constraint", text=TOO_MANY)
+            return
         if self.shared is None:
             self._forward(entry, request, "forwarded")
         else:
@@ -420,7 +433,9 @@ class IQDispatcher(XMPPHandler):
         """
         request = entry.request = retarget(entry.request, entry.resource.jid, other.jid)
         if self.pending.get(entry.key) is entry:
-            self.pending.reassign(entry, other)
+            if not self.pending.reassign(entry, other):
+                self.pending.fail(entry, "resource-constraint", TOO_MANY)
+                return
         else:
             entry.resource = other
             self.pending.adopt(entry)
