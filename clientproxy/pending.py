@@ -9,7 +9,9 @@ target is keyed C{(peer, id it was sent with, REVERSE)}. The two kinds are
 counted apart: requests from outside count per requester (bare JID), in
 all, and in the L{Resource.pending} of the resource holding them (what the
 C{least-pending} strategy weighs); requests from the target count only
-against their own bound.
+against their own bound. So a resource that asks peers is not steered
+away from, and the target's requests cannot crowd out outsiders (nor the
+reverse).
 
 The table also counts the bytes its entries keep (L{weigh}: the request
 as it will be sent again, and the addresses and ids), since entries alone
@@ -18,9 +20,9 @@ A new request from outside that would take that count over
 C{maxPendingBytes} is refused, as is sending one again to a resource whose
 longer address would; the target's requests (which keep no request, only
 addresses and ids, and have their own bound) and entries adopted from
-another process (which must be answered) are counted but never refused. So a resource that asks peers is not steered
-away from, and the target's requests cannot crowd out outsiders (nor the
-reverse).
+another process (which must be answered) are counted but never refused:
+outsiders cannot keep the target from asking, and the few bytes of each
+of the target's entries take little room from them.
 
 Every entry leaves the table through L{PendingTable._finish}, which hands it
 to the owner's C{answer} callable exactly once, with the reply or with a
