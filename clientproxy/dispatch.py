@@ -36,12 +36,13 @@ from wokkel.subprotocols import XMPPHandler
 from clientproxy.jat import Translator
 from clientproxy.pending import (
     MAX_PENDING,
+    MAX_PENDING_BYTES,
     MAX_PENDING_FROM_TARGET,
     MAX_PENDING_PER_REQUESTER,
     REVERSE,
     PendingTable,
 )
-from clientproxy.policy import TOO_LARGE
+from clientproxy.policy import TOO_FAST, TOO_LARGE
 from clientproxy.refusals import REFUSALS
 from clientproxy.stanzas import (
     REPLY_TYPES,
@@ -64,6 +65,8 @@ CONNECTION_LOST = "recipient-unavailable"
 #: Resources whose counters are kept after they left, at most.
 MAX_RESOURCE_STATS = 1000
 SHUTTING_DOWN = "The service is shutting down"
+#: The text of C{resource-constraint}: over a bound of the pending table.
+TOO_MANY = "Too many requests in flight"
 
 
 def errorConditionOf(stanza):
@@ -135,6 +138,7 @@ class IQDispatcher(XMPPHandler):
         maxPendingFromTarget=MAX_PENDING_FROM_TARGET,
         ids=None,
         shared=None,
+        maxPendingBytes=MAX_PENDING_BYTES,
     ):
         XMPPHandler.__init__(self)
         self.policy = policy
@@ -143,7 +147,13 @@ class IQDispatcher(XMPPHandler):
         self.resources = resources
         self.selector = selector
         self.pending = PendingTable(
-            clock, timeout, self._answer, maxPending, maxPendingPerRequester, maxPendingFromTarget
+            clock,
+            timeout,
+            self._answer,
+            maxPending,
+            maxPendingPerRequester,
+            maxPendingFromTarget,
+            maxPendingBytes,
         )
         self.stats = stats
         resources.whenRemoved(self._resourceRemoved)
@@ -275,6 +285,9 @@ class IQDispatcher(XMPPHandler):
             resendable=kind == "get",
             via=None if recipient == self.jat.component else recipient,
         )
+        if entry is None:
+            self._sendError(recipient, requester, stanzaID, "resource-constraint", text=TOO_MANY)
+            return
         if self.shared is None:
             self._forward(entry, request, "forwarded")
         else:
@@ -449,7 +462,9 @@ class IQDispatcher(XMPPHandler):
         """
         request = entry.request = retarget(entry.request, entry.resource.jid, other.jid)
         if self.pending.get(entry.key) is entry:
-            self.pending.reassign(entry, other)
+            if not self.pending.reassign(entry, other):
+                self.pending.fail(entry, "resource-constraint", TOO_MANY)
+                return
         else:
             entry.resource = other
             self.pending.adopt(entry)
@@ -572,6 +587,17 @@ class IQDispatcher(XMPPHandler):
             self._recordThenForward(entry, stanzaBytes(iq), "forwarded-from-target")
 
     def _onPeerReply(self, reply, sender):
+        """
+        A reply from outside, to a request the target started: checked by
+        the policy like anything else an outsider sends (over the rate, or
+        from a refused sender, it is dropped and counted, never answered:
+        RFC 6120 8.2.3), then routed if it matches one.
+        """
+        refusal = self.policy.refusal(sender)
+        if refusal is not None:
+            why = "reply-too-fast" if refusal is TOO_FAST else "reply-from-peer-refused"
+            self.stats.drop(reply, why)
+            return
         key = (sender, reply.getAttribute("id"), REVERSE)
         if self.shared is not None:
             self._take(key).addCallback(self._peerReplyTaken, key, reply)

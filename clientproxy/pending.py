@@ -13,6 +13,17 @@ against their own bound. So a resource that asks peers is not steered
 away from, and the target's requests cannot crowd out outsiders (nor the
 reverse).
 
+The table also counts the bytes its entries keep (L{weigh}: the request
+as it will be sent again, and the addresses and ids), since entries alone
+do not bound memory: each may keep a request of up to C{--max-stanza-size}.
+A new request from outside that would take that count over
+C{maxPendingBytes} is refused, as is sending one again to a resource whose
+longer address would; the target's requests (which keep no request, only
+addresses and ids, and have their own bound) and entries adopted from
+another process (which must be answered) are counted but never refused:
+outsiders cannot keep the target from asking, and the few bytes of each
+of the target's entries take little room from them.
+
 Every entry leaves the table through L{PendingTable._finish}, which hands it
 to the owner's C{answer} callable exactly once, with the reply or with a
 L{StanzaError} (C{remote-server-timeout} once the timeout passes). Waiters
@@ -45,6 +56,8 @@ REVERSE = "reverse"
 MAX_PENDING = 10000
 MAX_PENDING_PER_REQUESTER = 1000
 MAX_PENDING_FROM_TARGET = 10000
+#: The default bound of the bytes the entries keep, in all (0: no bound).
+MAX_PENDING_BYTES = 64 * 1024 * 1024
 
 
 class PendingRequest:
@@ -71,6 +84,8 @@ class PendingRequest:
     @ivar taken: whether this process holds the right to answer it: with
         state shared by several processes (L{clientproxy.cluster}), only
         after taking it from the shared table; always otherwise.
+    @ivar weight: the bytes the table counts for it while it is in the
+        table (L{weigh} when it was added or last moved).
     """
 
     __slots__ = (
@@ -84,6 +99,7 @@ class PendingRequest:
         "resource",
         "deadline",
         "taken",
+        "weight",
     )
 
     def __init__(self, key, requester, stanzaID, via, request, resendable, resource, deadline):
@@ -97,6 +113,7 @@ class PendingRequest:
         self.resource = resource
         self.deadline = deadline
         self.taken = True
+        self.weight = 0
 
     @property
     def fromTarget(self):
@@ -104,6 +121,25 @@ class PendingRequest:
         Whether a resource of the target started this request.
         """
         return len(self.key) == 3
+
+
+def weigh(entry):
+    """
+    The bytes C{entry} keeps: its request (UTF-8) and the strings of its
+    key, requester, id and C{via} (one a character: ASCII, as addresses and
+    ids nearly always are). The id is counted once when the key holds the
+    same string. Not Python's overhead per object, which the bound on
+    entries covers.
+    """
+    key = entry.key
+    size = len(key[0]) + len(key[1]) + len(entry.requester)
+    if entry.stanzaID is not key[1]:
+        size += len(entry.stanzaID)
+    if entry.request is not None:
+        size += len(entry.request)
+    if entry.via is not None:
+        size += len(entry.via)
+    return size
 
 
 class PendingTable:
@@ -114,6 +150,7 @@ class PendingTable:
         L{setTimeout}).
     @ivar fromOutside: requests from outside in flight.
     @ivar fromTarget: requests started by the target in flight.
+    @ivar bytes: the bytes every entry in the table keeps (see L{weigh}).
     """
 
     def __init__(
@@ -124,6 +161,7 @@ class PendingTable:
         maxPending=MAX_PENDING,
         maxPendingPerRequester=MAX_PENDING_PER_REQUESTER,
         maxPendingFromTarget=MAX_PENDING_FROM_TARGET,
+        maxPendingBytes=MAX_PENDING_BYTES,
     ):
         """
         @param answer: called as C{answer(entry, outcome)} once for every
@@ -136,6 +174,7 @@ class PendingTable:
         self.maxPending = maxPending
         self.maxPendingPerRequester = maxPendingPerRequester
         self.maxPendingFromTarget = maxPendingFromTarget
+        self.maxPendingBytes = maxPendingBytes
         self._entries = {}
         # While not None: entries added before a change of the timeout may
         # be due later than newer ones, up to this time.
@@ -143,6 +182,7 @@ class PendingTable:
         self._held = {}
         self.fromOutside = 0
         self.fromTarget = 0
+        self.bytes = 0
         self._timer = None
         self._emptyWaiters = []
 
@@ -186,6 +226,12 @@ class PendingTable:
             and self._held.get(bareOf(requester), 0) >= self.maxPendingPerRequester
         )
 
+    def _fits(self, more):
+        """
+        Whether C{more} bytes fit under L{maxPendingBytes}.
+        """
+        return not (self.maxPendingBytes and self.bytes + more > self.maxPendingBytes)
+
     def admitsFromTarget(self):
         """
         Whether one more request started by the target fits its bound.
@@ -212,7 +258,9 @@ class PendingTable:
         @param stanzaID: the id to answer the requester with, when it is not
             C{key[1]}.
         @param via: see L{PendingRequest.via}.
-        @return: the new L{PendingRequest}.
+        @return: the new L{PendingRequest}; C{None} for a request from
+            outside that does not fit under L{maxPendingBytes} (nothing is
+            added: it is to be refused, C{resource-constraint}).
         """
         entry = PendingRequest(
             key,
@@ -224,6 +272,9 @@ class PendingTable:
             resource,
             self._clock.seconds() + self.timeout,
         )
+        entry.weight = weigh(entry)
+        if len(key) == 2 and not self._fits(entry.weight):
+            return None
         self._entries[key] = entry
         self._count(entry, 1)
         if self._timer is None:
@@ -250,6 +301,7 @@ class PendingTable:
             self._mixedUntil = last
             if entry.deadline < self._timer.getTime():
                 self._timer.reset(max(0.0, entry.deadline - now))
+        entry.weight = weigh(entry)
         self._entries[entry.key] = entry
         self._count(entry, 1)
 
@@ -275,13 +327,23 @@ class PendingTable:
 
     def reassign(self, entry, resource):
         """
-        Move C{entry} (from outside) to C{resource}: it was sent again
-        there. The deadline stays: a requester waits at most C{timeout} in
-        all.
+        Move C{entry} (from outside) to C{resource}: it is to be sent again
+        there, its request (already changed) addressed to it. The deadline
+        stays: a requester waits at most C{timeout} in all.
+
+        @return: whether it was moved: not if its request, now longer (a
+            longer address), does not fit under L{maxPendingBytes}; it is
+            then left as it was, to be failed.
         """
+        weight = weigh(entry)
+        if weight > entry.weight and not self._fits(weight - entry.weight):
+            return False
+        self.bytes += weight - entry.weight
+        entry.weight = weight
         entry.resource.pending -= 1
         entry.resource = resource
         resource.pending += 1
+        return True
 
     def age(self, entry):
         """
@@ -326,6 +388,7 @@ class PendingTable:
         """
         Count C{entry} in (C{delta} 1) or out (-1) of every bound.
         """
+        self.bytes += delta * entry.weight
         if len(entry.key) == 2:
             self.fromOutside += delta
             bare = bareOf(entry.requester)

@@ -36,6 +36,7 @@ LIVE = POLICY + (
     "max-pending",
     "max-pending-per-requester",
     "max-pending-from-target",
+    "max-pending-bytes",
     "max-subscribers",
     "max-subscribers-per-domain",
     "queue-per-sender",
@@ -76,6 +77,7 @@ def reconfigure(proxy, old, new):
     table.maxPending = new["max-pending"]
     table.maxPendingPerRequester = new["max-pending-per-requester"]
     table.maxPendingFromTarget = new["max-pending-from-target"]
+    table.maxPendingBytes = new["max-pending-bytes"]
     table.setTimeout(new["timeout"])
     parts.servicePresence.maxSubscribers = new["max-subscribers"]
     parts.servicePresence.maxSubscribersPerDomain = new["max-subscribers-per-domain"]

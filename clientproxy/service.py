@@ -16,7 +16,12 @@ from clientproxy.dispatch import IQDispatcher
 from clientproxy.instances import InstanceProbe
 from clientproxy.keepalive import DEFAULT_INTERVAL, KeepAlive
 from clientproxy.messages import QUEUE_PER_SENDER, QUEUE_SIZE, MessageRouter
-from clientproxy.pending import MAX_PENDING, MAX_PENDING_FROM_TARGET, MAX_PENDING_PER_REQUESTER
+from clientproxy.pending import (
+    MAX_PENDING,
+    MAX_PENDING_BYTES,
+    MAX_PENDING_FROM_TARGET,
+    MAX_PENDING_PER_REQUESTER,
+)
 from clientproxy.policy import MAX_STANZA_SIZE, Policy
 from clientproxy.presence import TargetPresence
 from clientproxy.resources import ResourceSet
@@ -92,6 +97,7 @@ def makeHandlers(
     maxPending=MAX_PENDING,
     maxPendingPerRequester=MAX_PENDING_PER_REQUESTER,
     maxPendingFromTarget=MAX_PENDING_FROM_TARGET,
+    maxPendingBytes=MAX_PENDING_BYTES,
     maxSubscribers=MAX_SUBSCRIBERS,
     maxSubscribersPerDomain=MAX_SUBSCRIBERS_PER_DOMAIN,
     rate=0.0,
@@ -128,6 +134,8 @@ def makeHandlers(
     @param maxPendingPerRequester: most in flight from one bare JID.
     @param maxPendingFromTarget: most requests started by the target in
         flight.
+    @param maxPendingBytes: most bytes the requests in flight keep, in all
+        (0: no bound; see L{clientproxy.pending.weigh}).
     @param maxSubscribers: most subscribers to the service's presence.
     @param maxSubscribersPerDomain: most of them from one domain.
     @param rate: stanzas a second one bare JID may send (0: no limit), with
@@ -188,6 +196,7 @@ def makeHandlers(
             maxPendingFromTarget,
             ids,
             cluster,
+            maxPendingBytes=maxPendingBytes,
         ),
         messages=MessageRouter(
             jid, target, available, store, stats, clock, policy, queuePerSender, queueSize

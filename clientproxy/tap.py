@@ -19,7 +19,12 @@ from clientproxy.connection import TLSSettings
 from clientproxy.config import ConfigError, proxyArguments, proxyName, readConfig
 from clientproxy.keepalive import DEFAULT_INTERVAL
 from clientproxy.messages import QUEUE_PER_SENDER, QUEUE_SIZE
-from clientproxy.pending import MAX_PENDING, MAX_PENDING_FROM_TARGET, MAX_PENDING_PER_REQUESTER
+from clientproxy.pending import (
+    MAX_PENDING,
+    MAX_PENDING_BYTES,
+    MAX_PENDING_FROM_TARGET,
+    MAX_PENDING_PER_REQUESTER,
+)
 from clientproxy.metrics import metricsService
 from clientproxy.redisstore import checkURL as checkRedisURL
 from clientproxy.reload import ReloadService
@@ -136,6 +141,14 @@ class Options(usage.Options):
             None,
             MAX_PENDING_FROM_TARGET,
             "Most requests started by the target in flight (0: no bound).",
+            int,
+        ],
+        [
+            "max-pending-bytes",
+            None,
+            MAX_PENDING_BYTES,
+            "Most bytes the requests in flight keep, in all: requests, addresses and ids "
+            "(0: no bound).",
             int,
         ],
         [
@@ -325,6 +338,7 @@ class Options(usage.Options):
             "max-pending",
             "max-pending-per-requester",
             "max-pending-from-target",
+            "max-pending-bytes",
             "max-subscribers",
             "max-subscribers-per-domain",
             "max-stanza-size",
@@ -429,6 +443,7 @@ def proxyArgumentsOf(options):
         maxPending=options["max-pending"],
         maxPendingPerRequester=options["max-pending-per-requester"],
         maxPendingFromTarget=options["max-pending-from-target"],
+        maxPendingBytes=options["max-pending-bytes"],
         maxSubscribers=options["max-subscribers"],
         maxSubscribersPerDomain=options["max-subscribers-per-domain"],
         rate=options["rate"],

@@ -183,6 +183,21 @@ class ReloadTests(unittest.TestCase):
         self.assertIn("deny", event["applied"])
         self.assertEqual(event["restart"], "port")
 
+    def test_maxPendingBytesAppliedLive(self):
+        """
+        C{max-pending-bytes} changes on a reload, like the other bounds of
+        the pending table, without a restart.
+        """
+        self.write(
+            '[[proxy]]\njid = "proxy.example.org"\ntarget = "svc@example.org"\n'
+            'timeout = 30\nstrategy = "random"\nmax-pending-bytes = 4096\n'
+        )
+        with capturedLogs() as events:
+            self.reload.reload()
+        self.assertEqual(self.proxy.parts.dispatcher.pending.maxPendingBytes, 4096)
+        [event] = [e for e in events if "applied" in e.get("log_format", "")]
+        self.assertEqual((event["applied"], event["restart"]), ("max-pending-bytes", "nothing"))
+
     def test_tlsNeedsARestart(self):
         """
         A change of the TLS settings is reported as needing a restart, not

@@ -452,6 +452,44 @@ class TargetRequestTests(unittest.TestCase):
         self.peerAnswers(out, sender=TARGET + "/b")
         self.assertEqual(len(self.h.take()), 1)
 
+    def test_peerRepliesOverTheRateDropped(self):
+        """
+        Replies from outsiders count against C{--rate} like every other
+        stanza they send (otherwise a flood of results or errors costs a
+        look-up each, and a Redis round trip each with a shared table);
+        one over the rate is dropped and counted, never answered with an
+        error (RFC 6120 8.2.3), and the request stays in flight.
+        """
+        h = self.h = Harness(timeout=10, rate=1, burst=1)
+        h.online("a")
+        self.ask(stanzaID="t1")
+        self.ask(stanzaID="t2")
+        first, second = h.take()
+        self.peerAnswers(first)
+        self.assertEqual([back["id"] for back in h.take()], ["t1"])
+        self.peerAnswers(second)
+        self.assertEqual(h.take(), [])
+        self.assertEqual(h.stats.dropped["reply-too-fast"], 1)
+        self.assertEqual(h.pending.fromTarget, 1)
+        h.clock.advance(1)
+        self.peerAnswers(second)
+        self.assertEqual([back["id"] for back in h.take()], ["t2"])
+
+    def test_peerRepliesFromDeniedDropped(self):
+        """
+        A reply from an outsider the access lists refuse is dropped and
+        counted like an error message from one (the rate's bucket is not
+        even reached for a denied sender, so letting it through would let
+        it skip the rate too).
+        """
+        h = self.h = Harness(timeout=10, deny=["example.org"])
+        h.online("a")
+        self.ask()
+        [out] = h.take()
+        self.peerAnswers(out)
+        self.assertEqual(h.take(), [])
+        self.assertEqual(h.stats.dropped["reply-from-peer-refused"], 1)
+
     def test_errorFromPeerPassesBack(self):
         self.ask()
         [out] = self.h.take()

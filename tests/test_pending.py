@@ -3,26 +3,31 @@ Tests for L{clientproxy.pending}: timeouts on one timer, exactly one answer
 per entry, and the in-flight counts the table owns.
 """
 
+from hypothesis import given, settings, strategies as st
 from twisted.internet import task
 from twisted.trial import unittest
 from twisted.words.protocols.jabber.error import StanzaError
 
-from clientproxy.pending import REVERSE, PendingRequest, PendingTable
+from clientproxy.dispatch import retarget
+from clientproxy.pending import REVERSE, PendingRequest, PendingTable, weigh
 from clientproxy.resources import Resource
+
+
+def setUpTable(case, **bounds):
+    """
+    Give test C{case} a table with a timeout of 5 s and C{bounds} on a
+    L{task.Clock}, whose answers go to C{case.answers}.
+    """
+    case.clock = task.Clock()
+    case.answers = []
+    case.table = PendingTable(
+        case.clock, 5, lambda entry, outcome: case.answers.append((entry, outcome)), **bounds
+    )
 
 
 class PendingTableTests(unittest.TestCase):
     def setUp(self):
-        self.clock = task.Clock()
-        self.answers = []
-        self.table = PendingTable(
-            self.clock,
-            5,
-            lambda entry, outcome: self.answers.append((entry, outcome)),
-            maxPending=3,
-            maxPendingPerRequester=2,
-            maxPendingFromTarget=1,
-        )
+        setUpTable(self, maxPending=3, maxPendingPerRequester=2, maxPendingFromTarget=1)
         self.a = Resource("svc@x/a", "a")
         self.b = Resource("svc@x/b", "b")
 
@@ -207,3 +212,184 @@ class PendingTableTests(unittest.TestCase):
         self.table.add(("e", "later"), "r", self.a)
         self.clock.advance(10)
         self.assertEqual(len(self.answers), 3)
+
+
+def request(to, size):
+    """
+    A serialised request to C{to} of C{size} bytes of payload, as the
+    dispatcher keeps it (so that L{retarget} can readdress it).
+    """
+    return ("<iq to='%s' id='x'><q>%s</q></iq>" % (to, "p" * size)).encode("utf-8")
+
+
+class PendingBytesTests(unittest.TestCase):
+    """
+    The table counts the bytes its entries keep, beside the entries, and
+    refuses what would take that count over C{maxPendingBytes}: entries
+    alone do not bound memory when each may keep a large request.
+    """
+
+    def setUp(self):
+        setUpTable(self, maxPendingBytes=1000)
+        self.a = Resource("svc@x/a", "a")
+        self.longer = Resource("svc@x/" + "l" * 100, "l" * 100)
+
+    def add(self, stanzaID, size=100, resource=None, requester="alice@x/r"):
+        """
+        Add a request from outside of C{size} bytes of payload, to
+        C{resource} (C{self.a} by default).
+        """
+        resource = resource or self.a
+        return self.table.add(
+            ("enc-" + requester, stanzaID),
+            requester,
+            resource,
+            request(resource.jid, size),
+            resendable=True,
+        )
+
+    def assertCountsLive(self):
+        """
+        The byte count is the sum over the entries in the table, each
+        weighed as it is now.
+        """
+        entries = list(self.table._entries.values())
+        self.assertEqual(self.table.bytes, sum(weigh(entry) for entry in entries))
+
+    def test_weigh(self):
+        """
+        An entry weighs its request and the strings it keeps; an id its key
+        holds too is counted once, and a different one (a request of the
+        target's, keyed by the component's own id) apart.
+        """
+        entry = self.table.add(("enc", "id"), "req", self.a, b"12345", via="proxy/x")
+        self.assertEqual(weigh(entry), 5 + len("enc") + len("id") + len("req") + len("proxy/x"))
+        self.assertEqual((entry.weight, self.table.bytes), (weigh(entry), weigh(entry)))
+        mine = self.table.add(("peer", "cp1", REVERSE), "svc@x/a", self.a, stanzaID="theirs")
+        self.assertEqual(weigh(mine), len("peer") + len("cp1") + len("svc@x/a") + len("theirs"))
+        self.assertEqual(self.table.bytes, weigh(entry) + weigh(mine))
+
+    def test_backToZeroOnEveryWayOut(self):
+        """
+        Complete, fail, timeout, failAll, discard, discardAll, and a reassign
+        before any of them: the count goes back to 0 each time (a leak would
+        close the service for good once it reached the bound).
+        """
+        ways = [
+            lambda e: self.table.complete(e, "reply"),
+            lambda e: self.table.fail(e, "item-not-found"),
+            lambda e: self.clock.advance(5),
+            lambda e: self.table.failAll("recipient-unavailable"),
+            lambda e: self.table.discard(e.key),
+            lambda e: self.table.discardAll(),
+        ]
+        for number, way in enumerate(ways):
+            for moved in (False, True):
+                entry = self.add("%d-%s" % (number, moved))
+                self.assertGreater(self.table.bytes, 0)
+                if moved:
+                    entry.request = retarget(entry.request, self.a.jid, self.longer.jid)
+                    self.assertTrue(self.table.reassign(entry, self.longer))
+                    self.assertEqual(self.table.bytes, weigh(entry))
+                way(entry)
+                self.assertEqual((len(self.table), self.table.bytes), (0, 0))
+
+    def test_adoptedCounted(self):
+        """
+        An entry adopted from another process is counted in, and out when
+        it goes, even over the bound (it must be answered).
+        """
+        self.add("1", size=800)
+        entry = PendingRequest(
+            ("enc", "2"), "req", "2", None, request(self.a.jid, 500), True, self.a, 5.0
+        )
+        self.table.adopt(entry)
+        self.assertCountsLive()
+        self.assertGreater(self.table.bytes, 1000)
+        self.clock.advance(5)
+        self.assertEqual(self.table.bytes, 0)
+
+    def test_overTheBoundRefused(self):
+        """
+        A request from outside that would take the count over the bound is
+        not added (C{None}: the caller refuses it); one that fits exactly
+        is; the target's requests are counted but not refused.
+        """
+        first = self.add("1", size=500)
+        self.assertIsNone(self.add("2", size=1000 - self.table.bytes))
+        self.assertEqual((len(self.table), self.table.bytes), (1, weigh(first)))
+        overhead = weigh(first) - 500
+        fits = self.add("3", size=1000 - self.table.bytes - overhead)
+        self.assertIsNotNone(fits)
+        self.assertEqual(self.table.bytes, 1000)
+        mine = self.table.add(("peer", "cp1", REVERSE), "svc@x/a", self.a, stanzaID="t")
+        self.assertIsNotNone(mine)
+        self.assertEqual(self.table.bytes, 1000 + weigh(mine))
+        self.table.complete(first, "reply")
+        self.assertIsNotNone(self.add("4"))
+        self.assertCountsLive()
+
+    def test_noBound(self):
+        """
+        0 means no bound on bytes, as for the other bounds.
+        """
+        self.table.maxPendingBytes = 0
+        self.assertIsNotNone(self.add("1", size=5000))
+
+    def test_reassignOverTheBoundRefused(self):
+        """
+        A request to be sent again to a resource with a longer address,
+        which would then not fit, is not moved: the table stays as it was
+        and the caller fails it.
+        """
+        entry = self.add("1", size=1000 - 30 - len(self.a.jid) - 40)
+        weight, count = entry.weight, self.table.bytes
+        entry.request = retarget(entry.request, self.a.jid, self.longer.jid)
+        self.assertFalse(self.table.reassign(entry, self.longer))
+        self.assertIs(entry.resource, self.a)
+        self.assertEqual((entry.weight, self.table.bytes, self.a.pending), (weight, count, 1))
+        self.table.fail(entry, "resource-constraint")
+        self.assertEqual(self.table.bytes, 0)
+
+    @settings(max_examples=200, deadline=None)
+    @given(
+        st.lists(
+            st.tuples(
+                st.sampled_from(["add", "complete", "timeout", "reassign", "fail"]),
+                st.integers(0, 400),
+                st.integers(0, 20),
+            ),
+            max_size=60,
+        )
+    )
+    def test_countIsTheSumAndWithinTheBound(self, steps):
+        """
+        Whatever the sequence of adds, answers, timeouts and moves, the
+        byte count is the sum over the live entries and never exceeds the
+        bound, and it is 0 once the table is empty.
+        """
+        self.setUp()
+        resources = [self.a, self.longer, Resource("svc@x/b", "b")]
+        for number, (step, size, pick) in enumerate(steps):
+            entries = list(self.table._entries.values())
+            entry = entries[pick % len(entries)] if entries else None
+            if step == "add":
+                self.add(str(number), size, resources[pick % 3], "u%d@x/r" % (pick % 4))
+            elif step == "timeout":
+                self.clock.advance(pick / 4.0)
+            elif entry is None:
+                continue
+            elif step == "complete":
+                self.table.complete(entry, "reply")
+            elif step == "fail":
+                self.table.fail(entry, "item-not-found")
+            else:
+                other = resources[(resources.index(entry.resource) + 1) % 3]
+                old = entry.request
+                entry.request = retarget(old, entry.resource.jid, other.jid)
+                if not self.table.reassign(entry, other):
+                    entry.request = old
+            self.assertCountsLive()
+            self.assertLessEqual(self.table.bytes, 1000)
+        self.table.failAll("recipient-unavailable")
+        self.assertEqual(self.table.bytes, 0)

@@ -146,6 +146,60 @@ class LimitTests(unittest.TestCase):
         out = h.take()
         self.assertEqual([o["type"] for o in out], ["get", "get", "error"])
 
+    def test_bytesInFlightInAll(self):
+        """
+        Over C{--max-pending-bytes}, counted on the request as it would be
+        kept, a request is refused C{resource-constraint} (wait) from the
+        address it was sent to, as over the other bounds; an answer frees
+        its bytes, and the count is 0 once nothing is in flight.
+        """
+        h = Harness(maxPendingBytes=2000)
+        h.online("a")
+        h.take()
+        payload = "<q xmlns='urn:x'>%s</q>" % ("x" * 700,)
+        for i in range(3):
+            self.request(h, requester="u%d@example.org/r" % i, stanzaID=str(i), payload=payload)
+        out = h.take()
+        self.assertEqual([o["type"] for o in out], ["get", "get", "error"])
+        self.assertEqual(
+            (out[2]["to"], out[2]["from"], out[2]["id"]), ("u2@example.org/r", COMPONENT, "2")
+        )
+        self.assertEqual(errorCondition(out[2]), ("resource-constraint", "wait"))
+        self.assertEqual(len(h.pending), 2)
+        self.assertLessEqual(h.pending.bytes, 2000)
+        h.receive(
+            "<iq type='result' id='0' from='%s/a' to='%s/u0@example.org/r'/>" % (TARGET, COMPONENT)
+        )
+        h.take()
+        self.request(h, requester="u2@example.org/r", stanzaID="2", payload=payload)
+        self.assertEqual(h.take()[0]["type"], "get")
+        h.clock.advance(30)
+        h.take()
+        self.assertEqual((len(h.pending), h.pending.bytes), (0, 0))
+
+    def test_bytesInFlightOnRetry(self):
+        """
+        A request refused by its resource is sent to another; when its new
+        address makes it too long for C{--max-pending-bytes}, the requester
+        gets C{resource-constraint} (wait) instead, and its bytes are freed.
+        """
+        h = Harness()
+        h.online("a", "b" * 50)
+        h.take()
+        self.request(h)
+        [out] = h.take()
+        self.assertEqual(out["to"], TARGET + "/a")
+        h.pending.maxPendingBytes = h.pending.bytes
+        h.receive(
+            "<iq type='error' id='1' from='%s/a' to='%s/%s'><error type='cancel'>"
+            "<feature-not-implemented xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>"
+            "</error></iq>" % (TARGET, COMPONENT, ALICE)
+        )
+        [out] = h.take()
+        self.assertEqual((out["type"], out["to"], out["id"]), ("error", ALICE, "1"))
+        self.assertEqual(errorCondition(out), ("resource-constraint", "wait"))
+        self.assertEqual((len(h.pending), h.pending.bytes), (0, 0))
+
     def test_messageFromDeniedSender(self):
         h = Harness(deny=["example.org"])
         h.online("a")

@@ -102,6 +102,21 @@ class OptionsTests(unittest.TestCase):
         self.assertFalse(policy.permits("bob@spam.example/r"))
         self.assertEqual(proxy.grace, 1.0)
 
+    def test_maxPendingBytes(self):
+        """
+        C{--max-pending-bytes} reaches the pending table (64 MiB unless
+        given); a negative value is refused like the other bounds.
+        """
+        proxy = makeService(self.parse(*REQUIRED + ["--secret", "s"]))
+        self.assertEqual(proxy.dispatcher.pending.maxPendingBytes, 64 * 1024 * 1024)
+        options = self.parse(*REQUIRED + ["--secret", "s", "--max-pending-bytes", "4096"])
+        self.assertEqual(makeService(options).dispatcher.pending.maxPendingBytes, 4096)
+        self.assertRaises(
+            usage.UsageError,
+            self.parse,
+            *REQUIRED + ["--secret", "s", "--max-pending-bytes", "-1"],
+        )
+
     def test_badAccessEntries(self):
         for extra in [
             ["--allow", "a@b/c"],
