@@ -22,7 +22,10 @@ longer address would; the target's requests (which keep no request, only
 addresses and ids, and have their own bound) and entries adopted from
 another process (which must be answered) are counted but never refused:
 outsiders cannot keep the target from asking, and the few bytes of each
-of the target's entries take little room from them.
+of the target's entries take little room from them. One requester (bare
+JID) may hold the same share of those bytes as of the entries
+(C{maxPendingBytes * maxPendingPerRequester / maxPending}: 6.4 MiB by
+default), so one account cannot take the whole budget from the others.
 
 Every entry leaves the table through L{PendingTable._finish}, which hands it
 to the owner's C{answer} callable exactly once, with the reply or with a
@@ -180,6 +183,7 @@ class PendingTable:
         # be due later than newer ones, up to this time.
         self._mixedUntil = None
         self._held = {}
+        self._heldBytes = {}
         self.fromOutside = 0
         self.fromTarget = 0
         self.bytes = 0
@@ -226,11 +230,28 @@ class PendingTable:
             and self._held.get(bareOf(requester), 0) >= self.maxPendingPerRequester
         )
 
-    def _fits(self, more):
+    def _fits(self, more, requester):
         """
-        Whether C{more} bytes fit under L{maxPendingBytes}.
+        Whether C{more} bytes of C{requester}'s fit under L{maxPendingBytes}
+        and under its share of it (L{bytesPerRequester}).
         """
-        return not (self.maxPendingBytes and self.bytes + more > self.maxPendingBytes)
+        if not self.maxPendingBytes:
+            return True
+        if self.bytes + more > self.maxPendingBytes:
+            return False
+        share = self.bytesPerRequester
+        return not share or self._heldBytes.get(bareOf(requester), 0) + more <= share
+
+    @property
+    def bytesPerRequester(self):
+        """
+        The bytes one bare JID's requests may keep: its share of
+        L{maxPendingBytes} as of the entries; 0 when either entry bound is
+        off.
+        """
+        if not (self.maxPending and self.maxPendingPerRequester):
+            return 0
+        return self.maxPendingBytes * self.maxPendingPerRequester // self.maxPending
 
     def admitsFromTarget(self):
         """
@@ -273,7 +294,7 @@ class PendingTable:
             self._clock.seconds() + self.timeout,
         )
         entry.weight = weigh(entry)
-        if len(key) == 2 and not self._fits(entry.weight):
+        if len(key) == 2 and not self._fits(entry.weight, requester):
             return None
         self._entries[key] = entry
         self._count(entry, 1)
@@ -336,9 +357,11 @@ class PendingTable:
             then left as it was, to be failed.
         """
         weight = weigh(entry)
-        if weight > entry.weight and not self._fits(weight - entry.weight):
+        if weight > entry.weight and not self._fits(weight - entry.weight, entry.requester):
             return False
         self.bytes += weight - entry.weight
+        bare = bareOf(entry.requester)
+        self._heldBytes[bare] += weight - entry.weight
         entry.weight = weight
         entry.resource.pending -= 1
         entry.resource = resource
@@ -395,8 +418,10 @@ class PendingTable:
             held = self._held.get(bare, 0) + delta
             if held:
                 self._held[bare] = held
+                self._heldBytes[bare] = self._heldBytes.get(bare, 0) + delta * entry.weight
             else:
                 del self._held[bare]
+                del self._heldBytes[bare]
             entry.resource.pending += delta
         else:
             self.fromTarget += delta

@@ -230,7 +230,7 @@ class PendingBytesTests(unittest.TestCase):
     """
 
     def setUp(self):
-        setUpTable(self, maxPendingBytes=1000)
+        setUpTable(self, maxPendingBytes=1000, maxPendingPerRequester=0)
         self.a = Resource("svc@x/a", "a")
         self.longer = Resource("svc@x/" + "l" * 100, "l" * 100)
 
@@ -328,6 +328,27 @@ class PendingBytesTests(unittest.TestCase):
         self.table.complete(first, "reply")
         self.assertIsNotNone(self.add("4"))
         self.assertCountsLive()
+
+    def test_shareOfOneRequester(self):
+        """
+        One bare JID may keep the share of the bytes it may keep of the
+        entries (here 2 of 10 entries: 200 of 1000 bytes), so one account
+        cannot take the whole budget; others still fit, and an answer
+        frees the share.
+        """
+        setUpTable(self, maxPendingBytes=1000, maxPending=10, maxPendingPerRequester=2)
+        self.assertEqual(self.table.bytesPerRequester, 200)
+        first = self.add("1", size=100)
+        self.assertIsNotNone(first)
+        self.assertIsNone(self.add("2", size=100, requester="alice@x/other"))
+        self.assertIsNotNone(self.add("3", size=100, requester="bob@x/r"))
+        self.table.complete(first, "reply")
+        self.assertIsNotNone(self.add("4", size=100, requester="alice@x/other"))
+        held = {
+            "alice@x": weigh(self.table.get(("enc-alice@x/other", "4"))),
+            "bob@x": weigh(self.table.get(("enc-bob@x/r", "3"))),
+        }
+        self.assertEqual(self.table._heldBytes, held)
 
     def test_noBound(self):
         """

@@ -153,7 +153,7 @@ class LimitTests(unittest.TestCase):
         address it was sent to, as over the other bounds; an answer frees
         its bytes, and the count is 0 once nothing is in flight.
         """
-        h = Harness(maxPendingBytes=2000)
+        h = Harness(maxPendingBytes=2000, maxPendingPerRequester=0)
         h.online("a")
         h.take()
         payload = "<q xmlns='urn:x'>%s</q>" % ("x" * 700,)
