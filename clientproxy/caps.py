@@ -158,8 +158,19 @@ def _unambiguous(identities, features, forms):
     C{a} and C{b}, an identity named C{<a} for feature C{a} (XEP-0115 5.4,
     the note of XEP-0390 on its ambiguity): another client of the target
     could answer for an honest client's C{ver} with features regrouped.
+    Nor an identity without category or type, nor a form without fields:
+    those hash like features. What is left (a feature with three slashes
+    read as an identity, sorted form fields read as features) needs an
+    honest client whose answer has that shape; and what a resource
+    advertises only orders dispatch (L{clientproxy.selection}: in C{auto}
+    mode the others are asked after the advertisers), so a wrong belief
+    costs a refusal and a retry, never a request.
     """
     for identity in identities:
+        if not (identity[0] and identity[1]):
+            # XEP-0030 requires both; without them, a feature such as
+            # http://example.org/x reads as an identity.
+            return False
         for field in identity:
             if "<" in field or "/" in field:
                 return False
@@ -167,7 +178,8 @@ def _unambiguous(identities, features, forms):
         if "<" in feature:
             return False
     for formType, fields in forms.items():
-        if "<" in formType:
+        if "<" in formType or not fields:
+            # A form of its FORM_TYPE alone reads as a feature.
             return False
         for var, values in fields.items():
             if "<" in var:

@@ -5,18 +5,18 @@ Which resource serves a request: one pipeline, in this order.
  1. Usable resources: the available ones that C{--resources} admits (the
     L{ResourceSet}).
  2. Feature match (C{--match-features}): the namespace of the request's
-    child element is the feature asked for. C{auto}: if at least one usable
-    resource advertises it (XEP-0115 caps, or a direct disco#info answer),
-    only those are candidates, else every usable resource is (implementing
-    clients such as Jitsi's focus do not advertise their namespace).
-    C{strict}: only advertisers. C{off}: every usable resource. A resource
-    whose features are not known yet (its disco#info answer is on its way)
-    is no advertiser.
+    child element is the feature asked for. C{auto}: the resources that
+    advertise it (XEP-0115 caps, or a direct disco#info answer) are asked
+    first, the others after them (implementing clients such as Jitsi's
+    focus do not advertise their namespace, and what a resource advertises
+    may be wrong). C{strict}: only advertisers. C{off}: every usable
+    resource alike. A resource whose features are not known yet (its
+    disco#info answer is on its way) is no advertiser.
  3. Minus the resources this request was already refused by.
  4. Learnt refusers last: the resources learnt to refuse requests of that
     namespace and type (L{clientproxy.refusals}) are asked only when no
-    other candidate is left. What is learnt orders the candidates; it never
-    empties them.
+    other candidate is left (advertisers first among them too). What is
+    learnt orders the candidates; it never empties them.
  5. Affinity (C{--affinity}) or strategy: requests with the same key (the
     requester's full or bare JID, or an attribute of the request's child)
     go to the same candidate, chosen by rendezvous (highest random weight)
@@ -82,6 +82,20 @@ def _resourceHash(resource):
             _resourceHashes.clear()
         value = _resourceHashes[resource.jid] = stableHash(resource.jid)
     return value
+
+
+def _best(tiers, exclude, refusers):
+    """
+    The best candidates left (steps 3 and 4): of the tiers in order, the
+    first that holds a resource not yet tried and not a learnt refuser;
+    failing that, the first that holds a resource not yet tried.
+    """
+    for refused in (False, True):
+        for tier in tiers:
+            candidates = [r for r in tier if r not in exclude and (r.jid in refusers) is refused]
+            if candidates:
+                return candidates
+    return []
 
 
 class Affinity:
@@ -179,16 +193,14 @@ class Selector:
             self._candidates.clear()
             self._affine.clear()
         compacted = compact(feature)
-        candidates = self._candidates.get(compacted)
-        if candidates is None:
-            candidates = self._candidates[compacted] = self._candidatesFor(feature)
-        if exclude:
-            candidates = [r for r in candidates if r not in exclude]
+        tiers = self._candidates.get(compacted)
+        if tiers is None:
+            tiers = self._candidates[compacted] = self._tiersFor(feature)
         refusers = self.refusals.refusersOf(feature, kind)
-        if refusers:
-            preferred = [r for r in candidates if r.jid not in refusers]
-            if preferred:
-                candidates = preferred
+        if exclude or refusers:
+            candidates = _best(tiers, exclude, refusers or ())
+        else:
+            candidates = tiers[0] or tiers[1]
         if not candidates:
             return None
         if key is None:
@@ -201,15 +213,18 @@ class Selector:
             resource = self._affine[cacheKey] = self._rendezvous(candidates, key)
         return resource
 
-    def _candidatesFor(self, feature):
+    def _tiersFor(self, feature):
         """
-        Steps 1 and 2 for C{feature}.
+        Steps 1 and 2 for C{feature}: C{(first, then)}, the resources to
+        ask first and those to ask when none of the first is left.
         """
-        usable = self.resources.available
+        usable = list(self.resources.available)
         if self.match == OFF or feature is None:
-            return list(usable)
+            return usable, []
         advertisers = [r for r in usable if r.features is not None and feature in r.features]
-        return advertisers if advertisers or self.match == STRICT else list(usable)
+        if self.match == STRICT:
+            return advertisers, []
+        return advertisers, [r for r in usable if r.features is None or feature not in r.features]
 
     def _rendezvous(self, candidates, key):
         hashed = stableHash(key)

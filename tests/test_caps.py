@@ -152,6 +152,35 @@ class VerificationTests(unittest.TestCase):
         self.assertFalse(forged.valid)
         self.assertFalse(verifies(forged, Caps("n", verString(honest), "sha-1")))
 
+    def test_featureAsFormRefused(self):
+        """
+        A form of its FORM_TYPE alone hashes like a feature: an answer that
+        turns the honest client's last feature into such a form is refused.
+        """
+        self.assertForgeryRefused(
+            "<query xmlns='%s'><identity category='client' type='bot'/>"
+            "<feature var='urn:a'/><feature var='urn:z'/></query>" % (NS_DISCO_INFO,),
+            "<query xmlns='%s'><identity category='client' type='bot'/>"
+            "<feature var='urn:a'/><x xmlns='jabber:x:data' type='result'>"
+            "<field var='FORM_TYPE' type='hidden'><value>urn:z</value></field></x>"
+            "</query>" % (NS_DISCO_INFO,),
+        )
+
+    def test_featureAsIdentityRefused(self):
+        """
+        An identity without a type hashes like a feature with three
+        slashes: an answer that turns the honest client's
+        C{http://example.org/x} into the identity C{(http:, '',
+        example.org, x)} is refused.
+        """
+        self.assertForgeryRefused(
+            "<query xmlns='%s'><identity category='client' type='bot'/>"
+            "<feature var='http://example.org/x'/></query>" % (NS_DISCO_INFO,),
+            "<query xmlns='%s'><identity category='client' type='bot'/>"
+            "<identity category='http:' xml:lang='example.org' name='x'/>"
+            "</query>" % (NS_DISCO_INFO,),
+        )
+
     def test_lessThanInFormsRefused(self):
         """
         A C{<} in a form type, a field var or a value is refused too.

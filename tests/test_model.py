@@ -95,10 +95,14 @@ class Dispatch(RuleBasedStateMachine):
         policy=policies,
         affinity=st.sampled_from(["none", "requester"]),
         online=st.sets(st.sampled_from(RESOURCES), min_size=1),
+        advertised=st.fixed_dictionaries(
+            {resource: st.sets(st.sampled_from(NAMESPACES)) for resource in RESOURCES}
+        ),
     )
-    def start(self, policy, affinity, online):
+    def start(self, policy, affinity, online, advertised):
         self.h = Harness(timeout=TIMEOUT, matchFeatures="auto", affinity=affinity)
         self.policy = policy
+        self.advertised = advertised
         self.online = set()
         self.requests = {}
         self.count = 0
@@ -131,11 +135,15 @@ class Dispatch(RuleBasedStateMachine):
             resource = to.split("/", 1)[1]
             child = stanza.firstChildElement()
             if sender == COMPONENT:
-                # The component's own disco#info query: nothing advertised.
+                # The component's own disco#info query: what the resource
+                # advertises, which need not be what it serves.
                 if resource in self.online and child is not None and child.uri == NS_DISCO_INFO:
+                    features = "".join(
+                        "<feature var='%s'/>" % (ns,) for ns in sorted(self.advertised[resource])
+                    )
                     self.h.receive(
-                        "<iq type='result' id='%s' from='%s' to='%s'><query xmlns='%s'/></iq>"
-                        % (stanza["id"], to, COMPONENT, NS_DISCO_INFO)
+                        "<iq type='result' id='%s' from='%s' to='%s'><query xmlns='%s'>%s"
+                        "</query></iq>" % (stanza["id"], to, COMPONENT, NS_DISCO_INFO, features)
                     )
                 return
             requester = sender.split("/", 1)[1]

@@ -60,6 +60,23 @@ class PipelineTests(unittest.TestCase):
         self.assertEqual(self.chosen(selector), {"b"})
         self.assertEqual(self.chosen(selector, feature="urn:other"), {"a", "b", "c"})
 
+    def test_autoAsksTheOthersAfterTheAdvertisers(self):
+        """
+        C{auto}: once every advertiser refused a request, it goes to the
+        resources that do not advertise the feature (what a resource
+        advertises may be wrong; Jitsi's focus advertises nothing), and
+        advertisers stay first among learnt refusers.
+        """
+        selector = self.selector()
+        self.advertise("b", NS)
+        tried = (self.resource("b"),)
+        self.assertEqual(self.chosen(selector, exclude=tried), {"a", "c"})
+        for name in ("a", "b"):
+            self.refuse(selector, name, "m@x/1", "n@y/1")
+        self.assertEqual(self.chosen(selector), {"c"})
+        tried = (self.resource("c"),)
+        self.assertEqual(self.chosen(selector, exclude=tried), {"b"})
+
     def test_strictOnlyAdvertisers(self):
         """
         C{strict}: no advertiser, no candidate.
