@@ -381,6 +381,31 @@ class DispatchTests(Learning, unittest.TestCase):
         self.assertEqual(len(h.dispatcher.selector.refusals), 0)
         self.assertEqual(h.stats.requests["refused"], 0)
 
+    def test_freshRefusedNamespacesFewLogLines(self):
+        """
+        2,000 requests, each in a namespace never seen before and each
+        refused by every resource (from two requesters, so refusers are
+        learnt), add a few log lines, not thousands, and the refusal table
+        stays under its bound.
+        """
+        from twisted.logger import capturedLogs
+
+        h = Harness(matchFeatures="off", timeout=10)
+        h.online("a")
+        h.take()
+        h.dispatcher.selector.refusals.size = 100
+        with capturedLogs() as events:
+            for i in range(2000):
+                requester = ("m@x/1", "n@y/1")[i % 2]
+                [out] = self.request(
+                    h, stanzaID=str(i), ns="urn:fresh:%d" % (i // 2,), requester=requester
+                )
+                self.refuse(h, out)
+                [answer] = h.take()
+                self.assertEqual(answer["type"], "error")
+        self.assertLess(len(events), 30)
+        self.assertLessEqual(len(h.dispatcher.selector.refusals), 100)
+
     def test_resultForgetsTheRefusal(self):
         """
         A result from a resource for a namespace and type it refused forgets

@@ -1,17 +1,57 @@
 """
 End-to-end tests of capability-aware dispatch on each real server, with real
 client connections: requests go to the resource that advertises their
-namespace, a resource that refuses stops getting that namespace, and with
-affinity each room stays on one resource.
+namespace, a resource that refuses two requesters is asked after the others,
+one requester's refusals take nothing from another, and with affinity each
+room stays on one resource.
 """
 
 from twisted.internet import defer
 from twisted.words.xish import domish
 
-from clientproxy.testing.client import capsFor, echo, errorFor, supporting
+from clientproxy.testing.client import capsFor, echo, errorFor, resultFor, supporting
 from tests.integration import COMPONENT, onEveryServer, withTimeout
 
 NS = "http://jitsi.org/protocol/focus"
+NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+SETONLY = "urn:example:setonly"
+
+
+def setOnly(iq):
+    """
+    A request handler for a service in L{SETONLY} that it serves as a
+    C{set} only: a C{get} is C{feature-not-implemented}.
+    """
+    if iq.getAttribute("type") == "set":
+        return echo(iq)
+    return errorFor("feature-not-implemented")(iq)
+
+
+def refusing(users):
+    """
+    A request handler that answers C{service-unavailable} to the requests
+    of C{users} (local parts) alone, as a service may answer one requester
+    it will not serve (RFC 6120 8.3.3.19), and serves everyone else.
+    """
+
+    def handler(iq):
+        requester = iq.getAttribute("from", "").partition("/")[2]
+        if requester.partition("@")[0] in users:
+            return errorFor("service-unavailable")(iq)
+        return echo(iq)
+
+    return handler
+
+
+def errorCondition(reply):
+    """
+    The stanza error condition of a reply, or C{None} for a result.
+    """
+    for error in reply.elements():
+        if error.name == "error":
+            for condition in error.elements(NS_STANZAS):
+                return condition.name
+    return None
 
 
 def proxied(client):
@@ -61,9 +101,9 @@ class CapabilityDispatchTests:
     @defer.inlineCallbacks
     def test_refuserLearnt(self):
         """
-        Neither resource advertises anything: the one that refuses gets no
-        more of the namespace after its first refusal, and every request
-        is answered with a result.
+        Neither resource advertises anything: the one that refuses is asked
+        again until it has refused two requesters, then no more for that
+        namespace; every request is answered with a result.
         """
         good = yield self.connect("svc", "good", onRequest=supporting([], echo))
         bad = yield self.connect(
@@ -75,11 +115,92 @@ class CapabilityDispatchTests:
             "the resources' features to be learnt",
         )
         alice = yield self.connect("alice", "x")
+        bob = yield self.connect("bob", "x")
+        sent = 0
+        for user, requester in (("alice", alice), ("bob", bob)):
+            # Until bad has refused this requester (round-robin: soon).
+            for i in range(4):
+                sent += 1
+                reply = yield withTimeout(requester.request(COMPONENT, conference("r%d" % i)))
+                self.assertEqual(reply["type"], "result", i)
+                if any("/%s@" % (user,) in iq["from"] for iq in proxied(bad)):
+                    break
+        refused = len(proxied(bad))
         for i in range(10):
-            reply = yield withTimeout(alice.request(COMPONENT, conference("r%d" % i)))
+            reply = yield withTimeout(alice.request(COMPONENT, conference("s%d" % i)))
             self.assertEqual(reply["type"], "result", i)
-        self.assertEqual(len(proxied(bad)), 1)
-        self.assertEqual(len(proxied(good)), 10)
+        self.assertEqual(len(proxied(bad)), refused)
+        self.assertEqual(len(proxied(good)), sent + 10)
+
+    @defer.inlineCallbacks
+    def test_oneRequesterTakesNothingAway(self):
+        """
+        With the component's defaults: mallory's C{get} in a namespace the
+        resources serve as a C{set} only is refused by both; alice's C{set}
+        in it is served right after.
+        """
+        yield self.connect("svc", "a", onRequest=setOnly)
+        yield self.connect("svc", "b", onRequest=setOnly)
+        yield self.startProxy(resources=2)
+        mallory = yield self.connect("mallory", "m")
+        alice = yield self.connect("alice", "x")
+        payload = domish.Element((SETONLY, "thing"))
+        reply = yield withTimeout(mallory.request(COMPONENT, payload, kind="get"))
+        self.assertEqual(errorCondition(reply), "feature-not-implemented")
+        for i in range(5):
+            reply = yield withTimeout(alice.request(COMPONENT, payload, kind="set"))
+            self.assertEqual(reply["type"], "result", i)
+
+    @defer.inlineCallbacks
+    def test_refusedToOneRequesterOnly(self):
+        """
+        Resources that refuse mallory and bob (mallory's second account)
+        alone: alice's requests in that namespace are all served, however
+        often the resources refused the two.
+        """
+        for name in ("a", "b"):
+            yield self.connect("svc", name, onRequest=refusing({"mallory", "bob"}))
+        yield self.startProxy(resources=2)
+        clients = {}
+        for user in ("mallory", "bob", "alice"):
+            clients[user] = yield self.connect(user, "x")
+        for i in range(3):
+            for user in ("mallory", "bob"):
+                reply = yield withTimeout(clients[user].request(COMPONENT, conference("m")))
+                self.assertEqual(errorCondition(reply), "service-unavailable")
+            for kind in ("get", "set"):
+                reply = yield withTimeout(
+                    clients["alice"].request(COMPONENT, conference("a%d" % i), kind=kind)
+                )
+                self.assertEqual(reply["type"], "result", (i, kind))
+
+    @defer.inlineCallbacks
+    def test_idsShapedLikeTheComponentsOwn(self):
+        """
+        Requests whose ids look like the component's own queries and pings
+        (sent while its disco#info queries are in flight) are each answered
+        once, with the resource's answer.
+        """
+        answered = []
+
+        def slowToDescribe(iq):
+            query = iq.firstChildElement()
+            if query is not None and query.name == "query" and "disco#info" in query.uri:
+                # Keep the component's own query in flight for a while.
+                return None
+            answered.append(iq["id"])
+            return resultFor(iq)
+
+        yield self.connect("svc", "a", onRequest=slowToDescribe)
+        yield self.startProxy(resources=1)
+        alice = yield self.connect("alice", "x")
+        ids = ["caps-%d" % i for i in range(1, 6)] + ["keepalive-1", "cp-1", "1"]
+        replies = yield withTimeout(
+            defer.gatherResults([alice.request(COMPONENT, stanzaID=i) for i in ids])
+        )
+        self.assertEqual(sorted(r["id"] for r in replies), sorted(ids))
+        self.assertEqual({r["type"] for r in replies}, {"result"})
+        self.assertEqual(sorted(answered), sorted(ids))
 
     @defer.inlineCallbacks
     def test_roomsStayOnOneResource(self):
