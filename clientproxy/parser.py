@@ -50,6 +50,10 @@ _SLASH = ord("/")
 MAX_STANZA_BYTES = 10 * 2**20
 MAX_STANZA_ELEMENTS = 100000
 
+#: Bytes read between two renewals of the expat parser (L{StreamParser._renew}):
+#: what bounds the names expat keeps.
+RENEW_BYTES = 2**16
+
 #: The stream root's declarations the component's own stream root matches.
 _STREAM_PREFIXES = {"stream": NS_STREAMS}
 
@@ -103,16 +107,7 @@ class StreamParser:
         self.ElementEvent = None
         self.DocumentEndEvent = None
         self.StanzaDropped = None
-        parser = self._parser = pyexpat.ParserCreate("UTF-8", " ")
-        parser.buffer_text = True
-        parser.StartElementHandler = self._onStartElement
-        parser.EndElementHandler = self._onEndElement
-        parser.CharacterDataHandler = self._onText
-        parser.StartNamespaceDeclHandler = self._onStartNamespace
-        parser.EndNamespaceDeclHandler = self._onEndNamespace
-        parser.CommentHandler = self._onUncopiable
-        parser.ProcessingInstructionHandler = self._onUncopiable
-        parser.StartDoctypeDeclHandler = self._onDoctype
+        self._parser = self._newParser()
         self._current = None
         self._started = False
         self._defaults = [""]
@@ -132,6 +127,63 @@ class StreamParser:
         self._budget = MAX_STANZA_ELEMENTS
         self._oversized = None
         self._skipped = 0
+        # The stream root's start tag as it came, what to add to expat's
+        # byte index to get the stream offset, and the offset after which
+        # the expat parser is made anew (see _renew).
+        self._header = None
+        self._shift = 0
+        self._renewAt = RENEW_BYTES
+
+    def _newParser(self):
+        """
+        A new expat parser with this stream parser's handlers.
+
+        Its C{intern} is C{None}: by default pyexpat interns every element
+        and attribute name it reports in a dict kept for the life of the
+        parser, so a peer sending fresh names would grow it without bound;
+        without it, each name is a string that goes with its stanza. (Expat
+        keeps names in tables of its own too: see L{_renew}.)
+        """
+        parser = pyexpat.ParserCreate("UTF-8", " ", intern=None)
+        parser.buffer_text = True
+        parser.StartElementHandler = self._onStartElement
+        parser.EndElementHandler = self._onEndElement
+        parser.CharacterDataHandler = self._onText
+        parser.StartNamespaceDeclHandler = self._onStartNamespace
+        parser.EndNamespaceDeclHandler = self._onEndNamespace
+        parser.CommentHandler = self._onUncopiable
+        parser.ProcessingInstructionHandler = self._onUncopiable
+        parser.StartDoctypeDeclHandler = self._onDoctype
+        return parser
+
+    def _renew(self):
+        """
+        Between stanzas: replace the expat parser by a new one in the same
+        state, and let the old one go with everything it kept.
+
+        Expat keeps every element name, attribute name and prefix it has
+        read in tables of its own for the life of the parser, which pyexpat
+        cannot empty. The new parser reads the stream root's start tag (its
+        events ignored: the namespace declarations are what matter) and the
+        bytes read since the last stanza ended from the first C{<} (the
+        start of the next stanza, or of the stream's end, not yet whole), so
+        it goes on where the old one was. Not done after a document type
+        declaration, which the new parser would not have read.
+        """
+        self._trim()
+        pending = b"".join(self._chunks)
+        parser = self._newParser()
+        parser.StartElementHandler = _ignore
+        self._defaults = [""]
+        parser.Parse(self._header)
+        self._prefixes = {}
+        parser.StartElementHandler = self._onStartElement
+        self._shift = self._base - len(self._header)
+        self._parser = parser
+        self._chunks = [pending] if pending else []
+        if pending:
+            parser.Parse(pending)
+        self._renewAt = self._read + RENEW_BYTES
 
     def parse(self, data):
         """
@@ -140,6 +192,8 @@ class StreamParser:
         @raise domish.ParserError: the stream is not well-formed XML.
         """
         if self._stanzaStart is None:
+            if self._read >= self._renewAt and self._header is not None and not self._doctype:
+                self._renew()
             if self._keepFrom >= self._read:
                 # All read so far is done with (the common case).
                 self._chunks = [data]
@@ -182,6 +236,12 @@ class StreamParser:
                 self._base += at
             break
 
+    def _index(self):
+        """
+        The stream offset of the event being handled.
+        """
+        return self._parser.CurrentByteIndex + self._shift
+
     def _onStartElement(self, name, attributes):
         if self._oversized is not None:
             self._skipped += 1
@@ -218,11 +278,14 @@ class StreamParser:
             self._current = element
         elif self._started:
             self._current = element
-            self._stanzaStart = self._parser.CurrentByteIndex
+            self._stanzaStart = self._index()
             self._copiable = self.rawAllowed
             self._budget = MAX_STANZA_ELEMENTS - 1
         else:
             self._started = True
+            start = self._index()
+            self._header = self._startTag(start)
+            self._keepFrom = start + len(self._header)
             self.rawAllowed = (
                 not self._doctype
                 and element.localPrefixes == _STREAM_PREFIXES
@@ -245,12 +308,12 @@ class StreamParser:
         self._current = None
         if self._oversized is not None:
             reason, self._oversized = self._oversized, None
-            self._keepFrom = self._parser.CurrentByteIndex
+            self._keepFrom = self._index()
             self._stanzaStart = None
             if self.StanzaDropped is not None:
                 self.StanzaDropped(element, reason)
             return
-        raw, self._keepFrom = self._content(self._parser.CurrentByteIndex)
+        raw, self._keepFrom = self._content(self._index())
         if self._copiable:
             element.raw = raw
         self._stanzaStart = None
@@ -282,6 +345,15 @@ class StreamParser:
         close = data.find(b">", end - base)
         return data[contentStart : end - base], base + close + 1 if close >= 0 else end + 1
 
+    def _startTag(self, start):
+        """
+        The bytes of the start tag that begins at stream offset C{start},
+        which expat has read whole.
+        """
+        data = b"".join(self._chunks)
+        at = start - self._base
+        return data[at : _START_TAG.match(data, at).end()]
+
     def _onText(self, text):
         element = self._current
         if element is not None and self._oversized is None:
@@ -305,5 +377,15 @@ class StreamParser:
         self._copiable = False
 
     def _onDoctype(self, *args):
+        """
+        A document type declaration: no stanza keeps its bytes from now
+        on, and the expat parser is no longer renewed.
+        """
         self._doctype = True
         self.rawAllowed = self._copiable = False
+
+
+def _ignore(*args):
+    """
+    An expat handler that does nothing.
+    """
