@@ -43,9 +43,10 @@ _START_TAG = re.compile(rb"<[^>'\"]*(?:(?:'[^']*'|\"[^\"]*\")[^>'\"]*)*>")
 
 _SLASH = ord("/")
 
-#: The most a stanza may take, in bytes read (counted from its start to the
-#: end of the read that passes the bound, so a little more may be read) and
-#: in elements. A stanza over either is not built further and is dropped
+#: The most a stanza may take, in bytes read (counted from the C{<} of its
+#: start tag, whole or not yet, to the end of the read that passes the
+#: bound, so a little more may be read; a start tag read at once is measured
+#: itself) and in elements. A stanza over either is not built further and is dropped
 #: (L{StreamParser.StanzaDropped}); the stream goes on.
 MAX_STANZA_BYTES = 10 * 2**20
 MAX_STANZA_ELEMENTS = 100000
@@ -191,7 +192,11 @@ class StreamParser:
 
         @raise domish.ParserError: the stream is not well-formed XML.
         """
-        if self._stanzaStart is None:
+        if self._oversized is not None:
+            # Nothing of it is kept; the next stanza may start in data.
+            self._chunks = [data]
+            self._base = self._read
+        elif self._stanzaStart is None:
             if self._read >= self._renewAt and self._header is not None and not self._doctype:
                 self._renew()
             if self._keepFrom >= self._read:
@@ -201,10 +206,11 @@ class StreamParser:
             else:
                 self._trim()
                 self._chunks.append(data)
-        elif self._oversized is not None:
-            # Nothing of it is kept; the next stanza may start in data.
-            self._chunks = [data]
-            self._base = self._read
+                if self._read + len(data) - self._base > MAX_STANZA_BYTES and self._opening():
+                    # A stanza's start tag, not yet whole, over the bound.
+                    self._oversized = "stanza-too-large"
+                    self._chunks = [data]
+                    self._base = self._read
         else:
             self._chunks.append(data)
             if self._read + len(data) - self._stanzaStart > MAX_STANZA_BYTES:
@@ -242,8 +248,16 @@ class StreamParser:
         """
         return self._parser.CurrentByteIndex + self._shift
 
+    def _opening(self):
+        """
+        Whether the bytes kept between stanzas (from the first C{<}) are
+        the start of a stanza's start tag: not of a comment, processing
+        instruction or the stream's end tag.
+        """
+        return self._started and self._chunks[0][1:2] not in (b"!", b"?", b"/", b"")
+
     def _onStartElement(self, name, attributes):
-        if self._oversized is not None:
+        if self._oversized is not None and self._current is not None:
             self._skipped += 1
             self._prefixes = {}
             return
@@ -278,7 +292,14 @@ class StreamParser:
             self._current = element
         elif self._started:
             self._current = element
-            self._stanzaStart = self._index()
+            start = self._stanzaStart = self._index()
+            if (
+                self._oversized is None
+                and self._read - start > MAX_STANZA_BYTES
+                and len(self._startTag(start)) > MAX_STANZA_BYTES
+            ):
+                # Its start tag alone is over the bound (read at once).
+                self._oversized = "stanza-too-large"
             self._copiable = self.rawAllowed
             self._budget = MAX_STANZA_ELEMENTS - 1
         else:
@@ -326,8 +347,22 @@ class StreamParser:
         after an empty element's tag), and the stream offset where the next
         stanza may start, at the earliest.
         """
-        chunks = self._chunks
         start = self._stanzaStart
+        data, base = self._piece(start, end)
+        contentStart = _START_TAG.match(data, start - base).end()
+        if data[contentStart - 2] == _SLASH:
+            return b"", end
+        # Past the end tag, if it is all read: where the next stanza may start.
+        close = data.find(b">", end - base)
+        return data[contentStart : end - base], base + close + 1 if close >= 0 else end + 1
+
+    def _piece(self, start, end):
+        """
+        The bytes kept from stream offset C{start} (those before it are
+        let go) to C{end} at least, in one piece, and the stream offset of
+        the piece.
+        """
+        chunks = self._chunks
         base = self._base
         data = chunks[0]
         while base + len(data) <= start:
@@ -338,20 +373,15 @@ class StreamParser:
         if end - base > len(data):
             data = b"".join(chunks)
             chunks[:] = [data]
-        contentStart = _START_TAG.match(data, start - base).end()
-        if data[contentStart - 2] == _SLASH:
-            return b"", end
-        # Past the end tag, if it is all read: where the next stanza may start.
-        close = data.find(b">", end - base)
-        return data[contentStart : end - base], base + close + 1 if close >= 0 else end + 1
+        return data, base
 
     def _startTag(self, start):
         """
         The bytes of the start tag that begins at stream offset C{start},
         which expat has read whole.
         """
-        data = b"".join(self._chunks)
-        at = start - self._base
+        data, base = self._piece(start, self._read)
+        at = start - base
         return data[at : _START_TAG.match(data, at).end()]
 
     def _onText(self, text):

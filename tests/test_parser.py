@@ -229,17 +229,55 @@ class BoundsTests(unittest.TestCase):
         Bytes past the bound, over several reads, are not kept; a stanza
         starting in the read that ends the dropped one is read whole.
         """
+        self.assertDroppedOverReads(b"<message id='big'><body>", b"</body></message>")
+
+    def test_startTagTooLarge(self):
+        """
+        A start tag counts toward the bound: one over it, over several
+        reads, is not kept while it comes, and its stanza is dropped as
+        too large, not delivered; the stream goes on.
+        """
+        self.assertDroppedOverReads(b"<message id='big' a='", b"'><body>hi</body></message>")
+
+    def assertDroppedOverReads(self, opening, closing):
+        """
+        Assert that a stanza C{opening}, 5,000 bytes, C{closing}, read in
+        pieces under a bound of 1,000 bytes, is not kept while it comes and
+        is dropped as too large, and that the stanza after it, starting in
+        the read that ends it, is read whole.
+        """
         self.patch(parser_module, "MAX_STANZA_BYTES", 1000)
-        self.parser.parse(b"<message id='big'><body>")
+        self.parser.parse(opening)
         for _ in range(10):
             self.parser.parse(b"x" * 500)
             self.assertLessEqual(sum(len(chunk) for chunk in self.parser._chunks), 1500)
-        self.parser.parse(b"</body></message><iq id='next'")
+        self.parser.parse(closing + b"<iq id='next'")
         self.parser.parse(b"><q/></iq>")
         [(root, reason)] = self.dropped
         self.assertEqual((root["id"], reason), ("big", "stanza-too-large"))
         [stanza] = self.stanzas
         self.assertEqual((stanza["id"], stanza.raw), ("next", b"<q/>"))
+
+    def test_startTagTooLargeInOneRead(self):
+        """
+        An empty stanza whose start tag alone is over the bound, read at
+        once, is dropped too.
+        """
+        self.patch(parser_module, "MAX_STANZA_BYTES", 1000)
+        self.parser.parse(b"<message id='big' a='" + b"x" * 2000 + b"'/><iq id='next'><q/></iq>")
+        [(root, reason)] = self.dropped
+        self.assertEqual((root["id"], reason), ("big", "stanza-too-large"))
+        [stanza] = self.stanzas
+        self.assertEqual((stanza["id"], stanza.raw), ("next", b"<q/>"))
+
+    def test_smallStanzasInALargeRead(self):
+        """
+        A read larger than the bound that holds many small stanzas drops
+        none of them: each is measured, not the read.
+        """
+        self.patch(parser_module, "MAX_STANZA_BYTES", 1000)
+        self.parser.parse(b"<iq id='1'><q a='x'/></iq>" * 200)
+        self.assertEqual((len(self.stanzas), self.dropped), (200, []))
 
 
 class NamesTests(unittest.TestCase):
