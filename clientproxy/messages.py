@@ -218,12 +218,16 @@ class MessageRouter(XMPPHandler):
         if refusal is not None:
             self._refuse(message, *refusal)
             return
+        if self.policy.tooLargeStanza(message):
+            self._refuse(message, *TOO_LARGE)
+            return
         recipient = message["to"]
         available = self.resources.available if not self._draining else []
         message["from"] = self.jat.address(self.jat.encode(sender))
         message["to"] = available[0].jid if available else self.target
         mark(message)
-        # Serialised once for the size check and the first copy.
+        # Serialised once for the size check as sent (the addresses and
+        # markers add to it) and the first copy.
         first = toXml(message)
         if self.policy.tooLarge(first):
             message["from"], message["to"] = sender, recipient
@@ -400,6 +404,9 @@ class MessageRouter(XMPPHandler):
         """
         if self.policy.refusal(sender) is not None:
             self.stats.drop(message, "error-from-peer-refused")
+            return
+        if self.policy.tooLargeStanza(message):
+            self.stats.drop(message, "error-from-peer-too-large")
             return
         available = self.resources.available
         if not available:

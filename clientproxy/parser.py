@@ -67,12 +67,17 @@ class Element(domish.Element):
         module docstring), or C{None}; for other elements, C{None}. Adding
         children through the element's methods forgets them, as they would
         no longer say what the tree holds.
+    @ivar received: for a stanza, how many bytes it came in as, from its
+        start tag's C{<} to the end of its end tag (so what a size bound
+        measures, before anything is serialised); for other elements, or
+        stanzas built otherwise, C{None}.
     @ivar handled: whether a handler has taken the stanza
         (L{clientproxy.stanzas.claim}); a class attribute, so reading it
         does not search the children as domish's C{__getattr__} would.
     """
 
     raw = None
+    received = None
     handled = False
 
     def addChild(self, node):
@@ -337,6 +342,7 @@ class StreamParser:
         raw, self._keepFrom = self._content(self._index())
         if self._copiable:
             element.raw = raw
+        element.received = self._keepFrom - self._stanzaStart
         self._stanzaStart = None
         self.ElementEvent(element)
 
@@ -348,13 +354,16 @@ class StreamParser:
         stanza may start, at the earliest.
         """
         start = self._stanzaStart
-        data, base = self._piece(start, end)
+        # To the end of what was read: the end tag's > may be in a later
+        # piece than its start.
+        data, base = self._piece(start, self._read)
         contentStart = _START_TAG.match(data, start - base).end()
         if data[contentStart - 2] == _SLASH:
             return b"", end
-        # Past the end tag, if it is all read: where the next stanza may start.
+        # Past the end tag (read whole: expat reported it): where the next
+        # stanza may start.
         close = data.find(b">", end - base)
-        return data[contentStart : end - base], base + close + 1 if close >= 0 else end + 1
+        return data[contentStart : end - base], base + close + 1
 
     def _piece(self, start, end):
         """

@@ -66,6 +66,17 @@ class KeptBytesTests(unittest.TestCase):
         self.assertEqual(empty.raw, b"")
         self.assertEqual(space.raw, b" ")
 
+    def test_received(self):
+        """
+        A stanza records how many bytes it came in as, from its start
+        tag's C{<} to the end of its end tag, however the reads are cut:
+        what a size bound measures before any work on it.
+        """
+        stanzas = [b"<iq a='>'><q xmlns='n'>t&amp;x</q></iq >", b"<iq/>", b"<iq a='1'> </iq>"]
+        data = b"\n".join(stanzas)
+        for cuts in ([], [1, 7, 20, len(data) - 1]):
+            self.assertEqual([s.received for s in parse(data, cuts)], [len(s) for s in stanzas])
+
     @settings(max_examples=100, deadline=None)
     @given(payloads, st.lists(st.integers(min_value=0, max_value=4000), max_size=12))
     def test_anyReads(self, payload, cuts):
