@@ -272,12 +272,22 @@ class MessageRouter(XMPPHandler):
             self._queueFull(message, sender, refusal)
 
     def _queueFull(self, message, sender, why):
-        self.log.warn(
-            "Message from {sender} refused with resource-constraint: {why} "
-            "(no resource of the target available)",
-            sender=sender,
-            why=why,
-        )
+        """
+        Refuse a message the queue has no room for, and log it: at most
+        one line every L{clientproxy.throttle.INTERVAL} seconds (with the
+        count of those not logged since), so a peer flooding an offline
+        target cannot flood the log; the counter counts them all.
+        """
+        unlogged = self.stats.throttle("queue-full")
+        if unlogged is not None:
+            self.log.warn(
+                "Message from {sender} refused with resource-constraint: {why} "
+                "(no resource of the target available; {unlogged} more since the "
+                "last such line)",
+                sender=sender,
+                why=why,
+                unlogged=unlogged,
+            )
         self.stats.messages["error:resource-constraint"] += 1
         self.send(
             errorReply(
