@@ -13,8 +13,9 @@ All of clientproxy's benchmarks, in one command (a few minutes on 2 cores):
 2. In process (bench/inprocess.py): the component's own ceiling, CPU per
    round trip with 1 to 1000 resources and 1 to 1000 requesters, and the
    cost of feature matching and affinity with 1 to 1000 resources.
-3. Memory (bench/memory.py): RSS with 0, 10k, 100k requests in flight, and
-   over 1M requests from 1M distinct requesters.
+3. Memory (bench/memory.py): RSS with 0, 10k, 100k requests in flight,
+   over 1M requests from 1M distinct requesters, and over 100k requests
+   carrying element and attribute names never seen before.
 
 Results are printed as tables and written to bench/results.json.
 """
@@ -280,12 +281,14 @@ def report(results):
             memory["bytes_per_pending_request_all_distinct"],
         )
     )
-    lines.append(
-        "RSS over distinct requesters: %s"
-        % ", ".join(
-            "%s: %.1f MiB" % (k, v / 2**20) for k, v in memory["rss_by_distinct_requesters"].items()
+    for title, key in (
+        ("RSS over distinct requesters", "rss_by_distinct_requesters"),
+        ("RSS over requests with fresh element and attribute names", "rss_by_fresh_names_requests"),
+    ):
+        lines.append(
+            "%s: %s"
+            % (title, ", ".join("%s: %.1f MiB" % (k, v / 2**20) for k, v in memory[key].items()))
         )
-    )
     lines.append("")
     lines.extend(targets(results))
     return "\n".join(lines)

@@ -252,6 +252,9 @@ class IQDispatcher(XMPPHandler):
         if refusal is not None:
             self._refuse(iq, *refusal)
             return
+        if self.policy.tooLargeStanza(iq):
+            self._sendError(recipient, requester, stanzaID, *TOO_LARGE)
+            return
         child = onlyChildElement(iq)
         if child is None:
             self._refuse(iq, "bad-request", text="An IQ request has exactly one child element")

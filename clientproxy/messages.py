@@ -218,12 +218,16 @@ class MessageRouter(XMPPHandler):
         if refusal is not None:
             self._refuse(message, *refusal)
             return
+        if self.policy.tooLargeStanza(message):
+            self._refuse(message, *TOO_LARGE)
+            return
         recipient = message["to"]
         available = self.resources.available if not self._draining else []
         message["from"] = self.jat.address(self.jat.encode(sender))
         message["to"] = available[0].jid if available else self.target
         mark(message)
-        # Serialised once for the size check and the first copy.
+        # Serialised once for the size check as sent (the addresses and
+        # markers add to it) and the first copy.
         first = toXml(message)
         if self.policy.tooLarge(first):
             message["from"], message["to"] = sender, recipient
@@ -268,12 +272,22 @@ class MessageRouter(XMPPHandler):
             self._queueFull(message, sender, refusal)
 
     def _queueFull(self, message, sender, why):
-        self.log.warn(
-            "Message from {sender} refused with resource-constraint: {why} "
-            "(no resource of the target available)",
-            sender=sender,
-            why=why,
-        )
+        """
+        Refuse a message the queue has no room for, and log it: at most
+        one line every L{clientproxy.throttle.INTERVAL} seconds (with the
+        count of those not logged since), so a peer flooding an offline
+        target cannot flood the log; the counter counts them all.
+        """
+        unlogged = self.stats.throttle("queue-full")
+        if unlogged is not None:
+            self.log.warn(
+                "Message from {sender} refused with resource-constraint: {why} "
+                "(no resource of the target available; {unlogged} more since the "
+                "last such line)",
+                sender=sender,
+                why=why,
+                unlogged=unlogged,
+            )
         self.stats.messages["error:resource-constraint"] += 1
         self.send(
             errorReply(
@@ -400,6 +414,9 @@ class MessageRouter(XMPPHandler):
         """
         if self.policy.refusal(sender) is not None:
             self.stats.drop(message, "error-from-peer-refused")
+            return
+        if self.policy.tooLargeStanza(message):
+            self.stats.drop(message, "error-from-peer-too-large")
             return
         available = self.resources.available
         if not available:

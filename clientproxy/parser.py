@@ -43,12 +43,17 @@ _START_TAG = re.compile(rb"<[^>'\"]*(?:(?:'[^']*'|\"[^\"]*\")[^>'\"]*)*>")
 
 _SLASH = ord("/")
 
-#: The most a stanza may take, in bytes read (counted from its start to the
-#: end of the read that passes the bound, so a little more may be read) and
-#: in elements. A stanza over either is not built further and is dropped
+#: The most a stanza may take, in bytes read (counted from the C{<} of its
+#: start tag, whole or not yet, to the end of the read that passes the
+#: bound, so a little more may be read; a start tag read at once is measured
+#: itself) and in elements. A stanza over either is not built further and is dropped
 #: (L{StreamParser.StanzaDropped}); the stream goes on.
 MAX_STANZA_BYTES = 10 * 2**20
 MAX_STANZA_ELEMENTS = 100000
+
+#: Bytes read between two renewals of the expat parser (L{StreamParser._renew}):
+#: what bounds the names expat keeps.
+RENEW_BYTES = 2**16
 
 #: The stream root's declarations the component's own stream root matches.
 _STREAM_PREFIXES = {"stream": NS_STREAMS}
@@ -62,12 +67,17 @@ class Element(domish.Element):
         module docstring), or C{None}; for other elements, C{None}. Adding
         children through the element's methods forgets them, as they would
         no longer say what the tree holds.
+    @ivar received: for a stanza, how many bytes it came in as, from its
+        start tag's C{<} to the end of its end tag (so what a size bound
+        measures, before anything is serialised); for other elements, or
+        stanzas built otherwise, C{None}.
     @ivar handled: whether a handler has taken the stanza
         (L{clientproxy.stanzas.claim}); a class attribute, so reading it
         does not search the children as domish's C{__getattr__} would.
     """
 
     raw = None
+    received = None
     handled = False
 
     def addChild(self, node):
@@ -103,16 +113,7 @@ class StreamParser:
         self.ElementEvent = None
         self.DocumentEndEvent = None
         self.StanzaDropped = None
-        parser = self._parser = pyexpat.ParserCreate("UTF-8", " ")
-        parser.buffer_text = True
-        parser.StartElementHandler = self._onStartElement
-        parser.EndElementHandler = self._onEndElement
-        parser.CharacterDataHandler = self._onText
-        parser.StartNamespaceDeclHandler = self._onStartNamespace
-        parser.EndNamespaceDeclHandler = self._onEndNamespace
-        parser.CommentHandler = self._onUncopiable
-        parser.ProcessingInstructionHandler = self._onUncopiable
-        parser.StartDoctypeDeclHandler = self._onDoctype
+        self._parser = self._newParser()
         self._current = None
         self._started = False
         self._defaults = [""]
@@ -132,6 +133,63 @@ class StreamParser:
         self._budget = MAX_STANZA_ELEMENTS
         self._oversized = None
         self._skipped = 0
+        # The stream root's start tag as it came, what to add to expat's
+        # byte index to get the stream offset, and the offset after which
+        # the expat parser is made anew (see _renew).
+        self._header = None
+        self._shift = 0
+        self._renewAt = RENEW_BYTES
+
+    def _newParser(self):
+        """
+        A new expat parser with this stream parser's handlers.
+
+        Its C{intern} is C{None}: by default pyexpat interns every element
+        and attribute name it reports in a dict kept for the life of the
+        parser, so a peer sending fresh names would grow it without bound;
+        without it, each name is a string that goes with its stanza. (Expat
+        keeps names in tables of its own too: see L{_renew}.)
+        """
+        parser = pyexpat.ParserCreate("UTF-8", " ", intern=None)
+        parser.buffer_text = True
+        parser.StartElementHandler = self._onStartElement
+        parser.EndElementHandler = self._onEndElement
+        parser.CharacterDataHandler = self._onText
+        parser.StartNamespaceDeclHandler = self._onStartNamespace
+        parser.EndNamespaceDeclHandler = self._onEndNamespace
+        parser.CommentHandler = self._onUncopiable
+        parser.ProcessingInstructionHandler = self._onUncopiable
+        parser.StartDoctypeDeclHandler = self._onDoctype
+        return parser
+
+    def _renew(self):
+        """
+        Between stanzas: replace the expat parser by a new one in the same
+        state, and let the old one go with everything it kept.
+
+        Expat keeps every element name, attribute name and prefix it has
+        read in tables of its own for the life of the parser, which pyexpat
+        cannot empty. The new parser reads the stream root's start tag (its
+        events ignored: the namespace declarations are what matter) and the
+        bytes read since the last stanza ended from the first C{<} (the
+        start of the next stanza, or of the stream's end, not yet whole), so
+        it goes on where the old one was. Not done after a document type
+        declaration, which the new parser would not have read.
+        """
+        self._trim()
+        pending = b"".join(self._chunks)
+        parser = self._newParser()
+        parser.StartElementHandler = _ignore
+        self._defaults = [""]
+        parser.Parse(self._header)
+        self._prefixes = {}
+        parser.StartElementHandler = self._onStartElement
+        self._shift = self._base - len(self._header)
+        self._parser = parser
+        self._chunks = [pending] if pending else []
+        if pending:
+            parser.Parse(pending)
+        self._renewAt = self._read + RENEW_BYTES
 
     def parse(self, data):
         """
@@ -139,7 +197,13 @@ class StreamParser:
 
         @raise domish.ParserError: the stream is not well-formed XML.
         """
-        if self._stanzaStart is None:
+        if self._oversized is not None:
+            # Nothing of it is kept; the next stanza may start in data.
+            self._chunks = [data]
+            self._base = self._read
+        elif self._stanzaStart is None:
+            if self._read >= self._renewAt and self._header is not None and not self._doctype:
+                self._renew()
             if self._keepFrom >= self._read:
                 # All read so far is done with (the common case).
                 self._chunks = [data]
@@ -147,10 +211,11 @@ class StreamParser:
             else:
                 self._trim()
                 self._chunks.append(data)
-        elif self._oversized is not None:
-            # Nothing of it is kept; the next stanza may start in data.
-            self._chunks = [data]
-            self._base = self._read
+                if self._read + len(data) - self._base > MAX_STANZA_BYTES and self._opening():
+                    # A stanza's start tag, not yet whole, over the bound.
+                    self._oversized = "stanza-too-large"
+                    self._chunks = [data]
+                    self._base = self._read
         else:
             self._chunks.append(data)
             if self._read + len(data) - self._stanzaStart > MAX_STANZA_BYTES:
@@ -182,8 +247,22 @@ class StreamParser:
                 self._base += at
             break
 
+    def _index(self):
+        """
+        The stream offset of the event being handled.
+        """
+        return self._parser.CurrentByteIndex + self._shift
+
+    def _opening(self):
+        """
+        Whether the bytes kept between stanzas (from the first C{<}) are
+        the start of a stanza's start tag: not of a comment, processing
+        instruction or the stream's end tag.
+        """
+        return self._started and self._chunks[0][1:2] not in (b"!", b"?", b"/", b"")
+
     def _onStartElement(self, name, attributes):
-        if self._oversized is not None:
+        if self._oversized is not None and self._current is not None:
             self._skipped += 1
             self._prefixes = {}
             return
@@ -218,11 +297,21 @@ class StreamParser:
             self._current = element
         elif self._started:
             self._current = element
-            self._stanzaStart = self._parser.CurrentByteIndex
+            start = self._stanzaStart = self._index()
+            if (
+                self._oversized is None
+                and self._read - start > MAX_STANZA_BYTES
+                and len(self._startTag(start)) > MAX_STANZA_BYTES
+            ):
+                # Its start tag alone is over the bound (read at once).
+                self._oversized = "stanza-too-large"
             self._copiable = self.rawAllowed
             self._budget = MAX_STANZA_ELEMENTS - 1
         else:
             self._started = True
+            start = self._index()
+            self._header = self._startTag(start)
+            self._keepFrom = start + len(self._header)
             self.rawAllowed = (
                 not self._doctype
                 and element.localPrefixes == _STREAM_PREFIXES
@@ -245,14 +334,15 @@ class StreamParser:
         self._current = None
         if self._oversized is not None:
             reason, self._oversized = self._oversized, None
-            self._keepFrom = self._parser.CurrentByteIndex
+            self._keepFrom = self._index()
             self._stanzaStart = None
             if self.StanzaDropped is not None:
                 self.StanzaDropped(element, reason)
             return
-        raw, self._keepFrom = self._content(self._parser.CurrentByteIndex)
+        raw, self._keepFrom = self._content(self._index())
         if self._copiable:
             element.raw = raw
+        element.received = self._keepFrom - self._stanzaStart
         self._stanzaStart = None
         self.ElementEvent(element)
 
@@ -263,8 +353,25 @@ class StreamParser:
         after an empty element's tag), and the stream offset where the next
         stanza may start, at the earliest.
         """
-        chunks = self._chunks
         start = self._stanzaStart
+        # To the end of what was read: the end tag's > may be in a later
+        # piece than its start.
+        data, base = self._piece(start, self._read)
+        contentStart = _START_TAG.match(data, start - base).end()
+        if data[contentStart - 2] == _SLASH:
+            return b"", end
+        # Past the end tag (read whole: expat reported it): where the next
+        # stanza may start.
+        close = data.find(b">", end - base)
+        return data[contentStart : end - base], base + close + 1
+
+    def _piece(self, start, end):
+        """
+        The bytes kept from stream offset C{start} (those before it are
+        let go) to C{end} at least, in one piece, and the stream offset of
+        the piece.
+        """
+        chunks = self._chunks
         base = self._base
         data = chunks[0]
         while base + len(data) <= start:
@@ -275,12 +382,16 @@ class StreamParser:
         if end - base > len(data):
             data = b"".join(chunks)
             chunks[:] = [data]
-        contentStart = _START_TAG.match(data, start - base).end()
-        if data[contentStart - 2] == _SLASH:
-            return b"", end
-        # Past the end tag, if it is all read: where the next stanza may start.
-        close = data.find(b">", end - base)
-        return data[contentStart : end - base], base + close + 1 if close >= 0 else end + 1
+        return data, base
+
+    def _startTag(self, start):
+        """
+        The bytes of the start tag that begins at stream offset C{start},
+        which expat has read whole.
+        """
+        data, base = self._piece(start, self._read)
+        at = start - base
+        return data[at : _START_TAG.match(data, at).end()]
 
     def _onText(self, text):
         element = self._current
@@ -305,5 +416,15 @@ class StreamParser:
         self._copiable = False
 
     def _onDoctype(self, *args):
+        """
+        A document type declaration: no stanza keeps its bytes from now
+        on, and the expat parser is no longer renewed.
+        """
         self._doctype = True
         self.rawAllowed = self._copiable = False
+
+
+def _ignore(*args):
+    """
+    An expat handler that does nothing.
+    """

@@ -15,6 +15,7 @@ from twisted.words.protocols.jabber.jid import InvalidFormat, parse
 
 from clientproxy.jat import MAX_PART_BYTES
 from clientproxy.stanzas import bareOf, domainOf
+from clientproxy.xml import stanzaBytes
 
 #: The default largest stanza forwarded, in bytes (serialised, UTF-8).
 MAX_STANZA_SIZE = 65536
@@ -194,6 +195,25 @@ class Policy:
             if self.domainBuckets is not None and not self.domainBuckets.take(domainOf(bare)):
                 return TOO_FAST
         return None
+
+    def tooLargeStanza(self, stanza):
+        """
+        Whether C{stanza}, as it came in, is larger than L{maxStanzaSize}
+        bytes: checked before any work is done on it. A stanza the parser
+        read is measured by the bytes it came in as
+        (L{clientproxy.parser.Element.received}), so nothing is serialised;
+        any other element (built here or in tests) is serialised to be
+        measured.
+        """
+        limit = self.maxStanzaSize
+        if not limit:
+            return False
+        # From the instance only: a plain domish element answers any unknown
+        # attribute by searching its children.
+        received = stanza.__dict__.get("received")
+        if received is None:
+            return len(stanzaBytes(stanza)) > limit
+        return received > limit
 
     def tooLarge(self, serialised):
         """

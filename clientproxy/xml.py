@@ -26,7 +26,11 @@ code:
    values (QNames in content) stay bound; a qualified name whose namespace
    has no prefix in scope gets a fresh one (C{ns0}, C{ns1}, ...);
  - no depth of nesting exhausts the interpreter's stack: the tree is
-   walked with an explicit stack.
+   walked with an explicit stack;
+ - the work is linear in the size of the tree, whatever prefixes it
+   declares where: the prefixes in scope are one dict (and its reverse),
+   changed on entering an element and changed back on leaving it, and
+   fresh prefixes come from a counter that only increases within a tree.
 
 The common stanza (no prefixes, each element in its parent's default
 namespace or declaring its own, C{xml:lang} the only qualified attribute,
@@ -68,11 +72,92 @@ _ATTRIBUTE_ESCAPES = str.maketrans(
 #: Prefixes bound by XML itself, never declared.
 _RESERVED_PREFIXES = ("xml", "xmlns")
 
-#: The namespace context of a stanza: the default namespace as resolved for
-#: elements with none of their own, the default namespace declared in the
-#: output so far, and the prefixes bound in the output. Every stanza is
-#: written as a child of L{STREAM_ROOT}.
-_ROOT = (NS_COMPONENT, NS_COMPONENT, {"xml": NS_XML, "stream": NS_STREAMS})
+#: The default namespace of a stanza's parent (the stream root): as resolved
+#: for elements with none of their own, and as declared in the output.
+#: Every stanza is written as a child of L{STREAM_ROOT}.
+_ROOT_DEFAULT = NS_COMPONENT
+
+#: The prefixes bound in L{STREAM_ROOT}.
+_ROOT_PREFIXES = (("xml", NS_XML), ("stream", NS_STREAMS))
+
+
+class _Scope:
+    """
+    The prefixes bound where the writer is, in one tree: changed when an
+    element that binds prefixes is entered and changed back when it is
+    left, so keeping it costs the work of the bindings, not the depth of
+    the tree times the number of prefixes in scope.
+
+    @ivar uris: C{{prefix: namespace}} in scope.
+    @ivar prefixes: C{{namespace: {prefix: None}}}, the same bindings read
+        the other way (a dict for an ordered set).
+    @ivar fresh: the number of the next fresh prefix (C{ns0}, C{ns1}, ...)
+        to try: it only increases within one tree, so finding one is not a
+        search from 0 each time.
+    """
+
+    def __init__(self):
+        self.uris = {}
+        self.prefixes = {}
+        self.fresh = 0
+        for prefix, uri in _ROOT_PREFIXES:
+            self.bind(prefix, uri, [])
+
+    def bind(self, prefix, uri, undo):
+        """
+        Bind C{prefix} to C{uri}; append to C{undo} what L{unbind} needs to
+        put the previous binding back.
+        """
+        uris = self.uris
+        previous = uris.get(prefix)
+        undo.append((prefix, previous))
+        if previous is not None:
+            self._forget(prefix, previous)
+        uris[prefix] = uri
+        bound = self.prefixes.get(uri)
+        if bound is None:
+            self.prefixes[uri] = {prefix: None}
+        else:
+            bound[prefix] = None
+
+    def unbind(self, undo):
+        """
+        Undo the bindings recorded in C{undo}, latest first.
+        """
+        uris = self.uris
+        for prefix, previous in reversed(undo):
+            self._forget(prefix, uris.pop(prefix))
+            if previous is not None:
+                uris[prefix] = previous
+                self.prefixes.setdefault(previous, {})[prefix] = None
+
+    def _forget(self, prefix, uri):
+        """
+        Drop C{prefix} from the prefixes bound to C{uri}.
+        """
+        bound = self.prefixes[uri]
+        del bound[prefix]
+        if not bound:
+            del self.prefixes[uri]
+
+    def prefixFor(self, uri, tag, undo):
+        """
+        A prefix bound to C{uri}; if there is none, a fresh one, bound (with
+        C{undo}, as L{bind}) and declared in C{tag}.
+        """
+        bound = self.prefixes.get(uri)
+        if bound:
+            for prefix in bound:
+                return prefix
+        uris = self.uris
+        number = self.fresh
+        while "ns%d" % (number,) in uris:
+            number += 1
+        self.fresh = number + 1
+        prefix = "ns%d" % (number,)
+        self.bind(prefix, uri, undo)
+        tag.append(" xmlns:%s='%s'" % (prefix, escapeAttribute(uri)))
+        return prefix
 
 
 def escapeText(text):
@@ -106,16 +191,24 @@ def toXml(element):
     component's stream (L{STREAM_ROOT}); see the module docstring for what
     the result guarantees.
 
+    The tree is walked with an explicit stack; the prefixes in scope are
+    one L{_Scope} for the whole tree (made when the first prefix is needed),
+    changed on entering an element and changed back on leaving it, so the
+    work is linear in the size of the tree.
+
     @rtype: L{str}
     """
     parts = []
     write = parts.append
-    children, end, context = _open(element, _ROOT, write)
-    if children is None:
+    tag, end, default, written, scope, undo = _startTag(element, _ROOT_DEFAULT, _ROOT_DEFAULT, None)
+    children = element.children
+    if not children:
+        write(tag + "/>")
         return "".join(parts)
-    stack = [(iter(children), end, context)]
+    write(tag + ">")
+    stack = [(iter(children), end, default, written, undo)]
     while stack:
-        children, end, context = stack[-1]
+        children, end, default, written, undo = stack[-1]
         for child in children:
             kind = child.__class__
             if kind is str:
@@ -125,13 +218,23 @@ def toXml(element):
             elif isinstance(child, str):
                 write(escapeText(child))
             else:
-                grandchildren, childEnd, childContext = _open(child, context, write)
-                if grandchildren is not None:
-                    stack.append((iter(grandchildren), childEnd, childContext))
+                tag, childEnd, childDefault, childWritten, scope, childUndo = _startTag(
+                    child, default, written, scope
+                )
+                if child.children:
+                    write(tag + ">")
+                    stack.append(
+                        (iter(child.children), childEnd, childDefault, childWritten, childUndo)
+                    )
                     break
+                write(tag + "/>")
+                if childUndo:
+                    scope.unbind(childUndo)
         else:
             stack.pop()
             write(end)
+            if undo:
+                scope.unbind(undo)
     return "".join(parts)
 
 
@@ -155,40 +258,27 @@ def stanzaBytes(element):
     raw = element.__dict__.get("raw")
     if raw is None:
         return toXml(element).encode("utf-8")
-    tag, qualified, context = _startTag(element, _ROOT)
-    if context[0] != context[1]:
+    tag, end, default, written, _, _ = _startTag(element, _ROOT_DEFAULT, _ROOT_DEFAULT, None)
+    if default != written:
         return toXml(element).encode("utf-8")
     if not raw:
         return (tag + "/>").encode("utf-8")
-    return b"".join(((tag + ">").encode("utf-8"), raw, ("</%s>" % (qualified,)).encode("utf-8")))
+    return b"".join(((tag + ">").encode("utf-8"), raw, end.encode("utf-8")))
 
 
-def _open(element, context, write):
-    """
-    Write the start tag of C{element} (or the whole of it, when it has no
-    children).
-
-    @param context: the namespace context of its parent, as L{_ROOT}.
-    @return: C{(children, end tag, context for the children)}, or
-        C{(None, None, None)} when the element was written whole.
-    """
-    tag, qualified, context = _startTag(element, context)
-    children = element.children
-    if not children:
-        write(tag + "/>")
-        return None, None, None
-    write(tag + ">")
-    return children, "</%s>" % (qualified,), context
-
-
-def _startTag(element, context):
+def _startTag(element, logical, declared, scope):
     """
     The start tag of C{element} without its closing C{>} or C{/>}.
 
-    @param context: the namespace context of its parent, as L{_ROOT}.
-    @return: C{(tag, qualified name, context for its children)}.
+    @param logical: the default namespace of its parent, as resolved for
+        elements with none of their own.
+    @param declared: the default namespace declared in the output so far.
+    @param scope: the L{_Scope} of the tree, or C{None} while no prefix
+        was needed (one is made when one is).
+    @return: C{(tag, end tag, logical and declared default namespaces for
+        its children, scope, undo)}: C{undo}, when not empty, is what to
+        give L{_Scope.unbind} once the element is written.
     """
-    logical, declared, scope = context
     default = element.defaultUri
     if default is None:
         default = logical
@@ -197,12 +287,15 @@ def _startTag(element, context):
         uri = default
     name = element.name
     tag = [None]
+    undo = None
     if element.localPrefixes:
-        scope = dict(scope)
+        if scope is None:
+            scope = _Scope()
+        undo = []
         for prefix, bound in element.localPrefixes.items():
             if prefix not in _RESERVED_PREFIXES:
                 tag.append(" xmlns:%s='%s'" % (prefix, escapeAttribute(bound)))
-                scope[prefix] = bound
+                scope.bind(prefix, bound, undo)
     if uri == default:
         written = default
         qualified = name
@@ -213,8 +306,11 @@ def _startTag(element, context):
         qualified = name
     else:
         written = default
-        prefix, scope = _prefixFor(uri, scope, tag)
-        qualified = prefix + ":" + name
+        if scope is None:
+            scope = _Scope()
+        if undo is None:
+            undo = []
+        qualified = scope.prefixFor(uri, tag, undo) + ":" + name
     if written != declared:
         tag.insert(1, " xmlns='%s'" % (escapeAttribute(written),))
     for key, value in element.attributes.items():
@@ -225,31 +321,13 @@ def _startTag(element, context):
             if space == NS_XML:
                 key = "xml:" + local
             elif space:
-                prefix, scope = _prefixFor(space, scope, tag)
-                key = prefix + ":" + local
+                if scope is None:
+                    scope = _Scope()
+                if undo is None:
+                    undo = []
+                key = scope.prefixFor(space, tag, undo) + ":" + local
             else:
                 key = local
         tag.append(" %s='%s'" % (key, value))
     tag[0] = "<" + qualified
-    return "".join(tag), qualified, (default, written, scope)
-
-
-def _prefixFor(uri, scope, tag):
-    """
-    A prefix bound to C{uri} in C{scope}; if there is none, a fresh one,
-    declared in C{tag}.
-
-    @return: C{(prefix, scope)}, the scope with the new binding if one was
-        made (a copy: the parent's scope is left as it was).
-    """
-    for prefix, bound in scope.items():
-        if bound == uri:
-            return prefix, scope
-    scope = dict(scope)
-    number = 0
-    while "ns%d" % (number,) in scope:
-        number += 1
-    prefix = "ns%d" % (number,)
-    scope[prefix] = uri
-    tag.append(" xmlns:%s='%s'" % (prefix, escapeAttribute(uri)))
-    return prefix, scope
+    return "".join(tag), "</%s>" % (qualified,), default, written, scope, undo

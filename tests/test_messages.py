@@ -3,10 +3,12 @@ Tests for L{clientproxy.messages}: fan-out, routing and mirroring, the
 queue for an offline target, and bounces.
 """
 
+from twisted.logger import capturedLogs
 from twisted.trial import unittest
 
 from clientproxy.messages import NS_CARBONS, NS_DELAY, NS_FORWARD, NS_HINTS
 from clientproxy.store import Store
+from clientproxy.throttle import INTERVAL, Throttle
 from tests.helpers import COMPONENT, TARGET, Harness, errorCondition
 
 ALICE = "alice@example.org/abc"
@@ -180,6 +182,24 @@ class QueueTests(unittest.TestCase):
         self.assertEqual((error.name, error["type"], error["to"]), ("message", "error", ALICE))
         self.assertEqual(errorCondition(error), ("resource-constraint", "wait"))
         self.assertEqual(self.h.store.queueLength(), 3)
+
+    def test_fullQueueLogThrottled(self):
+        """
+        A flood of messages refused because the queue is full writes one
+        log line per interval (saying how many were not written), while
+        every one is answered and counted.
+        """
+        self.h.stats.throttle = Throttle(self.h.clock.seconds)
+        for text in ("1", "2", "3"):
+            self.send(text)
+        with capturedLogs() as events:
+            for _ in range(50):
+                self.send("flood")
+            self.h.clock.advance(INTERVAL)
+            self.send("later")
+        self.assertEqual([e["unlogged"] for e in events], [0, 49])
+        self.assertEqual(len(self.h.take()), 51)
+        self.assertEqual(self.h.stats.messages["error:resource-constraint"], 51)
 
     def test_boundInAll(self):
         for i in range(5):

@@ -4,6 +4,9 @@ and a stanza's kept bytes are exactly its content as it came, however the
 stream is cut into reads, and only when writing them is safe.
 """
 
+import gc
+import tracemalloc
+
 from hypothesis import given, settings, strategies as st
 from twisted.trial import unittest
 from twisted.words.xish import domish
@@ -63,12 +66,41 @@ class KeptBytesTests(unittest.TestCase):
         self.assertEqual(empty.raw, b"")
         self.assertEqual(space.raw, b" ")
 
+    def test_received(self):
+        """
+        A stanza records how many bytes it came in as, from its start
+        tag's C{<} to the end of its end tag, however the reads are cut:
+        what a size bound measures before any work on it.
+        """
+        stanzas = [b"<iq a='>'><q xmlns='n'>t&amp;x</q></iq >", b"<iq/>", b"<iq a='1'> </iq>"]
+        data = b"\n".join(stanzas)
+        for cuts in ([], [1, 7, 20, len(data) - 1]):
+            self.assertEqual([s.received for s in parse(data, cuts)], [len(s) for s in stanzas])
+
     @settings(max_examples=100, deadline=None)
     @given(payloads, st.lists(st.integers(min_value=0, max_value=4000), max_size=12))
     def test_anyReads(self, payload, cuts):
         """
         However the stream is cut into reads, each stanza keeps exactly its
         content, and the tree is the one domish builds.
+        """
+        self.assertReadsAsDomish(payload, cuts)
+
+    @settings(max_examples=100, deadline=None)
+    @given(payloads, st.lists(st.integers(min_value=0, max_value=4000), max_size=12))
+    def test_anyReadsRenewed(self, payload, cuts):
+        """
+        With the expat parser renewed before every read that starts between
+        stanzas (so after partial start tags, white space, the stream's
+        end), each stanza is still read as it came: the renewal is not seen.
+        """
+        self.patch(parser_module, "RENEW_BYTES", 1)
+        self.assertReadsAsDomish(payload, cuts)
+
+    def assertReadsAsDomish(self, payload, cuts):
+        """
+        Assert that stanzas with C{payload}, in a stream cut into reads at
+        C{cuts}, keep exactly their content and are the trees domish builds.
         """
         content = payload.encode("utf-8")
         data = b"<iq id='1'>" + content + b"</iq> <message/><iq id='2'>" + content + b"</iq>"
@@ -145,6 +177,16 @@ class KeptBytesTests(unittest.TestCase):
         self.assertIsNone(stanza.raw)
         self.assertEqual(stanzaBytes(stanza), b"<iq><ns0:q xmlns:ns0='urn:x'/></iq>")
 
+    def test_renewedWithStreamDeclarations(self):
+        """
+        A renewed expat parser reads in the stream root's namespace context:
+        a prefix the root declared still binds in the stanzas after it.
+        """
+        self.patch(parser_module, "RENEW_BYTES", 1)
+        header = HEADER[:-1] + b" xmlns:x='urn:x'>"
+        stanzas = parse(b"<iq><x:q/></iq> <iq><x:q/></iq><iq><x:q/></iq>", [3, 15, 16, 20], header)
+        self.assertEqual([s.firstChildElement().uri for s in stanzas], ["urn:x"] * 3)
+
     def test_readsBetweenStanzasForgotten(self):
         """
         White space between stanzas (a server's keepalive) is not kept
@@ -198,14 +240,86 @@ class BoundsTests(unittest.TestCase):
         Bytes past the bound, over several reads, are not kept; a stanza
         starting in the read that ends the dropped one is read whole.
         """
+        self.assertDroppedOverReads(b"<message id='big'><body>", b"</body></message>")
+
+    def test_startTagTooLarge(self):
+        """
+        A start tag counts toward the bound: one over it, over several
+        reads, is not kept while it comes, and its stanza is dropped as
+        too large, not delivered; the stream goes on.
+        """
+        self.assertDroppedOverReads(b"<message id='big' a='", b"'><body>hi</body></message>")
+
+    def assertDroppedOverReads(self, opening, closing):
+        """
+        Assert that a stanza C{opening}, 5,000 bytes, C{closing}, read in
+        pieces under a bound of 1,000 bytes, is not kept while it comes and
+        is dropped as too large, and that the stanza after it, starting in
+        the read that ends it, is read whole.
+        """
         self.patch(parser_module, "MAX_STANZA_BYTES", 1000)
-        self.parser.parse(b"<message id='big'><body>")
+        self.parser.parse(opening)
         for _ in range(10):
             self.parser.parse(b"x" * 500)
             self.assertLessEqual(sum(len(chunk) for chunk in self.parser._chunks), 1500)
-        self.parser.parse(b"</body></message><iq id='next'")
+        self.parser.parse(closing + b"<iq id='next'")
         self.parser.parse(b"><q/></iq>")
         [(root, reason)] = self.dropped
         self.assertEqual((root["id"], reason), ("big", "stanza-too-large"))
         [stanza] = self.stanzas
         self.assertEqual((stanza["id"], stanza.raw), ("next", b"<q/>"))
+
+    def test_startTagTooLargeInOneRead(self):
+        """
+        An empty stanza whose start tag alone is over the bound, read at
+        once, is dropped too.
+        """
+        self.patch(parser_module, "MAX_STANZA_BYTES", 1000)
+        self.parser.parse(b"<message id='big' a='" + b"x" * 2000 + b"'/><iq id='next'><q/></iq>")
+        [(root, reason)] = self.dropped
+        self.assertEqual((root["id"], reason), ("big", "stanza-too-large"))
+        [stanza] = self.stanzas
+        self.assertEqual((stanza["id"], stanza.raw), ("next", b"<q/>"))
+
+    def test_smallStanzasInALargeRead(self):
+        """
+        A read larger than the bound that holds many small stanzas drops
+        none of them: each is measured, not the read.
+        """
+        self.patch(parser_module, "MAX_STANZA_BYTES", 1000)
+        self.parser.parse(b"<iq id='1'><q a='x'/></iq>" * 200)
+        self.assertEqual((len(self.stanzas), self.dropped), (200, []))
+
+
+class NamesTests(unittest.TestCase):
+    """
+    The parser keeps nothing of a stanza once it is handed on: a peer that
+    sends names never seen before (which expat's parser would intern for
+    the life of the connection) cannot grow the component's memory.
+    """
+
+    def test_freshNamesNotKept(self):
+        """
+        After 20,000 stanzas with fresh element and attribute names, parsed
+        and dropped, what the parser still holds has not grown: the bytes
+        tracemalloc sees allocated and kept are at most what the names of
+        L{parser_module.RENEW_BYTES} of stream take (expat's tables, let go
+        when its parser is renewed), not 20,000 stanzas' names (13 MB when
+        pyexpat interned them, 5.7 MB in expat's own tables).
+        """
+        parser = StreamParser()
+        parser.DocumentStartEvent = lambda root: None
+        parser.ElementEvent = lambda stanza: None
+        parser.parse(HEADER)
+        stanza = "<iq id='%d'><q-%d xmlns='urn:x' a-%d='v' b%d:c-%d='w' xmlns:b%d='urn:y'/></iq>"
+        data = [(stanza % ((n,) * 6)).encode("utf-8") for n in range(20000)]
+        parser.parse(data[0])
+        gc.collect()
+        tracemalloc.start()
+        self.addCleanup(tracemalloc.stop)
+        before = tracemalloc.get_traced_memory()[0]
+        for chunk in data[1:]:
+            parser.parse(chunk)
+        gc.collect()
+        kept = tracemalloc.get_traced_memory()[0] - before
+        self.assertLess(kept, 512 * 1024)

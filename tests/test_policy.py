@@ -6,7 +6,9 @@ use the service, how fast, how large, and how many requests in flight.
 from twisted.internet import task
 from twisted.python.filepath import FilePath
 from twisted.trial import unittest
+from twisted.words.xish import domish
 
+from clientproxy import dispatch, messages, policy as policy_module
 from clientproxy.policy import Policy, TokenBuckets, normalise, readAccessFile
 from tests.helpers import COMPONENT, TARGET, Harness, errorCondition
 
@@ -235,6 +237,85 @@ class LimitTests(unittest.TestCase):
             )
         self.assertEqual(len(h.take()), 4)
         self.assertEqual(h.stats.dropped["presence-too-fast"], 3)
+
+
+class SizeBeforeWorkTests(unittest.TestCase):
+    """
+    A stanza over the size bound is refused by the size it came in as,
+    before anything is serialised: a peer's large stanzas cost the reading
+    of them, not their writing.
+    """
+
+    def setUp(self):
+        """
+        Count the stanzas serialised by the handlers and the policy.
+        """
+        self.serialised = []
+
+        def counting(original):
+            def serialise(element):
+                self.serialised.append(element.name)
+                return original(element)
+
+            return serialise
+
+        self.patch(messages, "toXml", counting(messages.toXml))
+        self.patch(dispatch, "stanzaBytes", counting(dispatch.stanzaBytes))
+        self.patch(policy_module, "stanzaBytes", counting(policy_module.stanzaBytes))
+
+    def test_receivedSize(self):
+        """
+        A parsed stanza is measured by its received size; an element built
+        otherwise, by its serialisation.
+        """
+        policy = Policy(task.Clock(), maxStanzaSize=100)
+        built = domish.Element((None, "message"))
+        built.addElement("body", content="x" * 100)
+        self.assertTrue(policy.tooLargeStanza(built))
+        self.assertEqual(self.serialised, ["message"])
+        built.received = 100
+        self.assertFalse(policy.tooLargeStanza(built))
+        built.received = 101
+        self.assertTrue(policy.tooLargeStanza(built))
+        self.assertEqual(self.serialised, ["message"])
+        self.assertFalse(Policy(task.Clock(), maxStanzaSize=0).tooLargeStanza(built))
+
+    def test_largeMessageNotSerialised(self):
+        """
+        A 247 KB message (over the default bound of 64 KiB) is refused with
+        policy-violation, and neither it nor a copy of it is serialised:
+        only the error sent back is.
+        """
+        h = Harness()
+        h.online("a")
+        h.take()
+        del self.serialised[:]
+        body = "<p xmlns='urn:x'>%s</p>" % ("y" * 200,)
+        h.receive(
+            "<message id='big' from='%s' to='%s'>%s</message>"
+            % (ALICE, COMPONENT, body * (247000 // len(body)))
+        )
+        [out] = h.take()
+        self.assertEqual((out["type"], out["to"], out["id"]), ("error", ALICE, "big"))
+        self.assertEqual(errorCondition(out), ("policy-violation", "modify"))
+        self.assertEqual(self.serialised, [])
+
+    def test_largeRequestNotSerialised(self):
+        """
+        A request over the bound is refused with policy-violation before it
+        is serialised, and nothing of it is kept.
+        """
+        h = Harness(maxStanzaSize=300)
+        h.online("a")
+        h.take()
+        del self.serialised[:]
+        h.receive(
+            "<iq type='get' id='1' from='%s' to='%s'><q xmlns='urn:x'>%s</q></iq>"
+            % (ALICE, COMPONENT, "x" * 300)
+        )
+        [out] = h.take()
+        self.assertEqual(errorCondition(out), ("policy-violation", "modify"))
+        self.assertEqual((self.serialised, len(h.pending)), ([], 0))
 
 
 class DomainRateTests(unittest.TestCase):
