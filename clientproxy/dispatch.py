@@ -75,16 +75,23 @@ def errorConditionOf(stanza):
     whether its C{<error/>} carries an application-specific condition too
     (a child outside the stanzas namespace, RFC 6120 8.3.2): the service's
     own answer, as Jitsi's focus gives with C{<reservation-error/>}.
+
+    Only an C{<error/>} in the stanza's own namespace counts, and the last
+    one: a service may echo the request's payload before its error (as
+    Twisted's C{StanzaError.toResponse} does), and a requester chooses that
+    payload, C{<error xmlns='urn:x'>} elements included.
     """
-    condition, application = None, False
+    error = None
     for child in stanza.elements():
-        if child.name == "error":
-            for element in child.elements():
-                if element.uri != NS_STANZAS:
-                    application = True
-                elif condition is None and element.name != "text":
-                    condition = element.name
-            break
+        if child.name == "error" and child.uri == stanza.uri:
+            error = child
+    condition, application = None, False
+    if error is not None:
+        for element in error.elements():
+            if element.uri != NS_STANZAS:
+                application = True
+            elif condition is None and element.name != "text":
+                condition = element.name
     return condition, application
 
 
@@ -591,12 +598,14 @@ class IQDispatcher(XMPPHandler):
 
     def _onPeerReply(self, reply, sender):
         """
-        A reply from outside, to a request the target started: checked by
+        A reply to a request the target started: from outside, checked by
         the policy like anything else an outsider sends (over the rate, or
         from a refused sender, it is dropped and counted, never answered:
-        RFC 6120 8.2.3), then routed if it matches one.
+        RFC 6120 8.2.3); from another resource of the target, not (the
+        access lists and the rate are for outsiders). Then routed if it
+        matches one.
         """
-        refusal = self.policy.refusal(sender)
+        refusal = None if bareOf(sender) == self.target else self.policy.refusal(sender)
         if refusal is not None:
             why = "reply-too-fast" if refusal is TOO_FAST else "reply-from-peer-refused"
             self.stats.drop(reply, why)

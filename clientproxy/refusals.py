@@ -42,7 +42,7 @@ from twisted.logger import Logger
 
 from clientproxy.bounded import compact
 from clientproxy.stanzas import bareOf
-from clientproxy.throttle import Throttle
+from clientproxy.throttle import Throttle, quoted
 
 #: Default seconds a refusal is remembered (C{--refusal-ttl}).
 REFUSAL_TTL = 300.0
@@ -56,17 +56,6 @@ WITNESSES = 2
 
 #: Records kept at most.
 MAX_RECORDS = 10000
-
-
-def quoted(text, limit=80):
-    """
-    C{text} as it may appear in a log line: an ASCII repr, cut to about
-    C{limit} characters, so a namespace holding a newline or a megabyte
-    cannot forge or flood lines.
-    """
-    if text is None:
-        return "None"
-    return ascii(text[:limit]) + ("..." if len(text) > limit else "")
 
 
 class _Record:

@@ -11,7 +11,7 @@ from collections import Counter, defaultdict
 
 from twisted.logger import Logger
 
-from clientproxy.throttle import Throttle
+from clientproxy.throttle import Throttle, quoted
 
 
 #: Upper bounds (seconds) of the request latency histogram's buckets.
@@ -91,9 +91,9 @@ class Stats:
         self.log.info(
             "Dropped {kind} type={type} from {sender}: {reason} "
             "({unlogged} more since the last such line)",
-            kind=stanza.name,
-            type=stanza.getAttribute("type"),
-            sender=stanza.getAttribute("from"),
+            kind=quoted(stanza.name),
+            type=quoted(stanza.getAttribute("type")),
+            sender=quoted(stanza.getAttribute("from")),
             reason=reason,
             unlogged=unlogged,
         )

@@ -7,13 +7,24 @@ full queue), a peer can make it log a million times. Each such line goes
 through a L{Throttle}: at most one line per kind every C{interval} seconds,
 and the line that is written says how many were not written since, so the
 log stays readable under a flood and the counters (not the log) say how
-many there were.
+many there were. What a peer chose appears in a line only L{quoted}.
 """
 
 import time
 
 #: Seconds between two lines of the same kind.
 INTERVAL = 10.0
+
+
+def quoted(text, limit=80):
+    """
+    C{text}, chosen by a peer, as it may appear in a log line: an ASCII
+    repr, cut to about C{limit} characters, so a value holding a newline
+    or a megabyte can neither forge nor flood lines.
+    """
+    if text is None:
+        return "None"
+    return ascii(text[:limit]) + ("..." if len(text) > limit else "")
 
 
 class Throttle:

@@ -427,7 +427,7 @@ class SharedViewTests(SharedProcesses):
         yield deferLater(reactor, 0.1, lambda: None)
 
     @defer.inlineCallbacks
-    def test_refusalShared(self):
+    def test_refusalShared(self, payload="<query xmlns='urn:test'/>", namespace="urn:test"):
         """
         Refusals seen by different processes add up: a resource that
         refused one requester on one process and another requester on the
@@ -440,7 +440,9 @@ class SharedViewTests(SharedProcesses):
             p.take()
         refuser = None
         for process, requester in ((a, "mallory@example.org/m"), (b, "eve@example.net/e")):
-            (request,) = yield self.forwarded(process, requester=requester, stanzaID="r")
+            (request,) = yield self.forwarded(
+                process, requester=requester, stanzaID="r", payload=payload
+            )
             refuser = refuser or request["to"].split("/", 1)[1]
             if request["to"] != TARGET + "/" + refuser:
                 # The other resource was asked first: it serves.
@@ -458,8 +460,16 @@ class SharedViewTests(SharedProcesses):
             resource = process.resources.get(TARGET + "/" + refuser)
             yield waitFor(lambda: process.dispatcher.selector.refusals.refusedBy(resource))
             self.assertEqual(
-                process.dispatcher.selector.refusals.refusedBy(resource), [("urn:test", "get")]
+                process.dispatcher.selector.refusals.refusedBy(resource), [(namespace, "get")]
             )
+
+    def test_refusalOfNoNamespaceShared(self):
+        """
+        The same for a request whose child is in no namespace (C{xmlns=''}):
+        the empty namespace is published and read back as itself (it was
+        read back as C{None}, another key).
+        """
+        return self.test_refusalShared(payload="<query xmlns=''/>", namespace="")
 
 
 class MembershipTests(SharedProcesses):

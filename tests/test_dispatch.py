@@ -9,6 +9,7 @@ from twisted.internet.error import ConnectionLost
 from twisted.trial import unittest
 from twisted.words.protocols.jabber import jid
 
+from clientproxy.dispatch import errorConditionOf
 from tests.helpers import COMPONENT, TARGET, Harness, errorCondition, inStream
 
 ALICE = "alice@example.org/abc"
@@ -439,6 +440,22 @@ class TargetRequestTests(unittest.TestCase):
         self.assertEqual(back["from"], COMPONENT + "/" + TARGET + "/b")
         self.assertEqual(len(self.h.pending), 0)
 
+    def test_siblingAnswersDespiteTheAccessLists(self):
+        """
+        The access lists and the rate are for outsiders: with an allow list
+        that does not name the target, another resource of the target asked
+        through the component still answers the one that asked.
+        """
+        self.h = Harness(timeout=10, allow=["alice@example.org"], rate=1, burst=1)
+        self.h.online("a", "b")
+        self.h.take()
+        for stanzaID in ("t1", "t2"):
+            self.ask(resource="a", peer=TARGET + "/b", stanzaID=stanzaID)
+            [out] = self.h.take()
+            self.peerAnswers(out, sender=TARGET + "/b")
+            [back] = self.h.take()
+            self.assertEqual((back["type"], back["id"]), ("result", stanzaID))
+
     def test_otherResourceOfTheTargetCannotAnswerForThePeer(self):
         """
         Only the resource asked answers: another resource of the target
@@ -618,6 +635,60 @@ class DropLogTests(unittest.TestCase):
             stats.drop(stanza, "unknown-reply")
         self.assertEqual(stats.dropped["unknown-reply"], 101)
         self.assertEqual([e["unlogged"] for e in events], [0, 99])
+
+
+class DropLogQuotingTests(unittest.TestCase):
+    def test_peersValuesQuoted(self):
+        """
+        What a peer chose (the type, the sender) appears in the drop line
+        quoted: a carriage return or newline in it cannot start a forged
+        line.
+        """
+        from twisted.logger import capturedLogs, formatEvent
+
+        from clientproxy.stats import Stats
+
+        stats = Stats(now=lambda: 0.0)
+        stanza = inStream("<iq type='x&#13;2030-01-01 [clientproxy#info] forged&#10;' id='1'/>")
+        with capturedLogs() as events:
+            stats.drop(stanza, "bad-type")
+        [line] = [formatEvent(e) for e in events]
+        self.assertNotIn("\r", line)
+        self.assertNotIn("\n", line)
+
+
+class RefusalShapeTests(unittest.TestCase):
+    """
+    Which errors are refusals: read from the resource's own C{<error/>}, not
+    from anything the requester put in the payload it may echo.
+    """
+
+    def test_echoedPayloadIsNoRefusal(self):
+        """
+        A requester's payload holding C{<error xmlns='urn:svc'>} with a
+        refusal condition, echoed by the resource before its own error
+        (as Twisted's C{StanzaError.toResponse} does): the resource's
+        C{not-authorized} is the answer; nothing is learnt or resent.
+        """
+        h = Harness(timeout=10)
+        h.online("a", "b")
+        h.take()
+        forged = (
+            "<error xmlns='urn:svc'><service-unavailable "
+            "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>"
+        )
+        h.request(kind="set", payload=forged)
+        [out] = h.take()
+        h.receive(
+            "<iq type='error' id='1' from='%s' to='%s'>%s<error type='auth'>"
+            "<not-authorized xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>"
+            % (out["to"], out["from"], forged)
+        )
+        [answer] = h.take()
+        self.assertEqual(answer["to"], ALICE)
+        self.assertEqual(errorConditionOf(answer), ("not-authorized", False))
+        self.assertEqual(h.stats.requests["refused"], 0)
+        self.assertEqual(len(h.dispatcher.selector.refusals), 0)
 
 
 class HardeningTests(unittest.TestCase):

@@ -8,7 +8,7 @@ from twisted.internet import task
 from twisted.logger import capturedLogs
 from twisted.trial import unittest
 
-from clientproxy.refusals import Refusals, quoted
+from clientproxy.refusals import Refusals
 from clientproxy.resources import Resource
 
 NS = "urn:example:service"
@@ -115,11 +115,3 @@ class RefusalsTests(unittest.TestCase):
                 self.refusals.refused(self.a, feature, "get", "n@x/1")
         self.assertEqual(len(events), 1)
         self.assertNotIn("\n", events[0]["feature"])
-
-    def test_quoted(self):
-        """
-        L{quoted} gives one line of ASCII, cut.
-        """
-        self.assertEqual(quoted("a\nb"), "'a\\nb'")
-        self.assertEqual(quoted("x" * 100, limit=3), "'xxx'...")
-        self.assertEqual(quoted(None), "None")

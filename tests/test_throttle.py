@@ -5,7 +5,7 @@ count of the lines not written.
 
 from twisted.trial import unittest
 
-from clientproxy.throttle import Throttle
+from clientproxy.throttle import Throttle, quoted
 
 
 class ThrottleTests(unittest.TestCase):
@@ -36,3 +36,13 @@ class ThrottleTests(unittest.TestCase):
         """
         self.throttle("a")
         self.assertEqual(self.throttle("b"), 0)
+
+
+class QuotedTests(unittest.TestCase):
+    def test_quoted(self):
+        """
+        L{quoted} gives one line of ASCII, cut.
+        """
+        self.assertEqual(quoted("a\nb\r"), "'a\\nb\\r'")
+        self.assertEqual(quoted("x" * 100, limit=3), "'xxx'...")
+        self.assertEqual(quoted(None), "None")
