@@ -150,7 +150,7 @@ def stanzas(count, names, requesters, selector=None):
         requester = "user%d@localhost/res%d" % (i % requesters, i % requesters)
         room = "room%d@conference.localhost" % (i % ROOMS,)
         if selector is not None:
-            resource = selector.choose(NS, "set", room, requester).jid
+            resource = selector.choose(NS, (NS, "conference", "set"), room, requester).jid
         else:
             resource = names[i % len(names)]
         values = {

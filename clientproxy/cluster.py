@@ -61,6 +61,7 @@ from twisted.logger import Logger
 from wokkel.subprotocols import XMPPHandler
 
 from clientproxy.pending import PendingRequest
+from clientproxy.refusals import topicFromText, topicText
 from clientproxy.redisstore import prefixOf
 from clientproxy.resources import Resource
 from clientproxy.stanzas import REPLY_TYPES, StanzaIDs, bareOf
@@ -135,18 +136,25 @@ class Cluster(XMPPHandler):
         one answered (set by the dispatcher).
     @ivar onAdopted: called with each L{PendingRequest} taken over from a
         process gone (set by the dispatcher).
-    @ivar onRefused: called as C{onRefused(jid, feature, kind, requester)}
-        for a refusal another process saw (set by the dispatcher).
+    @ivar onRefused: called as C{onRefused(jid, topic, requester)} for a
+        refusal another process saw (set by the dispatcher).
+    @ivar onServed: called as C{onServed(jid, topic)} for a refuser another
+        process forgot on a result (set by the dispatcher).
     """
 
     log = Logger()
 
-    def __init__(self, component, target, redis, listen, resources, stats, clock, store=None):
+    def __init__(
+        self, component, target, redis, listen, resources, stats, clock, store=None, policy=None
+    ):
         """
         @param listen: called as C{listen(onMessage)}, returns a
             L{clientproxy.redisstore.Listener}.
         @param store: the L{clientproxy.redisstore.RedisStore}, told what
             the other processes change.
+        @param policy: the L{clientproxy.policy.Policy} for outsiders: a
+            reply from one that it refuses (over the rate, denied) is not
+            passed on, and is left to the dispatcher, which drops it.
         """
         XMPPHandler.__init__(self)
         self.component = component
@@ -156,12 +164,13 @@ class Cluster(XMPPHandler):
         self.stats = stats
         self.clock = clock
         self.store = store
+        self.policy = policy
         self.prefix = prefixOf(component)
         self.events = self.prefix + "events"
         # Its prefix is the instance id (_newID), never a random one.
         self.ids = StanzaIDs(prefix="")
         self.instanceID = None
-        self.onTaken = self.onAdopted = self.onRefused = None
+        self.onTaken = self.onAdopted = self.onRefused = self.onServed = None
         self._relaying = False
         self.reachable = True
         self._beatAnswered = True
@@ -367,13 +376,20 @@ class Cluster(XMPPHandler):
         d.addErrback(self.failed, "publishing")
         return d
 
-    def refused(self, jid, feature, kind, requester):
+    def refused(self, jid, topic, requester):
         """
         Tell the others that resource C{jid} refused C{requester}'s request
-        of type C{kind} for C{feature} (a namespace, C{''} included: the
-        namespace comes last, whole).
+        in C{topic} (L{clientproxy.refusals.topicOf}; an empty namespace is
+        published as itself).
         """
-        self.publish(self.events, "refused", self.instanceID, jid, kind, requester, feature)
+        self.publish(self.events, "refused", self.instanceID, jid, requester, topicText(topic))
+
+    def served(self, jid, topic):
+        """
+        Tell the others that resource C{jid} answered a request in C{topic}
+        with a result, and was forgotten here as a refuser of it.
+        """
+        self.publish(self.events, "served", self.instanceID, jid, topicText(topic))
 
     def _onPresence(self, presence):
         if self._relaying:
@@ -394,8 +410,11 @@ class Cluster(XMPPHandler):
         if iq.getAttribute("type") not in REPLY_TYPES:
             return
         sender = iq.getAttribute("from", "")
-        if bareOf(sender) != self.target and "@" in sender:
-            return
+        if bareOf(sender) != self.target:
+            if "@" in sender:
+                return
+            if self.policy is not None and self.policy.refusal(sender) is not None:
+                return
         iq.handled = True
         self.stats.cluster["passed-on"] += 1
         self.publish(self.prefix + "to:" + owner, "iq", toXml(iq))
@@ -403,13 +422,16 @@ class Cluster(XMPPHandler):
     def _onMessage(self, channel, message):
         kind, _, rest = message.partition("\0")
         try:
-            if kind == "presence" or kind == "refused":
+            if kind in ("presence", "refused", "served"):
                 origin, _, rest = rest.partition("\0")
                 if origin == self.instanceID:
                     return
                 if kind == "refused":
-                    jid, kind, requester, feature = rest.split("\0", 3)
-                    self.onRefused(jid, feature, kind, requester)
+                    jid, requester, topic = rest.split("\0", 2)
+                    self.onRefused(jid, topicFromText(topic), requester)
+                elif kind == "served":
+                    jid, topic = rest.split("\0", 1)
+                    self.onServed(jid, topicFromText(topic))
                 else:
                     self._inject(parseStanza(rest), relayed=True)
             elif kind == "iq":

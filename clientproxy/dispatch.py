@@ -43,7 +43,7 @@ from clientproxy.pending import (
     PendingTable,
 )
 from clientproxy.policy import TOO_FAST, TOO_LARGE
-from clientproxy.refusals import REFUSALS
+from clientproxy.refusals import REFUSALS, topicOf
 from clientproxy.stanzas import (
     REPLY_TYPES,
     REQUEST_TYPES,
@@ -173,6 +173,7 @@ class IQDispatcher(XMPPHandler):
             shared.onTaken = self.pending.discard
             shared.onAdopted = self._adopted
             shared.onRefused = self._refusedElsewhere
+            shared.onServed = self._servedElsewhere
 
     def connectionInitialized(self):
         self._ids.renew()
@@ -274,8 +275,9 @@ class IQDispatcher(XMPPHandler):
         if not self.pending.admits(requester):
             self._refuse(iq, "resource-constraint", text="Too many requests in flight")
             return
+        topic = topicOf(child, kind)
         resource = self.selector.choose(
-            child.uri, kind, self.selector.keyOf(child, requester), requester
+            child.uri, topic, self.selector.keyOf(child, requester), requester
         )
         if resource is None:
             self._refuse(iq, "service-unavailable")
@@ -298,6 +300,7 @@ class IQDispatcher(XMPPHandler):
         if entry is None:
             self._sendError(recipient, requester, stanzaID, "resource-constraint", text=TOO_MANY)
             return
+        entry.topic = topic
         if self.shared is None:
             self._forward(entry, request, "forwarded")
         else:
@@ -409,9 +412,11 @@ class IQDispatcher(XMPPHandler):
             self._onErrorReply(entry, reply)
             return
         refusals = self.selector.refusals
-        if refusals.concerns(entry.resource):
-            feature, kind, _ = self._describe(entry)
-            refusals.served(entry.resource, feature, kind)
+        resource = entry.resource
+        if refusals.concerns(resource):
+            topic = entry.topic or self._describe(entry)[1]
+            if refusals.served(resource, topic) and self.shared is not None:
+                self.shared.served(resource.jid, topic)
         self.pending.complete(entry, reply)
 
     def _local(self, key, data):
@@ -440,14 +445,14 @@ class IQDispatcher(XMPPHandler):
             self.pending.complete(entry, reply)
             return
         counts["refusals"] += 1
-        feature, kind, key = self._describe(entry)
-        if not self.selector.refusals.refused(resource, feature, kind, entry.requester):
+        feature, topic, key = self._describe(entry)
+        if not self.selector.refusals.refused(resource, topic, entry.requester):
             self.pending.complete(entry, reply)
             return
         if self.shared is not None:
-            self.shared.refused(resource.jid, feature, kind, entry.requester)
+            self.shared.refused(resource.jid, topic, entry.requester)
         entry.tried = (entry.tried or ()) + (resource,)
-        other = self.selector.choose(feature, kind, key, entry.requester, exclude=entry.tried)
+        other = self.selector.choose(feature, topic, key, entry.requester, exclude=entry.tried)
         if other is None:
             self.pending.complete(entry, reply)
             return
@@ -455,13 +460,16 @@ class IQDispatcher(XMPPHandler):
 
     def _describe(self, entry):
         """
-        The feature, the type and the affinity key of a request in flight,
-        read back from the request kept: only when it must be sent again,
-        or its resource answers while refusals of it are remembered (rare).
+        The feature, the topic and the affinity key of a request in flight,
+        read back from the request kept: only when it must be sent again
+        (after a refusal, or its resource left), or when an entry taken from
+        another process is answered by a resource refusals are remembered
+        of.
         """
         request = parseStanza(entry.request.decode("utf-8"))
         child = request.firstChildElement()
-        return child.uri, request.getAttribute("type"), self.selector.keyOf(child, entry.requester)
+        topic = entry.topic = topicOf(child, request.getAttribute("type"))
+        return child.uri, topic, self.selector.keyOf(child, entry.requester)
 
     def _resend(self, entry, other, why):
         """
@@ -675,8 +683,8 @@ class IQDispatcher(XMPPHandler):
     def _retryOrFail(self, entry):
         other = None
         if entry.resendable:
-            feature, kind, key = self._describe(entry)
-            other = self.selector.choose(feature, kind, key, entry.requester, entry.tried or ())
+            feature, topic, key = self._describe(entry)
+            other = self.selector.choose(feature, topic, key, entry.requester, entry.tried or ())
         if other is not None:
             entry.resendable = False
             self._resend(entry, other, "retried")
@@ -695,14 +703,23 @@ class IQDispatcher(XMPPHandler):
         else:
             self._whenTaken(entry, self._retryOrFail)
 
-    def _refusedElsewhere(self, jid, feature, kind, requester):
+    def _refusedElsewhere(self, jid, topic, requester):
         """
-        Another process saw resource C{jid} refuse C{requester}'s request of
-        type C{kind} for C{feature}: learnt as if seen here.
+        Another process saw resource C{jid} refuse C{requester}'s request in
+        C{topic}: learnt as if seen here.
         """
         resource = self.resources.get(jid)
         if resource is not None:
-            self.selector.refusals.refused(resource, feature, kind, requester)
+            self.selector.refusals.refused(resource, topic, requester)
+
+    def _servedElsewhere(self, jid, topic):
+        """
+        Another process saw resource C{jid} answer a request in C{topic}
+        with a result: forgotten as a refuser of it here too.
+        """
+        resource = self.resources.get(jid)
+        if resource is not None:
+            self.selector.refusals.served(resource, topic)
 
     def _pruneResourceStats(self):
         """

@@ -89,6 +89,10 @@ class PendingRequest:
         after taking it from the shared table; always otherwise.
     @ivar weight: the bytes the table counts for it while it is in the
         table (L{weigh} when it was added or last moved).
+    @ivar topic: for a request from outside, its
+        L{clientproxy.refusals.topicOf} (compacted: a few hundred bytes at
+        most), so that a reply need not parse the request again; C{None}
+        when unknown (an entry taken from another process).
     """
 
     __slots__ = (
@@ -103,6 +107,7 @@ class PendingRequest:
         "deadline",
         "taken",
         "weight",
+        "topic",
     )
 
     def __init__(self, key, requester, stanzaID, via, request, resendable, resource, deadline):
@@ -117,6 +122,7 @@ class PendingRequest:
         self.deadline = deadline
         self.taken = True
         self.weight = 0
+        self.topic = None
 
     @property
     def fromTarget(self):

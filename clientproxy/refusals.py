@@ -13,22 +13,25 @@ what is learnt is narrow, because outsiders choose what they send and a
 service may refuse one requester alone (RFC 6120 allows
 C{service-unavailable} to one requester for privacy):
 
- - per resource, namespace of the request's child and request type
-   (C{get} or C{set}): a resource that serves a C{set} but refuses the
-   C{get} of a namespace is still asked first for the C{set};
+ - per resource and I{topic}: the namespace and name of the request's
+   child and the request type (C{get} or C{set}), L{topicOf}. A resource
+   that serves a C{set} but refuses the C{get} of a namespace is still
+   asked first for the C{set}; one that refuses a C{<bogus/>} element it
+   has no handler for, as XMPP libraries do, is still asked first for the
+   C{<conference/>} of the same namespace;
  - a resource counts as a refuser only once it refused requests of at
-   least L{WITNESSES} distinct bare JIDs in that namespace and type within
-   the TTL: one requester (or one account) cannot reorder anyone else's
-   requests;
- - a result from the resource for that namespace and type forgets it as a
-   refuser at once (its refusal was for those requesters, or it changed);
+   least L{WITNESSES} distinct bare JIDs in that topic within the TTL: one
+   requester (or one account) cannot reorder anyone else's requests;
+ - a result from the resource in that topic forgets it as a refuser at
+   once (its refusal was for those requesters, or it changed), in every
+   process sharing state;
  - a refusal that carries an application-specific condition (a child of
    C{<error/>} outside the stanzas namespace, as Jitsi's focus sends with
    C{<reservation-error/>}) is the service's answer: the dispatcher passes
    it on and nothing is learnt from it.
 
 The table is bounded: at most L{MAX_RECORDS} records (the oldest goes
-first), each with its namespace and requester kept as
+first), each with its topic and requester kept as
 L{clientproxy.bounded.compact} keys, so a few hundred bytes a record
 whatever came in. Every record lives the same TTL from its last refusal,
 so records expire in the order they were last written: expiry takes them
@@ -58,6 +61,33 @@ WITNESSES = 2
 MAX_RECORDS = 10000
 
 
+def topicOf(child, kind):
+    """
+    The topic of a request of type C{kind} whose child element is
+    C{child}: C{(namespace, name, kind)}, each string compacted (what a
+    requester chose, bounded in bytes).
+    """
+    return (compact(child.uri), compact(child.name), kind)
+
+
+def topicText(topic):
+    """
+    C{topic} as text, to publish to other processes: its parts joined by
+    NUL (which XML names cannot hold), a digest written as C{\\1} and its
+    hex digits.
+    """
+    return "\0".join(part if part.__class__ is str else "\1" + part.hex() for part in topic)
+
+
+def topicFromText(text):
+    """
+    The topic that L{topicText} wrote.
+    """
+    return tuple(
+        bytes.fromhex(part[1:]) if part.startswith("\1") else part for part in text.split("\0")
+    )
+
+
 class _Record:
     __slots__ = ("expiry", "witness")
 
@@ -70,7 +100,7 @@ class _Record:
 
 class Refusals:
     """
-    What resources refused, per C{(resource JID, namespace, type)}.
+    What resources refused, per resource JID and topic (L{topicOf}).
 
     @ivar ttl: seconds a record lives from its last refusal; 0 turns
         learning off.
@@ -83,7 +113,7 @@ class Refusals:
         self.ttl = ttl
         self.size = size
         self._records = OrderedDict()
-        # (namespace, type): {resource JID} of learnt refusers.
+        # topic: {resource JID} of learnt refusers.
         self._refusers = {}
         # resource JID: records about it.
         self._perResource = {}
@@ -104,10 +134,9 @@ class Refusals:
         self._refusers.clear()
         self._perResource.clear()
 
-    def refused(self, resource, feature, kind, requester):
+    def refused(self, resource, topic, requester):
         """
-        C{resource} refused C{requester}'s request of type C{kind} for
-        C{feature} (a namespace).
+        C{resource} refused C{requester}'s request in C{topic}.
 
         @return: whether refusals are learnt at all.
         """
@@ -116,8 +145,7 @@ class Refusals:
         self._expire()
         records = self._records
         jid = resource.jid
-        topic = (compact(feature), kind)
-        key = (jid,) + topic
+        key = (jid, topic)
         witness = compact(bareOf(requester))
         expiry = self.clock.seconds() + self.ttl
         record = records.get(key)
@@ -134,29 +162,35 @@ class Refusals:
             self._refusers.setdefault(topic, set()).add(jid)
             unlogged = self._throttle("learnt")
             if unlogged is not None:
+                namespace, name, kind = topic
                 self.log.info(
-                    "Resource {resource} refused {kind} requests in {feature} from "
-                    "{witnesses} requesters: asked after the others for {ttl} s "
+                    "Resource {resource} refused {kind} requests for {name} in {feature} "
+                    "from {witnesses} requesters: asked after the others for {ttl} s "
                     "({unlogged} more such lines not written)",
                     resource=jid,
                     kind=kind,
-                    feature=quoted(feature),
+                    name=quoted(name if name.__class__ is str else name.hex()),
+                    feature=quoted(namespace if namespace.__class__ is str else namespace.hex()),
                     witnesses=WITNESSES,
                     ttl=self.ttl,
                     unlogged=unlogged,
                 )
         return True
 
-    def served(self, resource, feature, kind):
+    def served(self, resource, topic):
         """
-        C{resource} answered a request of type C{kind} for C{feature} with
-        a result: it is no refuser of them.
+        C{resource} answered a request in C{topic} with a result: it is no
+        refuser of it.
+
+        @return: whether a record was forgotten.
         """
         if self.concerns(resource):
-            key = (resource.jid, compact(feature), kind)
+            key = (resource.jid, topic)
             record = self._records.pop(key, None)
             if record is not None:
                 self._remove(key, record)
+                return True
+        return False
 
     def concerns(self, resource):
         """
@@ -165,27 +199,26 @@ class Refusals:
         """
         return resource.jid in self._perResource
 
-    def refusersOf(self, feature, kind):
+    def refusersOf(self, topic):
         """
-        The JIDs of the resources learnt to refuse requests of type C{kind}
-        for C{feature}, or C{None}.
+        The JIDs of the resources learnt to refuse requests in C{topic}, or
+        C{None}.
         """
         if not self._records:
             return None
         self._expire()
-        return self._refusers.get((compact(feature), kind))
+        return self._refusers.get(topic)
 
     def refusedBy(self, resource):
         """
-        The C{(namespace, type)} pairs C{resource} is a learnt refuser of
-        (namespaces as kept: a long one is a digest).
+        The topics C{resource} is a learnt refuser of.
         """
         self._expire()
-        return sorted(
-            (key[1], key[2])
+        return [
+            key[1]
             for key, record in self._records.items()
             if key[0] == resource.jid and record.witness is None
-        )
+        ]
 
     def forget(self, resource):
         """
@@ -217,7 +250,7 @@ class Refusals:
         else:
             del self._perResource[jid]
         if record.witness is None:
-            topic = key[1:]
+            topic = key[1]
             refusers = self._refusers[topic]
             refusers.discard(jid)
             if not refusers:

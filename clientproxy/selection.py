@@ -13,10 +13,11 @@ Which resource serves a request: one pipeline, in this order.
     resource alike. A resource whose features are not known yet (its
     disco#info answer is on its way) is no advertiser.
  3. Minus the resources this request was already refused by.
- 4. Learnt refusers last: the resources learnt to refuse requests of that
-    namespace and type (L{clientproxy.refusals}) are asked only when no
-    other candidate is left (advertisers first among them too). What is
-    learnt orders the candidates; it never empties them.
+ 4. Learnt refusers last: within the advertisers, and within the others,
+    the resources learnt to refuse requests of that topic (namespace, name
+    and type: L{clientproxy.refusals}) are asked after the rest. What is
+    learnt orders the candidates; it never empties them, and it never puts
+    a resource that does not advertise the feature before one that does.
  5. Affinity (C{--affinity}) or strategy: requests with the same key (the
     requester's full or bare JID, or an attribute of the request's child)
     go to the same candidate, chosen by rendezvous (highest random weight)
@@ -86,12 +87,12 @@ def _resourceHash(resource):
 
 def _best(tiers, exclude, refusers):
     """
-    The best candidates left (steps 3 and 4): of the tiers in order, the
-    first that holds a resource not yet tried and not a learnt refuser;
-    failing that, the first that holds a resource not yet tried.
+    The best candidates left (steps 3 and 4): in the first tier that holds
+    a resource not yet tried, those that are not learnt refusers, or
+    failing that the learnt refusers.
     """
-    for refused in (False, True):
-        for tier in tiers:
+    for tier in tiers:
+        for refused in (False, True):
             candidates = [r for r in tier if r not in exclude and (r.jid in refusers) is refused]
             if candidates:
                 return candidates
@@ -180,11 +181,12 @@ class Selector:
             self.strategy = strategy
         self._seen = None
 
-    def choose(self, feature, kind, key, requester, exclude=()):
+    def choose(self, feature, topic, key, requester, exclude=()):
         """
-        The resource for a request of type C{kind} asking for C{feature},
-        with affinity key C{key}, from C{requester}; C{None} when there is
-        no candidate.
+        The resource for a request asking for C{feature} (its child's
+        namespace), in C{topic} (L{clientproxy.refusals.topicOf}), with
+        affinity key C{key}, from C{requester}; C{None} when there is no
+        candidate.
 
         @param exclude: resources this request was already refused by.
         """
@@ -196,7 +198,7 @@ class Selector:
         tiers = self._candidates.get(compacted)
         if tiers is None:
             tiers = self._candidates[compacted] = self._tiersFor(feature)
-        refusers = self.refusals.refusersOf(feature, kind)
+        refusers = self.refusals.refusersOf(topic)
         if exclude or refusers:
             candidates = _best(tiers, exclude, refusers or ())
         else:

@@ -167,7 +167,7 @@ def makeHandlers(
     ids = StanzaIDs()
     if redis is not None:
         shared = store if isinstance(store, RedisStore) else None
-        cluster = Cluster(jid, target, redis, listen, available, stats, clock, shared)
+        cluster = Cluster(jid, target, redis, listen, available, stats, clock, shared, policy)
         ids = cluster.ids
         probeInstances = False
     return Handlers(

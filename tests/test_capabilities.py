@@ -413,15 +413,20 @@ class DispatchTests(Learning, unittest.TestCase):
         """
         h = self.refusalHarness()
         resource = h.resources.get(TARGET + "/a")
-        h.dispatcher.selector.refusals.refused(resource, NS, "get", "m@x/1")
+        h.dispatcher.selector.refusals.refused(resource, (NS, "q", "get"), "m@x/1")
         out = None
         for i in range(3):
             [out] = self.request(h, stanzaID="r%d" % i, requester="x%d@y/z" % i)
             if out["to"] == resource.jid:
                 break
         self.assertEqual(out["to"], resource.jid)
+        # The request's topic was kept with it: the reply parses nothing
+        # again (a refusal record must not make every result cost more).
+        described = []
+        self.patch(h.dispatcher, "_describe", lambda entry: described.append(entry))
         h.reply("a", requester=out["from"].split("/", 1)[1], stanzaID=out["id"])
         self.assertFalse(h.dispatcher.selector.refusals.concerns(resource))
+        self.assertEqual(described, [])
 
     def test_otherErrorsPassThrough(self):
         h = self.refusalHarness()

@@ -427,6 +427,46 @@ class SharedViewTests(SharedProcesses):
         yield deferLater(reactor, 0.1, lambda: None)
 
     @defer.inlineCallbacks
+    def test_resultForgetsEverywhere(self):
+        """
+        A result from a learnt refuser forgets the refusal in every process,
+        not only in the one it reached.
+        """
+        a, b = yield self.processes()
+        topic = ("urn:test", "query", "get")
+        for p in (a, b):
+            resource = p.resources.get(TARGET + "/a")
+            for requester in ("m@x/1", "n@y/1"):
+                p.dispatcher.selector.refusals.refused(resource, topic, requester)
+        (request,) = yield self.forwarded(a, requester=REQUESTER, stanzaID="s")
+        self.assertEqual(request["to"], TARGET + "/a")
+        a.reply("a", requester=REQUESTER, stanzaID="s")
+        resource = b.resources.get(TARGET + "/a")
+        yield waitFor(lambda: not b.dispatcher.selector.refusals.concerns(resource))
+        self.assertIsNone(b.dispatcher.selector.refusals.refusersOf(topic))
+
+    @defer.inlineCallbacks
+    def test_outsidersRepliesPassedOnWithinThePolicy(self):
+        """
+        A domain's replies shaped like another process's own are passed on
+        only within the policy: over the rate or denied, they are dropped
+        where they arrived and cost Redis nothing.
+        """
+        a, b = yield self.processes(rate=1, burst=1, deny=["denied.example"])
+        ownID = a.handlers.cluster.ids("caps")
+        for _ in range(5):
+            b.receive("<iq type='error' id='%s' from='flood.example' to='%s'/>" % (ownID, COMPONENT))
+            b.receive(
+                "<iq type='error' id='%s' from='denied.example' to='%s'/>" % (ownID, COMPONENT)
+            )
+        self.assertEqual(b.stats.cluster["passed-on"], 1)
+        self.assertEqual(b.stats.dropped["reply-too-fast"], 4)
+        self.assertEqual(b.stats.dropped["reply-from-peer-refused"], 5)
+        for p in (a, b):
+            yield p.handlers.cluster.redis.execute("PING")
+        yield deferLater(reactor, 0.1, lambda: None)
+
+    @defer.inlineCallbacks
     def test_refusalShared(self, payload="<query xmlns='urn:test'/>", namespace="urn:test"):
         """
         Refusals seen by different processes add up: a resource that
@@ -460,7 +500,7 @@ class SharedViewTests(SharedProcesses):
             resource = process.resources.get(TARGET + "/" + refuser)
             yield waitFor(lambda: process.dispatcher.selector.refusals.refusedBy(resource))
             self.assertEqual(
-                process.dispatcher.selector.refusals.refusedBy(resource), [(namespace, "get")]
+                process.dispatcher.selector.refusals.refusedBy(resource), [(namespace, "query", "get")]
             )
 
     def test_refusalOfNoNamespaceShared(self):
