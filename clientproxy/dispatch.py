@@ -273,7 +273,7 @@ class IQDispatcher(XMPPHandler):
             self._refuse(iq, "bad-request", text="A request with this id is already in flight")
             return
         if not self.pending.admits(requester):
-            self._refuse(iq, "resource-constraint", text="Too many requests in flight")
+            self._refuse(iq, "resource-constraint", text=TOO_MANY)
             return
         topic = topicOf(child, kind)
         resource = self.selector.choose(
@@ -592,7 +592,7 @@ class IQDispatcher(XMPPHandler):
             self._refuse(iq, "bad-request", text="An IQ request has exactly one child element")
             return
         if not self.pending.admitsFromTarget():
-            self._refuse(iq, "resource-constraint", text="Too many requests in flight")
+            self._refuse(iq, "resource-constraint", text=TOO_MANY)
             return
         ownID = self._ids("cp")
         entry = self.pending.add((peer, ownID, REVERSE), sender, resource, stanzaID=stanzaID)
