@@ -43,7 +43,7 @@ from clientproxy.pending import (
     PendingTable,
 )
 from clientproxy.policy import TOO_FAST, TOO_LARGE
-from clientproxy.refusals import REFUSALS, topicOf
+from clientproxy.refusals import REFUSALS
 from clientproxy.stanzas import (
     REPLY_TYPES,
     REQUEST_TYPES,
@@ -275,7 +275,7 @@ class IQDispatcher(XMPPHandler):
         if not self.pending.admits(requester):
             self._refuse(iq, "resource-constraint", text=TOO_MANY)
             return
-        topic = topicOf(child, kind)
+        topic = self.selector.refusals.topicOf(child, kind)
         resource = self.selector.choose(
             child.uri, topic, self.selector.keyOf(child, requester), requester
         )
@@ -468,7 +468,7 @@ class IQDispatcher(XMPPHandler):
         """
         request = parseStanza(entry.request.decode("utf-8"))
         child = request.firstChildElement()
-        topic = entry.topic = topicOf(child, request.getAttribute("type"))
+        topic = entry.topic = self.selector.refusals.topicOf(child, request.getAttribute("type"))
         return child.uri, topic, self.selector.keyOf(child, entry.requester)
 
     def _resend(self, entry, other, why):

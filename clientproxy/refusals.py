@@ -43,7 +43,7 @@ from collections import OrderedDict
 
 from twisted.logger import Logger
 
-from clientproxy.bounded import compact
+from clientproxy.bounded import LRU, compact
 from clientproxy.stanzas import bareOf
 from clientproxy.throttle import Throttle, quoted
 
@@ -59,6 +59,9 @@ WITNESSES = 2
 
 #: Records kept at most.
 MAX_RECORDS = 10000
+
+#: Distinct topics kept as shared tuples (L{Refusals.topicOf}) at most.
+MAX_TOPICS = 1000
 
 
 def topicOf(child, kind):
@@ -118,9 +121,24 @@ class Refusals:
         # resource JID: records about it.
         self._perResource = {}
         self._throttle = Throttle(clock.seconds)
+        self._topics = LRU(MAX_TOPICS)
 
     def __len__(self):
         return len(self._records)
+
+    def topicOf(self, child, kind):
+        """
+        L{topicOf}, as one tuple shared by every request of that topic
+        while it is among the L{MAX_TOPICS} last seen: a request in flight
+        keeps its topic, and the parser makes new strings for every stanza
+        (it interns no names), so a topic of its own would cost each
+        request in flight a tuple and two strings (about 270 bytes).
+        """
+        topic = topicOf(child, kind)
+        shared = self._topics.get(topic)
+        if shared is None:
+            self._topics[topic] = shared = topic
+        return shared
 
     def configure(self, ttl):
         """
