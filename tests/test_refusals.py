@@ -155,3 +155,20 @@ class TopicTests(unittest.TestCase):
         """
         for value in (("", "q", "get"), (compact("u" * 100), "do", "set"), ("urn:x", "a", "get")):
             self.assertEqual(topicFromText(topicText(value)), value)
+
+    def test_shared(self):
+        """
+        L{Refusals.topicOf} gives requests of one topic one tuple, so a
+        request in flight keeps a reference, not a copy; fresh topics
+        beyond the bound push out the oldest.
+        """
+        from clientproxy import refusals
+
+        table = Refusals(task.Clock())
+        first = table.topicOf(inStream("<iq><do xmlns='urn:x'/></iq>").firstChildElement(), "set")
+        again = table.topicOf(inStream("<iq><do xmlns='urn:x'/></iq>").firstChildElement(), "set")
+        self.assertIs(first, again)
+        for i in range(refusals.MAX_TOPICS + 10):
+            child = inStream("<iq><do xmlns='urn:%d'/></iq>" % (i,)).firstChildElement()
+            table.topicOf(child, "get")
+        self.assertEqual(len(table._topics), refusals.MAX_TOPICS)
