@@ -42,7 +42,20 @@ from clientproxy.pending import (
     REVERSE,
     PendingTable,
 )
-from clientproxy.policy import TOO_FAST, TOO_LARGE
+from clientproxy.errors import (
+    CONNECTION_LOST,
+    DUPLICATE_ID,
+    INTERNAL,
+    NO_RESOURCE,
+    NOT_ONE_CHILD,
+    RESOURCE_LEFT,
+    SHUTTING_DOWN,
+    TIMEOUT,
+    TOO_FAST,
+    TOO_LARGE,
+    TOO_MANY,
+    UNSHARED,
+)
 from clientproxy.refusals import REFUSALS
 from clientproxy.stanzas import (
     REPLY_TYPES,
@@ -57,16 +70,8 @@ from clientproxy.xml import escapeAttribute, parseStanza, stanzaBytes
 
 NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 
-#: The condition for requests in flight when the connection to the server is
-#: lost, or still unanswered when a shutdown's grace period ends: type wait,
-#: so the requester may ask again.
-CONNECTION_LOST = "recipient-unavailable"
-
 #: Resources whose counters are kept after they left, at most.
 MAX_RESOURCE_STATS = 1000
-SHUTTING_DOWN = "The service is shutting down"
-#: The text of C{resource-constraint}: over a bound of the pending table.
-TOO_MANY = "Too many requests in flight"
 
 
 def errorConditionOf(stanza):
@@ -190,9 +195,9 @@ class IQDispatcher(XMPPHandler):
                 "Connection to the server lost with {count} requests in flight: "
                 "answering them with {condition}",
                 count=len(self.pending),
-                condition=CONNECTION_LOST,
+                condition=CONNECTION_LOST.condition,
             )
-        self.pending.failAll(CONNECTION_LOST)
+        self.pending.failAll(CONNECTION_LOST.condition)
 
     def shutdown(self, clock, grace):
         """
@@ -203,7 +208,9 @@ class IQDispatcher(XMPPHandler):
             every answer is written.
         """
         self.closing = True
-        timer = clock.callLater(grace, self.pending.failAll, CONNECTION_LOST, SHUTTING_DOWN)
+        timer = clock.callLater(
+            grace, self.pending.failAll, CONNECTION_LOST.condition, SHUTTING_DOWN.text
+        )
         if len(self.pending):
             self.log.info(
                 "Shutting down: {count} requests in flight get {grace} s",
@@ -232,7 +239,7 @@ class IQDispatcher(XMPPHandler):
         if not sender or not recipient:
             self.stats.drop(iq, "no-address")
         elif kind in REQUEST_TYPES and self.closing:
-            self._refuse(iq, "service-unavailable", text=SHUTTING_DOWN)
+            self._refuse(iq, *SHUTTING_DOWN)
         elif kind in REPLY_TYPES and recipient == self.jat.component:
             # The component's own request asked it, whoever it is: the
             # target's other resources may be asked too.
@@ -265,22 +272,22 @@ class IQDispatcher(XMPPHandler):
             return
         child = onlyChildElement(iq)
         if child is None:
-            self._refuse(iq, "bad-request", text="An IQ request has exactly one child element")
+            self._refuse(iq, *NOT_ONE_CHILD)
             return
         encoded = self.jat.encode(requester)
         key = (encoded, stanzaID)
         if key in self.pending:
-            self._refuse(iq, "bad-request", text="A request with this id is already in flight")
+            self._refuse(iq, *DUPLICATE_ID)
             return
         if not self.pending.admits(requester):
-            self._refuse(iq, "resource-constraint", text=TOO_MANY)
+            self._refuse(iq, *TOO_MANY)
             return
         topic = self.selector.refusals.topicOf(child, kind)
         resource = self.selector.choose(
             child.uri, topic, self.selector.keyOf(child, requester), requester
         )
         if resource is None:
-            self._refuse(iq, "service-unavailable")
+            self._refuse(iq, *NO_RESOURCE)
             return
         attributes = iq.attributes
         attributes["from"] = self.jat.address(encoded)
@@ -298,7 +305,7 @@ class IQDispatcher(XMPPHandler):
             via=None if recipient == self.jat.component else recipient,
         )
         if entry is None:
-            self._sendError(recipient, requester, stanzaID, "resource-constraint", text=TOO_MANY)
+            self._sendError(recipient, requester, stanzaID, *TOO_MANY)
             return
         entry.topic = topic
         if self.shared is None:
@@ -333,8 +340,7 @@ class IQDispatcher(XMPPHandler):
                 self._answerFrom(entry),
                 entry.requester,
                 entry.stanzaID,
-                "bad-request",
-                text="A request with this id is already in flight",
+                *DUPLICATE_ID,
             )
 
         def failed(failure):
@@ -354,9 +360,7 @@ class IQDispatcher(XMPPHandler):
             self._answerFrom(entry),
             entry.requester,
             entry.stanzaID,
-            "service-unavailable",
-            "wait",
-            "The state shared by the service's processes cannot be reached",
+            *UNSHARED,
         )
 
     def _onReply(self, reply, sender, recipient):
@@ -481,7 +485,7 @@ class IQDispatcher(XMPPHandler):
         request = entry.request = retarget(entry.request, entry.resource.jid, other.jid)
         if self.pending.get(entry.key) is entry:
             if not self.pending.reassign(entry, other):
-                self.pending.fail(entry, "resource-constraint", TOO_MANY)
+                self.pending.fail(entry, TOO_MANY.condition, TOO_MANY.text)
                 return
         else:
             entry.resource = other
@@ -515,7 +519,7 @@ class IQDispatcher(XMPPHandler):
         fromTarget = entry.fromTarget
         if not fromTarget:
             self.stats.latency.observe(self.pending.age(entry))
-            if outcome.__class__ is StanzaError and outcome.condition == "remote-server-timeout":
+            if outcome.__class__ is StanzaError and outcome.condition == TIMEOUT.condition:
                 self.stats.resources[entry.resource.jid]["timeouts"] += 1
         elif entry.requester not in self.resources:
             # The resource that asked is gone: nobody to answer.
@@ -547,7 +551,7 @@ class IQDispatcher(XMPPHandler):
                 requester=entry.requester,
             )
             self._sendError(
-                self._answerFrom(entry), entry.requester, entry.stanzaID, "internal-server-error"
+                self._answerFrom(entry), entry.requester, entry.stanzaID, *INTERNAL
             )
         else:
             self.stats.requests[outcomeName] += 1
@@ -589,10 +593,10 @@ class IQDispatcher(XMPPHandler):
             self._refuse(iq, "jid-malformed", text="Not a peer's address")
             return
         if onlyChildElement(iq) is None:
-            self._refuse(iq, "bad-request", text="An IQ request has exactly one child element")
+            self._refuse(iq, *NOT_ONE_CHILD)
             return
         if not self.pending.admitsFromTarget():
-            self._refuse(iq, "resource-constraint", text=TOO_MANY)
+            self._refuse(iq, *TOO_MANY)
             return
         ownID = self._ids("cp")
         entry = self.pending.add((peer, ownID, REVERSE), sender, resource, stanzaID=stanzaID)
@@ -689,7 +693,7 @@ class IQDispatcher(XMPPHandler):
             entry.resendable = False
             self._resend(entry, other, "retried")
         else:
-            self.pending.fail(entry, "recipient-unavailable")
+            self.pending.fail(entry, RESOURCE_LEFT.condition)
 
     def _adopted(self, entry):
         """

@@ -42,7 +42,7 @@ from twisted.words.xish import domish
 from wokkel.subprotocols import XMPPHandler
 
 from clientproxy.jat import Translator
-from clientproxy.policy import TOO_LARGE
+from clientproxy.errors import TOO_LARGE
 from clientproxy.xml import parseStanza, toXml
 from clientproxy.stanzas import bareOf, claim, errorReply
 

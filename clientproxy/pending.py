@@ -49,6 +49,7 @@ Deferreds: one request, one answer, no callback chain to keep.
 from twisted.internet.defer import Deferred, succeed
 from twisted.words.protocols.jabber.error import StanzaError
 
+from clientproxy.errors import TIMEOUT
 from clientproxy.stanzas import bareOf
 
 #: Marks the keys of requests started by a resource of the target.
@@ -473,7 +474,7 @@ class PendingTable:
                     break
                 expired.append(entry)
         for entry in expired:
-            self.fail(entry, "remote-server-timeout")
+            self.fail(entry, TIMEOUT.condition)
         if self._mixedUntil is not None and now >= self._mixedUntil:
             self._mixedUntil = None
         if self._entries and self._timer is None:

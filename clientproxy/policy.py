@@ -13,6 +13,7 @@ defaults), a check costs two attribute tests on the stanza path.
 
 from twisted.words.protocols.jabber.jid import InvalidFormat, parse
 
+from clientproxy.errors import DENIED, TOO_FAST, TOO_LONG
 from clientproxy.jat import MAX_PART_BYTES
 from clientproxy.stanzas import bareOf, domainOf
 from clientproxy.xml import stanzaBytes
@@ -24,12 +25,6 @@ MAX_STANZA_SIZE = 65536
 #: ones: a domain is many users.
 DOMAIN_RATE_FACTOR = 10
 
-#: Answers, as (condition, type, text).
-DENIED = ("forbidden", "auth", "Not allowed to use this service")
-TOO_FAST = ("policy-violation", "wait", "Too many stanzas: slow down")
-TOO_LARGE = ("policy-violation", "modify", "Stanza too large for this service")
-#: The sender's address does not fit in a resource of the component (JAT).
-TOO_LONG = ("jid-malformed", "modify", "The sender's address is too long to translate")
 
 
 def normalise(entry):

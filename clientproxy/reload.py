@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_reload -*-
+# -*- test-case-name: tests.test_config -*-
 """
 Reloading the configuration file on SIGHUP, without dropping the connection
 or a request in flight.

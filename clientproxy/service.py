@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_service -*-
+# -*- test-case-name: tests.test_config -*-
 """
 Assembly of one proxy: its handlers, what they share, and the component
 connection that carries them.

@@ -22,7 +22,7 @@ L{clientproxy.presence.TargetPresence}'s.
 from twisted.logger import Logger
 from wokkel.subprotocols import XMPPHandler
 
-from clientproxy.policy import DENIED, TOO_FAST
+from clientproxy.errors import DENIED, TOO_FAST
 from clientproxy.presence import presenceStanza
 from clientproxy.stanzas import bareOf, domainOf
 

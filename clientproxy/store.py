@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_store -*-
+# -*- test-case-name: tests.test_messages -*-
 """
 What a component keeps across restarts: messages queued while no resource
 of the target is available, and the entities subscribed to the service's

@@ -1,0 +1,88 @@
+# -*- test-case-name: tests.test_errors -*-
+"""
+The errors the component answers with itself: one table, from which the
+handlers take their answers and README.md its table (a test checks that
+the README's is the one L{readmeTable} writes).
+
+Each answer is an L{Answer}, C{(condition, type, text)}: the RFC 6120
+condition (8.3.3), its type (the one RFC 6120 gives the condition, unless
+L{TABLE} says why not), and a human-readable text or C{None}. It unpacks
+into the handlers' C{_refuse(stanza, *answer)} and C{_sendError(sender,
+recipient, id, *answer)}, whose arguments come in that order.
+"""
+
+from collections import namedtuple
+
+#: An answer the component gives: condition, type, text (or C{None}).
+Answer = namedtuple("Answer", "condition type text")
+
+NO_RESOURCE = Answer("service-unavailable", "cancel", None)
+TIMEOUT = Answer("remote-server-timeout", "wait", None)
+RESOURCE_LEFT = Answer("recipient-unavailable", "wait", None)
+CONNECTION_LOST = Answer("recipient-unavailable", "wait", None)
+NOT_ONE_CHILD = Answer("bad-request", "modify", "An IQ request has exactly one child element")
+DUPLICATE_ID = Answer("bad-request", "modify", "A request with this id is already in flight")
+TOO_LONG = Answer("jid-malformed", "modify", "The sender's address is too long to translate")
+TOO_MANY = Answer("resource-constraint", "wait", "Too many requests in flight")
+TOO_FAST = Answer("policy-violation", "wait", "Too many stanzas: slow down")
+TOO_LARGE = Answer("policy-violation", "modify", "Stanza too large for this service")
+DENIED = Answer("forbidden", "auth", "Not allowed to use this service")
+SHUTTING_DOWN = Answer("service-unavailable", "cancel", "The service is shutting down")
+UNSHARED = Answer(
+    "service-unavailable",
+    "wait",
+    "The state shared by the service's processes cannot be reached",
+)
+INTERNAL = Answer("internal-server-error", "wait", None)
+
+#: The situations in which each answer is given, in the README's order.
+TABLE = (
+    (
+        "no resource of the target is available (or, with `--match-features strict`, none "
+        "advertises the namespace)",
+        NO_RESOURCE,
+    ),
+    ("no reply within `--timeout`", TIMEOUT),
+    (
+        "the resource left with the request in flight, no retry possible (a `set`, a `get` "
+        "already retried, or no other resource)",
+        RESOURCE_LEFT,
+    ),
+    (
+        "the connection to the server was lost with the request in flight (sent once the "
+        "component is back)",
+        CONNECTION_LOST,
+    ),
+    ("a `get`/`set` without exactly one child element", NOT_ONE_CHILD),
+    ("a second request with the id of one still in flight from the same requester", DUPLICATE_ID),
+    ("the requester's address is too long to encode in a resource", TOO_LONG),
+    (
+        "too many requests in flight (from this requester, or in all), or their bytes over "
+        "`--max-pending-bytes`",
+        TOO_MANY,
+    ),
+    ("over the rate (`--rate`)", TOO_FAST),
+    ("larger than `--max-stanza-size`", TOO_LARGE),
+    ("denied by the access lists", DENIED),
+    ("the component is shutting down", SHUTTING_DOWN),
+    (
+        "with `--redis`, Redis does not answer (type wait: the requester may ask again, and "
+        "the service is back when Redis is)",
+        UNSHARED,
+    ),
+    (
+        "building or sending the answer failed inside the component (logged at once with its "
+        "traceback, counted)",
+        INTERNAL,
+    ),
+)
+
+
+def readmeTable():
+    """
+    The README's table of L{TABLE}, as Markdown lines.
+    """
+    lines = ["| situation | condition | type |", "|---|---|---|"]
+    for situation, answer in TABLE:
+        lines.append("| %s | `%s` | %s |" % (situation, answer.condition, answer.type))
+    return lines
