@@ -1,6 +1,6 @@
 """
 Several clientproxy processes on one component of ejabberd, sharing their
-state in Redis (C{--redis}, L{clientproxy.cluster}), against one process
+state in Redis (C{--redis}, L{clientproxy.state.redis.cluster}), against one process
 with the embedded default:
 
     python3 bench/instances.py [--requesters N] [--window W] [--duration S]

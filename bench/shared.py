@@ -1,5 +1,5 @@
 """
-The cost of the shared pending table (C{--redis}, L{clientproxy.cluster})
+The cost of the shared pending table (C{--redis}, L{clientproxy.state.redis.cluster})
 against the embedded default, on the component's real stream in one
 process, as bench/inprocess.py, but with the reactor running, since Redis
 answers asynchronously; a throwaway Redis (Debian's redis-server) on
@@ -21,7 +21,7 @@ import time
 
 from twisted.internet import defer, reactor, task
 
-from clientproxy.redisstore import connect
+from clientproxy.state.redis.store import connect
 from clientproxy.testing.redis import ThrowawayRedis
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

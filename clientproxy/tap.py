@@ -15,25 +15,25 @@ from twisted.application import service
 from twisted.python import usage
 from twisted.words.protocols.jabber.jid import JID, InvalidFormat
 
-from clientproxy.connection import TLSSettings
-from clientproxy.config import ConfigError, proxyArguments, proxyName, readConfig
-from clientproxy.keepalive import DEFAULT_INTERVAL
-from clientproxy.messages import QUEUE_PER_SENDER, QUEUE_SIZE
-from clientproxy.pending import (
+from clientproxy.xmpp.connection import TLSSettings
+from clientproxy.ops.config import ConfigError, proxyArguments, proxyName, readConfig
+from clientproxy.handlers.keepalive import DEFAULT_INTERVAL
+from clientproxy.handlers.messages import QUEUE_PER_SENDER, QUEUE_SIZE
+from clientproxy.routing.pending import (
     MAX_PENDING,
     MAX_PENDING_BYTES,
     MAX_PENDING_FROM_TARGET,
     MAX_PENDING_PER_REQUESTER,
 )
-from clientproxy.metrics import metricsService
-from clientproxy.redisstore import checkURL as checkRedisURL
-from clientproxy.reload import ReloadService
-from clientproxy.policy import MAX_STANZA_SIZE, normalise, readAccessFile
-from clientproxy.selection import AUTO, MATCH_MODES, REFUSAL_TTL, Affinity
-from clientproxy.service import DEFAULT_TIMEOUT, makeProxy
-from clientproxy.servicepresence import MAX_SUBSCRIBERS, MAX_SUBSCRIBERS_PER_DOMAIN
-from clientproxy.strategies import DEFAULT, availableStrategies
-from clientproxy.systemd import SystemdNotifier, notifySocket
+from clientproxy.ops.metrics import metricsService
+from clientproxy.state.redis.store import checkURL as checkRedisURL
+from clientproxy.ops.reload import ReloadService
+from clientproxy.routing.policy import MAX_STANZA_SIZE, normalise, readAccessFile
+from clientproxy.routing.selection import AUTO, MATCH_MODES, REFUSAL_TTL, Affinity
+from clientproxy.assembly import DEFAULT_TIMEOUT, makeProxy
+from clientproxy.handlers.servicepresence import MAX_SUBSCRIBERS, MAX_SUBSCRIBERS_PER_DOMAIN
+from clientproxy.routing.strategies import DEFAULT, availableStrategies
+from clientproxy.ops.systemd import SystemdNotifier, notifySocket
 
 SECRET_ENVIRONMENT = "CLIENTPROXY_SECRET"
 

@@ -12,11 +12,11 @@ from twisted.words.protocols.jabber.error import STANZA_CONDITIONS
 from wokkel.generic import parseXml
 from wokkel.subprotocols import XMPPHandlerCollection
 
-from clientproxy.service import makeHandlers
-from clientproxy.store import Store
-from clientproxy.strategies import RoundRobinStrategy
-from clientproxy.stream import ProxyXmlStream
-from clientproxy.xml import STREAM_ROOT
+from clientproxy.assembly import makeHandlers
+from clientproxy.state.sqlite import Store
+from clientproxy.routing.strategies import RoundRobinStrategy
+from clientproxy.xmpp.stream import ProxyXmlStream
+from clientproxy.xmpp.writer import STREAM_ROOT
 
 COMPONENT = "proxy.example.org"
 TARGET = "svc@example.org"

@@ -14,7 +14,7 @@ from twisted.internet import defer, reactor, task
 from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
-from clientproxy.service import makeProxy
+from clientproxy.assembly import makeProxy
 from clientproxy.testing.client import Client
 from clientproxy.testing.ejabberd import ThrowawayEjabberd
 from clientproxy.testing.prosody import ThrowawayProsody

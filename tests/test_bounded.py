@@ -1,5 +1,5 @@
 """
-Tests for L{clientproxy.bounded}: the tables outsiders can add to stay
+Tests for L{clientproxy.routing.bounded}: the tables outsiders can add to stay
 within their bounds in entries and bytes, and drop the least recently used
 entry first.
 """
@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial import unittest
 
-from clientproxy.bounded import LRU, MAX_KEY_CHARS, compact
+from clientproxy.routing.bounded import LRU, MAX_KEY_CHARS, compact
 
 
 class CompactTests(unittest.TestCase):

@@ -7,8 +7,8 @@ on, and affinity keeps a key on one resource.
 
 from twisted.trial import unittest
 
-from clientproxy.caps import NS_CAPS, NS_DISCO_INFO, DiscoInfo, verString
-from clientproxy.capabilities import CACHE_BYTES, CACHE_SIZE, QUERY_TIMEOUT
+from clientproxy.xmpp.caps import NS_CAPS, NS_DISCO_INFO, DiscoInfo, verString
+from clientproxy.handlers.capabilities import CACHE_BYTES, CACHE_SIZE, QUERY_TIMEOUT
 from tests.helpers import COMPONENT, TARGET, Harness, errorCondition
 from tests.helpers import written as parseWritten
 
@@ -483,7 +483,7 @@ class DispatchTests(Learning, unittest.TestCase):
         self.assertEqual(h.stats.requests["retried"], 1)
 
     def test_countersOfGoneResourcesPruned(self):
-        from clientproxy.dispatch import MAX_RESOURCE_STATS
+        from clientproxy.handlers.dispatch import MAX_RESOURCE_STATS
 
         h = Harness()
         for i in range(MAX_RESOURCE_STATS + 5):

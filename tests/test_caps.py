@@ -1,11 +1,11 @@
 """
-Tests for L{clientproxy.caps}: reading XEP-0115 caps and disco#info
+Tests for L{clientproxy.xmpp.caps}: reading XEP-0115 caps and disco#info
 results, and the verification string, against the XEP's own examples.
 """
 
 from twisted.trial import unittest
 
-from clientproxy.caps import (
+from clientproxy.xmpp.caps import (
     NS_DISCO_INFO,
     Caps,
     capsOf,

@@ -1,5 +1,5 @@
 """
-Tests for L{clientproxy.cluster}: several processes of one component
+Tests for L{clientproxy.state.redis.cluster}: several processes of one component
 sharing their state in a real Redis (Debian's redis-server, a throwaway
 one on a loopback port). Each process is the real assembly of handlers on
 an in-memory stream (L{tests.helpers.Harness}), so the test plays the
@@ -13,9 +13,9 @@ from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
 from twisted.trial import unittest
 
-from clientproxy.cluster import HEARTBEAT
-from clientproxy.metrics import readiness
-from clientproxy.redisstore import Listener, RedisStore, connect
+from clientproxy.state.redis.cluster import HEARTBEAT
+from clientproxy.ops.metrics import readiness
+from clientproxy.state.redis.store import Listener, RedisStore, connect
 from clientproxy.testing.redis import startRedis
 from tests.helpers import COMPONENT, TARGET, Harness, errorCondition
 from tests.test_properties import RECIPIENTS, RESOURCES, attribute, stanzas

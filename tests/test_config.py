@@ -1,6 +1,6 @@
 """
-Tests for the configuration file (L{clientproxy.config}, C{--config}) and
-its reload (L{clientproxy.reload}).
+Tests for the configuration file (L{clientproxy.ops.config}, C{--config}) and
+its reload (L{clientproxy.ops.reload}).
 """
 
 import os
@@ -11,8 +11,8 @@ from twisted.logger import capturedLogs
 from twisted.python import usage
 from twisted.trial import unittest
 
-from clientproxy.connection import ProxyComponent
-from clientproxy.reload import ReloadService
+from clientproxy.xmpp.connection import ProxyComponent
+from clientproxy.ops.reload import ReloadService
 from clientproxy.tap import SECRET_ENVIRONMENT, Options, makeService
 
 TWO = """
@@ -224,7 +224,7 @@ class ReloadTests(unittest.TestCase):
 
 
 def makeProxy(options):
-    from clientproxy.service import makeProxy as make
+    from clientproxy.assembly import makeProxy as make
     from clientproxy.tap import proxyArgumentsOf
 
     [proxyOptions] = options["proxies"]

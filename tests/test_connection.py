@@ -1,5 +1,5 @@
 """
-Tests for L{clientproxy.connection}: reconnect back-off, refused
+Tests for L{clientproxy.xmpp.connection}: reconnect back-off, refused
 handshakes, and what the handlers see of the connection's life.
 """
 
@@ -9,8 +9,8 @@ from twisted.trial import unittest
 from twisted.internet.error import ConnectionLost
 from twisted.python.failure import Failure
 
-from clientproxy.connection import MAX_RECONNECT_DELAY
-from clientproxy.service import makeProxy
+from clientproxy.xmpp.connection import MAX_RECONNECT_DELAY
+from clientproxy.assembly import makeProxy
 
 HEADER = (
     b"<stream:stream xmlns='jabber:component:accept' "

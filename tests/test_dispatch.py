@@ -1,5 +1,5 @@
 """
-Tests for L{clientproxy.dispatch}: the IQ flow, the checks on replies, the
+Tests for L{clientproxy.handlers.dispatch}: the IQ flow, the checks on replies, the
 errors the component answers with, and requests held by a resource that
 leaves.
 """
@@ -9,7 +9,7 @@ from twisted.internet.error import ConnectionLost
 from twisted.trial import unittest
 from twisted.words.protocols.jabber import jid
 
-from clientproxy.dispatch import errorConditionOf
+from clientproxy.handlers.dispatch import errorConditionOf
 from tests.helpers import COMPONENT, TARGET, Harness, errorCondition, inStream
 
 ALICE = "alice@example.org/abc"
@@ -622,8 +622,8 @@ class DropLogTests(unittest.TestCase):
     def test_floodLoggedOncePerInterval(self):
         from twisted.logger import capturedLogs
 
-        from clientproxy.stats import Stats
-        from clientproxy.throttle import INTERVAL as DROP_LOG_INTERVAL
+        from clientproxy.ops.stats import Stats
+        from clientproxy.ops.throttle import INTERVAL as DROP_LOG_INTERVAL
 
         now = [0.0]
         stats = Stats(now=lambda: now[0])
@@ -646,7 +646,7 @@ class DropLogQuotingTests(unittest.TestCase):
         """
         from twisted.logger import capturedLogs, formatEvent
 
-        from clientproxy.stats import Stats
+        from clientproxy.ops.stats import Stats
 
         stats = Stats(now=lambda: 0.0)
         stanza = inStream("<iq type='x&#13;2030-01-01 [clientproxy#info] forged&#10;' id='1'/>")
@@ -798,19 +798,19 @@ class HardeningTests(unittest.TestCase):
         """
         from twisted.logger import capturedLogs
 
-        import clientproxy.dispatch
+        import clientproxy.handlers.dispatch
 
         self.h.request(stanzaID="1")
         self.h.take()
-        original = clientproxy.dispatch.stanzaBytes
+        original = clientproxy.handlers.dispatch.stanzaBytes
 
         def broken(element):
             raise RuntimeError("injected")
 
-        self.patch(clientproxy.dispatch, "stanzaBytes", broken)
+        self.patch(clientproxy.handlers.dispatch, "stanzaBytes", broken)
         with capturedLogs() as events:
             self.h.reply("a", stanzaID="1")
-        self.patch(clientproxy.dispatch, "stanzaBytes", original)
+        self.patch(clientproxy.handlers.dispatch, "stanzaBytes", original)
         [answer] = self.h.take()
         self.assertEqual((answer["to"], answer["id"]), (ALICE, "1"))
         self.assertEqual(errorCondition(answer), ("internal-server-error", "wait"))

@@ -1,5 +1,5 @@
 """
-Tests for L{clientproxy.errors}: the one table of the errors the component
+Tests for L{clientproxy.routing.errors}: the one table of the errors the component
 answers with itself, and the README's copy of it.
 """
 
@@ -8,7 +8,7 @@ import os
 from twisted.trial import unittest
 from twisted.words.protocols.jabber.error import STANZA_CONDITIONS
 
-from clientproxy.errors import TABLE, UNSHARED, readmeTable
+from clientproxy.routing.errors import TABLE, UNSHARED, readmeTable
 
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
 HEADING = "### Errors the component answers with itself"

@@ -1,5 +1,5 @@
 """
-Tests for L{clientproxy.instances}: probes for other processes connected
+Tests for L{clientproxy.handlers.instances}: probes for other processes connected
 as the same component, answered, never dispatched, and another process
 told loudly, once.
 """
@@ -7,7 +7,7 @@ told loudly, once.
 from twisted.logger import capturedLogs
 from twisted.trial import unittest
 
-from clientproxy import instances
+from clientproxy.handlers import instances
 from tests.helpers import COMPONENT, Harness
 
 PREFIX = COMPONENT + "/clientproxy-instance/"

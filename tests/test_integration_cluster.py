@@ -1,7 +1,7 @@
 """
 End to end on ejabberd, which spreads a component's stanzas over all its
 connections at random: two and three clientproxy processes (twistd) share
-their state in a throwaway Redis (C{--redis}, L{clientproxy.cluster}).
+their state in a throwaway Redis (C{--redis}, L{clientproxy.state.redis.cluster}).
 Under requests and messages, one process is killed with SIGKILL while it
 holds requests: every request gets exactly one answer (a result, or
 C{recipient-unavailable} for a C{set} the killed process held), every

@@ -8,8 +8,8 @@ import os
 from twisted.internet import defer
 from twisted.words.xish import domish
 
-from clientproxy.caps import NS_DISCO_INFO
-from clientproxy.messages import NS_FORWARD
+from clientproxy.xmpp.caps import NS_DISCO_INFO
+from clientproxy.handlers.messages import NS_FORWARD
 from tests.integration import COMPONENT, TARGET, onEveryServer, withTimeout
 
 ALICE = "alice@localhost/x"

@@ -1,13 +1,13 @@
 """
 End to end, on Prosody and ejabberd: a second clientproxy process for the
 same component and data directory stands by (it cannot take the store's
-lock, see L{clientproxy.standby}) and takes over when the first is killed
+lock, see L{clientproxy.ops.standby}) and takes over when the first is killed
 with SIGKILL, with the message queue and the service's subscribers intact
 (both use the same SQLite store). On ejabberd, which would accept both
 connections and spread stanzas over them, this is what keeps the second
 from breaking the first's requests; two processes with a store each are
 both active there, and each is told of the other by its probes
-(L{clientproxy.instances}). With the queue and the subscribers in Redis
+(L{clientproxy.handlers.instances}). With the queue and the subscribers in Redis
 (C{--redis}), a process with a data directory of its own (as on another
 host) takes over on Prosody with them, and with the requests in flight.
 """
@@ -18,8 +18,8 @@ import sqlite3
 
 from twisted.internet import defer, reactor, task
 
-from clientproxy.redisstore import connect
-from clientproxy.store import storePath
+from clientproxy.state.redis.store import connect
+from clientproxy.state.sqlite import storePath
 from clientproxy.testing.client import heldFor
 from clientproxy.testing.ejabberd import ThrowawayEjabberd
 from clientproxy.testing.prosody import ThrowawayProsody

@@ -11,7 +11,7 @@ import os
 from twisted.internet import defer
 from twisted.internet.interfaces import ISSLTransport
 
-from clientproxy.connection import TLSSettings
+from clientproxy.xmpp.connection import TLSSettings
 from clientproxy.testing.ca import ThrowawayCA
 from tests.integration import COMPONENT, onEveryServer, withTimeout
 

@@ -1,10 +1,10 @@
 """
-Tests for L{clientproxy.jat}.
+Tests for L{clientproxy.xmpp.jat}.
 """
 
 from twisted.trial import unittest
 
-from clientproxy.jat import Translator
+from clientproxy.xmpp.jat import Translator
 
 
 class TranslatorTests(unittest.TestCase):

@@ -1,5 +1,5 @@
 """
-Tests for L{clientproxy.keepalive}: a silent server is pinged, a dead link
+Tests for L{clientproxy.handlers.keepalive}: a silent server is pinged, a dead link
 is dropped within two intervals, and a live one is left alone. Driven
 through the real connection (factory, stream, handshake) on an in-memory
 transport and a fake clock.
@@ -10,8 +10,8 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
-from clientproxy.keepalive import serverDomain
-from clientproxy.service import makeProxy
+from clientproxy.handlers.keepalive import serverDomain
+from clientproxy.assembly import makeProxy
 
 HEADER = (
     b"<stream:stream xmlns='jabber:component:accept' "

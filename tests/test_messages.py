@@ -1,14 +1,14 @@
 """
-Tests for L{clientproxy.messages}: fan-out, routing and mirroring, the
+Tests for L{clientproxy.handlers.messages}: fan-out, routing and mirroring, the
 queue for an offline target, and bounces.
 """
 
 from twisted.logger import capturedLogs
 from twisted.trial import unittest
 
-from clientproxy.messages import NS_CARBONS, NS_DELAY, NS_FORWARD, NS_HINTS
-from clientproxy.store import Store
-from clientproxy.throttle import INTERVAL, Throttle
+from clientproxy.handlers.messages import NS_CARBONS, NS_DELAY, NS_FORWARD, NS_HINTS
+from clientproxy.state.sqlite import Store
+from clientproxy.ops.throttle import INTERVAL, Throttle
 from tests.helpers import COMPONENT, TARGET, Harness, errorCondition
 
 ALICE = "alice@example.org/abc"
@@ -280,7 +280,7 @@ class QueueDeliveryTests(unittest.TestCase):
     """
 
     def test_deliveredInBatches(self):
-        from clientproxy.messages import DELIVERY_BATCH
+        from clientproxy.handlers.messages import DELIVERY_BATCH
 
         h = Harness(queuePerSender=1000, queueSize=1000)
         count = DELIVERY_BATCH * 2 + 7
@@ -306,7 +306,7 @@ class QueueDeliveryTests(unittest.TestCase):
         self.assertEqual(h.clock.getDelayedCalls(), [])
 
     def test_resourceLeavesDuringDelivery(self):
-        from clientproxy.messages import DELIVERY_BATCH
+        from clientproxy.handlers.messages import DELIVERY_BATCH
 
         h = Harness(queuePerSender=1000, queueSize=1000)
         for i in range(DELIVERY_BATCH * 2):

@@ -1,5 +1,5 @@
 """
-Tests for L{clientproxy.metrics}: the Prometheus text, health, and the
+Tests for L{clientproxy.ops.metrics}: the Prometheus text, health, and the
 endpoint over HTTP on loopback.
 """
 
@@ -12,8 +12,8 @@ import json
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from clientproxy.metrics import health, metricsService, readiness, render
-from clientproxy.service import makeProxy
+from clientproxy.ops.metrics import health, metricsService, readiness, render
+from clientproxy.assembly import makeProxy
 
 
 def proxy(jid="proxy.example.org"):

@@ -37,9 +37,9 @@ from hypothesis.stateful import (
 )
 from twisted.trial import unittest
 
-from clientproxy import selection
-from clientproxy.caps import NS_DISCO_INFO
-from clientproxy.refusals import MAX_RECORDS
+from clientproxy.routing import selection
+from clientproxy.xmpp.caps import NS_DISCO_INFO
+from clientproxy.routing.refusals import MAX_RECORDS
 from tests.helpers import COMPONENT, NS_STANZAS, TARGET, Harness
 from tests.helpers import written as parseWritten
 

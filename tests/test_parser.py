@@ -1,5 +1,5 @@
 """
-Tests for L{clientproxy.parser}: the elements are the ones domish builds,
+Tests for L{clientproxy.xmpp.parser}: the elements are the ones domish builds,
 and a stanza's kept bytes are exactly its content as it came, however the
 stream is cut into reads, and only when writing them is safe.
 """
@@ -11,9 +11,9 @@ from hypothesis import given, settings, strategies as st
 from twisted.trial import unittest
 from twisted.words.xish import domish
 
-from clientproxy import parser as parser_module
-from clientproxy.parser import StreamParser
-from clientproxy.xml import STREAM_ROOT, stanzaBytes, toXml
+from clientproxy.xmpp import parser as parser_module
+from clientproxy.xmpp.parser import StreamParser
+from clientproxy.xmpp.writer import STREAM_ROOT, stanzaBytes, toXml
 from tests.xmlgen import infoset, payloads, readStanzas
 
 HEADER = STREAM_ROOT.encode("utf-8")

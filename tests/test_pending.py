@@ -1,5 +1,5 @@
 """
-Tests for L{clientproxy.pending}: timeouts on one timer, exactly one answer
+Tests for L{clientproxy.routing.pending}: timeouts on one timer, exactly one answer
 per entry, and the in-flight counts the table owns.
 """
 
@@ -8,9 +8,9 @@ from twisted.internet import task
 from twisted.trial import unittest
 from twisted.words.protocols.jabber.error import StanzaError
 
-from clientproxy.dispatch import retarget
-from clientproxy.pending import REVERSE, PendingRequest, PendingTable, weigh
-from clientproxy.resources import Resource
+from clientproxy.handlers.dispatch import retarget
+from clientproxy.routing.pending import REVERSE, PendingRequest, PendingTable, weigh
+from clientproxy.routing.resources import Resource
 
 
 def setUpTable(case, **bounds):

@@ -1,5 +1,5 @@
 """
-Tests for L{clientproxy.policy} and the limits the handlers apply: who may
+Tests for L{clientproxy.routing.policy} and the limits the handlers apply: who may
 use the service, how fast, how large, and how many requests in flight.
 """
 
@@ -8,8 +8,12 @@ from twisted.python.filepath import FilePath
 from twisted.trial import unittest
 from twisted.words.xish import domish
 
-from clientproxy import dispatch, messages, policy as policy_module
-from clientproxy.policy import Policy, TokenBuckets, normalise, readAccessFile
+from clientproxy.handlers import dispatch
+
+from clientproxy.handlers import messages
+
+from clientproxy.routing import policy as policy_module
+from clientproxy.routing.policy import Policy, TokenBuckets, normalise, readAccessFile
 from tests.helpers import COMPONENT, TARGET, Harness, errorCondition
 
 ALICE = "alice@example.org/abc"

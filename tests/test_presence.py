@@ -1,11 +1,11 @@
 """
-Tests for L{clientproxy.presence}: subscription, probing, and the set of
+Tests for L{clientproxy.handlers.targetpresence}: subscription, probing, and the set of
 resources kept from the target's presence.
 """
 
 from twisted.trial import unittest
 
-from clientproxy.presence import RESUBSCRIBE_INITIAL, RESUBSCRIBE_MAX, presencePriority
+from clientproxy.handlers.targetpresence import RESUBSCRIBE_INITIAL, RESUBSCRIBE_MAX, presencePriority
 from tests.helpers import COMPONENT, TARGET, Harness, RecordingManager
 from wokkel.generic import parseXml
 
@@ -154,7 +154,7 @@ class SubscriptionStateTests(unittest.TestCase):
     """
 
     def test_states(self):
-        from clientproxy.presence import APPROVED, PENDING, REVOKED
+        from clientproxy.handlers.targetpresence import APPROVED, PENDING, REVOKED
 
         h = Harness(approved=False)
         self.assertEqual(h.presence.subscription, PENDING)
@@ -168,7 +168,7 @@ class SubscriptionStateTests(unittest.TestCase):
     def test_warnedUntilApproved(self):
         from twisted.logger import capturedLogs
 
-        from clientproxy.presence import FIRST_PENDING_WARNING, PENDING_WARNING_INTERVAL
+        from clientproxy.handlers.targetpresence import FIRST_PENDING_WARNING, PENDING_WARNING_INTERVAL
 
         h = Harness(approved=False)
         with capturedLogs() as events:

@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 from twisted.trial import unittest
 from twisted.words.xish.domish import escapeToXml
 
-from clientproxy.jat import MAX_PART_BYTES, Translator
+from clientproxy.xmpp.jat import MAX_PART_BYTES, Translator
 from tests.helpers import COMPONENT, TARGET, Harness
 from tests.xmlgen import declaredPrefixes, elements, infoset, payloads, readStanzas
 

@@ -1,5 +1,5 @@
 """
-Tests for L{clientproxy.redisclient}: the protocol on an in-memory
+Tests for L{clientproxy.state.redis.client}: the protocol on an in-memory
 transport (replies cut anywhere, errors, pushes), and the client against a
 real Redis (Debian's redis-server, a throwaway one on loopback): scripts by
 their SHA-1, commands waiting while Redis is away, subscriptions renewed
@@ -11,8 +11,8 @@ from twisted.internet.error import ConnectionLost
 from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
 
-from clientproxy.redisclient import RedisError, RedisProtocol, encode
-from clientproxy.redisstore import Listener, connect
+from clientproxy.state.redis.client import RedisError, RedisProtocol, encode
+from clientproxy.state.redis.store import Listener, connect
 from clientproxy.testing.redis import startRedis
 
 

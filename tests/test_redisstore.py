@@ -1,5 +1,5 @@
 """
-Tests for L{clientproxy.redisstore} against a real Redis (Debian's
+Tests for L{clientproxy.state.redis.store} against a real Redis (Debian's
 redis-server, a throwaway instance on a loopback port): what one process
 writes, another reads back; the queue keeps its order and its counts; with
 Redis gone the process serves on from memory, and writes once it is back.
@@ -8,7 +8,7 @@ Redis gone the process serves on from memory, and writes once it is back.
 from twisted.internet import defer
 from twisted.trial import unittest
 
-from clientproxy.redisstore import RedisStore, checkURL, connect
+from clientproxy.state.redis.store import RedisStore, checkURL, connect
 from clientproxy.testing.redis import startRedis
 
 COMPONENT = "proxy.example.org"

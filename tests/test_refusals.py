@@ -1,5 +1,5 @@
 """
-Tests for L{clientproxy.refusals}: what is learnt from refusals is narrow
+Tests for L{clientproxy.routing.refusals}: what is learnt from refusals is narrow
 (per resource, namespace and type, from two requesters at least), bounded,
 and expires in order.
 """
@@ -8,9 +8,9 @@ from twisted.internet import task
 from twisted.logger import capturedLogs
 from twisted.trial import unittest
 
-from clientproxy.bounded import compact
-from clientproxy.refusals import Refusals, topicFromText, topicOf, topicText
-from clientproxy.resources import Resource
+from clientproxy.routing.bounded import compact
+from clientproxy.routing.refusals import Refusals, topicFromText, topicOf, topicText
+from clientproxy.routing.resources import Resource
 from tests.helpers import inStream
 
 NS = "urn:example:service"
@@ -162,7 +162,7 @@ class TopicTests(unittest.TestCase):
         request in flight keeps a reference, not a copy; fresh topics
         beyond the bound push out the oldest.
         """
-        from clientproxy import refusals
+        from clientproxy.routing import refusals
 
         table = Refusals(task.Clock())
         first = table.topicOf(inStream("<iq><do xmlns='urn:x'/></iq>").firstChildElement(), "set")

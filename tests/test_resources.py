@@ -1,10 +1,10 @@
 """
-Tests for L{clientproxy.resources}.
+Tests for L{clientproxy.routing.resources}.
 """
 
 from twisted.trial import unittest
 
-from clientproxy.resources import ResourceSet
+from clientproxy.routing.resources import ResourceSet
 
 
 class ResourceSetTests(unittest.TestCase):

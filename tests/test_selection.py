@@ -1,5 +1,5 @@
 """
-Tests for L{clientproxy.selection}: the dispatch pipeline on its own, with a
+Tests for L{clientproxy.routing.selection}: the dispatch pipeline on its own, with a
 L{task.Clock}: feature match modes, refusals and their expiry, affinity by
 rendezvous hashing.
 """
@@ -7,11 +7,11 @@ rendezvous hashing.
 from twisted.internet import task
 from twisted.trial import unittest
 
-from clientproxy.caps import Caps
-from clientproxy.resources import ResourceSet
-from clientproxy.bounded import compact
-from clientproxy.selection import AUTO, OFF, STRICT, Affinity, Selector
-from clientproxy.strategies import RoundRobinStrategy
+from clientproxy.xmpp.caps import Caps
+from clientproxy.routing.resources import ResourceSet
+from clientproxy.routing.bounded import compact
+from clientproxy.routing.selection import AUTO, OFF, STRICT, Affinity, Selector
+from clientproxy.routing.strategies import RoundRobinStrategy
 from tests.helpers import inStream
 
 NS = "urn:example:service"
@@ -211,7 +211,7 @@ class PipelineTests(unittest.TestCase):
         Fresh namespaces and affinity keys, however many, keep the caches
         within their entry bounds, and every key kept is short.
         """
-        from clientproxy import selection
+        from clientproxy.routing import selection
 
         selector = self.selector(affinity="attribute:room")
         for i in range(selection.CANDIDATE_CACHE_SIZE + 50):
@@ -276,8 +276,8 @@ class AffinityTests(unittest.TestCase):
         import sys
 
         script = (
-            "from clientproxy.resources import Resource\n"
-            "from clientproxy.selection import _weight, stableHash\n"
+            "from clientproxy.routing.resources import Resource\n"
+            "from clientproxy.routing.selection import _weight, stableHash\n"
             "print(_weight(stableHash('room1'), Resource('svc@x/a', 'a')))\n"
         )
         outputs = set()

@@ -1,5 +1,5 @@
 """
-Tests for L{clientproxy.servicepresence}: outsiders subscribe to the
+Tests for L{clientproxy.handlers.servicepresence}: outsiders subscribe to the
 service and see it come and go.
 """
 
@@ -130,7 +130,7 @@ class SubscriberBoundTests(unittest.TestCase):
         self.assertTrue(h.store.isSubscriber("u@c.example"))
 
     def test_countsSurviveRestart(self):
-        from clientproxy.store import Store
+        from clientproxy.state.sqlite import Store
 
         path = self.mktemp()
         store = Store(path)

@@ -1,5 +1,5 @@
 """
-Tests for L{clientproxy.standby}: one active process per store, the other
+Tests for L{clientproxy.ops.standby}: one active process per store, the other
 standing by until the lock is free, and the component connecting only once
 it holds the lock.
 """
@@ -11,10 +11,10 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs
 from twisted.trial import unittest
 
-from clientproxy.metrics import readiness
-from clientproxy.service import makeProxy
-from clientproxy.standby import POLL_INTERVAL, StandbyLock, lockFor, lockPath
-from clientproxy.store import Store, storePath
+from clientproxy.ops.metrics import readiness
+from clientproxy.assembly import makeProxy
+from clientproxy.ops.standby import POLL_INTERVAL, StandbyLock, lockFor, lockPath
+from clientproxy.state.sqlite import Store, storePath
 
 
 class StandbyLockTests(unittest.TestCase):

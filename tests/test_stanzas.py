@@ -1,12 +1,12 @@
 """
-Tests for L{clientproxy.stanzas.StanzaIDs}: the ids of the component's own
+Tests for L{clientproxy.xmpp.stanzas.StanzaIDs}: the ids of the component's own
 requests cannot be guessed by whoever has not seen one, and change with
 every connection.
 """
 
 from twisted.trial import unittest
 
-from clientproxy.stanzas import StanzaIDs
+from clientproxy.xmpp.stanzas import StanzaIDs
 from tests.helpers import COMPONENT, TARGET, Harness
 
 

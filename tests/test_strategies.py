@@ -1,5 +1,5 @@
 """
-Tests for L{clientproxy.strategies}, and for finding a third party's
+Tests for L{clientproxy.routing.strategies}, and for finding a third party's
 strategy as a Twisted plugin.
 """
 
@@ -12,9 +12,9 @@ from twisted.python.filepath import FilePath
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
-from clientproxy.istrategy import IDispatchStrategy, IStrategyPlugin
-from clientproxy.resources import Resource
-from clientproxy.strategies import (
+from clientproxy.routing.istrategy import IDispatchStrategy, IStrategyPlugin
+from clientproxy.routing.resources import Resource
+from clientproxy.routing.strategies import (
     BUILTIN,
     LeastPendingStrategy,
     PriorityStrategy,
@@ -78,8 +78,8 @@ class BuiltinTests(unittest.TestCase):
 PLUGIN_MODULE = textwrap.dedent(
     """
     from zope.interface import implementer
-    from clientproxy.istrategy import IDispatchStrategy
-    from clientproxy.strategies import StrategyPlugin
+    from clientproxy.routing.istrategy import IDispatchStrategy
+    from clientproxy.routing.strategies import StrategyPlugin
 
     @implementer(IDispatchStrategy)
     class First:

@@ -1,5 +1,5 @@
 """
-Tests for L{clientproxy.stream.ProxyXmlStream}: routes by stanza name,
+Tests for L{clientproxy.xmpp.stream.ProxyXmlStream}: routes by stanza name,
 the component's address as the default C{from}, oversized stanzas counted.
 """
 
@@ -8,10 +8,10 @@ from twisted.trial import unittest
 from twisted.words.protocols.jabber import xmlstream
 from twisted.words.xish import domish
 
-from clientproxy import parser
-from clientproxy.stats import Stats
-from clientproxy.stream import ProxyXmlStream
-from clientproxy.xml import STREAM_ROOT
+from clientproxy.xmpp import parser
+from clientproxy.ops.stats import Stats
+from clientproxy.xmpp.stream import ProxyXmlStream
+from clientproxy.xmpp.writer import STREAM_ROOT
 
 
 class WritesCounted:

@@ -1,5 +1,5 @@
 """
-Tests for L{clientproxy.systemd}: the notifications, received on a real
+Tests for L{clientproxy.ops.systemd}: the notifications, received on a real
 Unix datagram socket as systemd would, with a fake clock for the watchdog.
 """
 
@@ -12,8 +12,8 @@ import tempfile
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial import unittest
 
-from clientproxy.service import makeProxy
-from clientproxy.systemd import SystemdNotifier, notifySocket, watchdogInterval
+from clientproxy.assembly import makeProxy
+from clientproxy.ops.systemd import SystemdNotifier, notifySocket, watchdogInterval
 
 HEADER = (
     b"<stream:stream xmlns='jabber:component:accept' "
@@ -74,7 +74,7 @@ class NotifierTests(unittest.TestCase):
         lock) counts as started: READY=1 comes with the others connected,
         and the status says it stands by.
         """
-        from clientproxy.standby import StandbyLock
+        from clientproxy.ops.standby import StandbyLock
 
         lock = StandbyLock(self.mktemp(), self.reactor)
         lock.acquire(lambda: None)

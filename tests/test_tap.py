@@ -11,8 +11,8 @@ from twisted.python import usage
 from twisted.python.filepath import FilePath
 from twisted.trial import unittest
 
-from clientproxy.connection import ProxyComponent
-from clientproxy.strategies import LeastPendingStrategy
+from clientproxy.xmpp.connection import ProxyComponent
+from clientproxy.routing.strategies import LeastPendingStrategy
 from clientproxy.tap import SECRET_ENVIRONMENT, Options, makeService
 
 REQUIRED = ["--jid", "proxy.example.org", "--target", "svc@example.org"]

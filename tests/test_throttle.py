@@ -1,11 +1,11 @@
 """
-Tests for L{clientproxy.throttle}: one line per kind and interval, with the
+Tests for L{clientproxy.ops.throttle}: one line per kind and interval, with the
 count of the lines not written.
 """
 
 from twisted.trial import unittest
 
-from clientproxy.throttle import Throttle, quoted
+from clientproxy.ops.throttle import Throttle, quoted
 
 
 class ThrottleTests(unittest.TestCase):

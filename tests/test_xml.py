@@ -1,5 +1,5 @@
 """
-Tests for L{clientproxy.xml}: whatever well-formed XML the parser was
+Tests for L{clientproxy.xmpp.writer}: whatever well-formed XML the parser was
 given, the writer's output is well-formed, namespace-well-formed, carries
 the same infoset, keeps every prefix declaration, and survives any depth.
 """
@@ -10,8 +10,8 @@ from hypothesis import example, given, settings, strategies as st
 from twisted.trial import unittest
 from twisted.words.xish import domish
 
-from clientproxy import xml as xml_module
-from clientproxy.xml import NS_COMPONENT, NS_XML, parseStanza, toXml
+from clientproxy.xmpp import writer as xml_module
+from clientproxy.xmpp.writer import NS_COMPONENT, NS_XML, parseStanza, toXml
 from tests.helpers import inStream
 from tests.xmlgen import (
     declaredPrefixes,
@@ -160,7 +160,7 @@ class WriterExamples(unittest.TestCase):
 def linesRun(function, *args):
     """
     Call C{function(*args)} and return how many lines of
-    L{clientproxy.xml} ran meanwhile: a count of the writer's work that,
+    L{clientproxy.xmpp.writer} ran meanwhile: a count of the writer's work that,
     unlike time, does not depend on the machine or its load.
     """
     count = [0]

@@ -8,14 +8,14 @@ deep), and a strict, namespace-aware reading of XML (expat with namespace
 processing) to compare what went in with what came out.
 
 The text is escaped here by code of its own, independent of
-L{clientproxy.xml}, so the comparison is a real differential one.
+L{clientproxy.xmpp.writer}, so the comparison is a real differential one.
 """
 
 from xml.parsers import expat
 
 from hypothesis import strategies as st
 
-from clientproxy.xml import NS_COMPONENT, NS_STREAMS, STREAM_ROOT
+from clientproxy.xmpp.writer import NS_COMPONENT, NS_STREAMS, STREAM_ROOT
 
 NS_CLIENT = "jabber:client"
 

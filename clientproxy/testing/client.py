@@ -15,7 +15,7 @@ from twisted.internet import defer, reactor as globalReactor, task
 from twisted.words.protocols.jabber import client, jid, xmlstream
 from twisted.words.xish import domish
 
-from clientproxy.caps import NS_CAPS, NS_DISCO_INFO, DiscoInfo, verString
+from clientproxy.xmpp.caps import NS_CAPS, NS_DISCO_INFO, DiscoInfo, verString
 
 NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 

@@ -1,0 +1,754 @@
+# -*- test-case-name: tests.test_dispatch -*-
+"""
+IQ dispatch: requests from outside go to one resource of the target, with
+the requester's address translated (JAT); replies come back translated.
+
+    alice@example.org/abc -> proxy.example.org        <iq type='get' id='1'>
+    proxy.example.org/ENC -> svc@example.org/a        same id, same payload
+    svc@example.org/a     -> proxy.example.org/ENC    <iq type='result' id='1'>
+    proxy.example.org     -> alice@example.org/abc    same id, same payload
+
+Only a reply that matches a pending request, comes from the resource the
+request went to, and arrives before the timeout is routed; anything else is
+dropped and counted. Errors are never answered with errors (RFC 6120 8.2.3).
+The errors the component answers with itself are listed in README.md.
+
+Which resource a request goes to is decided by L{clientproxy.routing.selection}
+(usable resources, feature match, minus recent refusers, affinity or
+strategy). A C{feature-not-implemented} or C{service-unavailable} error
+from the resource asked means it did not act on the request: it is sent
+to another candidate not yet tried (a C{set} too: it was refused, not
+lost), within its original deadline, and the refusal is learnt; when every
+candidate refused, the requester gets the last refusal as it came.
+
+A resource of the target may also ask a peer: an IQ request to
+C{component/<encoded peer>} goes to the peer from the component's bare JID,
+and the peer's reply goes back to that resource, with the same checks. The
+peer may be another resource of the target: any reply to the component's
+bare JID answers one of the component's own requests.
+"""
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.words.protocols.jabber.error import StanzaError
+from wokkel.subprotocols import XMPPHandler
+
+from clientproxy.xmpp.jat import Translator
+from clientproxy.routing.pending import (
+    MAX_PENDING,
+    MAX_PENDING_BYTES,
+    MAX_PENDING_FROM_TARGET,
+    MAX_PENDING_PER_REQUESTER,
+    REVERSE,
+    PendingTable,
+)
+from clientproxy.routing.errors import (
+    CONNECTION_LOST,
+    DUPLICATE_ID,
+    INTERNAL,
+    NO_RESOURCE,
+    NOT_ONE_CHILD,
+    RESOURCE_LEFT,
+    SHUTTING_DOWN,
+    TIMEOUT,
+    TOO_FAST,
+    TOO_LARGE,
+    TOO_MANY,
+    UNSHARED,
+)
+from clientproxy.routing.refusals import REFUSALS
+from clientproxy.xmpp.stanzas import (
+    REPLY_TYPES,
+    REQUEST_TYPES,
+    StanzaIDs,
+    bareOf,
+    claim,
+    errorReply,
+    onlyChildElement,
+)
+from clientproxy.xmpp.writer import escapeAttribute, parseStanza, stanzaBytes
+
+NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+
+#: Resources whose counters are kept after they left, at most.
+MAX_RESOURCE_STATS = 1000
+
+
+def errorConditionOf(stanza):
+    """
+    The RFC 6120 condition of an error stanza (C{None} if it has none), and
+    whether its C{<error/>} carries an application-specific condition too
+    (a child outside the stanzas namespace, RFC 6120 8.3.2): the service's
+    own answer, as Jitsi's focus gives with C{<reservation-error/>}.
+
+    Only an C{<error/>} in the stanza's own namespace counts, and the last
+    one: a service may echo the request's payload before its error (as
+    Twisted's C{StanzaError.toResponse} does), and a requester chooses that
+    payload, C{<error xmlns='urn:x'>} elements included.
+    """
+    error = None
+    for child in stanza.elements():
+        if child.name == "error" and child.uri == stanza.uri:
+            error = child
+    condition, application = None, False
+    if error is not None:
+        for element in error.elements():
+            if element.uri != NS_STANZAS:
+                application = True
+            elif condition is None and element.name != "text":
+                condition = element.name
+    return condition, application
+
+
+def retarget(request, old, new):
+    """
+    A serialised request (UTF-8) with its C{to} changed from C{old} to
+    C{new}. The first C{ to='old'} is the root's attribute: no attribute
+    value holds an unescaped quote, so the sequence cannot start inside
+    one, and the root's start tag comes first.
+    """
+    return request.replace(
+        (" to='%s'" % (escapeAttribute(old),)).encode("utf-8"),
+        (" to='%s'" % (escapeAttribute(new),)).encode("utf-8"),
+        1,
+    )
+
+
+class IQDispatcher(XMPPHandler):
+    """
+    Forwards IQ requests to the target's resources and routes the replies.
+
+    @ivar jat: the L{Translator} for the component's addresses.
+    @ivar target: the target's bare JID.
+    @ivar resources: the target's L{clientproxy.routing.resources.ResourceSet}.
+    @ivar selector: the L{clientproxy.routing.selection.Selector}: which resource
+        serves a request.
+    @ivar pending: the L{PendingTable} of the requests in flight, both ways;
+        it owns their counts and bounds.
+    @ivar stats: the L{clientproxy.ops.stats.Stats} to count into.
+    @ivar policy: the L{clientproxy.routing.policy.Policy} for requesters.
+    @ivar closing: set by L{shutdown}: new requests are refused.
+    @ivar shared: the L{clientproxy.state.redis.cluster.Cluster} when several processes
+        share the table (every answer then starts by taking the entry from
+        it), or C{None}.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        component,
+        target,
+        resources,
+        selector,
+        stats,
+        policy,
+        clock,
+        timeout,
+        maxPending=MAX_PENDING,
+        maxPendingPerRequester=MAX_PENDING_PER_REQUESTER,
+        maxPendingFromTarget=MAX_PENDING_FROM_TARGET,
+        ids=None,
+        shared=None,
+        maxPendingBytes=MAX_PENDING_BYTES,
+    ):
+        XMPPHandler.__init__(self)
+        self.policy = policy
+        self.jat = Translator(component)
+        self.target = target
+        self.resources = resources
+        self.selector = selector
+        self.pending = PendingTable(
+            clock,
+            timeout,
+            self._answer,
+            maxPending,
+            maxPendingPerRequester,
+            maxPendingFromTarget,
+            maxPendingBytes,
+        )
+        self.stats = stats
+        resources.whenRemoved(self._resourceRemoved)
+        self._ids = StanzaIDs() if ids is None else ids
+        self.closing = False
+        self.shared = shared
+        # Takes from the shared table not yet answered: a shutdown waits.
+        self._takes = set()
+        if shared is not None:
+            shared.onTaken = self.pending.discard
+            shared.onAdopted = self._adopted
+            shared.onRefused = self._refusedElsewhere
+            shared.onServed = self._servedElsewhere
+
+    def connectionInitialized(self):
+        self._ids.renew()
+        self.xmlstream.addRoute("iq", self.onIQ)
+
+    def connectionLost(self, reason):
+        XMPPHandler.connectionLost(self, reason)
+        if self.shared is not None:
+            # The other processes take these over (clientproxy.state.redis.cluster).
+            self.pending.discardAll()
+            return
+        if len(self.pending):
+            self.log.warn(
+                "Connection to the server lost with {count} requests in flight: "
+                "answering them with {condition}",
+                count=len(self.pending),
+                condition=CONNECTION_LOST.condition,
+            )
+        self.pending.failAll(CONNECTION_LOST.condition)
+
+    def shutdown(self, clock, grace):
+        """
+        Stop taking requests, give those in flight C{grace} seconds, then
+        answer what is left with C{recipient-unavailable}.
+
+        @return: a Deferred that fires once no request is in flight and
+            every answer is written.
+        """
+        self.closing = True
+        timer = clock.callLater(
+            grace, self.pending.failAll, CONNECTION_LOST.condition, SHUTTING_DOWN.text
+        )
+        if len(self.pending):
+            self.log.info(
+                "Shutting down: {count} requests in flight get {grace} s",
+                count=len(self.pending),
+                grace=grace,
+            )
+
+        def done(result):
+            if timer.active():
+                timer.cancel()
+            return result
+
+        d = self.pending.whenEmpty()
+        d.addCallback(lambda _: defer.DeferredList(list(self._takes)))
+        return d.addBoth(done)
+
+    def onIQ(self, iq):
+        """
+        Sort an IQ: a request from outside, a reply from the target, or
+        something to drop.
+        """
+        claimed = claim(iq)
+        if claimed is None:
+            return
+        sender, recipient, kind = claimed
+        if not sender or not recipient:
+            self.stats.drop(iq, "no-address")
+        elif kind in REQUEST_TYPES and self.closing:
+            self._refuse(iq, *SHUTTING_DOWN)
+        elif kind in REPLY_TYPES and recipient == self.jat.component:
+            # The component's own request asked it, whoever it is: the
+            # target's other resources may be asked too.
+            self._onPeerReply(iq, sender)
+        elif bareOf(sender) == self.target:
+            if kind in REPLY_TYPES:
+                self._onReply(iq, sender, recipient)
+            elif kind in REQUEST_TYPES:
+                self._onTargetRequest(iq, sender, recipient)
+            else:
+                self.stats.drop(iq, "bad-type")
+        elif kind in REQUEST_TYPES:
+            self._onRequest(iq, kind, sender, recipient)
+        elif kind in REPLY_TYPES:
+            self._onPeerReply(iq, sender)
+        else:
+            self.stats.drop(iq, "bad-type")
+
+    def _onRequest(self, iq, kind, requester, recipient):
+        stanzaID = iq.getAttribute("id")
+        if stanzaID is None:
+            self.stats.drop(iq, "request-without-id")
+            return
+        refusal = self.policy.refusal(requester)
+        if refusal is not None:
+            self._refuse(iq, *refusal)
+            return
+        if self.policy.tooLargeStanza(iq):
+            self._sendError(recipient, requester, stanzaID, *TOO_LARGE)
+            return
+        child = onlyChildElement(iq)
+        if child is None:
+            self._refuse(iq, *NOT_ONE_CHILD)
+            return
+        encoded = self.jat.encode(requester)
+        key = (encoded, stanzaID)
+        if key in self.pending:
+            self._refuse(iq, *DUPLICATE_ID)
+            return
+        if not self.pending.admits(requester):
+            self._refuse(iq, *TOO_MANY)
+            return
+        topic = self.selector.refusals.topicOf(child, kind)
+        resource = self.selector.choose(
+            child.uri, topic, self.selector.keyOf(child, requester), requester
+        )
+        if resource is None:
+            self._refuse(iq, *NO_RESOURCE)
+            return
+        attributes = iq.attributes
+        attributes["from"] = self.jat.address(encoded)
+        attributes["to"] = resource.jid
+        request = stanzaBytes(iq)
+        if self.policy.tooLarge(request):
+            self._sendError(recipient, requester, stanzaID, *TOO_LARGE)
+            return
+        entry = self.pending.add(
+            key,
+            requester,
+            resource,
+            request,
+            resendable=kind == "get",
+            via=None if recipient == self.jat.component else recipient,
+        )
+        if entry is None:
+            self._sendError(recipient, requester, stanzaID, *TOO_MANY)
+            return
+        entry.topic = topic
+        if self.shared is None:
+            self._forward(entry, request, "forwarded")
+        else:
+            self._recordThenForward(entry, request, "forwarded")
+
+    def _forward(self, entry, request, why):
+        self.stats.requests[why] += 1
+        if not entry.fromTarget:
+            self.stats.resources[entry.resource.jid]["requests"] += 1
+        self.send(request)
+
+    def _recordThenForward(self, entry, request, why):
+        """
+        With a shared table: send the request once its entry is in Redis,
+        so that any process can route the reply.
+        """
+        if not self.shared.reachable:
+            self._unshared(entry)
+            return
+        entry.taken = False
+
+        def recorded(written):
+            if self.pending.get(entry.key) is not entry:
+                return
+            if written:
+                self._forward(entry, request, why)
+                return
+            self.pending.discard(entry.key)
+            self._sendError(
+                self._answerFrom(entry),
+                entry.requester,
+                entry.stanzaID,
+                *DUPLICATE_ID,
+            )
+
+        def failed(failure):
+            self.shared.failed(failure, "recording a request")
+            if self.pending.get(entry.key) is entry:
+                self._unshared(entry)
+
+        self.shared.record(entry).addCallbacks(recorded, failed)
+
+    def _unshared(self, entry):
+        """
+        Redis does not answer: refuse the request rather than send it (no
+        other process could route its reply).
+        """
+        self.pending.discard(entry.key)
+        self._sendError(
+            self._answerFrom(entry),
+            entry.requester,
+            entry.stanzaID,
+            *UNSHARED,
+        )
+
+    def _onReply(self, reply, sender, recipient):
+        key = (self.jat.decode(recipient), reply.getAttribute("id"))
+        if self.shared is not None:
+            self._take(key, sender).addCallback(self._replyTaken, key, reply)
+            return
+        entry = self.pending.get(key)
+        if entry is None:
+            self.stats.drop(reply, "unknown-reply")
+        elif entry.resource.jid != sender:
+            self.stats.drop(reply, "reply-from-wrong-resource")
+        else:
+            self._onResourceReply(entry, reply)
+
+    def _take(self, key, sender=""):
+        """
+        Take the entry for C{key} from the shared table (see
+        L{clientproxy.state.redis.cluster.Cluster.take}); a shutdown waits for it. A
+        reply without an id, or to no encoded address, matches nothing.
+        """
+        if None in key:
+            return defer.succeed(None)
+        d = self.shared.take(key, sender)
+        self._takes.add(d)
+
+        def done(result):
+            self._takes.discard(d)
+            return result
+
+        return d.addBoth(done)
+
+    def _replyTaken(self, data, key, reply):
+        """
+        A reply's entry was looked for in the shared table: route the reply
+        if this process took it.
+        """
+        if data is None:
+            self.stats.drop(reply, "unknown-reply")
+            return
+        if data == 0:
+            self.stats.drop(reply, "reply-from-wrong-resource")
+            return
+        self._onResourceReply(self._local(key, data), reply)
+
+    def _onResourceReply(self, entry, reply):
+        """
+        The reply of the resource asked, checked: a result is routed (and
+        the resource is no refuser of such requests); an error is looked at
+        first.
+        """
+        if reply.getAttribute("type") == "error":
+            self._onErrorReply(entry, reply)
+            return
+        refusals = self.selector.refusals
+        resource = entry.resource
+        if refusals.concerns(resource):
+            topic = entry.topic or self._describe(entry)[1]
+            if refusals.served(resource, topic) and self.shared is not None:
+                self.shared.served(resource.jid, topic)
+        self.pending.complete(entry, reply)
+
+    def _local(self, key, data):
+        """
+        The entry for C{key}, just taken from the shared table: this
+        process's own, or one built from C{data} (another added it).
+        """
+        entry = self.pending.get(key)
+        if entry is None:
+            entry = self.shared.entryFrom(key, data)
+        entry.taken = True
+        return entry
+
+    def _onErrorReply(self, entry, reply):
+        """
+        An error from the resource asked: a refusal is learnt and the
+        request sent to another candidate not yet tried; other errors, a
+        refusal with an application-specific condition (the service's own
+        answer), and the last refusal go to the requester as they came.
+        """
+        resource = entry.resource
+        counts = self.stats.resources[resource.jid]
+        condition, application = errorConditionOf(reply)
+        if application or condition not in REFUSALS:
+            counts["errors"] += 1
+            self.pending.complete(entry, reply)
+            return
+        counts["refusals"] += 1
+        feature, topic, key = self._describe(entry)
+        if not self.selector.refusals.refused(resource, topic, entry.requester):
+            self.pending.complete(entry, reply)
+            return
+        if self.shared is not None:
+            self.shared.refused(resource.jid, topic, entry.requester)
+        entry.tried = (entry.tried or ()) + (resource,)
+        other = self.selector.choose(feature, topic, key, entry.requester, exclude=entry.tried)
+        if other is None:
+            self.pending.complete(entry, reply)
+            return
+        self._resend(entry, other, "refused")
+
+    def _describe(self, entry):
+        """
+        The feature, the topic and the affinity key of a request in flight,
+        read back from the request kept: only when it must be sent again
+        (after a refusal, or its resource left), or when an entry taken from
+        another process is answered by a resource refusals are remembered
+        of.
+        """
+        request = parseStanza(entry.request.decode("utf-8"))
+        child = request.firstChildElement()
+        topic = entry.topic = self.selector.refusals.topicOf(child, request.getAttribute("type"))
+        return child.uri, topic, self.selector.keyOf(child, entry.requester)
+
+    def _resend(self, entry, other, why):
+        """
+        Send the request of C{entry} again, to C{other}, as first sent but
+        for its recipient (kept as sent, for the next time). With a shared
+        table, C{entry} was taken from it, perhaps from another process:
+        it is this process's own from now on.
+        """
+        request = entry.request = retarget(entry.request, entry.resource.jid, other.jid)
+        if self.pending.get(entry.key) is entry:
+            if not self.pending.reassign(entry, other):
+                self.pending.fail(entry, TOO_MANY.condition, TOO_MANY.text)
+                return
+        else:
+            entry.resource = other
+            self.pending.adopt(entry)
+        if self.shared is None:
+            self._forward(entry, request, why)
+        else:
+            self._recordThenForward(entry, request, why)
+
+    def _answer(self, entry, outcome):
+        """
+        The pending table's way out: with a shared table, an entry this
+        process has not taken yet (a timeout, a shutdown) is taken first,
+        and answered only if this process got it. If Redis cannot be
+        reached, the answer goes anyway: this process owns the entry.
+        """
+        if entry.taken:
+            self._settle(entry, outcome)
+        else:
+            self._whenTaken(entry, lambda entry: self._settle(entry, outcome), anyway=True)
+
+    def _settle(self, entry, outcome):
+        """
+        The one way out of the pending table: answer C{entry} with
+        C{outcome} (the reply, or a L{StanzaError}), exactly once, from
+        the address the request was sent to. If building or sending that
+        answer fails, the failure is logged now, with its traceback,
+        counted, and the requester still gets C{internal-server-error}
+        (wait).
+        """
+        fromTarget = entry.fromTarget
+        if not fromTarget:
+            self.stats.latency.observe(self.pending.age(entry))
+            if outcome.__class__ is StanzaError and outcome.condition == TIMEOUT.condition:
+                self.stats.resources[entry.resource.jid]["timeouts"] += 1
+        elif entry.requester not in self.resources:
+            # The resource that asked is gone: nobody to answer.
+            self.stats.dropped["answer-to-gone-resource"] += 1
+            return
+        try:
+            if isinstance(outcome, StanzaError):
+                outcomeName = ("error-to-target:" if fromTarget else "error:") + outcome.condition
+                stanza = errorReply(
+                    self._answerFrom(entry),
+                    entry.requester,
+                    entry.stanzaID,
+                    outcome.condition,
+                    outcome.text,
+                )
+            else:
+                outcomeName = "answered-to-target" if fromTarget else "answered"
+                attributes = outcome.attributes
+                attributes["id"] = entry.stanzaID
+                attributes["to"] = entry.requester
+                attributes["from"] = self._answerFrom(entry)
+                stanza = stanzaBytes(outcome)
+            self.send(stanza)
+        except Exception:
+            self.log.failure(
+                "Answering request {id} of {requester} failed; answering "
+                "internal-server-error instead",
+                id=entry.stanzaID,
+                requester=entry.requester,
+            )
+            self._sendError(
+                self._answerFrom(entry), entry.requester, entry.stanzaID, *INTERNAL
+            )
+        else:
+            self.stats.requests[outcomeName] += 1
+
+    def _answerFrom(self, entry):
+        """
+        The address C{entry}'s answer comes from: the one the request was
+        sent to (RFC 6120 8.1.2.1); for a request started by the target,
+        the peer's encoded address.
+        """
+        if entry.fromTarget:
+            return self.jat.address(entry.key[0])
+        return entry.via or self.jat.component
+
+    def _onTargetRequest(self, iq, sender, recipient):
+        """
+        A resource of the target asks a peer: C{component/<encoded peer>}.
+        The request goes to the peer from the component's bare JID with an
+        id of the component's own (two resources may use the same id), and
+        only the peer's reply, in time, goes back to the resource that
+        asked.
+        """
+        stanzaID = iq.getAttribute("id")
+        if stanzaID is None:
+            self.stats.drop(iq, "request-without-id")
+            return
+        resource = self.resources.get(sender)
+        if resource is None:
+            self._refuse(
+                iq, "service-unavailable", text="Only an available resource of the target may ask"
+            )
+            return
+        encoded = self.jat.decode(recipient)
+        if encoded is None:
+            self._refuse(iq, "service-unavailable", text="Address a peer as component/<peer JID>")
+            return
+        peer = self.jat.peer(encoded)
+        if peer is None:
+            self._refuse(iq, "jid-malformed", text="Not a peer's address")
+            return
+        if onlyChildElement(iq) is None:
+            self._refuse(iq, *NOT_ONE_CHILD)
+            return
+        if not self.pending.admitsFromTarget():
+            self._refuse(iq, *TOO_MANY)
+            return
+        ownID = self._ids("cp")
+        entry = self.pending.add((peer, ownID, REVERSE), sender, resource, stanzaID=stanzaID)
+        iq["id"] = ownID
+        iq["from"] = self.jat.component
+        iq["to"] = peer
+        if self.shared is None:
+            self._forward(entry, stanzaBytes(iq), "forwarded-from-target")
+        else:
+            self._recordThenForward(entry, stanzaBytes(iq), "forwarded-from-target")
+
+    def _onPeerReply(self, reply, sender):
+        """
+        A reply to a request the target started: from outside, checked by
+        the policy like anything else an outsider sends (over the rate, or
+        from a refused sender, it is dropped and counted, never answered:
+        RFC 6120 8.2.3); from another resource of the target, not (the
+        access lists and the rate are for outsiders). Then routed if it
+        matches one.
+        """
+        refusal = None if bareOf(sender) == self.target else self.policy.refusal(sender)
+        if refusal is not None:
+            why = "reply-too-fast" if refusal is TOO_FAST else "reply-from-peer-refused"
+            self.stats.drop(reply, why)
+            return
+        key = (sender, reply.getAttribute("id"), REVERSE)
+        if self.shared is not None:
+            self._take(key).addCallback(self._peerReplyTaken, key, reply)
+            return
+        entry = self.pending.get(key)
+        if entry is None:
+            self._unmatched(reply, sender)
+        else:
+            self.pending.complete(entry, reply)
+
+    def _peerReplyTaken(self, data, key, reply):
+        if data:
+            self.pending.complete(self._local(key, data), reply)
+        else:
+            self._unmatched(reply, key[0])
+
+    def _unmatched(self, reply, sender):
+        """
+        Drop a reply to the component's bare JID that answers none of its
+        requests: C{unknown-reply} from the target (like one to an encoded
+        address), C{reply-from-outsider} from anyone else.
+        """
+        outsider = bareOf(sender) != self.target
+        self.stats.drop(reply, "reply-from-outsider" if outsider else "unknown-reply")
+
+    def _resourceRemoved(self, resource):
+        """
+        A resource went away with requests in flight: send each C{get} once
+        more to another candidate, and fail the rest with
+        C{recipient-unavailable} (a C{set} is not safe to repeat). With a
+        shared table, each is taken from it first.
+        """
+        self._pruneResourceStats()
+        for entry in self.pending.entriesOf(resource):
+            self._whenTaken(entry, self._retryOrFail)
+
+    def _whenTaken(self, entry, act, anyway=False):
+        """
+        Call C{act(entry)} once this process holds C{entry}: at once
+        without a shared table; after taking it from the shared table (and
+        not at all if another process took it first) otherwise. With
+        C{anyway}, also when Redis cannot be reached (the entry is this
+        process's own, and must be answered).
+        """
+        if entry.taken or (anyway and not self.shared.reachable):
+            act(entry)
+            return
+
+        def taken(data):
+            if data:
+                entry.taken = True
+                act(entry)
+            else:
+                self.stats.cluster["answered-elsewhere"] += 1
+
+        def failed(failure):
+            self.shared.failed(failure, "taking a request")
+            if anyway:
+                act(entry)
+
+        self._take(entry.key).addCallbacks(taken, failed)
+
+    def _retryOrFail(self, entry):
+        other = None
+        if entry.resendable:
+            feature, topic, key = self._describe(entry)
+            other = self.selector.choose(feature, topic, key, entry.requester, entry.tried or ())
+        if other is not None:
+            entry.resendable = False
+            self._resend(entry, other, "retried")
+        else:
+            self.pending.fail(entry, RESOURCE_LEFT.condition)
+
+    def _adopted(self, entry):
+        """
+        C{entry} belonged to a process gone (L{clientproxy.state.redis.cluster}): a
+        request of the target to a peer waits on here for the peer's reply;
+        one from outside is sent again if it is a C{get}, and answered
+        C{recipient-unavailable} otherwise.
+        """
+        if entry.fromTarget:
+            self.pending.adopt(entry)
+        else:
+            self._whenTaken(entry, self._retryOrFail)
+
+    def _refusedElsewhere(self, jid, topic, requester):
+        """
+        Another process saw resource C{jid} refuse C{requester}'s request in
+        C{topic}: learnt as if seen here.
+        """
+        resource = self.resources.get(jid)
+        if resource is not None:
+            self.selector.refusals.refused(resource, topic, requester)
+
+    def _servedElsewhere(self, jid, topic):
+        """
+        Another process saw resource C{jid} answer a request in C{topic}
+        with a result: forgotten as a refuser of it here too.
+        """
+        resource = self.resources.get(jid)
+        if resource is not None:
+            self.selector.refusals.served(resource, topic)
+
+    def _pruneResourceStats(self):
+        """
+        Forget the counters of resources that have left, once there are
+        more than L{MAX_RESOURCE_STATS}: clients that log in with a random
+        resource each time must not grow them for ever.
+        """
+        counters = self.stats.resources
+        if len(counters) > MAX_RESOURCE_STATS:
+            for jid in [jid for jid in counters if jid not in self.resources]:
+                del counters[jid]
+
+    def _refuse(self, iq, condition, errorType=None, text=None):
+        """
+        Answer a request with an error from the address it was sent to.
+        """
+        self._sendError(
+            iq.getAttribute("to"),
+            iq.getAttribute("from"),
+            iq.getAttribute("id"),
+            condition,
+            errorType,
+            text,
+        )
+
+    def _sendError(self, sender, recipient, stanzaID, condition, errorType=None, text=None):
+        self.stats.requests["error:" + condition] += 1
+        self.send(errorReply(sender, recipient, stanzaID, condition, text, errorType=errorType))

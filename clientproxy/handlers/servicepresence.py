@@ -1,0 +1,180 @@
+# -*- test-case-name: tests.test_servicepresence -*-
+"""
+The service's own presence, for entities outside the target.
+
+Anyone may subscribe to the component: it approves, remembers the
+subscriber (in L{clientproxy.state.sqlite}), and shows the service as available
+while at least one usable resource of the target is, unavailable otherwise:
+one presence per change of that state, not one per resource. Probes from
+subscribers are answered with the current state.
+
+Subscribers are bounded, in all and per domain (one remote domain can mint
+any number of JIDs): a subscription request over either bound is dropped
+and counted, not answered, since an answer to each stanza of a flood would
+itself be an amplifier. Each admitted subscriber draws two presences (the
+approval and the current state).
+
+Presence is never answered with an error, and errors are never answered at
+all, so bounces cannot start loops. Presence of the target itself is
+L{clientproxy.handlers.targetpresence.TargetPresence}'s.
+"""
+
+from twisted.logger import Logger
+from wokkel.subprotocols import XMPPHandler
+
+from clientproxy.routing.errors import DENIED, TOO_FAST
+from clientproxy.handlers.targetpresence import presenceStanza
+from clientproxy.xmpp.stanzas import bareOf, domainOf
+
+#: Default bounds of the service's subscribers: in all, and from one domain.
+MAX_SUBSCRIBERS = 10000
+MAX_SUBSCRIBERS_PER_DOMAIN = 1000
+
+
+class ServicePresence(XMPPHandler):
+    """
+    @ivar available: the state last shown to subscribers.
+    @ivar maxSubscribers: most subscribers in all (0: no bound).
+    @ivar maxSubscribersPerDomain: most from one domain (0: no bound).
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        component,
+        target,
+        resources,
+        store,
+        stats,
+        policy,
+        maxSubscribers=MAX_SUBSCRIBERS,
+        maxSubscribersPerDomain=MAX_SUBSCRIBERS_PER_DOMAIN,
+    ):
+        XMPPHandler.__init__(self)
+        self.maxSubscribers = maxSubscribers
+        self.maxSubscribersPerDomain = maxSubscribersPerDomain
+        self.policy = policy
+        self.component = component
+        self.target = target
+        self.resources = resources
+        self.store = store
+        self.stats = stats
+        self.available = False
+        resources.whenAdded(self._changed)
+        resources.whenRemoved(self._changed)
+
+    def connectionInitialized(self):
+        # After TargetPresence, which takes the target's own presence.
+        self.xmlstream.addRoute("presence", self.onPresence, priority=-1)
+        self.available = False
+
+    def connectionLost(self, reason):
+        XMPPHandler.connectionLost(self, reason)
+        self.available = False
+
+    def shutdown(self):
+        """
+        Show subscribers the service going away.
+        """
+        self._show(False)
+
+    def current(self, recipient):
+        """
+        The service's presence as it is now, for C{recipient}.
+        """
+        return presenceStanza(self.component, recipient, None if self.available else "unavailable")
+
+    def _refused(self, presence, sender, bare):
+        """
+        Whether the admission policy refuses a subscribe or probe: denied
+        senders are told C{unsubscribed}; too fast or unusable ones are
+        dropped (a flood gets no answers).
+        """
+        refusal = self.policy.refusal(sender)
+        if refusal is None:
+            return False
+        if refusal is DENIED:
+            self.send(presenceStanza(self.component, bare, "unsubscribed"))
+            self.stats.presence["subscriptions-refused"] += 1
+        elif refusal is TOO_FAST:
+            self.stats.drop(presence, "presence-too-fast")
+        else:
+            self.stats.drop(presence, "presence-refused")
+        return True
+
+    def _admitsSubscriber(self, bare):
+        """
+        Whether C{bare} is, or may become, a subscriber within the bounds.
+        """
+        store = self.store
+        if store.isSubscriber(bare):
+            return True
+        if self.maxSubscribers and store.subscriberCount() >= self.maxSubscribers:
+            return False
+        return not (
+            self.maxSubscribersPerDomain
+            and store.subscriberCount(domainOf(bare)) >= self.maxSubscribersPerDomain
+        )
+
+    def _changed(self, resource):
+        self._show(len(self.resources) > 0)
+
+    def _show(self, available):
+        """
+        Tell every subscriber when the service's state changes (unless the
+        change comes from presence another process received and told them
+        of, see L{clientproxy.state.redis.cluster}).
+        """
+        if available == self.available:
+            return
+        self.available = available
+        if self.resources.relaying:
+            return
+        subscribers = self.store.subscribers()
+        for subscriber in subscribers:
+            self.send(self.current(subscriber))
+        self.stats.presence["broadcasts"] += 1
+        self.log.info(
+            "The service is {state}; told {count} subscribers",
+            state="available" if available else "unavailable",
+            count=len(subscribers),
+        )
+
+    def onPresence(self, presence):
+        if presence.handled:
+            return
+        presence.handled = True
+        sender = presence.getAttribute("from")
+        if not sender:
+            self.stats.drop(presence, "no-address")
+            return
+        bare = bareOf(sender)
+        kind = presence.getAttribute("type")
+        if bare == self.target:
+            self.stats.drop(presence, "presence-from-target")
+            return
+        if kind in ("subscribe", "probe") and self._refused(presence, sender, bare):
+            return
+        if kind == "subscribe" and not self._admitsSubscriber(bare):
+            self.stats.drop(presence, "subscribers-over-limit")
+        elif kind == "subscribe":
+            self.store.addSubscriber(bare)
+            self.send(presenceStanza(self.component, bare, "subscribed"))
+            self.send(self.current(bare))
+            self.stats.presence["subscribed"] += 1
+        elif kind == "unsubscribe":
+            self.store.removeSubscriber(bare)
+            self.send(presenceStanza(self.component, bare, "unsubscribed"))
+            self.stats.presence["unsubscribed"] += 1
+        elif kind == "probe":
+            if self.store.isSubscriber(bare):
+                self.send(self.current(sender))
+                self.stats.presence["probes-answered"] += 1
+            else:
+                self.send(presenceStanza(self.component, bare, "unsubscribed"))
+                self.stats.presence["probes-refused"] += 1
+        else:
+            # available, unavailable, subscribed, unsubscribed, error:
+            # nothing to do, and nothing to answer.
+            self.stats.drop(presence, "presence-from-outsider")

@@ -1,0 +1,172 @@
+# -*- test-case-name: tests.test_config -*-
+"""
+Reloading the configuration file on SIGHUP, without dropping the connection
+or a request in flight.
+
+The file is read again with the same command line (so it is checked exactly
+as at start). For each running proxy, the settings that can change live are
+applied: access lists, rate and size limits, in-flight and subscriber
+bounds, the queue bounds, the resource filter, the strategy and the
+dispatch options, the timeout of new requests, the shutdown grace and the
+keepalive. What cannot (the component's address, the server, the secret,
+the data directory, TLS to the server, proxies added or removed) is named in the log as
+needing a restart. A file that does not load leaves the running
+configuration as it is, and the log says why.
+"""
+
+import signal
+
+from twisted.application import service
+from twisted.logger import Logger
+from twisted.python import usage
+
+from clientproxy.routing.strategies import makeStrategy
+
+#: Settings applied to a running proxy, by how.
+POLICY = (
+    "allow",
+    "deny",
+    "rate",
+    "burst",
+    "domain-rate",
+    "domain-burst",
+    "max-stanza-size",
+)
+LIVE = POLICY + (
+    "max-pending",
+    "max-pending-per-requester",
+    "max-pending-from-target",
+    "max-pending-bytes",
+    "max-subscribers",
+    "max-subscribers-per-domain",
+    "queue-per-sender",
+    "queue-size",
+    "resources",
+    "strategy",
+    "match-features",
+    "affinity",
+    "refusal-ttl",
+    "timeout",
+    "grace",
+    "keepalive",
+)
+#: Settings that need a restart.
+RESTART = ("target", "host", "port", "secret", "data-dir", "redis", "tls", "tls-name", "ca-file")
+
+
+def reconfigure(proxy, old, new):
+    """
+    Apply to C{proxy} what changed from options C{old} to C{new}.
+
+    @return: C{(applied, needing a restart)}, lists of option names.
+    """
+    changed = [key for key in LIVE if old[key] != new[key]]
+    restart = [key for key in RESTART if old[key] != new[key]]
+    parts = proxy.parts
+    if any(key in POLICY for key in changed):
+        parts.policy.configure(
+            new["allow"],
+            new["deny"],
+            new["rate"],
+            new["burst"],
+            new["max-stanza-size"],
+            new["domain-rate"],
+            new["domain-burst"],
+        )
+    table = parts.dispatcher.pending
+    table.maxPending = new["max-pending"]
+    table.maxPendingPerRequester = new["max-pending-per-requester"]
+    table.maxPendingFromTarget = new["max-pending-from-target"]
+    table.maxPendingBytes = new["max-pending-bytes"]
+    table.setTimeout(new["timeout"])
+    parts.servicePresence.maxSubscribers = new["max-subscribers"]
+    parts.servicePresence.maxSubscribersPerDomain = new["max-subscribers-per-domain"]
+    parts.messages.queuePerSender = new["queue-per-sender"]
+    parts.messages.queueSize = new["queue-size"]
+    proxy.grace = new["grace"]
+    parts.keepalive.setInterval(new["keepalive"])
+    selector = parts.dispatcher.selector
+    if "strategy" in changed:
+        selector.configure(strategy=makeStrategy(new["strategy"]))
+    if any(key in changed for key in ("match-features", "affinity", "refusal-ttl")):
+        selector.configure(
+            match=new["match-features"], affinity=new["affinity"], refusalTTL=new["refusal-ttl"]
+        )
+        parts.capabilities.setEnabled(new["match-features"] != "off")
+    if "resources" in changed:
+        parts.presence.refilter(new["resources"])
+    return changed, restart
+
+
+class ReloadService(service.Service):
+    """
+    Reads the configuration again on SIGHUP and applies it.
+
+    @ivar proxies: C{(proxy, the options it runs with)} pairs.
+    """
+
+    log = Logger()
+
+    def __init__(self, config, proxies, reactor=None):
+        if reactor is None:
+            from twisted.internet import reactor
+        self.config = config
+        self.proxies = proxies
+        self.reactor = reactor
+        self._previous = None
+
+    def startService(self):
+        service.Service.startService(self)
+        self._previous = signal.signal(signal.SIGHUP, self._onSignal)
+
+    def stopService(self):
+        if self._previous is not None:
+            signal.signal(signal.SIGHUP, self._previous)
+            self._previous = None
+        return service.Service.stopService(self)
+
+    def _onSignal(self, number, frame):
+        self.reactor.callFromThread(self.reload)
+
+    def reload(self):
+        """
+        Read the file again and apply what can be applied.
+        """
+        from clientproxy.tap import Options
+
+        path = self.config["config"]
+        fresh = Options()
+        try:
+            fresh.parseOptions(self.config.arguments)
+        except usage.UsageError as e:
+            self.log.error(
+                "Reload of {path} not applied, the running configuration stays: {why}",
+                path=path,
+                why=str(e),
+            )
+            return
+        byJID = {options["jid"]: options for options in fresh["proxies"]}
+        running = []
+        for proxy, old in self.proxies:
+            new = byJID.pop(proxy.jid, None)
+            if new is None:
+                self.log.warn(
+                    "Reload of {path}: proxy {jid} is no longer in the file; it keeps "
+                    "running until a restart",
+                    path=path,
+                    jid=proxy.jid,
+                )
+                running.append((proxy, old))
+                continue
+            applied, restart = reconfigure(proxy, old, new)
+            self.log.info(
+                "Reload of {path} for {jid}: applied {applied}; needing a restart: {restart}",
+                path=path,
+                jid=proxy.jid,
+                applied=", ".join(applied) or "nothing changed",
+                restart=", ".join(restart) or "nothing",
+            )
+            running.append((proxy, new))
+        for jid in byJID:
+            self.log.warn("Reload of {path}: new proxy {jid} needs a restart", path=path, jid=jid)
+        self.proxies = running

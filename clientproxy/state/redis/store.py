@@ -1,0 +1,388 @@
+# -*- test-case-name: tests.test_redisstore -*-
+"""
+The queue and the subscribers of one component in Redis (C{--redis URL}),
+shared by every process serving the component (see L{clientproxy.state.redis.cluster}
+and README "Several instances"), and the Redis plumbing they use.
+
+Several processes write at once, so each change is one Lua script, which
+Redis runs alone: a message is queued only if the queue's bounds (checked
+in the script) allow it, and a batch of queued messages is taken off the
+head of the queue by one process only, so each is delivered once. What the
+handlers read on the stanza path (the subscribers, the queue's lengths in
+all and per sender) is mirrored in memory: each script publishes what it
+changed on the component's channel, and the other processes apply it to
+their mirror (the writer has applied it already). The queued messages
+themselves stay in Redis only (10,000 of 64 KiB would not fit in memory):
+L{queued} returns a Deferred. L{recount} (on every connection to the
+server) reads it all back, as the mirror may have missed changes while the
+process was away.
+
+Redis unreachable: the process goes on serving from what it holds in
+memory. The client (L{clientproxy.state.redis.client}) reconnects by itself and keeps the writes
+made meanwhile, in order, until Redis answers again; reading the queue for
+a delivery waits for it too. A write Redis refuses is logged, once until
+one succeeds.
+
+Keys, for component C{c}: C{clientproxy:c:subscribers} (a set of bare
+JIDs), C{clientproxy:c:queue} (a list of C{sender NUL stanza}, oldest
+first: no stanza holds a NUL), C{clientproxy:c:senders} (a hash of queued
+messages per sender); notices on the channel C{clientproxy:c:events}.
+"""
+
+import secrets
+from collections import Counter
+from urllib.parse import urlparse
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from clientproxy.state.redis.client import Redis
+
+from clientproxy.state.sqlite import QUEUE_REFUSALS, SubscriberCounts
+
+#: Queue a message if the bounds allow: 1 when the queue is full, 2 when
+#: it holds its bound from this sender, 0 when queued.
+ENQUEUE = """
+local size, perSender = tonumber(ARGV[3]), tonumber(ARGV[4])
+if size > 0 and redis.call('LLEN', KEYS[1]) >= size then return 1 end
+if perSender > 0 and tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0') >= perSender then
+    return 2
+end
+redis.call('RPUSH', KEYS[1], ARGV[2])
+redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+redis.call('PUBLISH', ARGV[5], 'store\0' .. ARGV[6] .. '\0+q\0' .. ARGV[1])
+return 0
+"""
+
+#: Take up to ARGV[1] messages off the head of the queue.
+TAKE = """
+local entries = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
+if #entries == 0 then return entries end
+redis.call('LTRIM', KEYS[1], #entries, -1)
+local senders = {}
+for i, entry in ipairs(entries) do
+    local sender = string.sub(entry, 1, string.find(entry, '\0', 1, true) - 1)
+    senders[i] = sender
+    if redis.call('HINCRBY', KEYS[2], sender, -1) <= 0 then
+        redis.call('HDEL', KEYS[2], sender)
+    end
+end
+redis.call('PUBLISH', ARGV[2], 'store\0' .. ARGV[3] .. '\0-q\0' .. table.concat(senders, '\0'))
+return entries
+"""
+
+#: Put taken messages (ARGV[3...], oldest first) back at the head.
+GIVE_BACK = """
+local senders = {}
+for i = #ARGV, 3, -1 do
+    local entry = ARGV[i]
+    local sender = string.sub(entry, 1, string.find(entry, '\0', 1, true) - 1)
+    redis.call('LPUSH', KEYS[1], entry)
+    redis.call('HINCRBY', KEYS[2], sender, 1)
+    table.insert(senders, sender)
+end
+redis.call('PUBLISH', ARGV[1], 'store\0' .. ARGV[2] .. '\0+q\0' .. table.concat(senders, '\0'))
+"""
+
+#: Add (ARGV[3] '+') or remove ('-') a subscriber, and say so if it changed.
+SUBSCRIBER = """
+local changed
+if ARGV[3] == '+' then
+    changed = redis.call('SADD', KEYS[1], ARGV[4])
+else
+    changed = redis.call('SREM', KEYS[1], ARGV[4])
+end
+if changed == 1 then
+    redis.call('PUBLISH', ARGV[1], 'store\0' .. ARGV[2] .. '\0' .. ARGV[3] .. 's\0' .. ARGV[4])
+end
+"""
+
+
+def checkURL(url):
+    """
+    The C{(host, port, database)} of a C{redis://host[:port][/db]} URL.
+
+    @raise ValueError: it is not one.
+    """
+    parsed = urlparse(url)
+    if parsed.scheme != "redis" or not parsed.hostname:
+        raise ValueError("not a redis://host:port/db URL: %s" % (url,))
+    path = parsed.path.strip("/")
+    if path and not path.isdigit():
+        raise ValueError("the database must be a number: %s" % (url,))
+    return parsed.hostname, parsed.port or 6379, int(path or 0)
+
+
+def prefixOf(component):
+    """
+    The start of every Redis key and channel of C{component}.
+    """
+    return "clientproxy:%s:" % (component,)
+
+
+def connect(url, reactor=None, onConnected=None):
+    """
+    A L{Redis} client for C{url} (see L{checkURL}) that reconnects by
+    itself; commands wait until it is connected. C{onConnected}: see
+    L{Redis}.
+    """
+    host, port, db = checkURL(url)
+    return Redis(host, port, db, reactor, onConnected)
+
+
+class Listener:
+    """
+    A Redis connection subscribed to channels, that reconnects by itself
+    and subscribes again when it does; messages go to C{onMessage(channel,
+    message)}.
+
+    @ivar subscribed: whether the channels have been subscribed on a
+        connection (the first made, or a later one).
+    """
+
+    def __init__(self, url, onMessage, reactor=None):
+        self._channels = set()
+        self._onMessage = onMessage
+        self.subscribed = False
+        self._redis = connect(url, reactor, self._connected)
+
+    @defer.inlineCallbacks
+    def _connected(self, connection):
+        connection.listen(self._onMessage)
+        for channel in sorted(self._channels):
+            yield connection.execute("SUBSCRIBE", channel)
+        self.subscribed = True
+
+    def subscribe(self, channel):
+        if channel not in self._channels:
+            self._channels.add(channel)
+            self._redis.execute("SUBSCRIBE", channel).addErrback(lambda _: None)
+
+    def unsubscribe(self, channel):
+        if channel in self._channels:
+            self._channels.discard(channel)
+            self._redis.execute("UNSUBSCRIBE", channel).addErrback(lambda _: None)
+
+    def disconnect(self):
+        return self._redis.disconnect()
+
+
+class RedisStore:
+    """
+    @ivar redis: the L{clientproxy.state.redis.client.Redis} client.
+    @ivar origin: this store's id in the notices it publishes.
+    @ivar path: C{None}: no file, so no lock between processes (see
+        L{clientproxy.ops.standby.lockFor}).
+    """
+
+    log = Logger()
+    path = None
+
+    def __init__(self, redis, component):
+        self.redis = redis
+        prefix = prefixOf(component)
+        self._subscribersKey = prefix + "subscribers"
+        self._queueKey = prefix + "queue"
+        self._sendersKey = prefix + "senders"
+        self.channel = prefix + "events"
+        self.origin = secrets.token_hex(6)
+        self._subscribers = set()
+        self._counts = SubscriberCounts()
+        self._senders = Counter()
+        self._length = 0
+        self._failing = False
+
+    def close(self):
+        return self.redis.disconnect()
+
+    def _write(self, d):
+        def written(result):
+            if self._failing:
+                self._failing = False
+                self.log.info("Redis answers again")
+            return result
+
+        def failed(failure):
+            if not self._failing:
+                self._failing = True
+                self.log.error(
+                    "Writing to Redis failed ({why}); serving on from memory, and what is not "
+                    "written is missing for the other processes",
+                    why=failure.getErrorMessage(),
+                )
+
+        return d.addCallbacks(written, failed)
+
+    def recount(self):
+        """
+        Read the subscribers and the queue's lengths back from Redis.
+
+        @return: a Deferred that fires once they are read.
+        """
+        d = defer.gatherResults(
+            [
+                self.redis.execute("SMEMBERS", self._subscribersKey),
+                self.redis.execute("HGETALL", self._sendersKey),
+            ],
+            consumeErrors=True,
+        )
+
+        def loaded(results):
+            subscribers, senders = results
+            self._subscribers = set(subscribers)
+            self._counts = SubscriberCounts(self._subscribers)
+            pairs = zip(senders[::2], senders[1::2])
+            self._senders = Counter({s: int(n) for s, n in pairs if int(n) > 0})
+            self._length = sum(self._senders.values())
+
+        def failed(failure):
+            self.log.error(
+                "Reading the queue and subscribers from Redis failed ({why}); going on with "
+                "what this process holds",
+                why=failure.getErrorMessage(),
+            )
+
+        return d.addCallbacks(loaded, failed)
+
+    def noticed(self, message):
+        """
+        Apply a change another process published (C{store NUL origin NUL
+        change NUL arguments}) to the mirror.
+        """
+        _, origin, change, rest = message.split("\0", 3)
+        if origin == self.origin:
+            return
+        if change == "+q":
+            self._queued(rest.split("\0"), 1)
+        elif change == "-q":
+            self._queued(rest.split("\0"), -1)
+        elif change == "+s":
+            self._added(rest)
+        elif change == "-s":
+            self._removed(rest)
+
+    def _queued(self, senders, delta):
+        for sender in senders:
+            self._length += delta
+            count = self._senders[sender] + delta
+            if count > 0:
+                self._senders[sender] = count
+            else:
+                del self._senders[sender]
+
+    def enqueue(self, sender, stanza, queueSize=0, queuePerSender=0):
+        """
+        Queue C{stanza} from C{sender} if the bounds (0: none) allow.
+
+        @return: a Deferred that fires with C{None} once it is queued, or
+            with why the queue refused it.
+        """
+        d = self._write(
+            self.redis.eval(
+                ENQUEUE,
+                keys=[self._queueKey, self._sendersKey],
+                args=[
+                    sender,
+                    sender + "\0" + stanza,
+                    queueSize,
+                    queuePerSender,
+                    self.channel,
+                    self.origin,
+                ],
+            )
+        )
+
+        def done(answer):
+            if answer is None:
+                # Redis is unreachable: the message cannot be kept.
+                return "the queue cannot be reached"
+            if int(answer):
+                return QUEUE_REFUSALS[int(answer)]
+            self._queued([sender], 1)
+
+        return d.addCallback(done)
+
+    def queued(self, limit=-1):
+        """
+        Take the oldest queued messages, at most C{limit}, off the queue,
+        as C{(id, stanza)}: a Deferred. Taken, because another process may
+        be delivering too: each message goes to one of them. L{giveBack}
+        returns what could not be delivered.
+        """
+        d = self.redis.eval(
+            TAKE,
+            keys=[self._queueKey, self._sendersKey],
+            args=[limit if limit > 0 else 2**31, self.channel, self.origin],
+        )
+
+        def taken(entries):
+            batch = [tuple(entry.split("\0", 1)) for entry in entries]
+            self._queued([sender for sender, _ in batch], -1)
+            return batch
+
+        return d.addCallback(taken)
+
+    def delivered(self, ids):
+        """
+        Nothing to do: L{queued} took them off the queue already.
+        """
+
+    def giveBack(self, batch):
+        """
+        Put a batch from L{queued} back at the head of the queue, in order.
+        """
+        if batch:
+            self._queued([sender for sender, _ in batch], 1)
+            entries = [sender + "\0" + stanza for sender, stanza in batch]
+            self._write(
+                self.redis.eval(
+                    GIVE_BACK,
+                    keys=[self._queueKey, self._sendersKey],
+                    args=[self.channel, self.origin] + entries,
+                )
+            )
+
+    def queueLength(self, sender=None):
+        if sender is None:
+            return self._length
+        return self._senders.get(sender, 0)
+
+    def subscribers(self):
+        return sorted(self._subscribers)
+
+    def isSubscriber(self, jid):
+        return jid in self._subscribers
+
+    def subscriberCount(self, domain=None):
+        return self._counts.count(domain)
+
+    def _added(self, jid):
+        if jid not in self._subscribers:
+            self._subscribers.add(jid)
+            self._counts.add(jid)
+            return True
+        return False
+
+    def _removed(self, jid):
+        if jid in self._subscribers:
+            self._subscribers.discard(jid)
+            self._counts.remove(jid)
+            return True
+        return False
+
+    def _changeSubscriber(self, change, jid):
+        self._write(
+            self.redis.eval(
+                SUBSCRIBER,
+                keys=[self._subscribersKey],
+                args=[self.channel, self.origin, change, jid],
+            )
+        )
+
+    def addSubscriber(self, jid):
+        if self._added(jid):
+            self._changeSubscriber("+", jid)
+
+    def removeSubscriber(self, jid):
+        if self._removed(jid):
+            self._changeSubscriber("-", jid)

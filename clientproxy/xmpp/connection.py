@@ -1,0 +1,284 @@
+# -*- test-case-name: tests.test_connection -*-
+"""
+The component's connection to the server (XEP-0114), as an operator expects
+it to behave: back within seconds of the server, and clear about a refused
+handshake.
+
+L{wokkel.component.Component} is kept, with two changes:
+
+ - the reconnect back-off is capped at L{MAX_RECONNECT_DELAY} seconds
+   (Twisted's default cap is an hour), and restarts only once the handshake
+   succeeds, so a server that refuses the component is not hammered;
+ - a refused handshake (wrong secret, unknown component) is logged as such
+   and retried, instead of stopping the service: the server's configuration
+   may be fixed while the component keeps trying.
+
+The link may be direct TLS (L{TLSSettings}): the server's certificate is
+verified for a name with Twisted's C{optionsForClientTLS} (service-identity
+does the name checks); one it does not accept is logged as such and
+retried like a refused handshake.
+"""
+
+from OpenSSL import SSL
+from service_identity import VerificationError
+from twisted.application import service
+from twisted.internet import defer, ssl
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.logger import Logger
+from twisted.words.protocols.jabber import xmlstream
+from twisted.words.protocols.jabber.component import ConnectComponentAuthenticator
+from twisted.words.xish.xmlstream import XmlStreamFactoryMixin
+from wokkel.component import Component
+from wokkel.subprotocols import StreamManager
+
+from clientproxy.xmpp.stream import ProxyXmlStream
+
+#: Seconds: the longest wait between two connection attempts.
+MAX_RECONNECT_DELAY = 5.0
+#: Seconds: the wait before the first new attempt.
+INITIAL_RECONNECT_DELAY = 0.5
+
+#: Stream error conditions that mean the server refused the handshake, with
+#: what an operator should check (C{conflict}, another process connected as
+#: the component, is standing by: see L{ProxyComponent._onStreamError}).
+HANDSHAKE_REFUSALS = {
+    # ejabberd answers an unknown component name this way too.
+    "not-authorized": "check the component secret, and that the server has an "
+    "external component of that name",
+    "host-unknown": "the server has no external component of that name",
+}
+
+
+class TLSSettings:
+    """
+    Direct TLS to the server.
+
+    @ivar name: the name the server's certificate must be valid for.
+    @ivar caFile: a PEM file of the certificate authority to trust, or
+        C{None} for the system's trust store.
+    """
+
+    def __init__(self, name, caFile=None):
+        self.name = name
+        self.caFile = caFile
+
+    def creator(self):
+        """
+        The L{IOpenSSLClientConnectionCreator} for one connection.
+        """
+        if self.caFile is None:
+            trust = ssl.platformTrust()
+        else:
+            with open(self.caFile, "rb") as f:
+                trust = ssl.Certificate.loadPEM(f.read())
+        return ssl.optionsForClientTLS(self.name, trustRoot=trust)
+
+
+class ComponentFactory(xmlstream.XmlStreamFactory):
+    """
+    Reconnecting stream factory whose back-off is reset only by a
+    successful handshake (see L{ProxyComponent._authd}), not by a TCP
+    connection alone. Its streams are L{ProxyXmlStream}s on its clock,
+    counting what their parser drops in its stats.
+    """
+
+    noisy = False
+    initialDelay = INITIAL_RECONNECT_DELAY
+    maxDelay = MAX_RECONNECT_DELAY
+    protocol = ProxyXmlStream
+
+    def __init__(self, authenticator, clock, stats=None):
+        xmlstream.XmlStreamFactory.__init__(self, authenticator)
+        self.clock = clock
+        self.kwargs = {"clock": clock, "stats": stats}
+
+    def buildProtocol(self, addr):
+        return XmlStreamFactoryMixin.buildProtocol(self, addr)
+
+
+class ProxyComponent(Component):
+    """
+    The external component: a wokkel stream manager, connected to the server
+    with L{ComponentFactory}, carrying the handlers of one proxy.
+
+    @ivar parts: its L{clientproxy.assembly.Handlers}, and what they share.
+    @ivar stats: the L{clientproxy.ops.stats.Stats} of this component.
+    @ivar dispatcher: its L{clientproxy.handlers.dispatch.IQDispatcher}, drained on
+        stop.
+    @ivar store: its L{clientproxy.state.sqlite.Store}.
+    @ivar grace: seconds requests in flight get to be answered when the
+        service stops.
+    @ivar standby: the L{clientproxy.ops.standby.StandbyLock} on the store,
+        taken before connecting (a second process for the same store stands
+        by), or C{None}.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self, host, port, jid, secret, handlers, reactor=None, grace=5.0, tls=None, standby=None
+    ):
+        if reactor is None:
+            from twisted.internet import reactor
+        self.host = host
+        self.port = port
+        self.jid = jid
+        self.grace = grace
+        self.tls = tls
+        self.parts = handlers
+        self.stats = handlers.stats
+        self.dispatcher = handlers.dispatcher
+        self.store = handlers.store
+        self.standby = standby
+        self._connection = None
+        factory = ComponentFactory(
+            ConnectComponentAuthenticator(jid, secret), reactor, handlers.stats
+        )
+        factory.addBootstrap(xmlstream.STREAM_ERROR_EVENT, self._onStreamError)
+        StreamManager.__init__(self, factory, reactor)
+        self._authenticated = False
+        self._everConnected = False
+        self._standingBy = False
+        for handler in handlers.all():
+            handler.setHandlerParent(self)
+
+    def startService(self):
+        """
+        Connect to the server, once this process holds the store's lock
+        (at once, unless another process does: then when it is gone).
+        """
+        if self.standby is None:
+            Component.startService(self)
+            return
+        service.Service.startService(self)
+        self.standby.acquire(self._connect)
+
+    def _connect(self):
+        if self.running:
+            self._connection = self._getConnection()
+
+    def stopService(self):
+        """
+        Stop gracefully: take no new requests, give those in flight
+        L{grace} seconds, answer what is left, show the service unavailable
+        to its subscribers, then close the connection. Queued messages stay
+        in the store.
+
+        @return: a Deferred that fires once the connection is being closed
+            (twistd waits for it before it exits).
+        """
+        if self.xmlstream is None:
+            drained = defer.succeed(None)
+        else:
+            drained = self.dispatcher.shutdown(self._reactor, self.grace)
+
+        def close(_):
+            if self.xmlstream is not None:
+                self.parts.servicePresence.shutdown()
+            if self._connection is None:
+                # Standing by: never connected.
+                service.Service.stopService(self)
+            else:
+                Component.stopService(self)
+            if self.standby is not None:
+                self.standby.release()
+            if self.parts.cluster is not None:
+                return self.parts.cluster.stop()
+
+        return drained.addBoth(close)
+
+    def _getConnection(self):
+        factory = self.factory
+        if self.tls is not None:
+            factory = TLSMemoryBIOFactory(self.tls.creator(), True, factory)
+        return self._reactor.connectTCP(self.host, self.port, factory)
+
+    def _authd(self, xs):
+        self.factory.resetDelay()
+        self._authenticated = True
+        if self._everConnected:
+            self.stats.reconnects += 1
+        self._everConnected = True
+        self.log.info(
+            "Connected to {host}:{port} as {jid}",
+            host=self.host,
+            port=self.port,
+            jid=self.jid,
+        )
+        if self._standingBy:
+            self._standingBy = False
+            self.log.info("Took over component {jid} from the process that held it", jid=self.jid)
+        # Another process sharing the store (the one this one stood by for)
+        # may have changed the queue and the subscribers since they were
+        # read; a store in Redis reads them back asynchronously, and the
+        # queue is delivered once they are.
+        defer.maybeDeferred(self.store.recount).addCallback(
+            lambda _: self.parts.messages.deliverQueued()
+        )
+        # wokkel's Component._authd wraps the stream's send in a function
+        # that gives every element without a from the component's; the
+        # stream does the same itself, without a call more per stanza.
+        xs.defaultFrom = self.jid
+        StreamManager._authd(self, xs)
+        # The stream manager's own IQ response tracking (for
+        # StreamManager.request) is unused: replies are matched by the
+        # dispatcher's pending table. Two XPath checks less per stanza.
+        xs.removeObserver('/iq[@type="result"]', self._onIQResponse)
+        xs.removeObserver('/iq[@type="error"]', self._onIQResponse)
+
+    def _disconnected(self, reason):
+        if (
+            self.tls is not None
+            and reason is not None
+            and reason.check(SSL.Error, VerificationError)
+        ):
+            self.log.error(
+                "TLS with {host}:{port} failed: the server's certificate is not accepted "
+                "for {name} ({why}); trying again",
+                host=self.host,
+                port=self.port,
+                name=self.tls.name,
+                why=reason.getErrorMessage(),
+            )
+        elif self._authenticated and self.running:
+            self.log.warn(
+                "Connection to the server lost ({reason}); reconnecting",
+                reason=reason.getErrorMessage(),
+            )
+        self._authenticated = False
+        Component._disconnected(self, reason)
+
+    def _onStreamError(self, reason):
+        condition = getattr(reason.value, "condition", None)
+        if not self._authenticated and condition == "conflict":
+            # Another process holds the component (Prosody keeps one
+            # connection per component and refuses a second): stand by,
+            # and take over when it goes. Said once, not at every attempt.
+            if not self._standingBy:
+                self._standingBy = True
+                self.log.info(
+                    "Another process is connected as component {jid} (the server refused "
+                    "this one with conflict): standing by, trying again every {delay:.0f} s "
+                    "at most",
+                    jid=self.jid,
+                    delay=self.factory.maxDelay,
+                )
+        elif not self._authenticated:
+            self.log.error(
+                "The server refused the handshake of component {jid} ({condition}): "
+                "{hint}; trying again",
+                jid=self.jid,
+                condition=condition,
+                hint=HANDSHAKE_REFUSALS.get(condition, "see the server's log"),
+            )
+        else:
+            self.log.error("Stream error from the server: {condition}", condition=condition)
+
+    def initializationFailed(self, reason):
+        """
+        Stream initialisation failed: log it and drop the connection, so the
+        factory tries again (wokkel would stop the service for good).
+        """
+        self.log.failure("Stream initialisation failed", reason)
+        if self.xmlstream is not None:
+            self.xmlstream.transport.loseConnection()
