@@ -5,7 +5,7 @@ handlers send, and a way to feed them stanzas as the server would.
 
 import xml.etree.ElementTree as ElementTree
 
-from twisted.internet import task
+from twisted.internet import defer, reactor, task
 from twisted.internet.testing import StringTransport
 from twisted.words.protocols.jabber import xmlstream
 from twisted.words.protocols.jabber.error import STANZA_CONDITIONS
@@ -186,6 +186,27 @@ class Harness:
             "<iq type='%s' id='%s' from='%s/%s' to='%s/%s'>%s</iq>"
             % (kind, stanzaID, TARGET, resource, COMPONENT, requester, payload)
         )
+
+
+@defer.inlineCallbacks
+def waitFor(condition, what=None, timeout=15.0):
+    """
+    Wait on the real reactor until C{condition()} (a value, or a Deferred of
+    one) is true, checking every 20 ms; fail after C{timeout} seconds,
+    saying C{what} was waited for. The one polling helper of the tests:
+    what runs on the real reactor (servers, Redis, child processes) is
+    waited for with it, with a bound.
+
+    @return: a Deferred that fires with the true value.
+    """
+    deadline = reactor.seconds() + timeout
+    while True:
+        value = yield defer.maybeDeferred(condition)
+        if value:
+            return value
+        if reactor.seconds() > deadline:
+            raise AssertionError("waited %s s for %s" % (timeout, what or condition))
+        yield task.deferLater(reactor, 0.02, lambda: None)
 
 
 def errorCondition(stanza):

@@ -10,7 +10,10 @@ one test case per server from each set of tests, so that the same tests run
 against both servers.
 """
 
-from twisted.internet import defer, reactor, task
+import os
+import signal
+
+from twisted.internet import defer, reactor
 from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
@@ -18,6 +21,8 @@ from clientproxy.assembly import makeProxy
 from clientproxy.testing.client import Client
 from clientproxy.testing.ejabberd import ThrowawayEjabberd
 from clientproxy.testing.prosody import ThrowawayProsody
+from clientproxy.testing.twistd import ComponentProcess
+from tests.helpers import waitFor
 
 DOMAIN = "localhost"
 COMPONENT = "proxy.localhost"
@@ -125,17 +130,12 @@ class ServerTestCase(unittest.TestCase):
             proxy.stopService()
         yield self.waitUntil(lambda: proxy.xmlstream is None, "the component to disconnect")
 
-    @defer.inlineCallbacks
     def waitUntil(self, condition, what, seconds=WAIT):
         """
-        Wait until C{condition()} is true, checking every 20 ms, for at most
-        C{seconds}.
+        Wait until C{condition()} is true, for at most C{seconds}
+        (L{tests.helpers.waitFor}).
         """
-        deadline = reactor.seconds() + seconds
-        while not condition():
-            if reactor.seconds() > deadline:
-                raise AssertionError("waited %s s for %s" % (seconds, what))
-            yield task.deferLater(reactor, 0.02, lambda: None)
+        return waitFor(condition, what, seconds)
 
     def logEvents(self):
         """
@@ -160,3 +160,110 @@ def onEveryServer(*testSets):
             name = "%sOn%s" % (tests.__name__, server.name.capitalize())
             cases[name] = type(name, (tests, ServerTestCase), {"serverClass": server})
     return cases
+
+
+#: Seconds the target holds each request in the tests of requests in
+#: flight when a process is killed.
+HOLD = 6.0
+
+
+def bodies(client, text):
+    return [m for m in client.messages if str(m.body or "") == text]
+
+
+class Processes:
+    """
+    clientproxy processes (twistd) for the test's component.
+    """
+
+    timeout = 120
+
+    def startProcess(self, directory, process=None, more=()):
+        """
+        Start C{process} (a new L{ComponentProcess} by default) for the
+        component, with C{directory} as its data directory, and C{more}
+        options.
+        """
+        process = process or ComponentProcess()
+        self.addCleanup(process.stop)
+        process.start(
+            [
+                "--jid",
+                COMPONENT,
+                "--target",
+                TARGET,
+                "--secret",
+                SECRET,
+                "--port",
+                str(self.server.componentPort),
+                "--data-dir",
+                directory,
+            ]
+            + list(more),
+            directory,
+        )
+        return process
+
+    def newDirectory(self):
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        return directory
+
+    @defer.inlineCallbacks
+    def takeOver(self, directories, more=(), queued=None):
+        """
+        The scenario of a takeover: a first process connects and a second
+        stands by; alice subscribes to the service and sends a message while
+        the target is offline (the first queues it: C{queued()} becomes 1);
+        the first is killed with SIGKILL; the second takes over (within 10
+        s), delivers the queued message exactly once when the target comes
+        online, tells alice the service is available, and serves a request.
+        """
+        first = self.startProcess(directories[0], more=more)
+        yield first.waitForLine(lambda line: "Connected to" in line)
+        second = ComponentProcess()
+        standing = second.waitForLine(lambda line: "standing by" in line)
+        self.startProcess(directories[1], second, more=more)
+        yield standing
+
+        alice = yield self.connect("alice", "x")
+        subscribed = alice.waitFor(
+            lambda s: (
+                s.name == "presence"
+                and s.getAttribute("type") == "subscribed"
+                and s.getAttribute("from") == COMPONENT
+            )
+        )
+        alice.sendPresence("subscribe", to=COMPONENT)
+        yield withTimeout(subscribed, what="the first process to accept the subscription")
+        alice.sendMessage(COMPONENT, "while away", stanzaID="m1")
+        yield self.waitFor(queued, 1, "the message to be queued")
+
+        took = second.waitForLine(lambda line: "Took over" in line, timeout=20)
+        killed = reactor.seconds()
+        os.kill(first.pid, signal.SIGKILL)
+        yield took
+        self.assertLess(reactor.seconds() - killed, 10)
+
+        svc = yield self.connect("svc", "a")
+        yield self.waitUntil(lambda: bodies(svc, "while away"), "the queued message")
+        alice.sendMessage(COMPONENT, "live", stanzaID="m2")
+        yield self.waitUntil(lambda: bodies(svc, "live"), "a live message")
+        self.assertEqual(len(bodies(svc, "while away")), 1)
+        yield self.waitFor(queued, 0, "the queue to be empty")
+        yield self.waitUntil(
+            lambda: any(
+                p.getAttribute("from") == COMPONENT and p.getAttribute("type") is None
+                for p in alice.presences
+            ),
+            "the subscriber to hear the service is available",
+        )
+        reply = yield withTimeout(alice.request(COMPONENT), what="a request through the second")
+        self.assertEqual(reply["type"], "result")
+
+    def waitFor(self, read, value, what):
+        """
+        Wait until C{read()} (a value, or a Deferred of one) gives C{value}
+        (L{tests.helpers.waitFor}).
+        """
+        return waitFor(lambda: defer.maybeDeferred(read).addCallback(lambda v: v == value), what)

@@ -17,9 +17,8 @@ from clientproxy.state.redis.cluster import HEARTBEAT
 from clientproxy.ops.metrics import readiness
 from clientproxy.state.redis.store import Listener, RedisStore, connect
 from clientproxy.testing.redis import startRedis
-from tests.helpers import COMPONENT, TARGET, Harness, errorCondition
-from tests.test_properties import RECIPIENTS, RESOURCES, attribute, stanzas
-from tests.xmlgen import readStanzas
+from tests.helpers import COMPONENT, TARGET, Harness, errorCondition, waitFor
+from tests.xmlgen import RECIPIENTS, RESOURCES, attribute, readStanzas, stanzas
 
 REQUESTER = "alice@example.org/abc"
 
@@ -46,19 +45,6 @@ def readinessOf(process):
     """
     _, report = readiness([Connected(process)])
     return report["proxies"][COMPONENT]["unmet"]
-
-
-@defer.inlineCallbacks
-def waitFor(condition, timeout=5.0):
-    """
-    Wait until C{condition()} is true (Redis and its channels answer on
-    the real reactor), at most C{timeout} seconds.
-    """
-    for _ in range(int(timeout / 0.01)):
-        if condition():
-            return
-        yield deferLater(reactor, 0.01, lambda: None)
-    raise AssertionError("not within %s s: %r" % (timeout, condition))
 
 
 class SharedProcesses(unittest.TestCase):

@@ -18,8 +18,7 @@ from twisted.internet import defer, reactor, task
 from clientproxy.testing.client import heldFor
 from clientproxy.testing.ejabberd import ThrowawayEjabberd
 from clientproxy.testing.redis import startRedis
-from tests.integration import COMPONENT, ServerTestCase, withTimeout
-from tests.test_integration_standby import HOLD, Processes
+from tests.integration import HOLD, COMPONENT, Processes, ServerTestCase, withTimeout
 
 
 class SeveralActiveOnEjabberd(Processes, ServerTestCase):

@@ -7,87 +7,17 @@ sent to an address it should not go to, and no error answers an error.
 
 from hypothesis import given, settings, strategies as st
 from twisted.trial import unittest
-from twisted.words.xish.domish import escapeToXml
 
 from clientproxy.xmpp.jat import MAX_PART_BYTES, Translator
 from tests.helpers import COMPONENT, TARGET, Harness
-from tests.xmlgen import declaredPrefixes, elements, infoset, payloads, readStanzas
-
-OUTSIDERS = ["alice@example.org/abc", "bob@example.org", "example.org", "carol@example.org/c/d"]
-RESOURCES = [TARGET + "/a", TARGET + "/b", TARGET + "/unknown", TARGET]
-WEIRD = ["", "@x", "a@b@c", "x" * 1100 + "@example.org/r", "\u2603@example.org/s"]
-SENDERS = OUTSIDERS + RESOURCES + WEIRD
-RECIPIENTS = [
-    COMPONENT,
-    COMPONENT + "/alice@example.org/abc",
-    COMPONENT + "/bob@example.org",
-    COMPONENT + "/a@b@c",
-    COMPONENT + "/" + COMPONENT,
-    COMPONENT + "/",
-    "other.example.org",
-]
-TYPES = [
-    None,
-    "",
-    "get",
-    "set",
-    "result",
-    "error",
-    "chat",
-    "normal",
-    "headline",
-    "groupchat",
-    "subscribe",
-    "subscribed",
-    "unsubscribe",
-    "unsubscribed",
-    "probe",
-    "unavailable",
-    "bogus",
-]
-CHILDREN = [
-    "<query xmlns='urn:x'/>",
-    "<query xmlns='urn:x'><item a='&lt;&amp;'>t</item></query>",
-    "<body>hi</body>",
-    "<error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>",
-    "<error type='cancel'><feature-not-implemented xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>"
-    "</error>",
-    "<query xmlns='http://jabber.org/protocol/disco#info'><feature var='urn:x'/></query>",
-    "<c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='n' ver='v'/>",
-    "<priority>5</priority>",
-    "<private xmlns='urn:xmpp:carbons:2'/>",
-    "text",
-]
-
-
-def attribute(name, value):
-    return "" if value is None else " %s='%s'" % (name, escapeToXml(value, True))
-
-
-stanzas = st.builds(
-    lambda kind, type_, sender, recipient, ident, children: (
-        "<%s%s%s%s%s>%s</%s>"
-        % (
-            kind,
-            attribute("type", type_),
-            attribute("from", sender),
-            attribute("to", recipient),
-            attribute("id", ident),
-            "".join(children),
-            kind,
-        ),
-        kind,
-        type_,
-        sender,
-    ),
-    st.sampled_from(["iq", "message", "presence", "foo"]),
-    st.sampled_from(TYPES),
-    st.one_of(st.none(), st.sampled_from(SENDERS)),
-    st.one_of(st.none(), st.sampled_from(RECIPIENTS)),
-    st.one_of(st.none(), st.sampled_from(["1", "2", "cp1", ""])),
-    st.lists(st.sampled_from(CHILDREN), max_size=3),
+from tests.xmlgen import (
+    declaredPrefixes,
+    elements,
+    infoset,
+    payloads,
+    readStanzas,
+    stanzas,
 )
-
 
 class TranslatorProperties(unittest.TestCase):
     # No deadline: a loaded CI machine must not turn a slow example into a
