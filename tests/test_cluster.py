@@ -31,7 +31,7 @@ class Connected:
 
     standby = None
     xmlstream = object()
-    _authenticated = True
+    authenticated = True
     jid = COMPONENT
 
     def __init__(self, harness):

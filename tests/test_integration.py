@@ -330,7 +330,7 @@ class HandshakeTests:
             lambda: any(e.get("condition") == "not-authorized" for e in events),
             "the refusal to be logged",
         )
-        self.assertFalse(proxy._authenticated)
+        self.assertFalse(proxy.authenticated)
         self.assertTrue(proxy.running)
         for event in events:
             self.assertNotIn("wrong", repr(event))
@@ -349,7 +349,7 @@ class HandshakeTests:
             ),
             "the refusal to be logged",
         )
-        self.assertFalse(proxy._authenticated)
+        self.assertFalse(proxy.authenticated)
         self.assertTrue(proxy.running)
 
 

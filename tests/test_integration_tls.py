@@ -58,7 +58,7 @@ class TLSTests:
             lambda: len([e for e in events if "TLS with" in e.get("log_format", "")]) >= 2,
             "two refused attempts",
         )
-        self.assertFalse(proxy._authenticated)
+        self.assertFalse(proxy.authenticated)
         [first] = [e for e in events if "TLS with" in e.get("log_format", "")][:1]
         self.assertEqual((first["name"], first["log_level"].name), ("other.example", "error"))
         self.flushLoggedErrors()

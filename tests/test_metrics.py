@@ -18,7 +18,7 @@ from clientproxy.assembly import makeProxy
 
 def proxy(jid="proxy.example.org"):
     p = makeProxy(jid, "svc@example.org", "s", reactor=MemoryReactorClock())
-    p._authenticated = False
+    p.authenticated = False
     return p
 
 
@@ -124,7 +124,7 @@ class RenderTests(unittest.TestCase):
         self.assertEqual(health([p])[0], False)
         self.assertIn("not connected", health([p])[1])
         p.xmlstream = object()
-        p._authenticated = True
+        p.authenticated = True
         self.assertIn("no resource", health([p])[1])
         p.dispatcher.resources.update("svc@example.org/a", "a", 0)
         self.assertEqual(health([p]), (True, "ok"))
@@ -154,7 +154,7 @@ class RenderTests(unittest.TestCase):
         self.assertEqual(len(unmet), 4)
         self.assertIn("presence subscription to svc@example.org approved (it is none)", unmet)
         p.xmlstream = object()
-        p._authenticated = True
+        p.authenticated = True
         p.parts.presence.subscription = "pending"
         p.dispatcher.resources.update("svc@example.org/a", "a", 0)
         ready, report = readiness([p])

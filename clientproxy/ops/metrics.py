@@ -100,7 +100,7 @@ class ProxyCollector:
         yield gauge(
             "clientproxy_connected",
             "1 while connected to the server.",
-            lambda p: int(p.xmlstream is not None and p._authenticated),
+            lambda p: int(p.xmlstream is not None and p.authenticated),
         )
         requests = CounterMetricFamily(
             "clientproxy_resource_requests",
@@ -209,7 +209,7 @@ def health(proxies):
     C{(healthy, reason)} for C{proxies}.
     """
     for p in proxies:
-        if p.xmlstream is None or not p._authenticated:
+        if p.xmlstream is None or not p.authenticated:
             return False, "%s: not connected to the server" % (p.jid,)
         if not len(p.dispatcher.resources):
             return False, "%s: no resource of the target is available" % (p.jid,)
@@ -228,7 +228,7 @@ def readiness(proxies):
             unmet.append("the store's lock held (another process holds it: standing by)")
         if p.xmlstream is None:
             unmet.append("connected to the server")
-        if not p._authenticated:
+        if not p.authenticated:
             unmet.append("handshake with the server done")
         subscription = p.parts.presence.subscription
         if subscription != APPROVED:

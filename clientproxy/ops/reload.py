@@ -103,6 +103,9 @@ class ReloadService(service.Service):
     Reads the configuration again on SIGHUP and applies it.
 
     @ivar proxies: C{(proxy, the options it runs with)} pairs.
+    @ivar config: the process's parsed options; the file is read again by
+        a new instance of their class, with the same arguments (so this
+        module needs no import of L{clientproxy.tap}).
     """
 
     log = Logger()
@@ -132,10 +135,8 @@ class ReloadService(service.Service):
         """
         Read the file again and apply what can be applied.
         """
-        from clientproxy.tap import Options
-
         path = self.config["config"]
-        fresh = Options()
+        fresh = self.config.__class__()
         try:
             fresh.parseOptions(self.config.arguments)
         except usage.UsageError as e:

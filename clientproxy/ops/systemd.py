@@ -67,7 +67,7 @@ class SystemdNotifier(service.Service):
         self._sentReady = False
         self._watchdog = None
         for proxy in proxies:
-            proxy.factory.addBootstrap(xmlstream.STREAM_AUTHD_EVENT, self._authenticated)
+            proxy.factory.addBootstrap(xmlstream.STREAM_AUTHD_EVENT, self._onAuthenticated)
 
     def notify(self, message):
         if self.address is None:
@@ -99,7 +99,7 @@ class SystemdNotifier(service.Service):
             self._watchdog.stop()
         return service.Service.stopService(self)
 
-    def _authenticated(self, xs):
+    def _onAuthenticated(self, xs):
         self._ready.add(xs.factory)
         self._standingBy.discard(xs.factory)
         self._check()

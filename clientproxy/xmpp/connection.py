@@ -108,6 +108,8 @@ class ProxyComponent(Component):
     @ivar store: its L{clientproxy.state.sqlite.Store}.
     @ivar grace: seconds requests in flight get to be answered when the
         service stops.
+    @ivar authenticated: whether the current connection has completed its
+        handshake (what the health endpoints and the readiness report read).
     @ivar standby: the L{clientproxy.ops.standby.StandbyLock} on the store,
         taken before connecting (a second process for the same store stands
         by), or C{None}.
@@ -136,7 +138,7 @@ class ProxyComponent(Component):
         )
         factory.addBootstrap(xmlstream.STREAM_ERROR_EVENT, self._onStreamError)
         StreamManager.__init__(self, factory, reactor)
-        self._authenticated = False
+        self.authenticated = False
         self._everConnected = False
         self._standingBy = False
         for handler in handlers.all():
@@ -195,7 +197,7 @@ class ProxyComponent(Component):
 
     def _authd(self, xs):
         self.factory.resetDelay()
-        self._authenticated = True
+        self.authenticated = True
         if self._everConnected:
             self.stats.reconnects += 1
         self._everConnected = True
@@ -240,17 +242,17 @@ class ProxyComponent(Component):
                 name=self.tls.name,
                 why=reason.getErrorMessage(),
             )
-        elif self._authenticated and self.running:
+        elif self.authenticated and self.running:
             self.log.warn(
                 "Connection to the server lost ({reason}); reconnecting",
                 reason=reason.getErrorMessage(),
             )
-        self._authenticated = False
+        self.authenticated = False
         Component._disconnected(self, reason)
 
     def _onStreamError(self, reason):
         condition = getattr(reason.value, "condition", None)
-        if not self._authenticated and condition == "conflict":
+        if not self.authenticated and condition == "conflict":
             # Another process holds the component (Prosody keeps one
             # connection per component and refuses a second): stand by,
             # and take over when it goes. Said once, not at every attempt.
@@ -263,7 +265,7 @@ class ProxyComponent(Component):
                     jid=self.jid,
                     delay=self.factory.maxDelay,
                 )
-        elif not self._authenticated:
+        elif not self.authenticated:
             self.log.error(
                 "The server refused the handshake of component {jid} ({condition}): "
                 "{hint}; trying again",
