@@ -15,25 +15,17 @@ from twisted.application import service
 from twisted.python import usage
 from twisted.words.protocols.jabber.jid import JID, InvalidFormat
 
-from clientproxy.xmpp.connection import TLSSettings
+from clientproxy.assembly import makeProxy
+from clientproxy.ops import settings
 from clientproxy.ops.config import ConfigError, proxyArguments, proxyName, readConfig
-from clientproxy.handlers.keepalive import DEFAULT_INTERVAL
-from clientproxy.handlers.messages import QUEUE_PER_SENDER, QUEUE_SIZE
-from clientproxy.routing.pending import (
-    MAX_PENDING,
-    MAX_PENDING_BYTES,
-    MAX_PENDING_FROM_TARGET,
-    MAX_PENDING_PER_REQUESTER,
-)
 from clientproxy.ops.metrics import metricsService
-from clientproxy.state.redis.store import checkURL as checkRedisURL
 from clientproxy.ops.reload import ReloadService
-from clientproxy.routing.policy import MAX_STANZA_SIZE, normalise, readAccessFile
-from clientproxy.routing.selection import AUTO, MATCH_MODES, REFUSAL_TTL, Affinity
-from clientproxy.assembly import DEFAULT_TIMEOUT, makeProxy
-from clientproxy.handlers.servicepresence import MAX_SUBSCRIBERS, MAX_SUBSCRIBERS_PER_DOMAIN
-from clientproxy.routing.strategies import DEFAULT, availableStrategies
 from clientproxy.ops.systemd import SystemdNotifier, notifySocket
+from clientproxy.routing.policy import normalise, readAccessFile
+from clientproxy.routing.selection import MATCH_MODES, Affinity
+from clientproxy.routing.strategies import availableStrategies
+from clientproxy.state.redis.store import checkURL as checkRedisURL
+from clientproxy.xmpp.connection import TLSSettings
 
 SECRET_ENVIRONMENT = "CLIENTPROXY_SECRET"
 
@@ -62,138 +54,8 @@ class Options(usage.Options):
         "environment variable %s." % (SECRET_ENVIRONMENT,)
     )
 
-    optParameters = [
-        [
-            "config",
-            None,
-            None,
-            "A TOML file of [[proxy]] tables (see contrib/clientproxy.toml); re-read on SIGHUP.",
-        ],
-        ["jid", None, None, "The component's JID, e.g. proxy.example.org."],
-        ["target", None, None, "The bare JID of the account implementing the service."],
-        ["secret-file", None, None, "A file holding the component secret."],
-        ["secret", None, None, "The component secret (prefer --secret-file)."],
-        ["host", None, "127.0.0.1", "The server's component host."],
-        [
-            "tls-name",
-            None,
-            None,
-            "With --tls: the name the server's certificate must be valid for (default: --host).",
-        ],
-        [
-            "ca-file",
-            None,
-            None,
-            "With --tls: a PEM file of the certificate authority to trust (default: the system's).",
-        ],
-        ["port", None, 5347, "The server's component port.", int],
-        ["timeout", None, DEFAULT_TIMEOUT, "Seconds a request waits for its reply.", float],
-        ["strategy", None, DEFAULT, "How a resource is chosen (see --help-strategies)."],
-        ["resources", None, None, "Only resources whose name matches this regular expression."],
-        [
-            "match-features",
-            None,
-            AUTO,
-            "auto: only resources advertising the request's namespace, when any does; "
-            "strict: only those; off: every resource.",
-        ],
-        [
-            "refusal-ttl",
-            None,
-            REFUSAL_TTL,
-            "Seconds a resource that refused a namespace is not offered it (0: off).",
-            float,
-        ],
-        [
-            "affinity",
-            None,
-            "none",
-            "Same key, same resource: none, requester, bare-requester or attribute:NAME.",
-        ],
-        ["data-dir", None, ".", "Where queued messages and service subscribers are kept."],
-        [
-            "redis",
-            None,
-            None,
-            "Share the requests in flight, the target's resources, queued messages and service "
-            "subscribers in Redis (redis://host:port/db) with the other processes serving the "
-            "component (see README, Several instances).",
-        ],
-        [
-            "queue-per-sender",
-            None,
-            QUEUE_PER_SENDER,
-            "Most messages queued from one sender while the target is offline.",
-            int,
-        ],
-        ["queue-size", None, QUEUE_SIZE, "Most messages queued in all.", int],
-        ["grace", None, 5.0, "Seconds requests in flight get to finish on shutdown.", float],
-        ["max-pending", None, MAX_PENDING, "Most requests in flight in all (0: no bound).", int],
-        [
-            "max-pending-per-requester",
-            None,
-            MAX_PENDING_PER_REQUESTER,
-            "Most requests in flight from one bare JID (0: no bound).",
-            int,
-        ],
-        [
-            "max-pending-from-target",
-            None,
-            MAX_PENDING_FROM_TARGET,
-            "Most requests started by the target in flight (0: no bound).",
-            int,
-        ],
-        [
-            "max-pending-bytes",
-            None,
-            MAX_PENDING_BYTES,
-            "Most bytes the requests in flight keep, in all: requests, addresses and ids "
-            "(0: no bound).",
-            int,
-        ],
-        [
-            "max-subscribers",
-            None,
-            MAX_SUBSCRIBERS,
-            "Most subscribers to the service's presence (0: no bound).",
-            int,
-        ],
-        [
-            "max-subscribers-per-domain",
-            None,
-            MAX_SUBSCRIBERS_PER_DOMAIN,
-            "Most subscribers from one domain (0: no bound).",
-            int,
-        ],
-        ["rate", None, 0.0, "Stanzas a second one bare JID may send (0: no limit).", float],
-        ["burst", None, None, "Stanzas one bare JID may send at once (default: the rate).", float],
-        [
-            "domain-rate",
-            None,
-            None,
-            "Stanzas a second one domain may send (default: 10 x --rate; 0: no limit).",
-            float,
-        ],
-        [
-            "domain-burst",
-            None,
-            None,
-            "Stanzas one domain may send at once (default: 10 x --burst).",
-            float,
-        ],
-        [
-            "keepalive",
-            None,
-            DEFAULT_INTERVAL,
-            "Seconds of silence from the server before it is pinged; the link is "
-            "dropped after as many more without an answer (0: off).",
-            float,
-        ],
-        ["max-stanza-size", None, MAX_STANZA_SIZE, "Largest stanza forwarded, in bytes.", int],
-        ["access-file", None, None, "A file of 'allow JID' and 'deny JID' lines."],
-        ["metrics-port", None, 0, "Serve /metrics and /health on this port (0: off).", int],
-        ["metrics-interface", None, "127.0.0.1", "The address the metrics endpoint listens on."],
-    ]
+    optParameters = settings.optParameters()
+    optFlags = settings.optFlags()
 
     def __init__(self):
         usage.Options.__init__(self)
@@ -208,18 +70,10 @@ class Options(usage.Options):
         """This bare JID or domain may not use the service (repeatable)."""
         self["deny"].append(entry)
 
-    optFlags = [
-        ["help-strategies", None, "List the dispatch strategies and exit."],
-        ["tls", None, "Connect to the server with direct TLS and verify its certificate."],
-    ]
-
     def opt_help_strategies(self):
         for name, plugin in sorted(availableStrategies().items()):
             print("%-16s %s" % (name, plugin.description))
         raise SystemExit(0)
-
-    #: Options that concern the process, not one proxy.
-    PROCESS_OPTIONS = ("config", "metrics-port", "metrics-interface")
 
     def parseOptions(self, options=None):
         if options is None:
@@ -235,11 +89,13 @@ class Options(usage.Options):
         The type of each per-proxy option's value: C{int}, C{float}, C{str}
         or C{bool} (a flag).
         """
-        kinds = {"tls": bool}
-        for name, _, _, _, *coerce in self.optParameters:
-            if name not in self.PROCESS_OPTIONS:
-                kinds[name] = coerce[0] if coerce and coerce[0] in (int, float) else str
-        return kinds
+        return {
+            s.name: s.kind
+            for s in settings.SETTINGS
+            if s.when != settings.PROCESS
+            and s.kind is not list
+            and s.name not in ("config", "help-strategies")
+        }
 
     def overrides(self):
         """
@@ -301,8 +157,6 @@ class Options(usage.Options):
         else:
             self.checkProxy()
             self["proxies"] = [self]
-        if not 0 <= self["metrics-port"] < 65536:
-            raise usage.UsageError("--metrics-port must be a TCP port, or 0 for none")
 
     def checkProxy(self):
         """
@@ -334,18 +188,7 @@ class Options(usage.Options):
                 self[listed] = [normalise(entry) for entry in self[listed]]
             except ValueError as e:
                 raise usage.UsageError("--%s: %s" % (listed, e))
-        for bound in (
-            "max-pending",
-            "max-pending-per-requester",
-            "max-pending-from-target",
-            "max-pending-bytes",
-            "max-subscribers",
-            "max-subscribers-per-domain",
-            "max-stanza-size",
-            "keepalive",
-        ):
-            if self[bound] < 0:
-                raise usage.UsageError("--%s must not be negative" % (bound,))
+        settings.checkMinimums(self)
         for rate, burst in (("rate", "burst"), ("domain-rate", "domain-burst")):
             if (self[rate] is not None and self[rate] < 0) or (
                 self[burst] is not None and self[burst] < 1
@@ -353,10 +196,6 @@ class Options(usage.Options):
                 raise usage.UsageError("--%s must not be negative, --%s at least 1" % (rate, burst))
         if self["ca-file"] is not None and not os.path.isfile(self["ca-file"]):
             raise usage.UsageError("--ca-file: no such file: %s" % (self["ca-file"],))
-        if self["grace"] < 0:
-            raise usage.UsageError("--grace must not be negative")
-        if not 0 < self["port"] < 65536:
-            raise usage.UsageError("--port must be a TCP port")
         strategies = availableStrategies()
         if self["strategy"] not in strategies:
             raise usage.UsageError(
@@ -370,16 +209,11 @@ class Options(usage.Options):
                 checkRedisURL(self["redis"])
             except ValueError as e:
                 raise usage.UsageError("--redis: %s" % (e,))
-        for bound in ("queue-per-sender", "queue-size"):
-            if self[bound] < 0:
-                raise usage.UsageError("--%s must not be negative" % (bound,))
         if self["match-features"] not in MATCH_MODES:
             raise usage.UsageError(
                 "--match-features: one of %s, not %r"
                 % (", ".join(MATCH_MODES), self["match-features"])
             )
-        if self["refusal-ttl"] < 0:
-            raise usage.UsageError("--refusal-ttl must not be negative")
         try:
             Affinity(self["affinity"])
         except ValueError as e:
@@ -425,36 +259,7 @@ def proxyArgumentsOf(options):
     tls = None
     if options["tls"]:
         tls = TLSSettings(options["tls-name"] or options["host"], options["ca-file"])
-    return dict(
-        tls=tls,
-        host=options["host"],
-        port=options["port"],
-        timeout=options["timeout"],
-        strategy=options["strategy"],
-        resources=options["resources"],
-        matchFeatures=options["match-features"],
-        refusalTTL=options["refusal-ttl"],
-        affinity=options["affinity"],
-        dataDir=options["data-dir"],
-        redis=options["redis"],
-        queuePerSender=options["queue-per-sender"],
-        queueSize=options["queue-size"],
-        grace=options["grace"],
-        maxPending=options["max-pending"],
-        maxPendingPerRequester=options["max-pending-per-requester"],
-        maxPendingFromTarget=options["max-pending-from-target"],
-        maxPendingBytes=options["max-pending-bytes"],
-        maxSubscribers=options["max-subscribers"],
-        maxSubscribersPerDomain=options["max-subscribers-per-domain"],
-        rate=options["rate"],
-        burst=options["burst"],
-        domainRate=options["domain-rate"],
-        domainBurst=options["domain-burst"],
-        keepalive=options["keepalive"],
-        maxStanzaSize=options["max-stanza-size"],
-        allow=options["allow"],
-        deny=options["deny"],
-    )
+    return dict(settings.proxyArguments(options), tls=tls)
 
 
 def makeService(config):

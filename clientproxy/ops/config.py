@@ -28,16 +28,18 @@ configuration file being easier to leak than a file of its own.
 Read with C{tomllib} (Python 3.11 and later) or its backport C{tomli}.
 """
 
+from clientproxy.ops.settings import PROCESS, SETTINGS
+
 try:
     import tomllib
 except ImportError:  # Python < 3.11
     import tomli as tomllib
 
 #: Keys that apply to the whole process, at the top of the file.
-PROCESS_KEYS = {"metrics-port": int, "metrics-interface": str}
+PROCESS_KEYS = {s.name: s.kind for s in SETTINGS if s.when == PROCESS}
 
 #: Options that may be given several times: a list in the file.
-LIST_KEYS = ("allow", "deny")
+LIST_KEYS = tuple(s.name for s in SETTINGS if s.kind is list)
 
 #: Options that cannot be in the file.
 REFUSED_KEYS = {

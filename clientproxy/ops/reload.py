@@ -20,9 +20,10 @@ from twisted.application import service
 from twisted.logger import Logger
 from twisted.python import usage
 
+from clientproxy.ops import settings
 from clientproxy.routing.strategies import makeStrategy
 
-#: Settings applied to a running proxy, by how.
+#: The settings of the access policy, applied together.
 POLICY = (
     "allow",
     "deny",
@@ -32,26 +33,9 @@ POLICY = (
     "domain-burst",
     "max-stanza-size",
 )
-LIVE = POLICY + (
-    "max-pending",
-    "max-pending-per-requester",
-    "max-pending-from-target",
-    "max-pending-bytes",
-    "max-subscribers",
-    "max-subscribers-per-domain",
-    "queue-per-sender",
-    "queue-size",
-    "resources",
-    "strategy",
-    "match-features",
-    "affinity",
-    "refusal-ttl",
-    "timeout",
-    "grace",
-    "keepalive",
-)
-#: Settings that need a restart.
-RESTART = ("target", "host", "port", "secret", "data-dir", "redis", "tls", "tls-name", "ca-file")
+#: Settings applied to a running proxy, and settings that need a restart.
+LIVE = settings.named(settings.LIVE)
+RESTART = settings.named(settings.RESTART)
 
 
 def reconfigure(proxy, old, new):
