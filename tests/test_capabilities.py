@@ -61,6 +61,12 @@ class Learning:
 
 
 class LearningTests(Learning, unittest.TestCase):
+    """
+    Learning what each resource supports: one disco#info query per C{ver},
+    verified before it is cached and shared, and what is believed when an
+    answer is wrong, missing or forged.
+    """
+
     def setUp(self):
         self.h = Harness(matchFeatures="auto")
 
@@ -81,6 +87,11 @@ class LearningTests(Learning, unittest.TestCase):
         self.assertEqual(self.h.stats.capabilities["queries"], 1)
 
     def test_waitersShareTheAnswer(self):
+        """
+        A resource that comes online while its C{ver} is being asked about is
+        not asked itself: it gets the features of the answer to the query in
+        flight, once that verifies.
+        """
         ver = verFor(NS)
         [query] = self.online(self.h, "a", ver)
         self.assertEqual(self.online(self.h, "b", ver), [])
@@ -126,6 +137,11 @@ class LearningTests(Learning, unittest.TestCase):
         self.assertEqual(self.cached(self.h), {ver: frozenset(["urn:b", NS])})
 
     def test_legacyCapsPerResource(self):
+        """
+        A legacy C{<c/>} (no hash) cannot be verified: its answer counts for the
+        resource that gave it alone, is not cached, and the next resource with
+        that C{ver} is asked itself.
+        """
         [query] = self.online(self.h, "a", "1.0", hash=None)
         self.answer(self.h, query, "a", [NS])
         self.assertEqual(self.features(self.h, "a"), frozenset([NS]))
@@ -134,12 +150,21 @@ class LearningTests(Learning, unittest.TestCase):
         self.assertEqual(other["to"], TARGET + "/b")
 
     def test_noCapsAskedDirectly(self):
+        """
+        A resource without caps is asked disco#info with no node when it comes
+        online, and its answer gives its features.
+        """
         [query] = self.online(self.h, "a")
         self.assertIsNone(query.firstChildElement().getAttribute("node"))
         self.answer(self.h, query, "a", [NS])
         self.assertEqual(self.features(self.h, "a"), frozenset([NS]))
 
     def test_errorOrSilenceMeansNothingAdvertised(self):
+        """
+        A resource that answers the query with an error, or not within
+        L{QUERY_TIMEOUT}, is taken to advertise nothing (and the timeout is
+        counted), rather than left unknown for ever.
+        """
         [query] = self.online(self.h, "a")
         self.h.receive(
             "<iq type='error' id='%s' from='%s/a' to='%s'/>" % (query["id"], TARGET, COMPONENT)
@@ -151,6 +176,10 @@ class LearningTests(Learning, unittest.TestCase):
         self.assertEqual(self.h.stats.capabilities["timeouts"], 1)
 
     def test_answerFromAnotherEntityIgnored(self):
+        """
+        An answer with the query's id from another entity than the resource
+        asked sets nothing: nobody can speak for a resource's features.
+        """
         [query] = self.online(self.h, "a")
         self.h.receive(
             "<iq type='result' id='%s' from='mallory@example.org/m' to='%s'>"
@@ -214,6 +243,10 @@ class LearningTests(Learning, unittest.TestCase):
         self.assertGreater(learner.verified.weight, CACHE_BYTES - 2 * 6100)
 
     def test_capsChangeFollowed(self):
+        """
+        A later presence with another C{ver} is followed: the resource's
+        features become those of the new answer.
+        """
         [query] = self.online(self.h, "a", verFor())
         self.answer(self.h, query, "a", [])
         self.assertEqual(self.features(self.h, "a"), frozenset())
@@ -222,6 +255,10 @@ class LearningTests(Learning, unittest.TestCase):
         self.assertEqual(self.features(self.h, "a"), frozenset([NS]))
 
     def test_offAsksNobody(self):
+        """
+        With C{--match-features off}, a resource coming online with caps is not
+        asked anything.
+        """
         h = Harness(matchFeatures="off")
         self.assertEqual(self.online(h, "a", verFor(NS)), [])
 
@@ -247,14 +284,27 @@ class DispatchTests(Learning, unittest.TestCase):
         return (h or self.h).take()
 
     def test_onlyAdvertisersGetTheirNamespace(self):
+        """
+        In C{auto} mode, requests in a namespace some resource advertises go to
+        the advertisers only.
+        """
         targets = {self.request(stanzaID=str(i))[0]["to"] for i in range(10)}
         self.assertEqual(targets, {TARGET + "/focus"})
 
     def test_autoFallsBackToEveryone(self):
+        """
+        In C{auto} mode, requests in a namespace nobody advertises are spread
+        over every resource rather than refused: what is advertised orders, it
+        does not exclude.
+        """
         targets = {self.request(stanzaID=str(i), ns="urn:nobody")[0]["to"] for i in range(10)}
         self.assertEqual(targets, {TARGET + "/focus", TARGET + "/bridge"})
 
     def test_strictRefusesWithoutAdvertiser(self):
+        """
+        In C{strict} mode, a request in a namespace no resource advertises is
+        answered service-unavailable (cancel) without reaching any resource.
+        """
         h = Harness(matchFeatures="strict")
         [query] = self.online(h, "a")
         self.answer(h, query, "a", ["urn:other"])
@@ -429,6 +479,11 @@ class DispatchTests(Learning, unittest.TestCase):
         self.assertEqual(described, [])
 
     def test_otherErrorsPassThrough(self):
+        """
+        An error that is not a refusal (item-not-found) is the service's answer:
+        it goes to the requester, and the request is not sent to another
+        resource.
+        """
         h = self.refusalHarness()
         [out] = self.request(h)
         self.refuse(h, out, "item-not-found")
@@ -436,6 +491,10 @@ class DispatchTests(Learning, unittest.TestCase):
         self.assertEqual(errorCondition(answer), ("item-not-found", "cancel"))
 
     def test_refusalsPassThroughWhenOff(self):
+        """
+        With refusal learning off (a TTL of 0), a refusal goes to the requester
+        as it came, not to the other resource.
+        """
         h = Harness(matchFeatures="off", refusalTTL=0)
         h.online("a", "b")
         h.take()
@@ -445,6 +504,11 @@ class DispatchTests(Learning, unittest.TestCase):
         self.assertEqual(errorCondition(answer), ("feature-not-implemented", "cancel"))
 
     def test_refusalRetryKeepsTheDeadline(self):
+        """
+        A request moved on after a refusal keeps its first deadline: it times
+        out (remote-server-timeout, wait) the original timeout after it came,
+        not after the move.
+        """
         h = self.refusalHarness()
         [out] = self.request(h)
         h.clock.advance(6)
@@ -455,6 +519,10 @@ class DispatchTests(Learning, unittest.TestCase):
         self.assertEqual(errorCondition(answer), ("remote-server-timeout", "wait"))
 
     def test_affinityByAttribute(self):
+        """
+        With affinity on an attribute, every request with the same value goes to
+        one resource, and different values are spread over several.
+        """
         h = Harness(matchFeatures="auto", affinity="attribute:room")
         for name in ("a", "b", "c", "d"):
             [query] = self.online(h, name)
@@ -483,6 +551,11 @@ class DispatchTests(Learning, unittest.TestCase):
         self.assertEqual(h.stats.requests["retried"], 1)
 
     def test_countersOfGoneResourcesPruned(self):
+        """
+        Once more than L{MAX_RESOURCE_STATS} resources have counters, a resource
+        leaving forgets those of every resource that is gone: random resources
+        cannot grow the stats for ever.
+        """
         from clientproxy.handlers.dispatch import MAX_RESOURCE_STATS
 
         h = Harness()

@@ -47,6 +47,12 @@ def query(xml):
 
 
 class VerificationTests(unittest.TestCase):
+    """
+    Reading disco#info results and checking them against a caps C{ver}: the
+    XEP's examples, and answers forged or ambiguous enough that they must
+    not be believed or cached.
+    """
+
     def test_simpleExample(self):
         """
         XEP-0115 5.2.
@@ -60,6 +66,11 @@ class VerificationTests(unittest.TestCase):
         self.assertEqual(verString(parseDiscoInfo(query(COMPLEX))), "q07IKJEyjvHSyhy//CH0CxmKi8w=")
 
     def test_verifies(self):
+        """
+        An answer verifies only against the C{ver} it hashes to, with a known
+        hash named: a legacy C{<c/>} (no hash), another hash function or another
+        C{ver} does not verify.
+        """
         info = parseDiscoInfo(query(SIMPLE))
         node = "http://code.google.com/p/exodus"
         self.assertTrue(verifies(info, Caps(node, "QgayPKawpkPSDYmwT/WM94uAlu0=", "sha-1")))
@@ -206,6 +217,10 @@ class VerificationTests(unittest.TestCase):
         self.assertTrue(parseDiscoInfo(query(COMPLEX)).valid)
 
     def test_formWithoutHiddenFormTypeIgnored(self):
+        """
+        A form whose FORM_TYPE field is not hidden is ignored (XEP-0115 5.4): it
+        is not read and does not change the verification string.
+        """
         form = (
             "<x xmlns='jabber:x:data' type='result'><field var='FORM_TYPE'>"
             "<value>urn:x</value></field></x></query>"
@@ -216,7 +231,14 @@ class VerificationTests(unittest.TestCase):
 
 
 class CapsOfTests(unittest.TestCase):
+    """
+    Reading the XEP-0115 C{<c/>} of a presence.
+    """
+
     def test_read(self):
+        """
+        A presence's C{<c/>} gives its node, ver and hash.
+        """
         presence = inStream(
             "<presence><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' "
             "node='http://jitsi.org/jicofo' ver='abc='/></presence>"
@@ -224,6 +246,10 @@ class CapsOfTests(unittest.TestCase):
         self.assertEqual(capsOf(presence), Caps("http://jitsi.org/jicofo", "abc=", "sha-1"))
 
     def test_legacy(self):
+        """
+        A legacy C{<c/>} (no hash) is read but cannot be verified; disco#info is
+        asked about its C{node#ver}.
+        """
         presence = inStream(
             "<presence><c xmlns='http://jabber.org/protocol/caps' node='n' ver='1.0'/></presence>"
         )
@@ -232,6 +258,9 @@ class CapsOfTests(unittest.TestCase):
         self.assertEqual(caps.discoNode, "n#1.0")
 
     def test_absentOrIncomplete(self):
+        """
+        A presence with no C{<c/>}, or one without node and ver, has no caps.
+        """
         self.assertIsNone(capsOf(inStream("<presence/>")))
         self.assertIsNone(
             capsOf(inStream("<presence><c xmlns='http://jabber.org/protocol/caps'/></presence>"))

@@ -121,6 +121,12 @@ class SharedProcesses(unittest.TestCase):
 
 
 class ClusterTests(SharedProcesses):
+    """
+    Requests, replies, presences and queued messages across processes
+    sharing one Redis, and what a process does when another goes or Redis
+    cannot be reached.
+    """
+
     @defer.inlineCallbacks
     def test_replyReachesAnotherProcess(self):
         """
@@ -292,6 +298,12 @@ class HostileSharedTests(SharedProcesses):
 
     @defer.inlineCallbacks
     def test_hostileStanzas(self):
+        """
+        Random hostile stanzas and target replies, each to either process with
+        time passing between them: whatever either writes, then and after a
+        heartbeat, goes only to the target, its resources, a sender of the
+        input, or a peer a resource addressed.
+        """
         a, b = yield self.processes()
         for p in (a, b):
             p.manager.takeBytes()
@@ -499,6 +511,11 @@ class SharedViewTests(SharedProcesses):
 
 
 class MembershipTests(SharedProcesses):
+    """
+    How a process keeps its place among the processes of the component in
+    Redis.
+    """
+
     @defer.inlineCallbacks
     def test_membershipRenewed(self):
         """

@@ -35,6 +35,12 @@ rate = 5
 
 
 class ConfigTests(unittest.TestCase):
+    """
+    Reading the configuration file: proxies and process-wide keys read, and
+    each mistake refused in one line naming the file, the proxy and the key,
+    never the secret.
+    """
+
     def setUp(self):
         self.patch(os, "environ", {})
         self.directory = self.mktemp()
@@ -62,6 +68,11 @@ class ConfigTests(unittest.TestCase):
         return str(error)
 
     def test_twoProxies(self):
+        """
+        A file with two C{[[proxy]]} tables (keys spelt with C{-} or C{_}) gives
+        each proxy its own settings and secret; the service built holds a
+        component for each proxy, and the reload service.
+        """
         text = TWO.replace("rate = 5", 'rate = 5\ndata-dir = "%s"' % (self.directory,))
         text = text.replace("timeout = 10", 'timeout = 10\ndata-dir = "%s"' % (self.directory,))
         options = self.parse("--config", self.write(text))
@@ -82,48 +93,90 @@ class ConfigTests(unittest.TestCase):
                 s.store.close()
 
     def test_unknownKey(self):
+        """
+        A misspelt key in a proxy's table is refused, naming the proxy by number
+        and JID and the key, rather than silently ignored.
+        """
         error = self.refused(TWO.replace("rate = 5", "rat = 5"))
         self.assertIn("proxy 2 (search.example.org)", error)
         self.assertIn("unknown key 'rat'", error)
 
     def test_wrongType(self):
+        """
+        A value of the wrong type (a string for C{timeout}) is refused, naming
+        the proxy and the type the key needs.
+        """
         error = self.refused(TWO.replace("timeout = 10", "timeout = 'soon'"))
         self.assertIn("proxy 1 (focus.example.org)", error)
         self.assertIn("'timeout' must be a number", error)
 
     def test_missingRequired(self):
+        """
+        A proxy table without its C{jid} is refused, saying which proxy lacks
+        what.
+        """
         error = self.refused(TWO.replace('jid = "search.example.org"\n', ""))
         self.assertIn("proxy 2", error)
         self.assertIn("--jid is required", error)
 
     def test_invalidValue(self):
+        """
+        A value of the right type but out of range (a negative timeout) is
+        refused with the same message as on the command line, naming the proxy.
+        """
         error = self.refused(TWO.replace("timeout = 10", "timeout = -1"))
         self.assertIn("proxy 1 (focus.example.org): --timeout must be positive", error)
 
     def test_inlineSecretRefused(self):
+        """
+        A secret written in the file itself is refused: it belongs in a file of
+        its own or in the environment, a configuration file being easier to
+        leak.
+        """
         error = self.refused(TWO.replace('secret_file = "{secret}"', 'secret = "hunter2"'))
         self.assertIn("'secret'", error)
 
     def test_secretFromEnvironment(self):
+        """
+        A proxy without C{secret-file} takes its secret from
+        C{$CLIENTPROXY_SECRET}.
+        """
         self.patch(os, "environ", {SECRET_ENVIRONMENT: "from-env"})
         text = TWO.replace('secret-file = "{secret}"\n', "")
         focus = self.parse("--config", self.write(text))["proxies"][0]
         self.assertEqual(focus["secret"], "from-env")
 
     def test_unknownTopKey(self):
+        """
+        An unknown process-wide key at the top of the file is refused too.
+        """
         self.assertIn("unknown key 'colour'", self.refused("colour = 1\n" + TWO))
 
     def test_noProxy(self):
+        """
+        A file without any C{[[proxy]]} table is refused, saying it needs one.
+        """
         self.assertIn("[[proxy]]", self.refused("metrics-port = 1\n"))
 
     def test_notToml(self):
+        """
+        A file that is not TOML is refused as such, naming the file.
+        """
         self.assertIn("not valid TOML", self.refused("[[proxy]\n"))
 
     def test_sameJIDTwice(self):
+        """
+        Two proxies with the same JID are refused: they would fight over one
+        component.
+        """
         error = self.refused(TWO.replace("search.example.org", "focus.example.org"))
         self.assertIn("same jid", error)
 
     def test_commandLineOverridesASingleProxy(self):
+        """
+        With a single proxy in the file, options on the command line override
+        its values (a list option too), and the file's other values stay.
+        """
         one = TWO[: TWO.index("[[proxy]]", TWO.index("[[proxy]]") + 1)]
         options = self.parse("--config", self.write(one), "--timeout", "3", "--deny", "x.example")
         [focus] = options["proxies"]
@@ -131,9 +184,16 @@ class ConfigTests(unittest.TestCase):
         self.assertEqual(focus["affinity"], "attribute:room")
 
     def test_commandLineWithSeveralProxiesRefused(self):
+        """
+        With several proxies in the file, a proxy option on the command line is
+        refused: which proxy it meant would be a guess.
+        """
         self.assertIn("only when it has one proxy", self.refused(TWO, "--timeout", "3"))
 
     def test_metricsFromTheFile(self):
+        """
+        The process-wide C{metrics-port} is read from the top of the file.
+        """
         options = self.parse(
             "--config", self.write(TWO.replace("metrics-port = 0", "metrics-port = 9101"))
         )
@@ -165,6 +225,11 @@ class ReloadTests(unittest.TestCase):
             f.write(text)
 
     def test_appliedLive(self):
+        """
+        A reload changes the running proxy's deny list, timeout, pending bound,
+        strategy, feature matching and resource filter at once, and logs what it
+        applied and that the port needs a restart.
+        """
         self.write(
             '[[proxy]]\njid = "proxy.example.org"\ntarget = "svc@example.org"\n'
             'timeout = 5\nstrategy = "round-robin"\ndeny = ["mallory@example.org"]\n'
@@ -213,6 +278,10 @@ class ReloadTests(unittest.TestCase):
         self.assertEqual(event["restart"], "tls, tls-name")
 
     def test_brokenFileKeepsTheRunningConfiguration(self):
+        """
+        A reload of a file that does not load logs one error saying why and
+        leaves the running configuration as it was.
+        """
         self.write(
             '[[proxy]]\njid = "proxy.example.org"\ntarget = "svc@example.org"\ntimeout = -1\n'
         )
@@ -240,6 +309,10 @@ def makeProxy(options):
 
 
 class ExampleTests(unittest.TestCase):
+    """
+    The example configuration shipped with the project.
+    """
+
     def test_contribExampleLoads(self):
         """
         contrib/clientproxy.toml, the README's complete example, is a valid

@@ -22,6 +22,12 @@ NOT_AUTHORIZED = (
 
 
 class ConnectionTests(unittest.TestCase):
+    """
+    The component's connection to the server, on an in-memory transport and
+    a fake clock: reconnect back-off, handshake refused or accepted, and
+    reconnects counted.
+    """
+
     def setUp(self):
         self.reactor = MemoryReactorClock()
         self.proxy = makeProxy(
@@ -48,6 +54,11 @@ class ConnectionTests(unittest.TestCase):
         return xs, transport
 
     def test_backoffCapped(self):
+        """
+        Failed connection attempts keep being retried, and the wait between them
+        never grows past L{MAX_RECONNECT_DELAY}: the component is back within
+        seconds of the server.
+        """
         connector = self.proxy._connection
         attempts = []
         connector.connect = lambda: attempts.append(self.reactor.seconds())
@@ -59,11 +70,21 @@ class ConnectionTests(unittest.TestCase):
         self.assertLessEqual(self.factory.delay, MAX_RECONNECT_DELAY)
 
     def test_tcpConnectionAloneDoesNotResetBackoff(self):
+        """
+        A TCP connection does not reset the back-off: only a handshake that
+        succeeds does, so a server that accepts connections but refuses the
+        component is not hammered.
+        """
         self.factory.delay = 4.0
         self.connect()
         self.assertEqual(self.factory.delay, 4.0)
 
     def test_refusedHandshakeLoggedAndRetried(self):
+        """
+        A handshake refused with not-authorized closes the connection and logs
+        one error naming the condition and what to check, without the secret;
+        the service keeps running, to retry.
+        """
         xs, transport = self.connect()
         with capturedLogs() as events:
             xs.dataReceived(HEADER)
@@ -78,6 +99,11 @@ class ConnectionTests(unittest.TestCase):
             self.assertNotIn("hunter2", repr(e))
 
     def test_handshakeSuccessStartsHandlers(self):
+        """
+        The handshake sends a hash, never the secret; once it succeeds the
+        back-off is reset and the handlers start (the component subscribes to
+        the target's presence).
+        """
         xs, transport = self.connect()
         self.factory.delay = 4.0
         xs.dataReceived(HEADER)
@@ -90,6 +116,10 @@ class ConnectionTests(unittest.TestCase):
         self.assertIn(b"to='svc@example.org'", transport.value())
 
     def test_reconnectCounted(self):
+        """
+        Only a handshake after the first counts as a reconnect: two connections,
+        one reconnect.
+        """
         for _ in range(2):
             xs, transport = self.connect()
             xs.dataReceived(HEADER + b"<handshake/>")

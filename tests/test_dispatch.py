@@ -25,6 +25,11 @@ class RequestFlowTests(unittest.TestCase):
         self.h.online("a")
 
     def test_requestForwardedWithEncodedRequester(self):
+        """
+        A request goes to an available resource with its type, id and payload
+        unchanged, from the requester's encoded address, so the resource's reply
+        can find its way back.
+        """
         self.h.request(stanzaID="1234")
         [out] = self.h.take()
         self.assertEqual(out.name, "iq")
@@ -36,6 +41,11 @@ class RequestFlowTests(unittest.TestCase):
         self.assertEqual((payload.uri, payload.name), ("urn:test", "query"))
 
     def test_replyRoutedBackFromBareComponent(self):
+        """
+        The resource's reply to the encoded address reaches the requester from
+        the component's bare JID, payload and id intact; the request leaves the
+        pending table, counted answered.
+        """
         self.h.request(stanzaID="1234")
         self.h.take()
         self.h.reply("a", stanzaID="1234")
@@ -50,6 +60,10 @@ class RequestFlowTests(unittest.TestCase):
         self.assertEqual(self.h.stats.requests["answered"], 1)
 
     def test_errorReplyPassesThrough(self):
+        """
+        An error reply that is not a refusal is the service's answer: it reaches
+        the requester with its condition and type unchanged.
+        """
         self.h.request()
         self.h.take()
         self.h.reply(
@@ -63,16 +77,27 @@ class RequestFlowTests(unittest.TestCase):
         self.assertEqual(errorCondition(out), ("item-not-found", "cancel"))
 
     def test_requestToComponentResourceIsServed(self):
+        """
+        A request from outside to a full JID of the component is served like
+        one to its bare JID: forwarded to a resource of the target.
+        """
         self.h.request(to=COMPONENT + "/anything")
         [out] = self.h.take()
         self.assertEqual(out["to"], TARGET + "/a")
 
     def test_setIsForwarded(self):
+        """
+        A C{set} is forwarded as a C{set}: the proxy carries both request types.
+        """
         self.h.request(kind="set")
         [out] = self.h.take()
         self.assertEqual(out["type"], "set")
 
     def test_sameIdFromTwoRequestersAreDistinct(self):
+        """
+        Two requesters may use the same id: both requests are in flight at once,
+        and the reply to one goes to that requester only.
+        """
         self.h.request(requester=ALICE, stanzaID="x")
         self.h.request(requester="bob@example.org/b", stanzaID="x")
         self.assertEqual(len(self.h.pending), 2)
@@ -114,11 +139,20 @@ class ReplyCheckTests(unittest.TestCase):
         self.assertEqual(self.h.stats.dropped[reason], 1)
 
     def test_replyFromOtherResourceDropped(self):
+        """
+        A reply from another resource than the one asked is dropped and counted,
+        and the request stays in flight for the real answer.
+        """
         self.h.reply("b", stanzaID="1")
         self.assertDropped("reply-from-wrong-resource")
         self.assertEqual(len(self.h.pending), 1)
 
     def test_replyFromThirdPartyDropped(self):
+        """
+        A reply to the encoded address from someone outside the target is
+        dropped and counted, and the request stays in flight: an outsider cannot
+        answer for the service.
+        """
         self.h.receive(
             "<iq type='result' id='1' from='mallory@example.org/m' to='%s/%s'/>"
             % (COMPONENT, ALICE)
@@ -127,10 +161,17 @@ class ReplyCheckTests(unittest.TestCase):
         self.assertEqual(len(self.h.pending), 1)
 
     def test_unsolicitedReplyDropped(self):
+        """
+        A reply with an id nobody asked is dropped and counted as unknown.
+        """
         self.h.reply("a", stanzaID="never-asked")
         self.assertDropped("unknown-reply")
 
     def test_replyToBareComponentDropped(self):
+        """
+        A reply to a forwarded request sent to the component's bare JID, not to
+        the requester's encoded address, matches nothing and is dropped.
+        """
         self.h.receive("<iq type='result' id='1' from='%s/a' to='%s'/>" % (TARGET, COMPONENT))
         self.assertDropped("unknown-reply")
 
@@ -142,6 +183,10 @@ class ReplyCheckTests(unittest.TestCase):
         self.assertDropped("reply-from-wrong-resource")
 
     def test_lateReplyDropped(self):
+        """
+        Once a request has timed out and its requester been answered, the
+        resource's late reply is dropped: the requester gets one answer only.
+        """
         self.h.clock.advance(30)
         [timeout] = self.h.take()
         self.assertEqual(errorCondition(timeout), ("remote-server-timeout", "wait"))
@@ -149,6 +194,10 @@ class ReplyCheckTests(unittest.TestCase):
         self.assertDropped("unknown-reply")
 
     def test_replyRoutedOnlyOnce(self):
+        """
+        A second reply to the same request is dropped: each request is answered
+        once.
+        """
         self.h.reply("a", stanzaID="1")
         self.assertEqual(len(self.h.take()), 1)
         self.h.reply("a", stanzaID="1")
@@ -172,10 +221,19 @@ class ErrorAnswerTests(unittest.TestCase):
         self.assertEqual(errorCondition(out), (condition, kind))
 
     def test_noResource(self):
+        """
+        A request while no resource of the target is available is answered
+        service-unavailable (cancel) at once.
+        """
         self.h.request()
         self.assertAnswer("service-unavailable", "cancel")
 
     def test_timeout(self):
+        """
+        A request with no reply within the timeout is answered
+        remote-server-timeout (wait), and leaves the pending table and the
+        resource's load.
+        """
         self.h.online("a")
         self.h.request()
         self.h.take()
@@ -187,22 +245,39 @@ class ErrorAnswerTests(unittest.TestCase):
         self.assertEqual(self.h.resources.get(TARGET + "/a").pending, 0)
 
     def test_noChild(self):
+        """
+        A request without a payload element is answered bad-request (modify),
+        never forwarded: RFC 6120 requires exactly one child.
+        """
         self.h.online("a")
         self.h.request(payload="")
         self.assertAnswer("bad-request", "modify")
 
     def test_twoChildren(self):
+        """
+        A request with two payload elements is answered bad-request (modify),
+        never forwarded.
+        """
         self.h.online("a")
         self.h.request(payload="<a xmlns='urn:x'/><b xmlns='urn:x'/>")
         self.assertAnswer("bad-request", "modify")
 
     def test_textIsNotAChild(self):
+        """
+        Whitespace around a single payload element does not count as a second
+        child: the request is forwarded.
+        """
         self.h.online("a")
         self.h.request(payload=" <a xmlns='urn:x'/> ")
         [out] = self.h.take()
         self.assertEqual(out["type"], "get")
 
     def test_duplicateIdInFlight(self):
+        """
+        A requester's second request with the id of one still in flight is
+        answered bad-request (modify), and the first stays in flight alone:
+        replies could not tell them apart.
+        """
         self.h.online("a")
         self.h.request(stanzaID="dup")
         self.h.take()
@@ -211,6 +286,10 @@ class ErrorAnswerTests(unittest.TestCase):
         self.assertEqual(len(self.h.pending), 1)
 
     def test_missingIdDropped(self):
+        """
+        A request without an id is dropped and counted, neither forwarded nor
+        answered: no answer could name it.
+        """
         self.h.online("a")
         self.h.receive(
             "<iq type='get' from='%s' to='%s'><q xmlns='urn:x'/></iq>" % (ALICE, COMPONENT)
@@ -219,18 +298,32 @@ class ErrorAnswerTests(unittest.TestCase):
         self.assertEqual(self.h.stats.dropped["request-without-id"], 1)
 
     def test_requesterTooLongToEncode(self):
+        """
+        A requester whose JID does not fit in a resource of the component is
+        answered jid-malformed (modify) rather than forwarded with an address
+        the server would reject.
+        """
         self.h.online("a")
         requester = "a@example.org/" + "r" * 1020
         self.h.request(requester=requester)
         self.assertAnswer("jid-malformed", "modify", to=requester)
 
     def test_multibyteRequesterMeasuredInBytes(self):
+        """
+        The bound on the encoded requester is in UTF-8 bytes: 600 two-byte
+        characters are too long though under 1023 characters.
+        """
         self.h.online("a")
         requester = "a@example.org/" + "\u00e9" * 600
         self.h.request(requester=requester)
         self.assertAnswer("jid-malformed", "modify", to=requester)
 
     def test_resultFromOutsiderNotAnswered(self):
+        """
+        A result or an error to the component's bare JID that answers none of
+        its requests is dropped and counted, never answered with an error (RFC
+        6120 8.2.3).
+        """
         self.h.receive("<iq type='result' id='1' from='%s' to='%s'/>" % (ALICE, COMPONENT))
         self.h.receive(
             "<iq type='error' id='1' from='%s' to='%s'><error type='cancel'/></iq>"
@@ -240,12 +333,19 @@ class ErrorAnswerTests(unittest.TestCase):
         self.assertEqual(self.h.stats.dropped["reply-from-outsider"], 2)
 
     def test_unknownTypeDropped(self):
+        """
+        An iq with an unknown type, or none, is dropped and counted.
+        """
         self.h.receive("<iq type='bogus' id='1' from='%s' to='%s'/>" % (ALICE, COMPONENT))
         self.h.receive("<iq id='2' from='%s' to='%s'/>" % (ALICE, COMPONENT))
         self.assertEqual(self.h.take(), [])
         self.assertEqual(self.h.stats.dropped["bad-type"], 2)
 
     def test_noFromDropped(self):
+        """
+        An iq without a sender is dropped and counted: there is nobody to
+        answer.
+        """
         self.h.receive("<iq type='get' id='1' to='%s'><q xmlns='u'/></iq>" % (COMPONENT,))
         self.assertEqual(self.h.take(), [])
         self.assertEqual(self.h.stats.dropped["no-address"], 1)
@@ -261,6 +361,11 @@ class ResourceLeavesTests(unittest.TestCase):
         self.h.online("a", "b")
 
     def test_getRetriedOnOtherResource(self):
+        """
+        A C{get} held by a resource that leaves is sent to another with the same
+        id and sender, its payload (escapes and prefixes included) unchanged;
+        the other's reply reaches the requester, and the retry is counted.
+        """
         self.h.request(
             stanzaID="g",
             payload="<query xmlns='urn:test' a='&lt;&apos;&gt;'><x:item xmlns:x='urn:x'>"
@@ -283,6 +388,10 @@ class ResourceLeavesTests(unittest.TestCase):
         self.assertEqual(self.h.stats.requests["retried"], 1)
 
     def test_retryKeepsTheDeadline(self):
+        """
+        A retried request keeps its first deadline: it times out the original
+        timeout after it came, not after the retry.
+        """
         self.h.request(stanzaID="g")
         self.h.take()
         self.h.clock.advance(4)
@@ -293,6 +402,10 @@ class ResourceLeavesTests(unittest.TestCase):
         self.assertEqual(errorCondition(out), ("remote-server-timeout", "wait"))
 
     def test_replyFromFirstResourceAfterRetryDropped(self):
+        """
+        Once a request has moved to another resource, a reply from the one that
+        left is dropped: only the resource now asked answers.
+        """
         self.h.request(stanzaID="g")
         self.h.offline("a")
         self.h.take()
@@ -316,6 +429,10 @@ class ResourceLeavesTests(unittest.TestCase):
         self.assertEqual(again["id"], "g")
 
     def test_getRetriedOnlyOnce(self):
+        """
+        A C{get} is sent again once only: if its second resource leaves too, the
+        requester gets recipient-unavailable (wait).
+        """
         self.h.online("c")
         self.h.request(stanzaID="g")
         self.h.take()
@@ -327,6 +444,10 @@ class ResourceLeavesTests(unittest.TestCase):
         self.assertEqual(errorCondition(out), ("recipient-unavailable", "wait"))
 
     def test_setFailsAtOnce(self):
+        """
+        A C{set} held by a resource that leaves is not repeated (it may have
+        been acted on): the requester gets recipient-unavailable (wait) at once.
+        """
         self.h.request(stanzaID="s", kind="set")
         self.h.take()
         self.h.offline("a")
@@ -337,6 +458,10 @@ class ResourceLeavesTests(unittest.TestCase):
         self.assertEqual(len(self.h.pending), 0)
 
     def test_getWithNoOtherResource(self):
+        """
+        A C{get} whose resource leaves with no other available is answered
+        recipient-unavailable (wait).
+        """
         self.h.offline("b")
         self.h.request(stanzaID="g")
         self.h.take()
@@ -345,12 +470,21 @@ class ResourceLeavesTests(unittest.TestCase):
         self.assertEqual(errorCondition(out), ("recipient-unavailable", "wait"))
 
     def test_laterRequestsGoToRemainingResources(self):
+        """
+        Once a resource has left, new requests go only to the resources still
+        available.
+        """
         self.h.offline("a")
         for i in range(5):
             self.h.request(stanzaID=str(i))
         self.assertEqual({out["to"] for out in self.h.take()}, {TARGET + "/b"})
 
     def test_connectionLostAnswersEverything(self):
+        """
+        Losing the connection to the server answers every request in flight (get
+        and set) recipient-unavailable (wait) and empties the table; no timeout
+        fires afterwards.
+        """
         self.h.request(stanzaID="1")
         self.h.request(stanzaID="2", kind="set")
         self.h.take()
@@ -387,6 +521,11 @@ class TargetRequestTests(unittest.TestCase):
         )
 
     def test_forwardedFromBareComponent(self):
+        """
+        A resource's request to C{component/<peer>} goes to the peer from the
+        component's bare JID, with an id of the component's own, payload
+        unchanged.
+        """
         self.ask()
         [out] = self.h.take()
         self.assertEqual((out["type"], out["from"], out["to"]), ("get", COMPONENT, ALICE))
@@ -394,6 +533,10 @@ class TargetRequestTests(unittest.TestCase):
         self.assertEqual(out.firstChildElement().uri, "urn:x")
 
     def test_replyGoesBackToTheResourceThatAsked(self):
+        """
+        The peer's reply goes back to the resource that asked, with its own id,
+        from the peer's encoded address, payload intact.
+        """
         self.ask()
         [out] = self.h.take()
         self.peerAnswers(out)
@@ -405,6 +548,10 @@ class TargetRequestTests(unittest.TestCase):
         self.assertEqual(back.firstChildElement().firstChildElement().name, "answer")
 
     def test_sameIdFromTwoResources(self):
+        """
+        Two resources may ask with the same id: each request gets a distinct id
+        towards the peer, and each reply goes back to the resource that asked.
+        """
         self.ask(resource="a", stanzaID="same")
         self.ask(resource="b", stanzaID="same")
         first, second = self.h.take()
@@ -414,6 +561,10 @@ class TargetRequestTests(unittest.TestCase):
         self.assertEqual((back["to"], back["id"]), (TARGET + "/b", "same"))
 
     def test_replyFromAnotherEntityDropped(self):
+        """
+        A reply from another entity than the peer asked is dropped and counted;
+        the request stays in flight, and the peer's own reply still gets back.
+        """
         self.ask()
         [out] = self.h.take()
         self.peerAnswers(out, sender="mallory@example.org/m")
@@ -508,6 +659,10 @@ class TargetRequestTests(unittest.TestCase):
         self.assertEqual(h.stats.dropped["reply-from-peer-refused"], 1)
 
     def test_errorFromPeerPassesBack(self):
+        """
+        An error from the peer goes back to the resource that asked, as an
+        error.
+        """
         self.ask()
         [out] = self.h.take()
         self.peerAnswers(out, kind="error")
@@ -515,6 +670,11 @@ class TargetRequestTests(unittest.TestCase):
         self.assertEqual((back["type"], back["to"]), ("error", TARGET + "/a"))
 
     def test_timeout(self):
+        """
+        A peer that does not answer in time gets the resource that asked
+        remote-server-timeout (wait), with its own id and from the peer's
+        encoded address.
+        """
         self.ask()
         self.h.take()
         self.h.clock.advance(10)
@@ -525,6 +685,11 @@ class TargetRequestTests(unittest.TestCase):
         self.assertEqual(errorCondition(back), ("remote-server-timeout", "wait"))
 
     def test_askingResourceLeaves(self):
+        """
+        When the resource that asked leaves, its request is forgotten, and the
+        peer's later reply is dropped and counted, never sent to the gone
+        resource.
+        """
         self.ask()
         [out] = self.h.take()
         self.h.offline("a")
@@ -535,6 +700,11 @@ class TargetRequestTests(unittest.TestCase):
         self.assertEqual(self.h.stats.dropped["answer-to-gone-resource"], 1)
 
     def test_peerAddressNormalised(self):
+        """
+        A peer's address is normalised (case of the node and domain) before the
+        request is sent, so the peer's reply, from its normalised address, still
+        matches.
+        """
         self.ask(peer="Alice@Example.ORG/abc")
         [out] = self.h.take()
         self.assertEqual(out["to"], ALICE)
@@ -547,6 +717,10 @@ class TargetRequestTests(unittest.TestCase):
         self.assertEqual(errorCondition(out), (condition, kind))
 
     def test_toBareComponent(self):
+        """
+        A resource's request to the component's bare JID names no peer: it is
+        answered service-unavailable (cancel).
+        """
         self.h.receive(
             "<iq type='get' id='t' from='%s/a' to='%s'><q xmlns='urn:x'/></iq>"
             % (TARGET, COMPONENT)
@@ -554,18 +728,35 @@ class TargetRequestTests(unittest.TestCase):
         self.assertRefused("service-unavailable", "cancel")
 
     def test_badPeer(self):
+        """
+        A request to an encoded address that is not a valid JID is answered
+        jid-malformed (modify), never sent.
+        """
         self.ask(peer="a@b@c")
         self.assertRefused("jid-malformed", "modify")
 
     def test_peerIsTheComponent(self):
+        """
+        A request whose peer is the component itself is answered jid-malformed
+        (modify): it would loop.
+        """
         self.ask(peer=COMPONENT + "/x")
         self.assertRefused("jid-malformed", "modify")
 
     def test_noChild(self):
+        """
+        A resource's request without a payload element is answered bad-request
+        (modify), never sent to the peer.
+        """
         self.ask(payload="")
         self.assertRefused("bad-request", "modify")
 
     def test_unknownResource(self):
+        """
+        A request from a resource of the target that is not available is
+        answered service-unavailable (cancel): only available resources may ask
+        peers.
+        """
         h = self.h
         h.receive(
             "<iq type='get' id='t' from='%s/phone' to='%s/%s'><q xmlns='urn:x'/></iq>"
@@ -588,6 +779,10 @@ class ShutdownTests(unittest.TestCase):
         self.h.take()
 
     def test_newRequestsRefused(self):
+        """
+        Once shutting down, a new request is answered service-unavailable
+        (cancel) rather than forwarded.
+        """
         self.h.dispatcher.shutdown(self.h.clock, 5)
         self.h.request(stanzaID="2")
         [out] = self.h.take()
@@ -595,6 +790,10 @@ class ShutdownTests(unittest.TestCase):
         self.assertEqual(errorCondition(out), ("service-unavailable", "cancel"))
 
     def test_answeredWithinGrace(self):
+        """
+        A request answered within the grace period gets its reply, and the
+        shutdown completes at once, leaving no timer behind.
+        """
         d = self.h.dispatcher.shutdown(self.h.clock, 5)
         self.assertNoResult(d)
         self.h.reply("a", stanzaID="1")
@@ -604,6 +803,10 @@ class ShutdownTests(unittest.TestCase):
         self.assertEqual(self.h.clock.getDelayedCalls(), [])
 
     def test_leftOversAnsweredAfterGrace(self):
+        """
+        A request still in flight when the grace period ends, and not before, is
+        answered recipient-unavailable (wait), and the shutdown completes.
+        """
         d = self.h.dispatcher.shutdown(self.h.clock, 5)
         self.h.clock.advance(4.9)
         self.assertEqual(self.h.take(), [])
@@ -614,12 +817,23 @@ class ShutdownTests(unittest.TestCase):
         self.successResultOf(d)
 
     def test_nothingInFlight(self):
+        """
+        With nothing in flight, the shutdown completes at once.
+        """
         self.h.reply("a", stanzaID="1")
         self.successResultOf(self.h.dispatcher.shutdown(self.h.clock, 5))
 
 
 class DropLogTests(unittest.TestCase):
+    """
+    Logging of dropped stanzas under a flood.
+    """
+
     def test_floodLoggedOncePerInterval(self):
+        """
+        A flood of drops writes one log line per interval, which says how many
+        went unlogged, while every drop is still counted.
+        """
         from twisted.logger import capturedLogs
 
         from clientproxy.ops.stats import Stats
@@ -638,6 +852,10 @@ class DropLogTests(unittest.TestCase):
 
 
 class DropLogQuotingTests(unittest.TestCase):
+    """
+    What a peer chose, in the drop log lines.
+    """
+
     def test_peersValuesQuoted(self):
         """
         What a peer chose (the type, the sender) appears in the drop line

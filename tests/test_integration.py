@@ -82,6 +82,10 @@ class RequestTests:
 
     @defer.inlineCallbacks
     def test_errorReplyPassesThrough(self):
+        """
+        A resource's error reaches the requester from the component's bare JID,
+        with its id and condition unchanged, through a real server.
+        """
         yield self.connect("svc", "a", onRequest=errorFor("item-not-found"))
         yield self.startProxy(resources=1)
         alice = yield self.connect("alice", "x")
@@ -91,6 +95,10 @@ class RequestTests:
 
     @defer.inlineCallbacks
     def test_requestsSpreadOverResources(self):
+        """
+        Requests are spread over the available resources: each of two gets some
+        of forty, and every one is answered.
+        """
         a = yield self.connect("svc", "a")
         b = yield self.connect("svc", "b")
         yield self.startProxy(resources=2)
@@ -129,6 +137,11 @@ class RequestTests:
 
     @defer.inlineCallbacks
     def test_noResource(self):
+        """
+        With no resource of the target online, a requester gets
+        service-unavailable (cancel) from the component's bare JID at once, not
+        a timeout.
+        """
         yield self.startProxy()
         alice = yield self.connect("alice", "x")
         reply = yield withTimeout(alice.request(COMPONENT, stanzaID="n1"), 5)
@@ -137,6 +150,10 @@ class RequestTests:
 
     @defer.inlineCallbacks
     def test_timeout(self):
+        """
+        A request the resource never answers gets remote-server-timeout (wait),
+        with its id, once the component's timeout passes.
+        """
         yield self.connect("svc", "a", onRequest=hold)
         yield self.startProxy(resources=1, timeout=1)
         alice = yield self.connect("alice", "x")
@@ -194,6 +211,10 @@ class ResourceChangeTests:
 
     @defer.inlineCallbacks
     def test_resourceLeavingDoesNotFailLaterRequests(self):
+        """
+        Once a resource has gone offline, later requests all go to the one left
+        and are all answered: none is sent to the gone one.
+        """
         a = yield self.connect("svc", "a")
         b = yield self.connect("svc", "b")
         proxy = yield self.startProxy(resources=2)
@@ -227,6 +248,11 @@ class ResourceChangeTests:
 
     @defer.inlineCallbacks
     def test_setHeldByLeavingResourceFails(self):
+        """
+        Each C{set} held by a resource that goes offline gets
+        recipient-unavailable (wait), and none is repeated on another resource:
+        it may have been acted on.
+        """
         a = yield self.connect("svc", "a", onRequest=hold)
         yield self.connect("svc", "b")
         # Round-robin: with the default random choice, all six went to b
@@ -273,6 +299,10 @@ class RestartTests:
 
     @defer.inlineCallbacks
     def test_componentRestart(self):
+        """
+        After the component is stopped and started again, requests are answered
+        again, with the resources learnt anew and nothing approved again.
+        """
         yield self.connect("svc", "a")
         first = yield self.startProxy(resources=1)
         alice = yield self.connect("alice", "x")
@@ -285,6 +315,11 @@ class RestartTests:
 
     @defer.inlineCallbacks
     def test_serverRestart(self):
+        """
+        When the server restarts, the component forgets the resources it had,
+        reconnects on its own (counted once), learns the resources again and
+        answers requests.
+        """
         a = yield self.connect("svc", "a")
         proxy = yield self.startProxy(resources=1)
         yield self.server.stop()
@@ -307,6 +342,11 @@ class LimitTests:
 
     @defer.inlineCallbacks
     def test_deniedAndOversized(self):
+        """
+        A denied requester gets forbidden (auth) and an oversized request
+        policy-violation (modify), neither reaching the target, while an allowed
+        request of normal size is served.
+        """
         a = yield self.connect("svc", "a")
         yield self.startProxy(resources=1, deny=["mallory@localhost"], maxStanzaSize=2000)
         mallory = yield self.connect("mallory", "m")
@@ -322,8 +362,17 @@ class LimitTests:
 
 
 class HandshakeTests:
+    """
+    Handshakes the server refuses, as an operator sees them in the log.
+    """
+
     @defer.inlineCallbacks
     def test_wrongSecretLoggedClearly(self):
+        """
+        A wrong secret is logged as not-authorized, without the secret, and the
+        component keeps running, unauthenticated, to retry once the
+        configuration is fixed.
+        """
         events = self.logEvents()
         proxy = yield self.startProxy(secret="wrong")
         yield self.waitUntil(
@@ -337,6 +386,10 @@ class HandshakeTests:
 
     @defer.inlineCallbacks
     def test_unknownComponentLoggedClearly(self):
+        """
+        A component name the server does not know is logged with a hint naming
+        that cause, and the component keeps running, unauthenticated, to retry.
+        """
         events = self.logEvents()
         proxy = yield self.startProxy(jid="unknown.localhost")
         # Prosody says host-unknown; ejabberd says not-authorized, as for a

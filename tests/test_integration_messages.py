@@ -30,8 +30,18 @@ def bodies(client, sender=None):
 
 
 class MessageTests:
+    """
+    Messages between outsiders and the target's resources, through a real
+    server.
+    """
+
     @defer.inlineCallbacks
     def test_fannedOutOncePerResourceWithCarbons(self):
+        """
+        A message to the component reaches every resource exactly once, in
+        order, from the sender's encoded address, even with carbons enabled: the
+        server adds no copies of its own.
+        """
         a = yield self.connect("svc", "a")
         b = yield self.connect("svc", "b")
         for client in (a, b):
@@ -51,6 +61,12 @@ class MessageTests:
 
     @defer.inlineCallbacks
     def test_replyRoutedAndMirrored(self):
+        """
+        A resource's message to a peer's encoded address reaches the peer from
+        the component's bare JID, and the other resources get a mirror
+        (forwarded original and a plain body naming sender and peer); the sender
+        gets none.
+        """
         a = yield self.connect("svc", "a")
         b = yield self.connect("svc", "b")
         yield self.startProxy(resources=2)
@@ -101,8 +117,18 @@ class MessageTests:
 
 
 class TargetRequestTests:
+    """
+    Requests started by a resource of the target, through a real server.
+    """
+
     @defer.inlineCallbacks
     def test_requestFromTargetToPeer(self):
+        """
+        A resource's request to C{component/<peer>} reaches the peer from the
+        component's bare JID, and the peer's reply comes back to that resource
+        with its id from the peer's encoded address; the other resource is not
+        involved.
+        """
         a = yield self.connect("svc", "a")
         b = yield self.connect("svc", "b")
         yield self.startProxy(resources=2)
@@ -128,8 +154,17 @@ class TargetRequestTests:
 
 
 class ServicePresenceTests:
+    """
+    The service's own presence, as a subscriber on a real server sees it.
+    """
+
     @defer.inlineCallbacks
     def test_subscriberSeesServiceComeAndGo(self):
+        """
+        A subscription to the component is approved, and the subscriber sees the
+        service become available when a resource of the target comes online and
+        unavailable when it leaves.
+        """
         proxy = yield self.startProxy()
         yield self.waitUntil(lambda: proxy.xmlstream is not None, "the component to connect")
         bob = yield self.connect("bob", "phone")

@@ -41,6 +41,11 @@ data-dir = "{directory}"
 
 
 class OperationsTests:
+    """
+    clientproxy run by twistd from a configuration file, as an operator runs
+    it: readiness and a reload on SIGHUP.
+    """
+
     components = {COMPONENT: SECRET, OTHER: SECRET}
 
     def writeConfig(self, deny=""):
@@ -85,6 +90,12 @@ class OperationsTests:
 
     @defer.inlineCallbacks
     def test_configReadinessAndReload(self):
+        """
+        One twistd process runs the two proxies of a file: /readyz says what
+        each lacks until its target approves and comes online; a SIGHUP reload
+        denies a requester without failing the request in flight; readiness
+        follows the last resource leaving.
+        """
         self.directory = os.path.abspath(self.mktemp())
         os.makedirs(self.directory)
         self.secret = os.path.join(self.directory, "secret")

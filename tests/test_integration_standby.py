@@ -29,6 +29,11 @@ from tests.integration import COMPONENT, HOLD, Processes, ServerTestCase, onEver
 
 
 class StandbyTests(Processes):
+    """
+    A second process for the same component and data directory: it stands by
+    and takes over when the first is killed.
+    """
+
     def test_standbyTakesOver(self):
         """
         Two processes on one data directory: the second stands by on the
@@ -54,6 +59,11 @@ class TwoActiveOnEjabberd(Processes, ServerTestCase):
 
     @defer.inlineCallbacks
     def test_otherProcessTold(self):
+        """
+        When a second process with its own store connects as the same component,
+        the first logs that another clientproxy process serves it: two active
+        processes are not silent.
+        """
         first = self.startProcess(self.newDirectory())
         yield first.waitForLine(lambda line: "Connected to" in line)
         told = first.waitForLine(lambda line: "Another clientproxy process" in line, timeout=30)

@@ -20,6 +20,11 @@ HEADER = (
 
 
 class KeepAliveTests(unittest.TestCase):
+    """
+    The keepalive on a live connection: when it pings, when it drops the
+    link, what counts as the pong, and that it stops with the connection.
+    """
+
     def setUp(self):
         self.reactor = MemoryReactorClock()
         # Without the probes for other processes, which are traffic too.
@@ -41,6 +46,11 @@ class KeepAliveTests(unittest.TestCase):
         self.transport.clear()
 
     def test_silenceDrawsAPing(self):
+        """
+        A full interval of silence from the server, and not less, draws a
+        whitespace byte and an XEP-0199 ping to the server's domain, counted in
+        the stats.
+        """
         self.reactor.advance(9.9)
         self.assertEqual(self.transport.value(), b"")
         self.reactor.advance(0.1)
@@ -145,6 +155,10 @@ class KeepAliveTests(unittest.TestCase):
         self.assertEqual(len(routes), 1)
 
     def test_trafficMeansNoPing(self):
+        """
+        Any traffic from the server, even a single space, within each interval
+        keeps it from being pinged: a busy link costs nothing.
+        """
         for _ in range(5):
             self.reactor.advance(6)
             self.xs.dataReceived(b" ")
@@ -152,6 +166,10 @@ class KeepAliveTests(unittest.TestCase):
         self.assertEqual(self.proxy.stats.keepalive["pings"], 0)
 
     def test_timerStopsWithTheConnection(self):
+        """
+        A lost connection leaves no keepalive check scheduled, so nothing pings
+        or aborts a connection that is gone.
+        """
         self.transport.loseConnection()
         self.xs.connectionLost(Failure(ConnectionLost()))
         self.assertEqual(
@@ -159,12 +177,23 @@ class KeepAliveTests(unittest.TestCase):
         )
 
     def test_serverDomain(self):
+        """
+        A component is pinged from its parent domain, or from its own name when
+        it has no dot.
+        """
         self.assertEqual(serverDomain("proxy.example.org"), "example.org")
         self.assertEqual(serverDomain("localhost"), "localhost")
 
 
 class KeepAliveOffTests(unittest.TestCase):
+    """
+    The keepalive turned off with an interval of 0.
+    """
+
     def test_off(self):
+        """
+        With an interval of 0, a server silent for long is never pinged.
+        """
         reactor = MemoryReactorClock()
         proxy = makeProxy(
             "proxy.example.org",
