@@ -215,7 +215,10 @@ def run(count, resources, requesters, profile=False, window=1, dispatch="plain")
 #: cProfile's own time per call makes absolute figures meaningless, shares
 #: are what it tells.
 PARTS = [
-    ("parse and build elements", ("clientproxy/xmpp/parser.py", "pyexpat", "Parse", "domish.py:_on")),
+    (
+        "parse and build elements",
+        ("clientproxy/xmpp/parser.py", "pyexpat", "Parse", "domish.py:_on"),
+    ),
     ("XPath observer dispatch", ("xish/xpath.py", "xish/utility.py")),
     ("serialise", ("clientproxy/xmpp/writer.py", "domish.py:toXml", "domish.py:_Serializer")),
     ("pending table", ("clientproxy/routing/pending.py", "internet/defer.py")),
@@ -229,7 +232,12 @@ PARTS = [
     ),
     (
         "stream, send, write",
-        ("xish/xmlstream.py", "subprotocols.py", "wokkel/component.py", "clientproxy/xmpp/stream.py"),
+        (
+            "xish/xmlstream.py",
+            "subprotocols.py",
+            "wokkel/component.py",
+            "clientproxy/xmpp/stream.py",
+        ),
     ),
     ("domish element methods", ("domish.py",)),
     ("interface checks", ("zope", "providedBy")),

@@ -135,9 +135,7 @@ def main(argv=None):
     parser.add_argument("--in-flight", type=int, default=100000)
     parser.add_argument("--distinct", type=int, default=1000000)
     parser.add_argument("--fresh-names", type=int, default=100000)
-    parser.add_argument(
-        "--only-fresh-names", action="store_true", help="only the fresh names run"
-    )
+    parser.add_argument("--only-fresh-names", action="store_true", help="only the fresh names run")
     args = parser.parse_args(argv)
     if args.only_fresh_names:
         print(json.dumps(freshNames(args.fresh_names)))

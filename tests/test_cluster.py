@@ -410,8 +410,7 @@ class SharedViewTests(SharedProcesses):
             % (ownID, TARGET, COMPONENT),
             "<iq type='get' id='%s' from='example.org' to='%s/alice@example.org'>"
             "<q xmlns='urn:x'/></iq>" % (ownID, COMPONENT),
-            "<iq type='result' id='%s' from='alice@example.org/abc' to='%s'/>"
-            % (ownID, COMPONENT),
+            "<iq type='result' id='%s' from='alice@example.org/abc' to='%s'/>" % (ownID, COMPONENT),
         ]
         for xml in notPassed:
             b.receive(xml)
@@ -453,7 +452,9 @@ class SharedViewTests(SharedProcesses):
         a, b = yield self.processes(rate=1, burst=1, deny=["denied.example"])
         ownID = a.handlers.cluster.ids("caps")
         for _ in range(5):
-            b.receive("<iq type='error' id='%s' from='flood.example' to='%s'/>" % (ownID, COMPONENT))
+            b.receive(
+                "<iq type='error' id='%s' from='flood.example' to='%s'/>" % (ownID, COMPONENT)
+            )
             b.receive(
                 "<iq type='error' id='%s' from='denied.example' to='%s'/>" % (ownID, COMPONENT)
             )
@@ -498,7 +499,8 @@ class SharedViewTests(SharedProcesses):
             resource = process.resources.get(TARGET + "/" + refuser)
             yield waitFor(lambda: process.dispatcher.selector.refusals.refusedBy(resource))
             self.assertEqual(
-                process.dispatcher.selector.refusals.refusedBy(resource), [(namespace, "query", "get")]
+                process.dispatcher.selector.refusals.refusedBy(resource),
+                [(namespace, "query", "get")],
             )
 
     def test_refusalOfNoNamespaceShared(self):

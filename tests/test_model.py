@@ -189,14 +189,18 @@ class Dispatch(RuleBasedStateMachine):
         application = [c for c in error.elements() if c.uri != NS_STANZAS]
         if application:
             assert any(self.action(r, request) == "application" for r in request.asked)
-            assert error.toXml() == parseWritten(
-                ("<iq>%s</iq>" % (APPLICATION_ERROR,)).encode("utf-8")
-            )[0].firstChildElement().toXml()
+            assert (
+                error.toXml()
+                == parseWritten(("<iq>%s</iq>" % (APPLICATION_ERROR,)).encode("utf-8"))[0]
+                .firstChildElement()
+                .toXml()
+            )
             return
         [condition] = conditions
         if condition in REFUSALS:
-            assert not request.servers, (
-                "refused although %s would serve it (asked: %s)" % (request.servers, request.asked)
+            assert not request.servers, "refused although %s would serve it (asked: %s)" % (
+                request.servers,
+                request.asked,
             )
         elif condition == "remote-server-timeout":
             assert any(self.action(r, request) == "silent" for r in request.asked)

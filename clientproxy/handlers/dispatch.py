@@ -550,9 +550,7 @@ class IQDispatcher(XMPPHandler):
                 id=entry.stanzaID,
                 requester=entry.requester,
             )
-            self._sendError(
-                self._answerFrom(entry), entry.requester, entry.stanzaID, *INTERNAL
-            )
+            self._sendError(self._answerFrom(entry), entry.requester, entry.stanzaID, *INTERNAL)
         else:
             self.stats.requests[outcomeName] += 1
 

@@ -115,8 +115,15 @@ SETTINGS = (
         when=RESTART,
         shown="(required)",
     ),
-    Setting("secret-file", None, "A file holding the component secret (a trailing newline is ignored).", when=ONCE),
-    Setting("secret", None, "The component secret (visible in ps: prefer --secret-file).", when=RESTART),
+    Setting(
+        "secret-file",
+        None,
+        "A file holding the component secret (a trailing newline is ignored).",
+        when=ONCE,
+    ),
+    Setting(
+        "secret", None, "The component secret (visible in ps: prefer --secret-file).", when=RESTART
+    ),
     Setting("host", "127.0.0.1", "The server's component host.", when=RESTART, argument="host"),
     Setting(
         "port",
@@ -190,8 +197,7 @@ SETTINGS = (
     Setting(
         "data-dir",
         ".",
-        "Where queued messages and service subscribers are kept (one SQLite file per "
-        "component).",
+        "Where queued messages and service subscribers are kept (one SQLite file per component).",
         when=RESTART,
         argument="dataDir",
     ),
@@ -213,7 +219,12 @@ SETTINGS = (
         minimum=0,
     ),
     Setting(
-        "queue-size", QUEUE_SIZE, "Most messages queued in all.", int, argument="queueSize", minimum=0
+        "queue-size",
+        QUEUE_SIZE,
+        "Most messages queued in all.",
+        int,
+        argument="queueSize",
+        minimum=0,
     ),
     Setting(
         "grace",
@@ -358,9 +369,7 @@ SETTINGS = (
         "The address the metrics endpoint listens on.",
         when=PROCESS,
     ),
-    Setting(
-        "help-strategies", False, "List the dispatch strategies and exit.", FLAG, when=ONCE
-    ),
+    Setting("help-strategies", False, "List the dispatch strategies and exit.", FLAG, when=ONCE),
 )
 
 #: The settings by name.

@@ -26,7 +26,6 @@ MAX_STANZA_SIZE = 65536
 DOMAIN_RATE_FACTOR = 10
 
 
-
 def normalise(entry):
     """
     Normalise an allow/deny entry: a bare JID or a domain.
