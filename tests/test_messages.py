@@ -23,6 +23,12 @@ def body(stanza):
 
 
 class IncomingTests(unittest.TestCase):
+    """
+    Messages from peers to the component: fanned out to every available
+    resource of the target, marked so that the server adds no carbon copies;
+    errors from the target are dropped, bounces from peers passed on.
+    """
+
     def setUp(self):
         self.h = Harness()
         self.h.online("a", "b")
@@ -34,6 +40,11 @@ class IncomingTests(unittest.TestCase):
         )
 
     def test_fannedOutToEveryResource(self):
+        """
+        A peer's message reaches every available resource, from the peer's
+        address under the component, with its body and id, and marked
+        <private/> and <no-copy/> so that no client sees it twice.
+        """
         self.send()
         out = self.h.take()
         self.assertEqual(sorted(m["to"] for m in out), [TARGET + "/a", TARGET + "/b"])
@@ -45,16 +56,28 @@ class IncomingTests(unittest.TestCase):
             self.assertIn((NS_HINTS, "no-copy"), children(m))
 
     def test_toAnyComponentAddress(self):
+        """
+        A message to any full JID of the component, not only the bare one, is
+        fanned out all the same.
+        """
         self.send(to=COMPONENT + "/whatever")
         self.assertEqual(len(self.h.take()), 2)
 
     def test_filterRespected(self):
+        """
+        Only the resources that the C{resources} filter admits get a copy: the
+        others are no part of the target.
+        """
         h = Harness(resources="^a$")
         h.online("a", "b")
         h.receive("<message from='%s' to='%s'><body>x</body></message>" % (ALICE, COMPONENT))
         self.assertEqual([m["to"] for m in h.take()], [TARGET + "/a"])
 
     def test_errorFromTargetDropped(self):
+        """
+        An error message from the target is dropped and counted, never relayed
+        to the peer: errors are never answered with errors.
+        """
         self.h.receive(
             "<message type='error' from='%s/a' to='%s/%s'><error type='cancel'/></message>"
             % (TARGET, COMPONENT, ALICE)
@@ -63,6 +86,11 @@ class IncomingTests(unittest.TestCase):
         self.assertEqual(self.h.stats.dropped["error-from-target"], 1)
 
     def test_bounceFromPeerGoesToResources(self):
+        """
+        An error message from a peer (a bounce of something sent to it) goes to
+        every resource of the target, from the peer's address, never back to
+        the peer.
+        """
         self.h.receive(
             "<message type='error' id='x' from='%s' to='%s'><error type='cancel'>"
             "<item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>"
@@ -75,6 +103,12 @@ class IncomingTests(unittest.TestCase):
 
 
 class OutgoingTests(unittest.TestCase):
+    """
+    Messages from the target's resources to a peer's address under the
+    component: routed to the peer, mirrored to the other resources, and refused
+    when the address names no peer.
+    """
+
     def setUp(self):
         self.h = Harness()
         self.h.online("a", "b", "c")
@@ -86,6 +120,10 @@ class OutgoingTests(unittest.TestCase):
         )
 
     def test_routedFromBareComponent(self):
+        """
+        A resource's message reaches the peer from the bare component, with its
+        body and id, and without the <private/> marker its client put on it.
+        """
         self.send(extra="<private xmlns='%s'/>" % NS_CARBONS)
         out = self.h.take()
         [routed] = [m for m in out if m["to"] == ALICE]
@@ -95,6 +133,12 @@ class OutgoingTests(unittest.TestCase):
         self.assertNotIn((NS_CARBONS, "private"), children(routed))
 
     def test_mirroredToTheOtherResources(self):
+        """
+        The other resources get a mirror of what one sent: marked <private/>, a
+        plain body naming sender and peer for clients that do not read the
+        wrapper, and the original, in jabber:client, inside a delayed
+        <forwarded/>.
+        """
         self.send()
         out = self.h.take()
         mirrors = [m for m in out if m["to"] != ALICE]
@@ -115,6 +159,11 @@ class OutgoingTests(unittest.TestCase):
             self.assertIn((NS_DELAY, "delay"), children(forwarded))
 
     def test_whatIsMirrored(self):
+        """
+        Mirrored are the messages XEP-0280 would copy: chat and normal ones;
+        not headline or groupchat messages, nor those the client marked
+        <no-copy/>.
+        """
         cases = [
             ("chat", "", True),
             ("normal", "", True),
@@ -128,6 +177,10 @@ class OutgoingTests(unittest.TestCase):
             self.assertEqual(len(out), 3 if mirrored else 1, (kind, extra))
 
     def test_normalWithoutBodyNotMirrored(self):
+        """
+        A normal message without a body (a payload only) is routed to the peer
+        but not mirrored, as carbons would not copy it either.
+        """
         self.h.receive(
             "<message from='%s/a' to='%s/%s'><x xmlns='urn:x'/></message>"
             % (TARGET, COMPONENT, ALICE)
@@ -135,12 +188,20 @@ class OutgoingTests(unittest.TestCase):
         self.assertEqual([m["to"] for m in self.h.take()], [ALICE])
 
     def test_badPeer(self):
+        """
+        A message to an address that decodes to no valid peer JID is answered
+        jid-malformed (modify) to the resource that sent it.
+        """
         self.send(peer="a@b@c")
         [out] = self.h.take()
         self.assertEqual((out["type"], out["to"]), ("error", TARGET + "/a"))
         self.assertEqual(errorCondition(out), ("jid-malformed", "modify"))
 
     def test_toBareComponentDropped(self):
+        """
+        A resource's message to the bare component names no peer: it is
+        dropped, and not answered.
+        """
         self.h.receive(
             "<message from='%s/a' to='%s'><body>x</body></message>" % (TARGET, COMPONENT)
         )
@@ -148,6 +209,12 @@ class OutgoingTests(unittest.TestCase):
 
 
 class QueueTests(unittest.TestCase):
+    """
+    Messages for a target with no resource available: queued with a delay
+    stamp, within bounds per sender and in all, kept across restarts, and
+    delivered once a resource comes online.
+    """
+
     def setUp(self):
         self.h = Harness(queuePerSender=3, queueSize=5)
 
@@ -158,6 +225,11 @@ class QueueTests(unittest.TestCase):
         )
 
     def test_queuedThenDeliveredInOrder(self):
+        """
+        While no resource is available messages are queued; the first resource
+        to come online gets them in order, each with a XEP-0203 delay stamp
+        from the component, and a later one gets none again.
+        """
         self.h.clock.advance(1000)
         for text in ("one", "two", "three"):
             self.send(text)
@@ -176,6 +248,10 @@ class QueueTests(unittest.TestCase):
         self.assertEqual([m for m in self.h.take() if m.name == "message"], [])
 
     def test_boundPerSender(self):
+        """
+        One sender may queue at most C{queuePerSender} messages: the next is
+        answered resource-constraint (wait), so one peer cannot fill the queue.
+        """
         for text in ("1", "2", "3", "4"):
             self.send(text)
         [error] = self.h.take()
@@ -202,6 +278,10 @@ class QueueTests(unittest.TestCase):
         self.assertEqual(self.h.stats.messages["error:resource-constraint"], 51)
 
     def test_boundInAll(self):
+        """
+        The queue holds at most C{queueSize} messages in all: once it is full,
+        a message from a sender with none queued is refused too.
+        """
         for i in range(5):
             self.send(str(i), sender="user%d@example.org/r" % i)
         self.send("x", sender="late@example.org/r")
@@ -210,6 +290,10 @@ class QueueTests(unittest.TestCase):
         self.assertEqual(self.h.store.queueLength(), 5)
 
     def test_survivesRestart(self):
+        """
+        The queue lives in the SQLite store: a message queued before a restart
+        is delivered by the next process once a resource comes online.
+        """
         path = self.mktemp()
         first = Harness(store=Store(path))
         first.receive("<message from='%s' to='%s'><body>kept</body></message>" % (ALICE, COMPONENT))
@@ -237,6 +321,10 @@ class BounceAdmissionTests(unittest.TestCase):
         )
 
     def test_deniedSenderNeverReachesTheTarget(self):
+        """
+        A bounce from a denied sender is dropped and counted, not passed to the
+        target.
+        """
         h = Harness(deny=["example.org"])
         h.online("a")
         h.take()
@@ -245,6 +333,10 @@ class BounceAdmissionTests(unittest.TestCase):
         self.assertEqual(h.stats.dropped["error-from-peer-refused"], 1)
 
     def test_rateApplies(self):
+        """
+        Bounces count against the sender's rate: those over the burst are
+        dropped, not answered.
+        """
         h = Harness(rate=1, burst=2)
         h.online("a")
         h.take()
@@ -254,6 +346,9 @@ class BounceAdmissionTests(unittest.TestCase):
         self.assertEqual(h.stats.dropped["error-from-peer-refused"], 3)
 
     def test_sizeApplies(self):
+        """
+        A bounce over the stanza size bound is dropped as too large.
+        """
         h = Harness(maxStanzaSize=400)
         h.online("a")
         h.take()
@@ -262,6 +357,10 @@ class BounceAdmissionTests(unittest.TestCase):
         self.assertEqual(h.stats.dropped["error-from-peer-too-large"], 1)
 
     def test_fannedOutWithMarkers(self):
+        """
+        A bounce passed to the resources carries <private/> and <no-copy/> like
+        every copy fanned out, so the server adds no carbon copies of it.
+        """
         h = Harness()
         h.online("a", "b")
         h.take()
@@ -280,6 +379,11 @@ class QueueDeliveryTests(unittest.TestCase):
     """
 
     def test_deliveredInBatches(self):
+        """
+        A queue longer than a batch goes out L{DELIVERY_BATCH} messages per
+        turn of the reactor, in order; a message that comes meanwhile follows
+        the queue instead of overtaking it, and no call is left once done.
+        """
         from clientproxy.handlers.messages import DELIVERY_BATCH
 
         h = Harness(queuePerSender=1000, queueSize=1000)
@@ -306,6 +410,10 @@ class QueueDeliveryTests(unittest.TestCase):
         self.assertEqual(h.clock.getDelayedCalls(), [])
 
     def test_resourceLeavesDuringDelivery(self):
+        """
+        When every resource leaves between two batches, the rest stays queued;
+        the next resource to come online gets it from where delivery stopped.
+        """
         from clientproxy.handlers.messages import DELIVERY_BATCH
 
         h = Harness(queuePerSender=1000, queueSize=1000)

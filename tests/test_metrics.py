@@ -23,6 +23,11 @@ def proxy(jid="proxy.example.org"):
 
 
 class RenderTests(unittest.TestCase):
+    """
+    The Prometheus exposition and the health and readiness reports, read from a
+    proxy's own counters.
+    """
+
     def assertSample(self, text, name, labels, value):
         """
         The exposition C{text} has sample C{name} with C{labels} = C{value}
@@ -64,6 +69,11 @@ class RenderTests(unittest.TestCase):
         )
 
     def test_countersGaugesHistogram(self):
+        """
+        The request and drop counters by outcome and reason, the pending and
+        connected gauges, and the latency histogram (cumulative buckets, count)
+        are exposed with the proxy's C{component} label.
+        """
         p = proxy()
         p.stats.requests["answered"] = 3
         p.stats.requests["error:remote-server-timeout"] = 1
@@ -120,6 +130,10 @@ class RenderTests(unittest.TestCase):
         self.assertIn("# TYPE clientproxy_request_duration_seconds histogram", text)
 
     def test_health(self):
+        """
+        Health is unhealthy while not connected, then while no resource is
+        available, and C{(True, "ok")} once one is; each failure says why.
+        """
         p = proxy()
         self.assertEqual(health([p])[0], False)
         self.assertIn("not connected", health([p])[1])
@@ -173,8 +187,17 @@ class RenderTests(unittest.TestCase):
 
 
 class EndpointTests(unittest.TestCase):
+    """
+    The HTTP endpoint, on a real loopback port.
+    """
+
     @defer.inlineCallbacks
     def test_overHTTP(self):
+        """
+        The endpoint serves /metrics, /health (503 while not connected),
+        /livez, /readyz (503 with a JSON report) and 404 for anything else,
+        bound to the interface given only.
+        """
         p = proxy()
         p.stats.requests["answered"] = 5
         service = metricsService([p], 0, "127.0.0.1")

@@ -26,6 +26,11 @@ def setUpTable(case, **bounds):
 
 
 class PendingTableTests(unittest.TestCase):
+    """
+    The pending table: exactly one answer per entry (a reply, a timeout or a
+    failure), the in-flight counts it keeps, and its timeouts on one timer.
+    """
+
     def setUp(self):
         setUpTable(self, maxPending=3, maxPendingPerRequester=2, maxPendingFromTarget=1)
         self.a = Resource("svc@x/a", "a")
@@ -37,6 +42,10 @@ class PendingTableTests(unittest.TestCase):
         ]
 
     def test_completeAnswersAndForgets(self):
+        """
+        A reply completes its entry: answered once with it, gone from the
+        table, the resource's in-flight count back to 0, and no timer left.
+        """
         entry = self.table.add(("enc", "1"), "req", self.a)
         self.assertIn(("enc", "1"), self.table)
         self.assertEqual(self.a.pending, 1)
@@ -81,6 +90,11 @@ class PendingTableTests(unittest.TestCase):
         self.assertEqual(self.conditions(), [(("enc", "1"), "remote-server-timeout")])
 
     def test_timeout(self):
+        """
+        A request with no reply within the timeout is answered
+        remote-server-timeout, and leaves the table and its resource's
+        in-flight count; no timer is left.
+        """
         entry = self.table.add(("enc", "1"), "req", self.a)
         self.clock.advance(4.99)
         self.assertEqual(self.answers, [])
@@ -115,6 +129,11 @@ class PendingTableTests(unittest.TestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_reassign(self):
+        """
+        A request moved to another resource keeps the request it is resent as,
+        and counts in flight on its new resource only, so a retry does not skew
+        the load strategies weigh.
+        """
         entry = self.table.add(("enc", "1"), "req", self.a, b"<iq/>", resendable=True)
         self.table.reassign(entry, self.b)
         self.assertEqual(entry.request, b"<iq/>")
@@ -123,6 +142,11 @@ class PendingTableTests(unittest.TestCase):
         self.assertEqual(self.table.entriesOf(self.b), [entry])
 
     def test_failAll(self):
+        """
+        Failing all (the connection is gone, or a shutdown's grace is over)
+        answers every entry with the condition given and leaves the table
+        empty, with no timer.
+        """
         for i in range(3):
             self.table.add(("e", str(i)), "r%d" % i, self.a)
         self.table.failAll("recipient-unavailable")

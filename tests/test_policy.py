@@ -20,7 +20,16 @@ ALICE = "alice@example.org/abc"
 
 
 class AccessTests(unittest.TestCase):
+    """
+    The allow and deny lists: their entries, which list wins, and the access
+    file.
+    """
+
     def test_normalise(self):
+        """
+        An entry is a bare JID or a domain, lower-cased; a full JID, a
+        malformed JID or an empty entry is a C{ValueError}.
+        """
         self.assertEqual(normalise("Alice@Example.ORG"), "alice@example.org")
         self.assertEqual(normalise("Example.org"), "example.org")
         self.assertRaises(ValueError, normalise, "alice@example.org/r")
@@ -28,6 +37,10 @@ class AccessTests(unittest.TestCase):
         self.assertRaises(ValueError, normalise, "")
 
     def test_denyWins(self):
+        """
+        A deny entry wins over an allow entry for the sender's domain; with an
+        allow list, whoever it does not name is refused.
+        """
         policy = Policy(task.Clock(), allow=["example.org"], deny=["mallory@example.org"])
         self.assertTrue(policy.permits("alice@example.org/abc"))
         self.assertFalse(policy.permits("mallory@example.org/m"))
@@ -35,15 +48,27 @@ class AccessTests(unittest.TestCase):
         self.assertFalse(policy.permits("other.org"))
 
     def test_noListsPermitsAll(self):
+        """
+        With no lists, everyone may use the service.
+        """
         self.assertIsNone(Policy(task.Clock()).refusal("anyone@anywhere/x"))
 
     def test_denyDomain(self):
+        """
+        A denied domain refuses its users and the domain itself with
+        C{forbidden}, and no other domain.
+        """
         policy = Policy(task.Clock(), deny=["spam.example"])
         self.assertEqual(policy.refusal("x@spam.example/r")[0], "forbidden")
         self.assertEqual(policy.refusal("spam.example")[0], "forbidden")
         self.assertIsNone(policy.refusal("x@ham.example/r"))
 
     def test_accessFile(self):
+        """
+        The access file holds C{allow} and C{deny} lines, with comments and
+        blank lines; any other line is a C{ValueError}, so a typo cannot go
+        unnoticed.
+        """
         path = FilePath(self.mktemp())
         path.setContent(b"# who\nallow example.org\n\ndeny bad@example.org  # no\n")
         self.assertEqual(readAccessFile(path.path), (["example.org"], ["bad@example.org"]))
@@ -52,7 +77,15 @@ class AccessTests(unittest.TestCase):
 
 
 class TokenBucketTests(unittest.TestCase):
+    """
+    The token buckets that bound the rate per sender.
+    """
+
     def test_rateAndBurst(self):
+        """
+        A key may take C{burst} tokens at once, then C{rate} a second; each key
+        has a bucket of its own.
+        """
         clock = task.Clock()
         buckets = TokenBuckets(clock, rate=2, burst=3)
         self.assertEqual([buckets.take("a") for _ in range(4)], [True, True, True, False])
@@ -61,6 +94,10 @@ class TokenBucketTests(unittest.TestCase):
         self.assertEqual([buckets.take("a") for _ in range(2)], [True, False])
 
     def test_idleBucketsForgotten(self):
+        """
+        Buckets that have filled up again are forgotten, so memory follows the
+        senders active lately, not every one ever seen.
+        """
         clock = task.Clock()
         buckets = TokenBuckets(clock, rate=10, burst=10)
         for i in range(100):
@@ -72,6 +109,11 @@ class TokenBucketTests(unittest.TestCase):
 
 
 class LimitTests(unittest.TestCase):
+    """
+    The limits as the handlers apply them: who is refused, with which error,
+    and when a place frees up again.
+    """
+
     def request(self, h, requester=ALICE, stanzaID="1", payload="<q xmlns='urn:x'/>"):
         h.receive(
             "<iq type='get' id='%s' from='%s' to='%s'>%s</iq>"
@@ -79,6 +121,10 @@ class LimitTests(unittest.TestCase):
         )
 
     def test_deniedRequester(self):
+        """
+        A request from a denied sender is answered C{forbidden} (auth) from the
+        component, and not forwarded.
+        """
         h = Harness(deny=["example.org"])
         h.online("a")
         h.take()
@@ -88,6 +134,10 @@ class LimitTests(unittest.TestCase):
         self.assertEqual(errorCondition(out), ("forbidden", "auth"))
 
     def test_rateLimited(self):
+        """
+        Requests over a sender's rate are answered C{policy-violation} (wait);
+        another sender is not held back by them.
+        """
         h = Harness(rate=1, burst=2)
         h.online("a")
         h.take()
@@ -100,6 +150,11 @@ class LimitTests(unittest.TestCase):
         self.assertEqual(h.take()[0]["type"], "get")
 
     def test_tooLarge(self):
+        """
+        A request over C{--max-stanza-size} is answered C{policy-violation}
+        (modify) with its id and is not kept pending; a smaller one from the
+        same sender passes.
+        """
         h = Harness(maxStanzaSize=300)
         h.online("a")
         h.take()
@@ -112,6 +167,11 @@ class LimitTests(unittest.TestCase):
         self.assertEqual(h.take()[0]["type"], "get")
 
     def test_inFlightPerRequester(self):
+        """
+        An account may have C{maxPendingPerRequester} requests in flight, from
+        all its resources together; the next is answered C{resource-constraint}
+        (wait), another account is not affected, and an answer frees a place.
+        """
         h = Harness(maxPendingPerRequester=2)
         h.online("a")
         h.take()
@@ -132,6 +192,10 @@ class LimitTests(unittest.TestCase):
         self.assertEqual(h.take()[0]["type"], "get")
 
     def test_inFlightFreedByTimeout(self):
+        """
+        A request that timed out frees its place: the requester may send again,
+        and the counts hold the new request only.
+        """
         h = Harness(timeout=5, maxPendingPerRequester=1)
         h.online("a")
         h.take()
@@ -144,6 +208,10 @@ class LimitTests(unittest.TestCase):
         self.assertEqual(h.pending.fromOutside, 1)
 
     def test_inFlightInAll(self):
+        """
+        Over C{maxPending} requests in flight in all, a new request is refused,
+        whoever sends it.
+        """
         h = Harness(maxPending=2)
         h.online("a")
         h.take()
@@ -207,6 +275,10 @@ class LimitTests(unittest.TestCase):
         self.assertEqual((len(h.pending), h.pending.bytes), (0, 0))
 
     def test_messageFromDeniedSender(self):
+        """
+        A message from a denied sender is answered C{forbidden} (auth), and not
+        passed to the target.
+        """
         h = Harness(deny=["example.org"])
         h.online("a")
         h.take()
@@ -216,6 +288,10 @@ class LimitTests(unittest.TestCase):
         self.assertEqual(errorCondition(out), ("forbidden", "auth"))
 
     def test_largeMessageRefused(self):
+        """
+        A message over the size bound is answered C{policy-violation} (modify)
+        from the component, and not passed on.
+        """
         h = Harness(maxStanzaSize=200)
         h.online("a")
         h.take()
@@ -227,6 +303,10 @@ class LimitTests(unittest.TestCase):
         self.assertEqual(errorCondition(out), ("policy-violation", "modify"))
 
     def test_subscriptionFromDeniedRefused(self):
+        """
+        A subscription request from a denied sender is answered
+        C{unsubscribed}, and the sender is not stored as a subscriber.
+        """
         h = Harness(deny=["example.org"])
         h.receive("<presence type='subscribe' from='alice@example.org' to='%s'/>" % (COMPONENT,))
         [out] = h.take()
@@ -234,6 +314,10 @@ class LimitTests(unittest.TestCase):
         self.assertEqual(h.store.subscribers(), [])
 
     def test_subscriptionFloodDropped(self):
+        """
+        Subscription requests over the rate are dropped and counted, not
+        answered: an answer to each stanza of a flood would amplify it.
+        """
         h = Harness(rate=1, burst=2)
         for _ in range(5):
             h.receive(
@@ -328,17 +412,30 @@ class DomainRateTests(unittest.TestCase):
     """
 
     def test_manyJIDsOfOneDomain(self):
+        """
+        Thirty JIDs of one domain, each within its own rate, get no more than
+        the domain's burst through (ten times the per-JID one); another domain
+        is not held back.
+        """
         policy = Policy(task.Clock(), rate=1, burst=1)
         answers = [policy.refusal("u%d@flood.example/r" % i) for i in range(30)]
         self.assertEqual(answers.count(None), 10)
         self.assertIsNone(policy.refusal("alice@example.org/r"))
 
     def test_explicitDomainRate(self):
+        """
+        A domain rate may be set alone, without a per-JID rate: the domain's
+        bucket then applies, with its own burst.
+        """
         policy = Policy(task.Clock(), domainRate=2, domainBurst=3)
         self.assertIsNone(policy.buckets)
         answers = [policy.refusal("u%d@flood.example" % i) for i in range(5)]
         self.assertEqual(answers.count(None), 3)
 
     def test_offByDefault(self):
+        """
+        With no rate set there is no domain bucket either: the check costs
+        nothing by default.
+        """
         policy = Policy(task.Clock())
         self.assertIsNone(policy.domainBuckets)

@@ -20,11 +20,20 @@ from tests.xmlgen import (
 )
 
 class TranslatorProperties(unittest.TestCase):
+    """
+    The address translation (JAT) over any requester string.
+    """
+
     # No deadline: a loaded CI machine must not turn a slow example into a
     # failure; these tests are about correctness, not speed.
     @settings(deadline=None)
     @given(st.text(min_size=1))
     def test_roundTrip(self, requester):
+        """
+        Any requester that fits in a JID part encodes to an address that
+        decodes back to it, so a reply finds its requester; one too long is
+        refused (C{None}) rather than cut.
+        """
         jat = Translator(COMPONENT)
         encoded = jat.encode(requester)
         if len(requester.encode("utf-8", "surrogatepass")) > MAX_PART_BYTES:
@@ -35,9 +44,19 @@ class TranslatorProperties(unittest.TestCase):
 
 
 class HandlerFuzz(unittest.TestCase):
+    """
+    Random, often hostile, sequences of stanzas through the handlers, with time
+    passing between them.
+    """
+
     @settings(max_examples=300, deadline=None)
     @given(st.lists(st.tuples(stanzas, st.floats(0, 20)), max_size=25))
     def test_hostileStanzas(self, inputs):
+        """
+        Whatever comes in, no exception leaves a handler, nothing is sent but
+        to the target, its resources and those who wrote, no error answers an
+        error, and the in-flight counts agree with the pending table.
+        """
         self.checkHostile(inputs, Harness(timeout=10, queuePerSender=3, queueSize=5))
 
     @settings(max_examples=150, deadline=None)
@@ -128,6 +147,10 @@ class PayloadsThroughHandlers(unittest.TestCase):
     @settings(max_examples=60, deadline=None)
     @given(payloads)
     def test_request(self, payload):
+        """
+        A request's payload reaches the resource as it went in, prefix
+        declarations included.
+        """
         h = self.harness()
         h.online("a")
         h.manager.takeBytes()
@@ -139,6 +162,9 @@ class PayloadsThroughHandlers(unittest.TestCase):
     @settings(max_examples=60, deadline=None)
     @given(payloads)
     def test_reply(self, payload):
+        """
+        A reply's payload reaches the requester as the resource sent it.
+        """
         h = self.harness()
         h.online("a")
         h.request()
@@ -151,6 +177,10 @@ class PayloadsThroughHandlers(unittest.TestCase):
     @settings(max_examples=40, deadline=None)
     @given(payloads)
     def test_retry(self, payload):
+        """
+        A request sent again to another resource, once the first left, carries
+        its payload unchanged.
+        """
         h = self.harness()
         h.online("a", "b")
         h.request(payload=payload)
@@ -163,6 +193,10 @@ class PayloadsThroughHandlers(unittest.TestCase):
     @settings(max_examples=40, deadline=None)
     @given(payloads)
     def test_incomingMessage(self, payload):
+        """
+        A peer's message payload reaches each resource unchanged, in every copy
+        fanned out.
+        """
         h = self.harness()
         h.online("a", "b")
         h.manager.takeBytes()
@@ -177,6 +211,10 @@ class PayloadsThroughHandlers(unittest.TestCase):
     @settings(max_examples=40, deadline=None)
     @given(payloads)
     def test_queuedMessage(self, payload):
+        """
+        A message payload queued for an offline target (written to the store
+        and parsed back) is delivered unchanged.
+        """
         h = self.harness()
         h.receive(
             "<message type='chat' from='%s' to='%s'>%s</message>" % (ALICE, COMPONENT, payload)
@@ -189,6 +227,11 @@ class PayloadsThroughHandlers(unittest.TestCase):
     @settings(max_examples=40, deadline=None)
     @given(payloads)
     def test_outgoingMessage(self, payload):
+        """
+        A resource's message payload reaches the peer unchanged, and so does
+        the original inside the mirror's <forwarded/>, but for the stream's
+        namespace, now jabber:client.
+        """
         h = self.harness()
         h.online("a", "b")
         h.manager.takeBytes()

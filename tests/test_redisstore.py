@@ -15,6 +15,11 @@ COMPONENT = "proxy.example.org"
 
 
 class RedisStoreTests(unittest.TestCase):
+    """
+    The Redis store against a real server: what processes share, the queue's
+    bounds and order, and serving on while Redis is away.
+    """
+
     timeout = 30
 
     @defer.inlineCallbacks
@@ -123,7 +128,17 @@ class RedisStoreTests(unittest.TestCase):
 
 
 class URLTests(unittest.TestCase):
+    """
+    The C{--redis} URL.
+    """
+
     def test_urls(self):
+        """
+        A C{redis://host[:port][/db]} URL gives host, port (6379 by default)
+        and database (0 by default); another scheme, no host, or a database
+        that is not a number is a C{ValueError}, so a wrong C{--redis} fails at
+        start.
+        """
         self.assertEqual(checkURL("redis://10.0.0.1:6380/2"), ("10.0.0.1", 6380, 2))
         self.assertEqual(checkURL("redis://localhost"), ("localhost", 6379, 0))
         for bad in ("http://x", "redis://", "redis://h/x"):

@@ -241,6 +241,10 @@ class AffinityTests(unittest.TestCase):
         return {key: self.selector.choose(NS, topic(NS, "set"), key, "r@x/1").jid for key in keys}
 
     def test_sameKeySameResource(self):
+        """
+        A key goes to the same resource every time, while different keys spread
+        over the resources instead of all going to one.
+        """
         keys = ["room%d" % i for i in range(200)]
         first = self.placement(keys)
         self.assertEqual(self.placement(keys), first)
@@ -248,6 +252,10 @@ class AffinityTests(unittest.TestCase):
         self.assertGreater(len(set(first.values())), 5)
 
     def test_onlyTheKeysOfALeavingResourceMove(self):
+        """
+        When a resource leaves, only the keys it had move (about a tenth, of
+        ten resources); every other key stays where it was.
+        """
         keys = ["room%d" % i for i in range(1000)]
         before = self.placement(keys)
         self.resources.remove("svc@x/r3")
@@ -258,6 +266,10 @@ class AffinityTests(unittest.TestCase):
         self.assertTrue(50 < len(moved) < 150, len(moved))
 
     def test_aJoiningResourceTakesOnlyItsShare(self):
+        """
+        A resource that joins takes about its share of the keys, and every key
+        that moves moves to it, none between the resources already there.
+        """
         keys = ["room%d" % i for i in range(1000)]
         before = self.placement(keys)
         self.resources.update("svc@x/new", "new", 0)
@@ -287,6 +299,11 @@ class AffinityTests(unittest.TestCase):
         self.assertEqual(len(outputs), 1)
 
     def test_keys(self):
+        """
+        The affinity key is the named attribute of the request's child (none
+        when absent), the full or bare requester, or none at all; an empty
+        attribute name or an unknown kind is a C{ValueError}.
+        """
         child = inStream("<iq><conference xmlns='urn:x' room='r1'/></iq>").firstChildElement()
         self.assertEqual(Affinity("attribute:room").keyOf(child, "a@x/1"), "r1")
         self.assertIsNone(Affinity("attribute:other").keyOf(child, "a@x/1"))

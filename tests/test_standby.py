@@ -18,6 +18,11 @@ from clientproxy.state.sqlite import Store, storePath
 
 
 class StandbyLockTests(unittest.TestCase):
+    """
+    The lock that keeps one process active per store: taken when free, waited
+    for when not, and none for a store in memory.
+    """
+
     def setUp(self):
         self.clock = task.Clock()
         self.path = self.mktemp()
@@ -57,6 +62,10 @@ class StandbyLockTests(unittest.TestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_memoryStoreHasNoLock(self):
+        """
+        A store in memory has no lock (no other process can share it), so its
+        proxy never stands by.
+        """
         self.assertIsNone(lockFor(Store(":memory:"), self.clock))
 
 
@@ -91,6 +100,11 @@ class StandingByComponentTests(unittest.TestCase):
         self.proxy.startService()
 
     def test_connectsOnceItHoldsTheLock(self):
+        """
+        While another process holds the store the proxy opens no connection and
+        is not ready (it says it stands by); within an interval of the lock's
+        release it connects, and it lets the lock go when stopped.
+        """
         reactor = self.reactor
         self.assertEqual(reactor.tcpClients, [])
         ready, report = readiness([self.proxy])
@@ -105,5 +119,9 @@ class StandingByComponentTests(unittest.TestCase):
         self.assertFalse(self.proxy.standby.held)
 
     def test_stopWhileStandingBy(self):
+        """
+        A proxy stopped while standing by stops waiting for the lock: no call
+        is left scheduled.
+        """
         self.proxy.stopService()
         self.assertEqual(self.reactor.getDelayedCalls(), [])

@@ -22,6 +22,11 @@ HEADER = (
 
 
 class NotifierTests(unittest.TestCase):
+    """
+    The notifications as systemd receives them: C{READY=1} once every proxy is
+    up, C{WATCHDOG=1} while running, C{STOPPING=1} on stop.
+    """
+
     def setUp(self):
         directory = tempfile.mkdtemp()
         self.addCleanup(shutil.rmtree, directory)
@@ -59,6 +64,11 @@ class NotifierTests(unittest.TestCase):
         xs.dataReceived(HEADER % proxy.jid.encode() + b"<handshake/>")
 
     def test_readyOnceEveryProxyIsConnected(self):
+        """
+        C{READY=1} comes once every proxy has completed its handshake, with a
+        status naming them, and only once: a later handshake (a reconnection)
+        sends no second one.
+        """
         self.notifier.startService()
         self.handshake(self.proxies[0])
         self.assertEqual([m for m in self.received() if "READY" in m], [])
@@ -92,6 +102,10 @@ class NotifierTests(unittest.TestCase):
         )
 
     def test_watchdogAndStopping(self):
+        """
+        The watchdog is pinged at start and every half C{WatchdogSec} (5 s of
+        10); a stop sends C{STOPPING=1} and ends the pings.
+        """
         self.notifier.startService()
         self.assertEqual(self.received(), ["WATCHDOG=1"])
         self.reactor.advance(5)
@@ -103,18 +117,34 @@ class NotifierTests(unittest.TestCase):
 
 
 class EnvironmentTests(unittest.TestCase):
+    """
+    What the notifier reads from the environment systemd sets.
+    """
+
     def test_socket(self):
+        """
+        No C{$NOTIFY_SOCKET} is no socket; a name starting with C{@} is in the
+        abstract namespace (a leading NUL); a path is used as it is.
+        """
         self.assertIsNone(notifySocket({}))
         self.assertEqual(notifySocket({"NOTIFY_SOCKET": "@abstract"}), "\0abstract")
         self.assertEqual(notifySocket({"NOTIFY_SOCKET": "/run/x"}), "/run/x")
 
     def test_watchdog(self):
+        """
+        The ping interval is half C{$WATCHDOG_USEC}, in seconds; none without
+        it, or when C{$WATCHDOG_PID} names another process.
+        """
         self.assertIsNone(watchdogInterval({}))
         self.assertEqual(watchdogInterval({"WATCHDOG_USEC": "4000000"}), 2.0)
         self.assertIsNone(watchdogInterval({"WATCHDOG_USEC": "4000000", "WATCHDOG_PID": "1"}))
 
 
 class UnitTests(unittest.TestCase):
+    """
+    The systemd unit shipped in contrib/.
+    """
+
     def test_verify(self):
         """
         The unit in contrib/ passes systemd-analyze verify (where systemd is

@@ -20,6 +20,11 @@ TAC = FilePath(__file__).parent().sibling("tac")
 
 
 class OptionsTests(unittest.TestCase):
+    """
+    The command line: the defaults, each option's parsing and checks, and where
+    the secret comes from.
+    """
+
     def setUp(self):
         self.patch(os, "environ", {})
 
@@ -29,6 +34,12 @@ class OptionsTests(unittest.TestCase):
         return options
 
     def test_defaults(self):
+        """
+        With only the required options the component connects to
+        127.0.0.1:5347, waits 30 s for a reply, picks among all resources at
+        random, keeps its store in the working directory, and queues 100
+        messages per sender, 10000 in all.
+        """
         options = self.parse(*REQUIRED + ["--secret", "s"])
         self.assertEqual(options["host"], "127.0.0.1")
         self.assertEqual(options["port"], 5347)
@@ -39,6 +50,10 @@ class OptionsTests(unittest.TestCase):
         self.assertEqual((options["queue-per-sender"], options["queue-size"]), (100, 10000))
 
     def test_allOptions(self):
+        """
+        Each connection and dispatch option is taken as given, and the
+        component's and the target's JIDs are lower-cased.
+        """
         options = self.parse(
             "--jid",
             "Proxy.Example.ORG",
@@ -64,6 +79,11 @@ class OptionsTests(unittest.TestCase):
         self.assertEqual(options["resources"], "^focus")
 
     def test_limitsAndAccess(self):
+        """
+        Allow and deny entries from the options and the access file are
+        normalised and merged, and the rate, in-flight, size and grace limits
+        reach the service L{makeService} builds.
+        """
         access = FilePath(self.mktemp())
         access.setContent(b"deny spam.example\nallow Friends.example\n")
         options = self.parse(
@@ -118,6 +138,11 @@ class OptionsTests(unittest.TestCase):
         )
 
     def test_badAccessEntries(self):
+        """
+        A full or malformed JID in the lists, an unreadable access file, a
+        negative rate, in-flight bound or grace and a burst under one are usage
+        errors, at start rather than at the first stanza.
+        """
         for extra in [
             ["--allow", "a@b/c"],
             ["--deny", "a@b@c"],
@@ -130,10 +155,17 @@ class OptionsTests(unittest.TestCase):
             self.assertRaises(usage.UsageError, self.parse, *REQUIRED + ["--secret", "s"] + extra)
 
     def test_required(self):
+        """
+        C{--jid} and C{--target} are required.
+        """
         self.assertRaises(usage.UsageError, self.parse, "--secret", "s")
         self.assertRaises(usage.UsageError, self.parse, "--jid", "p.x", "--secret", "s")
 
     def test_badJIDs(self):
+        """
+        A component JID with a user or resource part, a target that is a domain
+        or a full JID, and a malformed or empty JID are usage errors.
+        """
         for arguments in [
             ["--jid", "user@proxy.example.org", "--target", "svc@example.org"],
             ["--jid", "proxy.example.org/r", "--target", "svc@example.org"],
@@ -145,24 +177,41 @@ class OptionsTests(unittest.TestCase):
             self.assertRaises(usage.UsageError, self.parse, *arguments + ["--secret", "s"])
 
     def test_secretFile(self):
+        """
+        The secret is read from C{--secret-file}, without its final newline.
+        """
         path = self.mktemp()
         FilePath(path).setContent(b"from-file\n")
         self.assertEqual(self.parse(*REQUIRED + ["--secret-file", path])["secret"], "from-file")
 
     def test_secretFileMissing(self):
+        """
+        A secret file that cannot be read is a usage error naming the file.
+        """
         e = self.assertRaises(
             usage.UsageError, self.parse, *REQUIRED + ["--secret-file", "/nonexistent/s"]
         )
         self.assertIn("/nonexistent/s", str(e))
 
     def test_secretFromEnvironment(self):
+        """
+        Without C{--secret} or C{--secret-file}, the secret comes from
+        C{$CLIENTPROXY_SECRET}, so it need not be on the command line.
+        """
         os.environ[SECRET_ENVIRONMENT] = "from-env"
         self.assertEqual(self.parse(*REQUIRED)["secret"], "from-env")
 
     def test_secretRequired(self):
+        """
+        With no secret from any source, the options are refused.
+        """
         self.assertRaises(usage.UsageError, self.parse, *REQUIRED)
 
     def test_oneSecretOnly(self):
+        """
+        Both C{--secret} and C{--secret-file} together are refused, rather than
+        one of them silently winning.
+        """
         path = self.mktemp()
         FilePath(path).setContent(b"x")
         self.assertRaises(
@@ -170,6 +219,10 @@ class OptionsTests(unittest.TestCase):
         )
 
     def test_secretNotInErrors(self):
+        """
+        A usage error never repeats the secret, so it cannot end up in a log or
+        on a terminal.
+        """
         e = self.assertRaises(
             usage.UsageError,
             self.parse,
@@ -183,6 +236,11 @@ class OptionsTests(unittest.TestCase):
         self.assertNotIn("hunter2", str(e))
 
     def test_badValues(self):
+        """
+        A timeout or port out of range, an unknown strategy, a C{--resources}
+        that is no regular expression, a missing data directory and negative
+        queue bounds are usage errors.
+        """
         for extra in [
             ["--timeout", "0"],
             ["--timeout", "-1"],
@@ -197,6 +255,11 @@ class OptionsTests(unittest.TestCase):
             self.assertRaises(usage.UsageError, self.parse, *REQUIRED + ["--secret", "s"] + extra)
 
     def test_makeService(self):
+        """
+        L{makeService} builds a L{ProxyComponent} with every option applied
+        (address, target, timeout, strategy, filter, secret, queue bounds) and
+        its SQLite store in the data directory.
+        """
         dataDir = self.mktemp()
         os.makedirs(dataDir)
         options = self.parse(
@@ -239,7 +302,15 @@ class OptionsTests(unittest.TestCase):
 
 
 class PluginTests(unittest.TestCase):
+    """
+    The twistd plugin.
+    """
+
     def test_twistdPlugin(self):
+        """
+        twistd finds the C{clientproxy} plugin, and it parses its command line
+        with L{Options}.
+        """
         from twisted import plugins
 
         makers = {p.tapname: p for p in getPlugins(IServiceMaker, plugins)}
@@ -270,11 +341,18 @@ class TacTests(unittest.TestCase):
         return proxies
 
     def test_single(self):
+        """
+        tac/clientproxy.tac builds one proxy, for proxy.example.org.
+        """
         [proxy] = self.load("clientproxy.tac")
         self.assertIsInstance(proxy, ProxyComponent)
         self.assertEqual(proxy.jid, "proxy.example.org")
 
     def test_two(self):
+        """
+        tac/two-proxies.tac builds two proxies in one process, each with its
+        own JID and target.
+        """
         proxies = self.load("two-proxies.tac")
         self.assertEqual(
             [(p.jid, p.dispatcher.target) for p in proxies],
@@ -286,10 +364,19 @@ class TacTests(unittest.TestCase):
 
 
 class TLSOptionTests(unittest.TestCase):
+    """
+    The TLS options: off by default, checked at start, and also in the
+    configuration file.
+    """
+
     def setUp(self):
         self.patch(os, "environ", {SECRET_ENVIRONMENT: "s"})
 
     def test_tlsNameDefaultsToHost(self):
+        """
+        With C{--tls} and no C{--tls-name}, the server's certificate is checked
+        for the C{--host} connected to; with no C{--ca-file}, none is set.
+        """
         from clientproxy.tap import proxyArgumentsOf
 
         options = Options()
@@ -298,6 +385,9 @@ class TLSOptionTests(unittest.TestCase):
         self.assertEqual((tls.name, tls.caFile), ("xmpp.example.org", None))
 
     def test_plainByDefault(self):
+        """
+        Without C{--tls}, no TLS is set up.
+        """
         from clientproxy.tap import proxyArgumentsOf
 
         options = Options()
@@ -305,6 +395,10 @@ class TLSOptionTests(unittest.TestCase):
         self.assertIsNone(proxyArgumentsOf(options)["tls"])
 
     def test_caFileMustExist(self):
+        """
+        A C{--ca-file} that does not exist is a usage error naming the option,
+        at start rather than at the first connection.
+        """
         options = Options()
         error = self.assertRaises(
             usage.UsageError,
@@ -314,6 +408,10 @@ class TLSOptionTests(unittest.TestCase):
         self.assertIn("--ca-file", str(error))
 
     def test_tlsInTheConfigFile(self):
+        """
+        C{tls} and C{tls-name} may be set per proxy in the configuration file;
+        a C{tls} that is not a boolean is refused, saying so.
+        """
         path = self.mktemp()
         with open(path, "w") as f:
             f.write(

@@ -53,6 +53,11 @@ class WriterProperties(unittest.TestCase):
     @settings(max_examples=300, deadline=None)
     @given(payloads)
     def test_sameInfoset(self, payload):
+        """
+        Any well-formed payload, written back, reads with a strict
+        namespace-aware parser as the same infoset, with every prefix
+        declaration it came with still in scope.
+        """
         self.assertSameTree(*roundTrip(payload))
 
     @settings(max_examples=20, deadline=None)
@@ -103,6 +108,10 @@ class WriterExamples(unittest.TestCase):
         self.assertEqual(toXml(inStream(xml)), xml)
 
     def test_prefixesKept(self):
+        """
+        Prefixed elements and attributes are written as they came, with their
+        prefixes and declarations, not renamed.
+        """
         xml = "<iq type='get' id='1'><x:q xmlns:x='urn:x' xmlns:y='urn:y' y:a='1'><x:i/></x:q></iq>"
         self.assertEqual(toXml(inStream(xml)), xml)
 
@@ -133,6 +142,10 @@ class WriterExamples(unittest.TestCase):
         self.assertEqual(message[3][0][3], ["line\r\nnext"])
 
     def test_xmlLang(self):
+        """
+        An attribute in the XML namespace is written with the C{xml:} prefix,
+        which XML binds itself, and no declaration of it.
+        """
         element = domish.Element((None, "iq"))
         element[(NS_XML, "lang")] = "en"
         self.assertEqual(toXml(element), "<iq xml:lang='en'/>")
