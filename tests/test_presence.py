@@ -5,7 +5,11 @@ resources kept from the target's presence.
 
 from twisted.trial import unittest
 
-from clientproxy.handlers.targetpresence import RESUBSCRIBE_INITIAL, RESUBSCRIBE_MAX, presencePriority
+from clientproxy.handlers.targetpresence import (
+    RESUBSCRIBE_INITIAL,
+    RESUBSCRIBE_MAX,
+    presencePriority,
+)
 from tests.helpers import COMPONENT, TARGET, Harness, RecordingManager
 from wokkel.generic import parseXml
 
@@ -218,6 +222,7 @@ class ResourceTrackingTests(unittest.TestCase):
         A priority is read with spaces around it, is 0 when absent or not a
         number, and is clamped to -128..127 (RFC 6121 4.7.2.3).
         """
+
         def priority(xml):
             return presencePriority(parseXml(xml.encode()))
 
@@ -260,7 +265,10 @@ class SubscriptionStateTests(unittest.TestCase):
         """
         from twisted.logger import capturedLogs
 
-        from clientproxy.handlers.targetpresence import FIRST_PENDING_WARNING, PENDING_WARNING_INTERVAL
+        from clientproxy.handlers.targetpresence import (
+            FIRST_PENDING_WARNING,
+            PENDING_WARNING_INTERVAL,
+        )
 
         h = Harness(approved=False)
         with capturedLogs() as events:

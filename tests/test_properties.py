@@ -19,6 +19,7 @@ from tests.xmlgen import (
     stanzas,
 )
 
+
 class TranslatorProperties(unittest.TestCase):
     """
     The address translation (JAT) over any requester string.
