@@ -1,6 +1,6 @@
 """
 Tests for L{clientproxy.routing.errors}: the one table of the errors the component
-answers with itself, and the README's copy of it.
+answers with itself, and its copy in docs/routing.md.
 """
 
 import os
@@ -10,15 +10,17 @@ from twisted.words.protocols.jabber.error import STANZA_CONDITIONS
 
 from clientproxy.routing.errors import TABLE, UNSHARED, readmeTable
 
-README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+README = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "routing.md"
+)
 HEADING = "### Errors the component answers with itself"
 
 
 class ErrorTableTests(unittest.TestCase):
     def test_readmeIsTheTable(self):
         """
-        The README's table is the one L{readmeTable} writes from L{TABLE}:
-        change the table in code, and regenerate the README's.
+        The table in docs/routing.md is the one L{readmeTable} writes from
+        L{TABLE}: change the table in code, and regenerate that one.
         """
         with open(README, encoding="utf-8") as f:
             text = f.read()

@@ -1,7 +1,7 @@
 """
 Tests for L{clientproxy.ops.settings}: every option is one row, from which
 the command line, the configuration file's keys, the reload's split and
-the README's option reference are made.
+the option reference in docs/operations.md are made.
 """
 
 import inspect
@@ -13,7 +13,9 @@ from clientproxy import assembly
 from clientproxy.ops import config, reload, settings
 from clientproxy.tap import Options
 
-README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+README = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "operations.md"
+)
 
 
 class SettingsTests(unittest.TestCase):

@@ -11,7 +11,7 @@ the requester's address translated (JAT); replies come back translated.
 Only a reply that matches a pending request, comes from the resource the
 request went to, and arrives before the timeout is routed; anything else is
 dropped and counted. Errors are never answered with errors (RFC 6120 8.2.3).
-The errors the component answers with itself are listed in README.md.
+The errors the component answers with itself are L{clientproxy.routing.errors}.
 
 Which resource a request goes to is decided by L{clientproxy.routing.selection}
 (usable resources, feature match, minus recent refusers, affinity or

@@ -4,8 +4,8 @@ Another clientproxy process connected as the same component, told loudly.
 
 ejabberd accepts several connections for one component and spreads the
 stanzas for it over all of them, replies and the target's presence
-included. Two clientproxy processes that do not share state (see README,
-"Several instances") then lose replies: one reaching the process that did
+included. Two clientproxy processes that do not share state (see
+docs/instances.md) then lose replies: one reaching the process that did
 not send the request is dropped as C{unknown-reply}. Nothing in the
 stanzas says why, so each process probes: it sends an IQ from
 C{component/clientproxy-instance/<its id>} to
@@ -110,7 +110,7 @@ class InstanceProbe(XMPPHandler):
                 "Another clientproxy process (instance {other}) is connected as {jid}, and the "
                 "server spreads the component's stanzas over both: replies reaching the process "
                 "that did not send the request are lost. Run one process, or standbys sharing "
-                "its data directory (README, 'Several instances').",
+                "its data directory (docs/instances.md).",
                 other=other,
                 jid=self.component,
             )

@@ -12,8 +12,8 @@ and its help. From L{SETTINGS} come the command line
 (L{clientproxy.tap.Options}), the keys of the configuration file and their
 types (L{clientproxy.ops.config}), the reload's live/restart split
 (L{clientproxy.ops.reload}), the keyword arguments of each proxy, and the
-README's option reference (L{readmeTable}; a test checks that the README's
-is this one).
+option reference in docs/operations.md (L{readmeTable}; a test checks
+that the one there is this one).
 
 Adding an option is one row here, plus its use where it is used.
 """
@@ -62,7 +62,8 @@ class Setting:
     @ivar argument: the keyword of L{clientproxy.assembly.makeProxy} it
         becomes, or C{None}.
     @ivar minimum: the least value it may take, or C{None}.
-    @ivar shown: the default as the README shows it, when not the value.
+    @ivar shown: the default as the option reference shows it, when not
+        the value.
     """
 
     def __init__(
@@ -206,7 +207,7 @@ SETTINGS = (
         None,
         "Share the requests in flight, the target's resources, queued messages and service "
         "subscribers in Redis (redis://host:port/db) with the other processes serving the "
-        "component (see README, Several instances).",
+        "component (see docs/instances.md).",
         when=RESTART,
         argument="redis",
     ),
@@ -423,7 +424,7 @@ def checkMinimums(options):
 
 def readmeTable():
     """
-    The README's option reference, as Markdown lines: one row per
+    The option reference of docs/operations.md, as Markdown lines: one row per
     setting, with its default and whether a reload applies it.
     """
     lines = ["| option | default | on reload | meaning |", "|---|---|---|---|"]

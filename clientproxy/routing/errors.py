@@ -1,8 +1,8 @@
 # -*- test-case-name: tests.test_errors -*-
 """
 The errors the component answers with itself: one table, from which the
-handlers take their answers and README.md its table (a test checks that
-the README's is the one L{readmeTable} writes).
+handlers take their answers and docs/routing.md its table (a test checks
+that the one there is the one L{readmeTable} writes).
 
 Each answer is an L{Answer}, C{(condition, type, text)}: the RFC 6120
 condition (8.3.3), its type (the one RFC 6120 gives the condition, unless
@@ -35,7 +35,7 @@ UNSHARED = Answer(
 )
 INTERNAL = Answer("internal-server-error", "wait", None)
 
-#: The situations in which each answer is given, in the README's order.
+#: The situations in which each answer is given, in the order of docs/routing.md.
 TABLE = (
     (
         "no resource of the target is available (or, with `--match-features strict`, none "
@@ -80,7 +80,7 @@ TABLE = (
 
 def readmeTable():
     """
-    The README's table of L{TABLE}, as Markdown lines.
+    The table of L{TABLE} in docs/routing.md, as Markdown lines.
     """
     lines = ["| situation | condition | type |", "|---|---|---|"]
     for situation, answer in TABLE:

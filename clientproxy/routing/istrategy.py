@@ -4,8 +4,8 @@ is chosen.
 
 A third party adds a strategy by dropping a module into a C{twisted/plugins}
 directory on the Python path with an object that provides
-L{IStrategyPlugin}; C{--strategy NAME} then selects it. See README.md,
-"Writing a strategy plugin".
+L{IStrategyPlugin}; C{--strategy NAME} then selects it. See
+docs/plugins.md.
 """
 
 from zope.interface import Attribute, Interface

@@ -89,8 +89,7 @@ class Store:
         if path != ":memory:":
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            # A standby process may share the file (see README, "Several
-            # instances"): wait for its lock rather than fail.
+            # A standby process may share the file (see docs/instances.md): wait for its lock rather than fail.
             self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(SCHEMA)
         self.recount()

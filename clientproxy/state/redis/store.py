@@ -2,7 +2,7 @@
 """
 The queue and the subscribers of one component in Redis (C{--redis URL}),
 shared by every process serving the component (see L{clientproxy.state.redis.cluster}
-and README "Several instances"), and the Redis plumbing they use.
+and docs/instances.md), and the Redis plumbing they use.
 
 Several processes write at once, so each change is one Lua script, which
 Redis runs alone: a message is queued only if the queue's bounds (checked
