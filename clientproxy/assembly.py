@@ -170,7 +170,7 @@ def makeHandlers(
         cluster = Cluster(jid, target, redis, listen, available, stats, clock, shared, policy)
         ids = cluster.ids
         probeInstances = False
-    return Handlers(
+    handlers = Handlers(
         stats,
         policy,
         available,
@@ -212,6 +212,15 @@ def makeHandlers(
             maxSubscribersPerDomain,
         ),
     )
+    if cluster is not None:
+        # What the other processes tell this one reaches the dispatcher
+        # through these observers, registered here and nowhere else.
+        dispatcher = handlers.dispatcher
+        cluster.onTaken = dispatcher.pending.discard
+        cluster.onAdopted = dispatcher.adopted
+        cluster.onRefused = dispatcher.refusedElsewhere
+        cluster.onServed = dispatcher.servedElsewhere
+    return handlers
 
 
 def makeProxy(

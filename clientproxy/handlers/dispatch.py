@@ -174,11 +174,6 @@ class IQDispatcher(XMPPHandler):
         self.shared = shared
         # Takes from the shared table not yet answered: a shutdown waits.
         self._takes = set()
-        if shared is not None:
-            shared.onTaken = self.pending.discard
-            shared.onAdopted = self._adopted
-            shared.onRefused = self._refusedElsewhere
-            shared.onServed = self._servedElsewhere
 
     def connectionInitialized(self):
         self._ids.renew()
@@ -693,7 +688,7 @@ class IQDispatcher(XMPPHandler):
         else:
             self.pending.fail(entry, RESOURCE_LEFT.condition)
 
-    def _adopted(self, entry):
+    def adopted(self, entry):
         """
         C{entry} belonged to a process gone (L{clientproxy.state.redis.cluster}): a
         request of the target to a peer waits on here for the peer's reply;
@@ -705,7 +700,7 @@ class IQDispatcher(XMPPHandler):
         else:
             self._whenTaken(entry, self._retryOrFail)
 
-    def _refusedElsewhere(self, jid, topic, requester):
+    def refusedElsewhere(self, jid, topic, requester):
         """
         Another process saw resource C{jid} refuse C{requester}'s request in
         C{topic}: learnt as if seen here.
@@ -714,7 +709,7 @@ class IQDispatcher(XMPPHandler):
         if resource is not None:
             self.selector.refusals.refused(resource, topic, requester)
 
-    def _servedElsewhere(self, jid, topic):
+    def servedElsewhere(self, jid, topic):
         """
         Another process saw resource C{jid} answer a request in C{topic}
         with a result: forgotten as a refuser of it here too.

@@ -133,13 +133,15 @@ class Cluster(XMPPHandler):
     @ivar listener: the L{clientproxy.state.redis.store.Listener} for the
         channels.
     @ivar onTaken: called with the key of an entry of this process another
-        one answered (set by the dispatcher).
+        one answered (registered by L{clientproxy.assembly.makeHandlers}).
     @ivar onAdopted: called with each L{PendingRequest} taken over from a
-        process gone (set by the dispatcher).
+        process gone (registered by L{clientproxy.assembly.makeHandlers}).
     @ivar onRefused: called as C{onRefused(jid, topic, requester)} for a
-        refusal another process saw (set by the dispatcher).
+        refusal another process saw (registered by
+        L{clientproxy.assembly.makeHandlers}).
     @ivar onServed: called as C{onServed(jid, topic)} for a refuser another
-        process forgot on a result (set by the dispatcher).
+        process forgot on a result (registered by
+        L{clientproxy.assembly.makeHandlers}).
     """
 
     log = Logger()
