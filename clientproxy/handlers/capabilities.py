@@ -103,7 +103,6 @@ class CapabilityLearner(XMPPHandler):
                     self.learn(resource)
 
     def connectionInitialized(self):
-        self._ids.renew()
         self._observing = False
         self._queries = {}
         self._byVer = {}

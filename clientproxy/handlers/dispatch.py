@@ -176,6 +176,9 @@ class IQDispatcher(XMPPHandler):
         self._takes = set()
 
     def connectionInitialized(self):
+        # The ids the handlers share (keepalive, disco#info queries, the
+        # target's requests) get a new prefix on each connection, here
+        # once for all of them.
         self._ids.renew()
         self.xmlstream.addRoute("iq", self.onIQ)
 

@@ -57,7 +57,6 @@ class KeepAlive(XMPPHandler):
         self._ids = StanzaIDs() if ids is None else ids
 
     def connectionInitialized(self):
-        self._ids.renew()
         if self.interval:
             self._pingedAt = None
             self._pongID = None

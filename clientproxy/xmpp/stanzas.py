@@ -109,7 +109,8 @@ class StanzaIDs:
     and different from one connection to the next (a reply to a request of
     the last connection, or of the process before a restart, matches
     nothing of this one): a random one for a process alone, new with every
-    connection (L{renew}); with state shared by several processes,
+    connection (L{renew}, called by the dispatcher for all the handlers
+    that share it); with state shared by several processes,
     C{<instance id>.}, set by L{clientproxy.state.redis.cluster} (a random id, new with
     every connection too), so that a reply the server hands to another
     process's connection can be passed to the one that asked, and ids never
