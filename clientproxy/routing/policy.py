@@ -206,7 +206,7 @@ class Policy:
         # attribute by searching its children.
         received = stanza.__dict__.get("received")
         if received is None:
-            return len(stanzaBytes(stanza)) > limit
+            return self.tooLarge(stanzaBytes(stanza))
         return received > limit
 
     def tooLarge(self, serialised):
