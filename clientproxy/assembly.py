@@ -10,7 +10,10 @@ and the tests' in-memory harness uses the same L{makeHandlers}.
 """
 
 from clientproxy.handlers.capabilities import CapabilityLearner
+from clientproxy.state.local import LocalFacts, LocalRequests
 from clientproxy.state.redis.cluster import Cluster
+from clientproxy.state.redis.facts import SharedFacts
+from clientproxy.state.redis.requests import SharedRequests
 from clientproxy.xmpp.connection import ProxyComponent
 from clientproxy.handlers.dispatch import IQDispatcher
 from clientproxy.handlers.instances import InstanceProbe
@@ -161,13 +164,24 @@ def makeHandlers(
     available = ResourceSet(resources)
     policy = Policy(clock, allow, deny, rate, burst, maxStanzaSize, domainRate, domainBurst)
     selector = Selector(available, strategy, clock, matchFeatures, Affinity(affinity), refusalTTL)
-    cluster = None
-    # One source of ids for every request the component starts: one random
-    # prefix a connection (or the process's instance id, with a cluster).
-    ids = StanzaIDs()
-    if redis is not None:
+    # The state: a process's own, or shared with the other processes
+    # serving the component; chosen here alone.
+    if redis is None:
+        cluster = None
+        facts, requests = LocalFacts(), LocalRequests
+        # One source of ids for every request the component starts: one
+        # random prefix a connection.
+        ids = StanzaIDs()
+    else:
         shared = store if isinstance(store, RedisStore) else None
         cluster = Cluster(jid, target, redis, listen, available, stats, clock, shared, policy)
+        facts = SharedFacts(cluster)
+
+        def requests(table):
+            return SharedRequests(cluster, table)
+
+        # Their prefix is the process's id: a reply that reaches another
+        # process is passed on to this one.
         ids = cluster.ids
         probeInstances = False
     handlers = Handlers(
@@ -178,7 +192,7 @@ def makeHandlers(
         cluster,
         keepalive=KeepAlive(jid, stats, clock, keepalive, ids),
         instances=InstanceProbe(jid, stats, clock, probeInstances),
-        presence=TargetPresence(jid, target, available, stats, clock),
+        presence=TargetPresence(jid, target, available, stats, clock, facts),
         capabilities=CapabilityLearner(
             jid, available, stats, clock, enabled=matchFeatures != OFF, ids=ids
         ),
@@ -195,8 +209,9 @@ def makeHandlers(
             maxPendingPerRequester,
             maxPendingFromTarget,
             ids,
-            cluster,
-            maxPendingBytes=maxPendingBytes,
+            requests,
+            maxPendingBytes,
+            facts,
         ),
         messages=MessageRouter(
             jid, target, available, store, stats, clock, policy, queuePerSender, queueSize
@@ -212,14 +227,12 @@ def makeHandlers(
             maxSubscribersPerDomain,
         ),
     )
+    # What the other processes learn reaches this one's handlers through
+    # these observers, registered here and nowhere else.
+    facts.observe(handlers.presence.apply)
+    facts.observe(selector.apply)
     if cluster is not None:
-        # What the other processes tell this one reaches the dispatcher
-        # through these observers, registered here and nowhere else.
-        dispatcher = handlers.dispatcher
-        cluster.onTaken = dispatcher.pending.discard
-        cluster.onAdopted = dispatcher.adopted
-        cluster.onRefused = dispatcher.refusedElsewhere
-        cluster.onServed = dispatcher.servedElsewhere
+        handlers.dispatcher.requests.whenAdopted(handlers.dispatcher.adopted)
     return handlers
 
 

@@ -16,7 +16,7 @@ class ResourceSetTests(unittest.TestCase):
     def setUp(self):
         self.set = ResourceSet()
         self.removed = []
-        self.set.whenRemoved(self.removed.append)
+        self.set.whenRemoved(lambda resource, origin: self.removed.append(resource))
 
     def add(self, *names):
         for name in names:

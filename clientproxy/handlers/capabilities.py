@@ -116,10 +116,11 @@ class CapabilityLearner(XMPPHandler):
         self._byVer = {}
         self._observing = False
 
-    def learn(self, resource):
+    def learn(self, resource, origin=None):
         """
         Find out what C{resource} supports: from the cache, by joining a
-        query in flight for its C{ver}, or by asking it.
+        query in flight for its C{ver}, or by asking it. Whoever saw it
+        come (C{origin}): each process asks for itself.
         """
         if not self.enabled:
             return

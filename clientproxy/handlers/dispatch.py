@@ -28,7 +28,6 @@ peer may be another resource of the target: any reply to the component's
 bare JID answers one of the component's own requests.
 """
 
-from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.words.protocols.jabber.error import StanzaError
 from wokkel.subprotocols import XMPPHandler
@@ -54,9 +53,10 @@ from clientproxy.routing.errors import (
     TOO_FAST,
     TOO_LARGE,
     TOO_MANY,
-    UNSHARED,
 )
 from clientproxy.routing.refusals import REFUSALS
+from clientproxy.state.interfaces import WRONG_RESOURCE
+from clientproxy.state.local import LocalFacts, LocalRequests
 from clientproxy.xmpp.stanzas import (
     REPLY_TYPES,
     REQUEST_TYPES,
@@ -128,9 +128,10 @@ class IQDispatcher(XMPPHandler):
     @ivar stats: the L{clientproxy.ops.stats.Stats} to count into.
     @ivar policy: the L{clientproxy.routing.policy.Policy} for requesters.
     @ivar closing: set by L{shutdown}: new requests are refused.
-    @ivar shared: the L{clientproxy.state.redis.cluster.Cluster} when several processes
-        share the table (every answer then starts by taking the entry from
-        it), or C{None}.
+    @ivar requests: the L{clientproxy.state.interfaces.IRequestsInFlight}
+        that says whether this process may answer an entry of the table.
+    @ivar facts: the L{clientproxy.state.interfaces.IFacts} told what is
+        learnt of the resources (refusals).
     """
 
     log = Logger()
@@ -149,9 +150,14 @@ class IQDispatcher(XMPPHandler):
         maxPendingPerRequester=MAX_PENDING_PER_REQUESTER,
         maxPendingFromTarget=MAX_PENDING_FROM_TARGET,
         ids=None,
-        shared=None,
+        requests=LocalRequests,
         maxPendingBytes=MAX_PENDING_BYTES,
+        facts=None,
     ):
+        """
+        @param requests: called with the L{PendingTable} for the
+            L{clientproxy.state.interfaces.IRequestsInFlight} over it.
+        """
         XMPPHandler.__init__(self)
         self.policy = policy
         self.jat = Translator(component)
@@ -171,9 +177,8 @@ class IQDispatcher(XMPPHandler):
         resources.whenRemoved(self._resourceRemoved)
         self._ids = StanzaIDs() if ids is None else ids
         self.closing = False
-        self.shared = shared
-        # Takes from the shared table not yet answered: a shutdown waits.
-        self._takes = set()
+        self.requests = requests(self.pending)
+        self.facts = LocalFacts() if facts is None else facts
 
     def connectionInitialized(self):
         # The ids the handlers share (keepalive, disco#info queries, the
@@ -184,18 +189,7 @@ class IQDispatcher(XMPPHandler):
 
     def connectionLost(self, reason):
         XMPPHandler.connectionLost(self, reason)
-        if self.shared is not None:
-            # The other processes take these over (clientproxy.state.redis.cluster).
-            self.pending.discardAll()
-            return
-        if len(self.pending):
-            self.log.warn(
-                "Connection to the server lost with {count} requests in flight: "
-                "answering them with {condition}",
-                count=len(self.pending),
-                condition=CONNECTION_LOST.condition,
-            )
-        self.pending.failAll(CONNECTION_LOST.condition)
+        self.requests.connectionLost()
 
     def shutdown(self, clock, grace):
         """
@@ -222,7 +216,7 @@ class IQDispatcher(XMPPHandler):
             return result
 
         d = self.pending.whenEmpty()
-        d.addCallback(lambda _: defer.DeferredList(list(self._takes)))
+        d.addCallback(lambda _: self.requests.settled())
         return d.addBoth(done)
 
     def onIQ(self, iq):
@@ -306,103 +300,36 @@ class IQDispatcher(XMPPHandler):
             self._sendError(recipient, requester, stanzaID, *TOO_MANY)
             return
         entry.topic = topic
-        if self.shared is None:
-            self._forward(entry, request, "forwarded")
-        else:
-            self._recordThenForward(entry, request, "forwarded")
+        self.requests.record(entry, self._forward, request, "forwarded")
 
-    def _forward(self, entry, request, why):
+    def _forward(self, entry, refusal, request, why):
+        """
+        Send C{request} for C{entry}, once it may be (L{IRequestsInFlight.record});
+        or answer C{refusal} instead.
+        """
+        if refusal is not None:
+            self._sendError(self._answerFrom(entry), entry.requester, entry.stanzaID, *refusal)
+            return
         self.stats.requests[why] += 1
         if not entry.fromTarget:
             self.stats.resources[entry.resource.jid]["requests"] += 1
         self.send(request)
 
-    def _recordThenForward(self, entry, request, why):
-        """
-        With a shared table: send the request once its entry is in Redis,
-        so that any process can route the reply.
-        """
-        if not self.shared.reachable:
-            self._unshared(entry)
-            return
-        entry.taken = False
-
-        def recorded(written):
-            if self.pending.get(entry.key) is not entry:
-                return
-            if written:
-                self._forward(entry, request, why)
-                return
-            self.pending.discard(entry.key)
-            self._sendError(
-                self._answerFrom(entry),
-                entry.requester,
-                entry.stanzaID,
-                *DUPLICATE_ID,
-            )
-
-        def failed(failure):
-            self.shared.failed(failure, "recording a request")
-            if self.pending.get(entry.key) is entry:
-                self._unshared(entry)
-
-        self.shared.record(entry).addCallbacks(recorded, failed)
-
-    def _unshared(self, entry):
-        """
-        Redis does not answer: refuse the request rather than send it (no
-        other process could route its reply).
-        """
-        self.pending.discard(entry.key)
-        self._sendError(
-            self._answerFrom(entry),
-            entry.requester,
-            entry.stanzaID,
-            *UNSHARED,
-        )
-
     def _onReply(self, reply, sender, recipient):
         key = (self.jat.decode(recipient), reply.getAttribute("id"))
-        if self.shared is not None:
-            self._take(key, sender).addCallback(self._replyTaken, key, reply)
-            return
-        entry = self.pending.get(key)
+        self.requests.take(key, sender, self._replyTaken, reply)
+
+    def _replyTaken(self, entry, reply):
+        """
+        The entry a reply of the target answers, once this process may
+        answer it (L{IRequestsInFlight.take}): the reply is routed.
+        """
         if entry is None:
             self.stats.drop(reply, "unknown-reply")
-        elif entry.resource.jid != sender:
+        elif entry is WRONG_RESOURCE:
             self.stats.drop(reply, "reply-from-wrong-resource")
         else:
             self._onResourceReply(entry, reply)
-
-    def _take(self, key, sender=""):
-        """
-        Take the entry for C{key} from the shared table (see
-        L{clientproxy.state.redis.cluster.Cluster.take}); a shutdown waits for it. A
-        reply without an id, or to no encoded address, matches nothing.
-        """
-        if None in key:
-            return defer.succeed(None)
-        d = self.shared.take(key, sender)
-        self._takes.add(d)
-
-        def done(result):
-            self._takes.discard(d)
-            return result
-
-        return d.addBoth(done)
-
-    def _replyTaken(self, data, key, reply):
-        """
-        A reply's entry was looked for in the shared table: route the reply
-        if this process took it.
-        """
-        if data is None:
-            self.stats.drop(reply, "unknown-reply")
-            return
-        if data == 0:
-            self.stats.drop(reply, "reply-from-wrong-resource")
-            return
-        self._onResourceReply(self._local(key, data), reply)
 
     def _onResourceReply(self, entry, reply):
         """
@@ -417,20 +344,9 @@ class IQDispatcher(XMPPHandler):
         resource = entry.resource
         if refusals.concerns(resource):
             topic = entry.topic or self._describe(entry)[1]
-            if refusals.served(resource, topic) and self.shared is not None:
-                self.shared.served(resource.jid, topic)
+            if refusals.served(resource, topic):
+                self.facts.learnt(("served", resource.jid, topic))
         self.pending.complete(entry, reply)
-
-    def _local(self, key, data):
-        """
-        The entry for C{key}, just taken from the shared table: this
-        process's own, or one built from C{data} (another added it).
-        """
-        entry = self.pending.get(key)
-        if entry is None:
-            entry = self.shared.entryFrom(key, data)
-        entry.taken = True
-        return entry
 
     def _onErrorReply(self, entry, reply):
         """
@@ -451,8 +367,7 @@ class IQDispatcher(XMPPHandler):
         if not self.selector.refusals.refused(resource, topic, entry.requester):
             self.pending.complete(entry, reply)
             return
-        if self.shared is not None:
-            self.shared.refused(resource.jid, topic, entry.requester)
+        self.facts.learnt(("refused", resource.jid, entry.requester, topic))
         entry.tried = (entry.tried or ()) + (resource,)
         other = self.selector.choose(feature, topic, key, entry.requester, exclude=entry.tried)
         if other is None:
@@ -476,9 +391,9 @@ class IQDispatcher(XMPPHandler):
     def _resend(self, entry, other, why):
         """
         Send the request of C{entry} again, to C{other}, as first sent but
-        for its recipient (kept as sent, for the next time). With a shared
-        table, C{entry} was taken from it, perhaps from another process:
-        it is this process's own from now on.
+        for its recipient (kept as sent, for the next time). C{entry} may
+        come from another process (L{adopted}, or taken from another's
+        part of the table): it is this process's own from now on.
         """
         request = entry.request = retarget(entry.request, entry.resource.jid, other.jid)
         if self.pending.get(entry.key) is entry:
@@ -488,22 +403,15 @@ class IQDispatcher(XMPPHandler):
         else:
             entry.resource = other
             self.pending.adopt(entry)
-        if self.shared is None:
-            self._forward(entry, request, why)
-        else:
-            self._recordThenForward(entry, request, why)
+        self.requests.record(entry, self._forward, request, why)
 
     def _answer(self, entry, outcome):
         """
-        The pending table's way out: with a shared table, an entry this
-        process has not taken yet (a timeout, a shutdown) is taken first,
-        and answered only if this process got it. If Redis cannot be
-        reached, the answer goes anyway: this process owns the entry.
+        The pending table's way out: answered once this process may
+        (L{IRequestsInFlight.claim}), or anyway if that cannot be found out
+        (the entry is this process's own and must be answered).
         """
-        if entry.taken:
-            self._settle(entry, outcome)
-        else:
-            self._whenTaken(entry, lambda entry: self._settle(entry, outcome), anyway=True)
+        self.requests.claim(entry, lambda entry: self._settle(entry, outcome), anyway=True)
 
     def _settle(self, entry, outcome):
         """
@@ -599,10 +507,7 @@ class IQDispatcher(XMPPHandler):
         iq["id"] = ownID
         iq["from"] = self.jat.component
         iq["to"] = peer
-        if self.shared is None:
-            self._forward(entry, stanzaBytes(iq), "forwarded-from-target")
-        else:
-            self._recordThenForward(entry, stanzaBytes(iq), "forwarded-from-target")
+        self.requests.record(entry, self._forward, stanzaBytes(iq), "forwarded-from-target")
 
     def _onPeerReply(self, reply, sender):
         """
@@ -619,20 +524,13 @@ class IQDispatcher(XMPPHandler):
             self.stats.drop(reply, why)
             return
         key = (sender, reply.getAttribute("id"), REVERSE)
-        if self.shared is not None:
-            self._take(key).addCallback(self._peerReplyTaken, key, reply)
-            return
-        entry = self.pending.get(key)
-        if entry is None:
-            self._unmatched(reply, sender)
-        else:
-            self.pending.complete(entry, reply)
+        self.requests.take(key, "", self._peerReplyTaken, reply, sender)
 
-    def _peerReplyTaken(self, data, key, reply):
-        if data:
-            self.pending.complete(self._local(key, data), reply)
+    def _peerReplyTaken(self, entry, reply, sender):
+        if entry:
+            self.pending.complete(entry, reply)
         else:
-            self._unmatched(reply, key[0])
+            self._unmatched(reply, sender)
 
     def _unmatched(self, reply, sender):
         """
@@ -643,42 +541,16 @@ class IQDispatcher(XMPPHandler):
         outsider = bareOf(sender) != self.target
         self.stats.drop(reply, "reply-from-outsider" if outsider else "unknown-reply")
 
-    def _resourceRemoved(self, resource):
+    def _resourceRemoved(self, resource, origin):
         """
         A resource went away with requests in flight: send each C{get} once
         more to another candidate, and fail the rest with
-        C{recipient-unavailable} (a C{set} is not safe to repeat). With a
-        shared table, each is taken from it first.
+        C{recipient-unavailable} (a C{set} is not safe to repeat), once
+        this process may (L{IRequestsInFlight.claim}).
         """
         self._pruneResourceStats()
         for entry in self.pending.entriesOf(resource):
-            self._whenTaken(entry, self._retryOrFail)
-
-    def _whenTaken(self, entry, act, anyway=False):
-        """
-        Call C{act(entry)} once this process holds C{entry}: at once
-        without a shared table; after taking it from the shared table (and
-        not at all if another process took it first) otherwise. With
-        C{anyway}, also when Redis cannot be reached (the entry is this
-        process's own, and must be answered).
-        """
-        if entry.taken or (anyway and not self.shared.reachable):
-            act(entry)
-            return
-
-        def taken(data):
-            if data:
-                entry.taken = True
-                act(entry)
-            else:
-                self.stats.cluster["answered-elsewhere"] += 1
-
-        def failed(failure):
-            self.shared.failed(failure, "taking a request")
-            if anyway:
-                act(entry)
-
-        self._take(entry.key).addCallbacks(taken, failed)
+            self.requests.claim(entry, self._retryOrFail)
 
     def _retryOrFail(self, entry):
         other = None
@@ -693,33 +565,15 @@ class IQDispatcher(XMPPHandler):
 
     def adopted(self, entry):
         """
-        C{entry} belonged to a process gone (L{clientproxy.state.redis.cluster}): a
+        C{entry} belonged to a process gone (docs/instances.md): a
         request of the target to a peer waits on here for the peer's reply;
         one from outside is sent again if it is a C{get}, and answered
-        C{recipient-unavailable} otherwise.
+        C{recipient-unavailable} otherwise, once this process may.
         """
         if entry.fromTarget:
             self.pending.adopt(entry)
         else:
-            self._whenTaken(entry, self._retryOrFail)
-
-    def refusedElsewhere(self, jid, topic, requester):
-        """
-        Another process saw resource C{jid} refuse C{requester}'s request in
-        C{topic}: learnt as if seen here.
-        """
-        resource = self.resources.get(jid)
-        if resource is not None:
-            self.selector.refusals.refused(resource, topic, requester)
-
-    def servedElsewhere(self, jid, topic):
-        """
-        Another process saw resource C{jid} answer a request in C{topic}
-        with a result: forgotten as a refuser of it here too.
-        """
-        resource = self.resources.get(jid)
-        if resource is not None:
-            self.selector.refusals.served(resource, topic)
+            self.requests.claim(entry, self._retryOrFail)
 
     def _pruneResourceStats(self):
         """

@@ -136,8 +136,8 @@ class KeepAlive(XMPPHandler):
             self._pongID = None
             iq.handled = True
             # The server read the ping from this connection and answered;
-            # with several processes (clientproxy.state.redis.cluster) the answer may
-            # have come on another's connection and been passed on here.
+            # with several processes the answer may have come on another's
+            # connection and been passed on here (docs/instances.md).
             self.xmlstream.lastReceived = self.clock.seconds()
             self.xmlstream.removeRoute("iq", self._pong)
 

@@ -36,7 +36,6 @@ the target is dropped. Errors are never answered with errors.
 
 import datetime
 
-from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.words.xish import domish
 from wokkel.subprotocols import XMPPHandler
@@ -258,11 +257,7 @@ class MessageRouter(XMPPHandler):
         delay["from"] = self.jat.component
         delay["stamp"] = utcStamp(self.clock)
         message["to"] = self.target
-        # At once from SQLite; from Redis once the bounds were checked there
-        # (clientproxy.state.redis.store: several processes queue).
-        d = defer.maybeDeferred(
-            self.store.enqueue, bareOf(sender), toXml(message), self.queueSize, self.queuePerSender
-        )
+        d = self.store.enqueue(bareOf(sender), toXml(message), self.queueSize, self.queuePerSender)
         d.addCallback(self._enqueued, message, sender)
 
     def _enqueued(self, refusal, message, sender):
@@ -300,7 +295,7 @@ class MessageRouter(XMPPHandler):
             )
         )
 
-    def _resourceAdded(self, resource):
+    def _resourceAdded(self, resource, origin):
         """
         A resource came online: deliver the queue, in order, to the
         resources available then, and forget what was delivered.
@@ -310,24 +305,23 @@ class MessageRouter(XMPPHandler):
         the reactor, so other stanzas are served in between. Messages that
         arrive meanwhile join the end of the queue, to keep the order.
         """
-        if not self.resources.relaying:
+        if origin is None:
             # With several processes, the one that received the presence
-            # delivers (clientproxy.state.redis.cluster).
+            # delivers (clientproxy.state.interfaces.IFacts).
             self.deliverQueued()
 
     def deliverQueued(self):
         """
         Deliver the queue if there is one and a resource to take it (also
-        once a store shared with other processes has been read back, see
-        L{clientproxy.state.redis.store}).
+        once the store has been read back on a new connection: another
+        process may have queued meanwhile).
         """
         if not self._draining and self.resources.available and self.store.queueLength():
             self._draining = True
             self._deliverBatch()
 
     def _deliverBatch(self):
-        # A list from SQLite, a Deferred from Redis (clientproxy.state.redis.store).
-        d = defer.maybeDeferred(self.store.queued, DELIVERY_BATCH)
+        d = self.store.queued(DELIVERY_BATCH)
         d.addCallback(self._sendBatch)
         d.addErrback(self._batchFailed)
 

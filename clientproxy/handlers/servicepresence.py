@@ -117,19 +117,19 @@ class ServicePresence(XMPPHandler):
             and store.subscriberCount(domainOf(bare)) >= self.maxSubscribersPerDomain
         )
 
-    def _changed(self, resource):
-        self._show(len(self.resources) > 0)
+    def _changed(self, resource, origin):
+        self._show(len(self.resources) > 0, tell=origin is None)
 
-    def _show(self, available):
+    def _show(self, available, tell=True):
         """
-        Tell every subscriber when the service's state changes (unless the
-        change comes from presence another process received and told them
-        of, see L{clientproxy.state.redis.cluster}).
+        Tell every subscriber when the service's state changes; not with
+        C{tell} false: the change comes from presence another process
+        received, which tells them (L{clientproxy.state.interfaces.IFacts}).
         """
         if available == self.available:
             return
         self.available = available
-        if self.resources.relaying:
+        if not tell:
             return
         subscribers = self.store.subscribers()
         for subscriber in subscribers:

@@ -17,12 +17,19 @@ with a back-off.
 
 The target's own subscription requests to the component are approved, and
 the component shows itself available to it.
+
+What a presence of the target says is a fact (L{TargetPresence.apply}):
+this process acts on it and tells it to the other processes serving the
+component, if any (L{clientproxy.state.interfaces.IFacts}), which act on
+it as well, knowing it was not theirs.
 """
 
 from twisted.logger import Logger
 from twisted.words.xish import domish
 from wokkel.subprotocols import XMPPHandler
 
+from clientproxy.state.interfaces import HERE
+from clientproxy.state.local import LocalFacts
 from clientproxy.xmpp.caps import capsOf
 from clientproxy.xmpp.stanzas import splitJID
 
@@ -65,6 +72,26 @@ def presenceStanza(sender, recipient, kind=None):
     return presence
 
 
+#: The types of the target's presence that say a fact (L{factOf}).
+FACT_TYPES = frozenset((None, "unavailable", "error", "subscribed", "unsubscribed"))
+
+
+def factOf(presence, sender, name, kind):
+    """
+    What a presence of the target of type C{kind} (in L{FACT_TYPES}) from
+    C{sender} (resource C{name}; an available presence has one) says, as a
+    fact (L{clientproxy.state.interfaces.IFacts}).
+    """
+    if kind is None:
+        return ("available", sender, name, presencePriority(presence), capsOf(presence))
+    if kind == "unavailable" or (kind == "error" and name):
+        return ("unavailable", sender)
+    if kind == "error":
+        # A bounce of our subscribe or probe.
+        return ("bounced",)
+    return (kind,)
+
+
 def presencePriority(presence):
     """
     Return the priority of an available presence: its C{<priority/>}, an
@@ -87,6 +114,8 @@ class TargetPresence(XMPPHandler):
     @ivar component: the component's bare JID.
     @ivar target: the target's bare JID.
     @ivar resources: the L{clientproxy.routing.resources.ResourceSet} to keep.
+    @ivar facts: the L{clientproxy.state.interfaces.IFacts} told what the
+        target's presence says.
     @ivar subscription: the state of the subscription: C{none} (not asked
         yet on this connection), C{pending} (asked, no answer: the target
         has not approved), C{approved}, C{revoked} (the target answered
@@ -95,8 +124,9 @@ class TargetPresence(XMPPHandler):
 
     log = Logger()
 
-    def __init__(self, component, target, resources, stats, clock):
+    def __init__(self, component, target, resources, stats, clock, facts=None):
         XMPPHandler.__init__(self)
+        self.facts = LocalFacts() if facts is None else facts
         self.component = component
         self.target = target
         self.resources = resources
@@ -202,32 +232,43 @@ class TargetPresence(XMPPHandler):
             return
         presence.handled = True
         kind = presence.getAttribute("type")
-        if kind is None:
-            if name:
-                self._available(sender, name, presencePriority(presence), capsOf(presence))
-            else:
-                self.stats.drop(presence, "presence-from-bare-target")
-        elif kind == "unavailable":
-            self._unavailable(sender)
-        elif kind == "error":
-            self._error(presence, sender, name)
-        elif kind == "subscribed":
-            self._subscribed()
-        elif kind == "unsubscribed":
-            self._unsubscribed()
-        elif kind == "subscribe":
+        if kind == "subscribe":
             self.send(presenceStanza(self.component, self.target, "subscribed"))
             self.send(presenceStanza(self.component, self.target))
         elif kind == "unsubscribe":
             self.send(presenceStanza(self.component, self.target, "unsubscribed"))
         elif kind == "probe":
             self.send(presenceStanza(self.component, sender))
+        elif kind is None and not name:
+            self.stats.drop(presence, "presence-from-bare-target")
+        elif kind in FACT_TYPES:
+            fact = factOf(presence, sender, name, kind)
+            self.apply(fact, HERE)
+            self.facts.learnt(fact)
         else:
             self.stats.drop(presence, "bad-type")
 
-    def _available(self, sender, name, priority, caps):
+    def apply(self, fact, origin):
+        """
+        Act on a fact about the target's presence (see
+        L{clientproxy.state.interfaces.IFacts}), from this process
+        (C{origin} L{HERE}) or another; other facts are not this handler's.
+        """
+        kind = fact[0]
+        if kind == "available":
+            self._available(*fact[1:], origin=origin)
+        elif kind == "unavailable":
+            self._unavailable(fact[1], origin)
+        elif kind == "bounced":
+            self._bounced()
+        elif kind == "subscribed":
+            self._subscribed()
+        elif kind == "unsubscribed":
+            self._unsubscribed(origin)
+
+    def _available(self, sender, name, priority, caps, origin=HERE):
         known = sender in self.resources
-        resource = self.resources.update(sender, name, priority, caps)
+        resource = self.resources.update(sender, name, priority, caps, origin)
         if resource is None:
             self.log.debug("Ignoring resource {jid}: not matched by --resources", jid=sender)
         elif not known:
@@ -238,8 +279,8 @@ class TargetPresence(XMPPHandler):
                 count=len(self.resources),
             )
 
-    def _unavailable(self, sender):
-        resource = self.resources.remove(sender)
+    def _unavailable(self, sender, origin=HERE):
+        resource = self.resources.remove(sender, origin)
         if resource is not None:
             self.log.info(
                 "Resource {jid} unavailable; {count} left",
@@ -247,10 +288,7 @@ class TargetPresence(XMPPHandler):
                 count=len(self.resources),
             )
 
-    def _error(self, presence, sender, name):
-        if name:
-            self._unavailable(sender)
-            return
+    def _bounced(self):
         # A bounce of our subscribe or probe: the target's host may not be
         # active yet, or the account may not exist. Ask again later.
         self.log.warn(
@@ -271,9 +309,9 @@ class TargetPresence(XMPPHandler):
         self._retryDelay = RESUBSCRIBE_INITIAL
         self.send(presenceStanza(self.component, self.target, "probe"))
 
-    def _unsubscribed(self):
+    def _unsubscribed(self, origin=HERE):
         self.subscription = REVOKED
         self._warnUnapproved()
         self._scheduleReminder()
         for resource in list(self.resources.available):
-            self.resources.remove(resource.jid)
+            self.resources.remove(resource.jid, origin)

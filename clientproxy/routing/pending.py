@@ -85,9 +85,6 @@ class PendingRequest:
     @ivar resource: the L{clientproxy.routing.resources.Resource} it concerns: the
         one it was sent to, or the one that started it.
     @ivar deadline: when it times out, in the table's clock's seconds.
-    @ivar taken: whether this process holds the right to answer it: with
-        state shared by several processes (L{clientproxy.state.redis.cluster}), only
-        after taking it from the shared table; always otherwise.
     @ivar weight: the bytes the table counts for it while it is in the
         table (L{weigh} when it was added or last moved).
     @ivar topic: for a request from outside, its
@@ -106,7 +103,6 @@ class PendingRequest:
         "tried",
         "resource",
         "deadline",
-        "taken",
         "weight",
         "topic",
     )
@@ -121,7 +117,6 @@ class PendingRequest:
         self.tried = None
         self.resource = resource
         self.deadline = deadline
-        self.taken = True
         self.weight = 0
         self.topic = None
 

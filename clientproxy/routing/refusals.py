@@ -238,10 +238,10 @@ class Refusals:
             if key[0] == resource.jid and record.witness is None
         ]
 
-    def forget(self, resource):
+    def forget(self, resource, origin=None):
         """
-        C{resource} left or changed its caps: what it refused no longer
-        holds.
+        C{resource} left or changed its caps (whoever saw it, C{origin}):
+        what it refused no longer holds.
         """
         if self.concerns(resource):
             jid = resource.jid

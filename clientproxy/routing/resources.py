@@ -6,7 +6,10 @@ Kept current by L{clientproxy.handlers.targetpresence.TargetPresence} from the t
 presence. Resources that come and go are reported to the observers added with
 L{ResourceSet.whenAdded} and L{ResourceSet.whenRemoved}: requests a
 resource held are retried or answered, queued messages delivered, and the
-service's own presence kept current.
+service's own presence kept current. Each change comes with its origin:
+C{None} when this process saw the presence itself, another process's id
+when that one did (L{clientproxy.state.interfaces.IFacts}); what is done
+once for all processes is done by the one that saw it.
 """
 
 import re
@@ -59,9 +62,6 @@ class ResourceSet:
     @ivar accept: compiled C{--resources} filter, or C{None} for all. It is
         searched (not anchored) in the resource name: C{^focus$} for an
         exact name.
-    @ivar relaying: true while presence another process received is
-        handled (L{clientproxy.state.redis.cluster}): what is done once for all (the
-        service's presence, the queue's delivery) is left to that process.
     @ivar version: a number that changes whenever a resource comes, goes,
         or changes what it announces or supports: what is derived from
         the set can be cached against it.
@@ -75,7 +75,6 @@ class ResourceSet:
         self._capsObservers = []
         self.accept = re.compile(accept) if isinstance(accept, str) else accept
         self.version = 0
-        self.relaying = False
 
     def __len__(self):
         return len(self.available)
@@ -103,28 +102,32 @@ class ResourceSet:
 
     def whenAdded(self, observer):
         """
-        Call C{observer(resource)} whenever a resource becomes available.
+        Call C{observer(resource, origin)} whenever a resource becomes
+        available.
         """
         self._addedObservers.append(observer)
 
     def whenRemoved(self, observer):
         """
-        Call C{observer(resource)} whenever an available resource goes away.
+        Call C{observer(resource, origin)} whenever an available resource
+        goes away.
         """
         self._removedObservers.append(observer)
 
     def whenCapsChanged(self, observer):
         """
-        Call C{observer(resource)} whenever an available resource announces
-        other capabilities than before.
+        Call C{observer(resource, origin)} whenever an available resource
+        announces other capabilities than before.
         """
         self._capsObservers.append(observer)
 
-    def update(self, jid, name, priority, caps=None):
+    def update(self, jid, name, priority, caps=None, origin=None):
         """
         Record an available presence of resource C{jid}.
 
         @param caps: the L{clientproxy.xmpp.caps.Caps} it carried, or C{None}.
+        @param origin: who saw it: C{None} for this process, or another
+            process's id.
         @return: the L{Resource}, or C{None} when the filter refuses it.
         """
         resource = self._byJID.get(jid)
@@ -134,7 +137,7 @@ class ResourceSet:
                 resource.caps = caps
                 self.version += 1
                 for observer in list(self._capsObservers):
-                    observer(resource)
+                    observer(resource, origin)
             return resource
         if not self.accepts(name):
             return None
@@ -143,7 +146,7 @@ class ResourceSet:
         self.available.append(resource)
         self.version += 1
         for observer in list(self._addedObservers):
-            observer(resource)
+            observer(resource, origin)
         return resource
 
     def learnt(self, resource, features):
@@ -154,10 +157,10 @@ class ResourceSet:
             resource.features = features
             self.version += 1
 
-    def remove(self, jid):
+    def remove(self, jid, origin=None):
         """
         Forget resource C{jid} (it went unavailable or bounced) and tell the
-        observers.
+        observers; C{origin}: see L{update}.
 
         @return: the removed L{Resource}, or C{None} if it was not known.
         """
@@ -170,7 +173,7 @@ class ResourceSet:
             self.available[index] = last
         self.version += 1
         for observer in list(self._removedObservers):
-            observer(resource)
+            observer(resource, origin)
         return resource
 
     def clear(self):

@@ -165,6 +165,22 @@ class Selector:
     def keyOf(self, child, requester):
         return self.affinity.keyOf(child, requester)
 
+    def apply(self, fact, origin):
+        """
+        Learn a refusal, or forget one on a result, that another process
+        (C{origin}) saw (see L{clientproxy.state.interfaces.IFacts}); other
+        facts are not the selector's.
+        """
+        kind = fact[0]
+        if kind == "refused":
+            resource = self.resources.get(fact[1])
+            if resource is not None:
+                self.refusals.refused(resource, fact[3], fact[2])
+        elif kind == "served":
+            resource = self.resources.get(fact[1])
+            if resource is not None:
+                self.refusals.served(resource, fact[2])
+
     def configure(self, match=None, affinity=None, refusalTTL=None, strategy=None):
         """
         Change the pipeline (a reload); what was cached is recomputed.

@@ -1,5 +1,6 @@
 """
-State kept beyond one connection: the message queue and the subscribers
-(SQLite, L{clientproxy.state.sqlite}), and, with C{--redis}, the state
-several processes share (L{clientproxy.state.redis}).
+The state the handlers keep beyond one stanza, behind the interfaces of
+L{clientproxy.state.interfaces}: for a process alone,
+L{clientproxy.state.local} and SQLite (L{clientproxy.state.sqlite}); with
+C{--redis}, shared by several processes (L{clientproxy.state.redis}).
 """

@@ -4,9 +4,11 @@ What a component keeps across restarts: messages queued while no resource
 of the target is available, and the entities subscribed to the service's
 presence. One SQLite file per component in the data directory.
 
-Calls are synchronous: SQLite in WAL mode writes a small row in
-microseconds, and the store is used only off the IQ path (queueing happens
-only while the target is offline).
+SQLite in WAL mode writes a small row in microseconds, and the store is
+used only off the IQ path (queueing happens only while the target is
+offline), so every call is done at once; those that
+L{clientproxy.state.interfaces.IStore} says may wait return a Deferred that
+has fired already.
 """
 
 import os
@@ -14,6 +16,10 @@ import re
 import sqlite3
 from collections import Counter
 
+from twisted.internet.defer import succeed
+from zope.interface import implementer
+
+from clientproxy.state.interfaces import IStore
 from clientproxy.xmpp.stanzas import domainOf
 
 #: Why the queue refused a message.
@@ -72,6 +78,7 @@ class SubscriberCounts:
         return self.total if domain is None else self.domains.get(domain, 0)
 
 
+@implementer(IStore)
 class Store:
     """
     The queue and the subscribers of one component.
@@ -100,6 +107,7 @@ class Store:
         it (an instance this one stood by for) may have changed them.
         """
         self._counts = SubscriberCounts(self.subscribers())
+        return succeed(None)
 
     def close(self):
         self._db.close()
@@ -110,22 +118,26 @@ class Store:
         queue, if it holds fewer than C{queueSize} in all and fewer than
         C{queuePerSender} from C{sender} (0: no bound).
 
-        @return: C{None} once queued, or why the queue refused it.
+        @return: a Deferred firing with C{None} once queued, or with why
+            the queue refused it.
         """
         if queueSize and self.queueLength() >= queueSize:
-            return QUEUE_REFUSALS[1]
+            return succeed(QUEUE_REFUSALS[1])
         if queuePerSender and self.queueLength(sender) >= queuePerSender:
-            return QUEUE_REFUSALS[2]
+            return succeed(QUEUE_REFUSALS[2])
         self._db.execute("INSERT INTO queue (sender, stanza) VALUES (?, ?)", (sender, stanza))
+        return succeed(None)
 
     def queued(self, limit=-1):
         """
-        Return the queued messages, oldest first, as C{(id, stanza)}: at
-        most C{limit} of them (all by default).
+        The queued messages, oldest first, as C{(id, stanza)}: at most
+        C{limit} of them (all by default); a Deferred.
         """
-        return self._db.execute(
-            "SELECT id, stanza FROM queue ORDER BY id LIMIT ?", (limit,)
-        ).fetchall()
+        return succeed(
+            self._db.execute(
+                "SELECT id, stanza FROM queue ORDER BY id LIMIT ?", (limit,)
+            ).fetchall()
+        )
 
     def delivered(self, ids):
         """

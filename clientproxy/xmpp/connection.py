@@ -212,11 +212,8 @@ class ProxyComponent(Component):
             self.log.info("Took over component {jid} from the process that held it", jid=self.jid)
         # Another process sharing the store (the one this one stood by for)
         # may have changed the queue and the subscribers since they were
-        # read; a store in Redis reads them back asynchronously, and the
-        # queue is delivered once they are.
-        defer.maybeDeferred(self.store.recount).addCallback(
-            lambda _: self.parts.messages.deliverQueued()
-        )
+        # read: read back, the queue is delivered.
+        self.store.recount().addCallback(lambda _: self.parts.messages.deliverQueued())
         # wokkel's Component._authd wraps the stream's send in a function
         # that gives every element without a from the component's; the
         # stream does the same itself, without a call more per stanza.

@@ -1,5 +1,6 @@
 """
-State shared by several processes through Redis (C{--redis}): the client,
-the queue and subscribers, and the cluster (the shared pending table,
-heartbeats and events).
+State shared by several processes through Redis (C{--redis}): the client
+(L{client}), the requests in flight (L{requests}), the facts learnt about
+the target (L{facts}), the queue and subscribers (L{store}), and what makes
+the processes one: membership, heartbeats, the channels (L{cluster}).
 """

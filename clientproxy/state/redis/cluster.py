@@ -8,50 +8,31 @@ ejabberd spreads the stanzas for one component over all its connections
 target's presence and the answers to the component's own queries reach
 any of them. So the processes share, through Redis:
 
- - B{The requests in flight.} Each entry of the pending table is also a
-   Redis hash (C{clientproxy:c:pending:<key>}), written before the request
-   is sent. Every answer (the reply, wherever it arrives; the timeout; the
-   resource gone; a shutdown) starts by taking the entry with one Lua
-   script that deletes it: the process whose take finds it answers, every
-   other finds nothing and stays silent, so each request gets exactly one
-   answer. A reply is checked as today (the entry exists: in time; it comes
-   from the resource asked) inside the same script. The forwarded request
-   keeps the requester's id and encoded resource. The process that added an
-   entry (its owner) keeps its timer; one that takes it from another tells
-   the owner, which forgets it.
- - B{The target's presence.} A process that receives presence of the
-   target publishes it; the others handle it as if they had received it,
-   so they all hold the same resources, and learn the same features. The
-   service's own presence and the delivery of the queue follow the
-   process that received the presence, so they happen once. Refusals
-   learnt by one process are published too; affinity then sends a key to
-   the same resource from every process (a hash of the key and the
-   resources, the same everywhere).
+ - B{The requests in flight}: L{clientproxy.state.redis.requests}.
+ - B{What they learn of the target's resources} (presence, refusals):
+   L{clientproxy.state.redis.facts}.
+ - B{The queue and the subscribers}: L{clientproxy.state.redis.store}.
  - B{Replies to the component's own queries} (keepalive pings, disco#info)
    carry the asking process's id in their stanza id (L{StanzaIDs}); one
-   that reaches another process is passed on to it.
- - B{The queue and the subscribers}: L{clientproxy.state.redis.store}.
+   that reaches another process is passed on to it, and handled there as
+   if its server had delivered it (a stanza meant for it, not a fact).
 
-Each process has an id, new on every connection to the server, and keeps a
-key C{alive:<id>} that expires L{TTL} seconds after its last heartbeat.
-Every second each process looks for ids whose key has expired (a process
-killed, or one that lost its connection, which drops its key at once) and
-takes their entries over, one process alone by one Lua script: a C{get}
-from outside is sent again to a resource (it is safe to repeat), a C{set}
-is answered C{recipient-unavailable}, a request of the target to a peer
-waits on for the peer's reply. Deadlines are wall-clock time, so the hosts'
-clocks must agree (NTP).
+This module holds what makes the processes one: each has an id, new on
+every connection to the server, and keeps a key C{alive:<id>} that
+expires L{TTL} seconds after its last heartbeat. Every second each process
+looks for ids whose key has expired (a process killed, or one that lost
+its connection, which drops its key at once) and takes their entries
+over, one process alone by one Lua script: a C{get} from outside is sent
+again to a resource (it is safe to repeat), a C{set} is answered
+C{recipient-unavailable}, a request of the target to a peer waits on for
+the peer's reply. Deadlines are wall-clock time, so the hosts' clocks must
+agree (NTP). Everything the processes tell each other goes through one
+channel per component and one per process, read by L{Cluster._onMessage}.
 
-Redis unreachable: a new request is refused with C{service-unavailable}
-(wait), since no other process could route its reply; requests in flight
-are answered by their owner at their timeout even when it cannot take them
-(an answer a process gave just before Redis went away may then come
-twice); the queue and subscribers behave as
-L{clientproxy.state.redis.store} says. The client reconnects by itself.
-
-Cost: two Redis round trips per request (the entry written before the
-request goes out; the take when it is answered), and the request kept in
-Redis until then.
+Redis unreachable (a heartbeat unanswered for a whole interval): new
+requests are refused (L{clientproxy.state.redis.requests}); the queue and
+subscribers behave as L{clientproxy.state.redis.store} says. The client
+reconnects by itself.
 """
 
 import secrets
@@ -60,10 +41,7 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 from wokkel.subprotocols import XMPPHandler
 
-from clientproxy.routing.pending import PendingRequest
-from clientproxy.routing.refusals import topicFromText, topicText
 from clientproxy.state.redis.store import prefixOf
-from clientproxy.routing.resources import Resource
 from clientproxy.xmpp.stanzas import REPLY_TYPES, StanzaIDs, bareOf
 from clientproxy.xmpp.writer import parseStanza, toXml
 
@@ -71,35 +49,6 @@ from clientproxy.xmpp.writer import parseStanza, toXml
 TTL = 3.0
 #: Seconds between heartbeats, and between looks for processes gone.
 HEARTBEAT = 1.0
-#: Seconds an entry outlives its deadline in Redis, should nobody take it.
-MARGIN = 60.0
-
-#: The presence of the target that changes what a process believes, and so
-#: is published to the others; the rest (subscription requests, probes) is
-#: answered by the process that received it.
-SHARED_PRESENCE = frozenset((None, "unavailable", "error", "subscribed", "unsubscribed"))
-
-RECORD = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
-redis.call('SADD', KEYS[2], KEYS[1])
-return 1
-"""
-
-TAKE = """
-local found = redis.call('HMGET', KEYS[1], 'owner', 'resource', 'data')
-local owner = found[1]
-if not owner then return nil end
-if ARGV[1] ~= '' and found[2] ~= ARGV[1] then return 0 end
-redis.call('DEL', KEYS[1])
-redis.call('SREM', ARGV[2] .. 'owned:' .. owner, KEYS[1])
-if owner ~= ARGV[3] then
-    redis.call('PUBLISH', ARGV[2] .. 'to:' .. owner, 'taken\\0' .. KEYS[1])
-end
-return found[3]
-"""
-
 ADOPT = """
 local prefix, me = ARGV[1], ARGV[2]
 local gone, adopted = {}, {}
@@ -132,16 +81,10 @@ class Cluster(XMPPHandler):
     @ivar redis: the L{clientproxy.state.redis.client.Redis} client for commands.
     @ivar listener: the L{clientproxy.state.redis.store.Listener} for the
         channels.
-    @ivar onTaken: called with the key of an entry of this process another
-        one answered (registered by L{clientproxy.assembly.makeHandlers}).
-    @ivar onAdopted: called with each L{PendingRequest} taken over from a
-        process gone (registered by L{clientproxy.assembly.makeHandlers}).
-    @ivar onRefused: called as C{onRefused(jid, topic, requester)} for a
-        refusal another process saw (registered by
-        L{clientproxy.assembly.makeHandlers}).
-    @ivar onServed: called as C{onServed(jid, topic)} for a refuser another
-        process forgot on a result (registered by
-        L{clientproxy.assembly.makeHandlers}).
+    @ivar requests: the L{clientproxy.state.redis.requests.SharedRequests}
+        told of entries another process took, and of those adopted.
+    @ivar facts: the L{clientproxy.state.redis.facts.SharedFacts} told of
+        the facts the others learnt.
     """
 
     log = Logger()
@@ -172,8 +115,8 @@ class Cluster(XMPPHandler):
         # Its prefix is the instance id (_newID), never a random one.
         self.ids = StanzaIDs(prefix="")
         self.instanceID = None
-        self.onTaken = self.onAdopted = self.onRefused = self.onServed = None
-        self._relaying = False
+        self.requests = self.facts = None
+        self._handingOver = False
         self.reachable = True
         self._beatAnswered = True
         self._lookAfter = 0
@@ -182,6 +125,20 @@ class Cluster(XMPPHandler):
         self.listener = listen(self._onMessage)
         self.listener.subscribe(self.events)
         self._newID()
+
+    def serve(self, requests):
+        """
+        Tell C{requests} (L{clientproxy.state.redis.requests.SharedRequests})
+        of the entries other processes take and of those adopted.
+        """
+        self.requests = requests
+
+    def hear(self, facts):
+        """
+        Tell C{facts} (L{clientproxy.state.redis.facts.SharedFacts}) what
+        the other processes learnt.
+        """
+        self.facts = facts
 
     def _newID(self):
         old = self.instanceID
@@ -194,7 +151,6 @@ class Cluster(XMPPHandler):
     # The connection to the server.
 
     def connectionInitialized(self):
-        self.xmlstream.addRoute("presence", self._onPresence, priority=3)
         self.xmlstream.addRoute("iq", self._onIQ, priority=3)
         self._beat.start(HEARTBEAT)
 
@@ -277,85 +233,6 @@ class Cluster(XMPPHandler):
         self.stats.cluster["redis-errors"] += 1
         self.log.warn("Redis: {what} failed: {why}", what=what, why=failure.getErrorMessage())
 
-    # The shared pending table.
-
-    def redisKey(self, key):
-        return self.prefix + "pending:" + "\0".join(key)
-
-    def _keyOf(self, redisKey):
-        return tuple(redisKey[len(self.prefix) + len("pending:") :].split("\0"))
-
-    def record(self, entry):
-        """
-        Write C{entry}, owned by this process, to Redis: a request about to
-        be sent, or sent again after this process took it. Refused if an
-        entry with its key is there (the same requester and id in flight
-        through another process).
-
-        @return: a Deferred that fires with whether it was written.
-        """
-        # One string, read back whole by a take: a reply of many parts costs
-        # the client far more than one of the same length.
-        data = "\0".join(
-            (
-                entry.resource.jid,
-                entry.requester,
-                entry.stanzaID,
-                entry.via or "",
-                "1" if entry.resendable else "",
-                repr(entry.deadline),
-                "\1".join(r.jid for r in entry.tried or ()),
-                "" if entry.request is None else entry.request.decode("utf-8"),
-            )
-        )
-        ttl = int((max(0.0, entry.deadline - self.clock.seconds()) + MARGIN) * 1000)
-        key = self.redisKey(entry.key)
-        d = self.redis.eval(
-            RECORD,
-            keys=[key, self.prefix + "owned:" + self.instanceID],
-            args=[ttl, "owner", self.instanceID, "resource", entry.resource.jid, "data", data],
-        )
-        self.stats.cluster["recorded"] += 1
-        return d.addCallback(lambda written: int(written) == 1)
-
-    def take(self, key, sender=""):
-        """
-        Take the entry for C{key} out of the shared table, if it is there
-        and (for a non-empty C{sender}) was sent to C{sender}.
-
-        @return: a Deferred that fires with the entry as L{record} wrote it
-            (a string, for L{entryFrom}), C{None} when there is none, or
-            C{0} when it was sent to another resource (and stays).
-        """
-        d = self.redis.eval(
-            TAKE, keys=[self.redisKey(key)], args=[sender, self.prefix, self.instanceID]
-        )
-        self.stats.cluster["takes"] += 1
-        return d
-
-    def entryFrom(self, key, data):
-        """
-        A L{PendingRequest} for C{key} from a shared entry (as L{record}
-        wrote it): the resources named are this process's own objects when
-        it knows them.
-        """
-        jid, requester, stanzaID, via, resendable, deadline, tried, request = data.split("\0", 7)
-        resource = self.resources.get(jid) or Resource(jid, jid.partition("/")[2])
-        entry = PendingRequest(
-            key,
-            requester,
-            stanzaID,
-            via or None,
-            request.encode("utf-8") if request else None,
-            resendable == "1",
-            resource,
-            float(deadline),
-        )
-        if tried:
-            known = (self.resources.get(j) for j in tried.split("\1"))
-            entry.tried = tuple(r for r in known if r is not None)
-        return entry
-
     def _adopted(self, result):
         gone, flat = result
         if gone:
@@ -365,11 +242,8 @@ class Cluster(XMPPHandler):
                 count=len(flat) // 2,
             )
         for redisKey, data in zip(flat[::2], flat[1::2]):
-            key = self._keyOf(redisKey)
             self.stats.cluster["adopted"] += 1
-            entry = self.entryFrom(key, data)
-            entry.taken = False
-            self.onAdopted(entry)
+            self.requests.adopt(redisKey, data)
 
     # What is published.
 
@@ -378,32 +252,9 @@ class Cluster(XMPPHandler):
         d.addErrback(self.failed, "publishing")
         return d
 
-    def refused(self, jid, topic, requester):
-        """
-        Tell the others that resource C{jid} refused C{requester}'s request
-        in C{topic} (L{clientproxy.routing.refusals.topicOf}; an empty namespace is
-        published as itself).
-        """
-        self.publish(self.events, "refused", self.instanceID, jid, requester, topicText(topic))
-
-    def served(self, jid, topic):
-        """
-        Tell the others that resource C{jid} answered a request in C{topic}
-        with a result, and was forgotten here as a refuser of it.
-        """
-        self.publish(self.events, "served", self.instanceID, jid, topicText(topic))
-
-    def _onPresence(self, presence):
-        if self._relaying:
-            return
-        sender = presence.attributes.get("from")
-        if sender is not None and bareOf(sender) == self.target:
-            if presence.getAttribute("type") in SHARED_PRESENCE:
-                self.publish(self.events, "presence", self.instanceID, toXml(presence))
-
     def _onIQ(self, iq):
         # On the path of every IQ: the common case leaves at the first test.
-        if iq.attributes.get("to") != self.component or self._relaying:
+        if iq.attributes.get("to") != self.component or self._handingOver:
             return
         stanzaID = iq.attributes.get("id", "")
         owner, dot, _ = stanzaID.partition(".")
@@ -424,39 +275,30 @@ class Cluster(XMPPHandler):
     def _onMessage(self, channel, message):
         kind, _, rest = message.partition("\0")
         try:
-            if kind in ("presence", "refused", "served"):
-                origin, _, rest = rest.partition("\0")
-                if origin == self.instanceID:
-                    return
-                if kind == "refused":
-                    jid, requester, topic = rest.split("\0", 2)
-                    self.onRefused(jid, topicFromText(topic), requester)
-                elif kind == "served":
-                    jid, topic = rest.split("\0", 1)
-                    self.onServed(jid, topicFromText(topic))
-                else:
-                    self._inject(parseStanza(rest), relayed=True)
+            if kind == "fact":
+                origin, _, fact = rest.partition("\0")
+                if origin != self.instanceID:
+                    self.facts.told(origin, fact)
             elif kind == "iq":
-                self._inject(parseStanza(rest), relayed=False)
+                self._handOver(parseStanza(rest))
             elif kind == "taken":
-                self.onTaken(self._keyOf(rest))
+                self.requests.takenElsewhere(rest)
             elif kind == "store" and self.store is not None:
                 self.store.noticed(message)
         except Exception:
             self.log.failure("Handling a message from another process failed: {kind}", kind=kind)
 
-    def _inject(self, stanza, relayed):
+    def _handOver(self, iq):
         """
-        Handle C{stanza} as if it came from the server. C{relayed}: it is
-        presence another process received, which it acts on for all.
+        Handle C{iq}, a reply to this process's own query that the server
+        delivered to another process, as if the server had delivered it
+        here.
         """
         xs = self.xmlstream
         if xs is None:
             return
-        self._relaying = True
-        self.resources.relaying = relayed
+        self._handingOver = True
         try:
-            xs.onElement(stanza)
+            xs.onElement(iq)
         finally:
-            self._relaying = False
-            self.resources.relaying = False
+            self._handingOver = False

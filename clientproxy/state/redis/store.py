@@ -35,9 +35,11 @@ from urllib.parse import urlparse
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from clientproxy.state.redis.client import Redis
 
+from clientproxy.state.interfaces import IStore
 from clientproxy.state.sqlite import QUEUE_REFUSALS, SubscriberCounts
 
 #: Queue a message if the bounds allow: 1 when the queue is full, 2 when
@@ -167,6 +169,7 @@ class Listener:
         return self._redis.disconnect()
 
 
+@implementer(IStore)
 class RedisStore:
     """
     @ivar redis: the L{clientproxy.state.redis.client.Redis} client.

@@ -1,0 +1,281 @@
+# -*- test-case-name: tests.test_state -*-
+"""
+The requests in flight shared by several processes (C{--redis}): any of
+them answers any request, exactly once (see L{clientproxy.state.redis.cluster}
+for why ejabberd needs this, and docs/instances.md).
+
+Each entry of a process's pending table is also a Redis hash
+(C{clientproxy:c:pending:<key>}), written before the request is sent
+(L{SharedRequests.record}). Every answer (the reply, wherever it arrives;
+the timeout; the resource gone; a shutdown) starts by taking the entry
+with one Lua script that deletes it: the process whose take finds it
+answers, every other finds nothing and stays silent. A reply is checked
+as in a process alone (the entry exists: in time; it comes from the
+resource asked) inside the same script. The process that added an entry
+(its owner) keeps its timer; one that takes it from another tells the
+owner, which forgets it. The entries of a process gone are adopted by
+another (L{clientproxy.state.redis.cluster}), handed to the observer
+registered with L{SharedRequests.whenAdopted}.
+
+Redis unreachable: a new request is refused with C{service-unavailable}
+(wait), since no other process could route its reply; requests in flight
+are answered by their owner at their timeout even when it cannot take them
+(an answer a process gave just before Redis went away may then come
+twice).
+
+Cost: two Redis round trips per request (the entry written before the
+request goes out; the take when it is answered), and the request kept in
+Redis until then.
+"""
+
+from twisted.internet import defer
+from zope.interface import implementer
+
+from clientproxy.routing.errors import DUPLICATE_ID, UNSHARED
+from clientproxy.routing.pending import PendingRequest
+from clientproxy.routing.resources import Resource
+from clientproxy.state.interfaces import WRONG_RESOURCE, IRequestsInFlight
+
+#: Seconds an entry outlives its deadline in Redis, should nobody take it.
+MARGIN = 60.0
+
+RECORD = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('SADD', KEYS[2], KEYS[1])
+return 1
+"""
+
+TAKE = """
+local found = redis.call('HMGET', KEYS[1], 'owner', 'resource', 'data')
+local owner = found[1]
+if not owner then return nil end
+if ARGV[1] ~= '' and found[2] ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('SREM', ARGV[2] .. 'owned:' .. owner, KEYS[1])
+if owner ~= ARGV[3] then
+    redis.call('PUBLISH', ARGV[2] .. 'to:' .. owner, 'taken\\0' .. KEYS[1])
+end
+return found[3]
+"""
+
+
+@implementer(IRequestsInFlight)
+class SharedRequests:
+    """
+    The requests in flight of one process, shared through Redis with the
+    others serving the component.
+
+    @ivar cluster: the L{clientproxy.state.redis.cluster.Cluster}: this
+        process's id, its Redis client, whether Redis answers.
+    @ivar table: this process's L{clientproxy.routing.pending.PendingTable}.
+    """
+
+    def __init__(self, cluster, table):
+        self.cluster = cluster
+        self.table = table
+        # The entries written to Redis and not taken back since, by key:
+        # answering one starts by taking it.
+        self._untaken = {}
+        # Takes not decided yet: a shutdown waits.
+        self._takes = set()
+        self._adopted = None
+        cluster.serve(self)
+
+    def whenAdopted(self, observer):
+        """
+        Call C{observer(entry)} with each entry taken over from a process
+        gone (registered by L{clientproxy.assembly.makeHandlers}).
+        """
+        self._adopted = observer
+
+    def _redisKey(self, key):
+        return self.cluster.prefix + "pending:" + "\0".join(key)
+
+    def keyOf(self, redisKey):
+        """
+        The table's key of an entry's Redis key.
+        """
+        return tuple(redisKey[len(self.cluster.prefix) + len("pending:") :].split("\0"))
+
+    def record(self, entry, then, *args):
+        """
+        Write C{entry}, owned by this process, to Redis; refused if an
+        entry with its key is there (the same requester and id in flight
+        through another process: C{conflict}), or Redis does not answer
+        (C{service-unavailable}: no other process could route its reply).
+        """
+        cluster = self.cluster
+        if not cluster.reachable:
+            self._refuse(entry, then, UNSHARED, args)
+            return
+        self._untaken[entry.key] = entry
+        # One string, read back whole by a take: a reply of many parts costs
+        # the client far more than one of the same length.
+        data = "\0".join(
+            (
+                entry.resource.jid,
+                entry.requester,
+                entry.stanzaID,
+                entry.via or "",
+                "1" if entry.resendable else "",
+                repr(entry.deadline),
+                "\1".join(r.jid for r in entry.tried or ()),
+                "" if entry.request is None else entry.request.decode("utf-8"),
+            )
+        )
+        ttl = int((max(0.0, entry.deadline - cluster.clock.seconds()) + MARGIN) * 1000)
+        d = cluster.redis.eval(
+            RECORD,
+            keys=[self._redisKey(entry.key), cluster.prefix + "owned:" + cluster.instanceID],
+            args=[ttl, "owner", cluster.instanceID, "resource", entry.resource.jid, "data", data],
+        )
+        cluster.stats.cluster["recorded"] += 1
+
+        def recorded(written):
+            if self.table.get(entry.key) is not entry:
+                return
+            if int(written) == 1:
+                then(entry, None, *args)
+            else:
+                self._refuse(entry, then, DUPLICATE_ID, args)
+
+        def failed(failure):
+            cluster.failed(failure, "recording a request")
+            if self.table.get(entry.key) is entry:
+                self._refuse(entry, then, UNSHARED, args)
+
+        d.addCallbacks(recorded, failed)
+
+    def _refuse(self, entry, then, refusal, args):
+        self._forget(entry)
+        self.table.discard(entry.key)
+        then(entry, refusal, *args)
+
+    def _forget(self, entry):
+        if self._untaken.get(entry.key) is entry:
+            del self._untaken[entry.key]
+
+    def _take(self, key, sender=""):
+        """
+        Take the entry for C{key} out of Redis, if it is there and (for a
+        non-empty C{sender}) was sent to C{sender}: a Deferred firing with
+        it as L{record} wrote it, C{None}, or C{0} (sent to another
+        resource: it stays). A shutdown waits for it.
+        """
+        if None in key:
+            # A reply without an id, or to no encoded address.
+            return defer.succeed(None)
+        cluster = self.cluster
+        d = cluster.redis.eval(
+            TAKE,
+            keys=[self._redisKey(key)],
+            args=[sender, cluster.prefix, cluster.instanceID],
+        )
+        cluster.stats.cluster["takes"] += 1
+        self._takes.add(d)
+
+        def done(result):
+            self._takes.discard(d)
+            return result
+
+        return d.addBoth(done)
+
+    def take(self, key, sender, then, *args):
+        def taken(data):
+            if data is None:
+                then(None, *args)
+            elif data == 0:
+                then(WRONG_RESOURCE, *args)
+            else:
+                then(self._local(key, data), *args)
+
+        self._take(key, sender).addCallback(taken)
+
+    def _local(self, key, data):
+        """
+        The entry for C{key}, just taken from Redis: this process's own, or
+        one built from C{data} (another process added it).
+        """
+        entry = self.table.get(key)
+        if entry is None:
+            return self.entryFrom(key, data)
+        self._forget(entry)
+        return entry
+
+    def claim(self, entry, then, anyway=False):
+        if self._untaken.get(entry.key) is not entry:
+            then(entry)
+            return
+        if anyway and not self.cluster.reachable:
+            self._forget(entry)
+            then(entry)
+            return
+
+        def taken(data):
+            if data:
+                self._forget(entry)
+                then(entry)
+            else:
+                self.cluster.stats.cluster["answered-elsewhere"] += 1
+
+        def failed(failure):
+            self.cluster.failed(failure, "taking a request")
+            if anyway:
+                self._forget(entry)
+                then(entry)
+
+        self._take(entry.key).addCallbacks(taken, failed)
+
+    def settled(self):
+        return defer.DeferredList(list(self._takes))
+
+    def connectionLost(self):
+        """
+        The others take these over (L{clientproxy.state.redis.cluster}):
+        forgotten here, unanswered.
+        """
+        self._untaken.clear()
+        self.table.discardAll()
+
+    def takenElsewhere(self, redisKey):
+        """
+        Another process answered this process's entry: forgotten here.
+        """
+        key = self.keyOf(redisKey)
+        self._untaken.pop(key, None)
+        self.table.discard(key)
+
+    def adopt(self, redisKey, data):
+        """
+        This process took over an entry of a process gone (its timer starts
+        here): handed to the observer, to be answered once taken.
+        """
+        entry = self.entryFrom(self.keyOf(redisKey), data)
+        self._untaken[entry.key] = entry
+        self._adopted(entry)
+
+    def entryFrom(self, key, data):
+        """
+        A L{PendingRequest} for C{key} from an entry as L{record} wrote it:
+        the resources named are this process's own objects when it knows
+        them.
+        """
+        resources = self.cluster.resources
+        jid, requester, stanzaID, via, resendable, deadline, tried, request = data.split("\0", 7)
+        resource = resources.get(jid) or Resource(jid, jid.partition("/")[2])
+        entry = PendingRequest(
+            key,
+            requester,
+            stanzaID,
+            via or None,
+            request.encode("utf-8") if request else None,
+            resendable == "1",
+            resource,
+            float(deadline),
+        )
+        if tried:
+            known = (resources.get(j) for j in tried.split("\1"))
+            entry.tried = tuple(r for r in known if r is not None)
+        return entry
