@@ -8,7 +8,6 @@ import xml.etree.ElementTree as ElementTree
 from twisted.internet import defer, reactor, task
 from twisted.internet.testing import StringTransport
 from twisted.words.protocols.jabber import xmlstream
-from twisted.words.protocols.jabber.error import STANZA_CONDITIONS
 from wokkel.generic import parseXml
 from wokkel.subprotocols import XMPPHandlerCollection
 
@@ -93,6 +92,19 @@ class RecordingManager(XMPPHandlerCollection):
         Return the stanzas sent since the last call, and forget them.
         """
         return written(self.takeBytes())
+
+
+def alone(handler, clock=None):
+    """
+    Connect C{handler} by itself to a L{RecordingManager} (the stream
+    stub: the component's own stream on an in-memory transport), to test
+    one handler at a time; return the manager.
+    """
+    manager = RecordingManager(clock or task.Clock())
+    handler.setHandlerParent(manager)
+    manager.connect()
+    manager.take()
+    return manager
 
 
 class Harness:
@@ -216,7 +228,3 @@ def errorCondition(stanza):
     error = next(c for c in stanza.elements() if c.name == "error")
     condition = next(c.name for c in error.elements() if c.uri == NS_STANZAS)
     return condition, error.getAttribute("type")
-
-
-def expectedType(condition):
-    return STANZA_CONDITIONS[condition]["type"]

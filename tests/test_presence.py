@@ -3,14 +3,18 @@ Tests for L{clientproxy.handlers.targetpresence}: subscription, probing, and the
 resources kept from the target's presence.
 """
 
+from twisted.internet import task
 from twisted.trial import unittest
 
 from clientproxy.handlers.targetpresence import (
     RESUBSCRIBE_INITIAL,
     RESUBSCRIBE_MAX,
+    TargetPresence,
     presencePriority,
 )
-from tests.helpers import COMPONENT, TARGET, Harness, RecordingManager
+from clientproxy.ops.stats import Stats
+from clientproxy.routing.resources import ResourceSet
+from tests.helpers import COMPONENT, TARGET, Harness, RecordingManager, alone
 from wokkel.generic import parseXml
 
 
@@ -283,3 +287,70 @@ class SubscriptionStateTests(unittest.TestCase):
         self.assertIn("prosodyctl", text)
         self.assertIn("ejabberdctl add_rosteritem", text)
         self.assertEqual(h.clock.getDelayedCalls(), [])
+
+
+class RecordedFacts:
+    """
+    An L{clientproxy.state.interfaces.IFacts} that keeps what it is told,
+    in C{told}.
+    """
+
+    def __init__(self):
+        self.told = []
+
+    def learnt(self, fact):
+        self.told.append(fact)
+
+    def observe(self, observer):
+        pass
+
+
+class FactTests(unittest.TestCase):
+    """
+    L{TargetPresence} alone over the stream stub: what a presence of the
+    target says is acted on here and told to the other processes as a
+    fact; a fact another process learnt is acted on without a stanza.
+    """
+
+    def setUp(self):
+        self.resources = ResourceSet()
+        self.facts = RecordedFacts()
+        self.presence = TargetPresence(
+            COMPONENT, TARGET, self.resources, Stats(), task.Clock(), self.facts
+        )
+        self.manager = alone(self.presence)
+
+    def test_presenceToldAsFacts(self):
+        """
+        Each presence of the target that changes what a process believes is
+        told as the fact it says, once acted on here; subscription requests
+        and probes are answered, not told.
+        """
+        for xml in (
+            "<presence from='%s/a' to='%s'><priority>3</priority></presence>",
+            "<presence type='unavailable' from='%s/a' to='%s'/>",
+            "<presence type='subscribed' from='%s' to='%s'/>",
+            "<presence type='error' from='%s' to='%s'/>",
+            "<presence type='probe' from='%s' to='%s'/>",
+        ):
+            self.manager.receive(xml % (TARGET, COMPONENT))
+        self.assertEqual(
+            self.facts.told,
+            [
+                ("available", TARGET + "/a", "a", 3, None),
+                ("unavailable", TARGET + "/a"),
+                ("subscribed",),
+                ("bounced",),
+            ],
+        )
+
+    def test_factFromElsewhere(self):
+        """
+        A resource another process saw come is available here too, its
+        observers told the other process's id as the origin; nothing is
+        told back.
+        """
+        seen = []
+        self.resources.whenAdded(lambda resource, origin: seen.append((resource.jid, origin)))
+        self.presence.apply(("available", TARGET + "/b", "b", 0, None), "other")
+        self.assertEqual((seen, self.facts.told), ([(TARGET + "/b", "other")], []))

@@ -45,26 +45,31 @@ from clientproxy.routing.errors import (
     CONNECTION_LOST,
     DUPLICATE_ID,
     INTERNAL,
+    NO_PEER_ADDRESS,
     NO_RESOURCE,
+    NOT_A_PEER,
+    NOT_A_RESOURCE,
     NOT_ONE_CHILD,
     RESOURCE_LEFT,
     SHUTTING_DOWN,
     TIMEOUT,
-    TOO_FAST,
     TOO_LARGE,
     TOO_MANY,
 )
+from clientproxy.handlers.refusal import refuse
 from clientproxy.routing.refusals import REFUSALS
 from clientproxy.state.interfaces import WRONG_RESOURCE
 from clientproxy.state.local import LocalFacts, LocalRequests
 from clientproxy.xmpp.stanzas import (
+    FROM_TARGET,
+    NO_ADDRESS,
     REPLY_TYPES,
     REQUEST_TYPES,
     StanzaIDs,
     bareOf,
-    claim,
     errorReply,
     onlyChildElement,
+    sort,
 )
 from clientproxy.xmpp.writer import escapeAttribute, parseStanza, stanzaBytes
 
@@ -224,19 +229,19 @@ class IQDispatcher(XMPPHandler):
         Sort an IQ: a request from outside, a reply from the target, or
         something to drop.
         """
-        claimed = claim(iq)
-        if claimed is None:
+        sorted = sort(iq, self.target)
+        if sorted is None:
             return
-        sender, recipient, kind = claimed
-        if not sender or not recipient:
+        side, sender, recipient, kind = sorted
+        if side is NO_ADDRESS:
             self.stats.drop(iq, "no-address")
         elif kind in REQUEST_TYPES and self.closing:
-            self._refuse(iq, *SHUTTING_DOWN)
+            self._refuse(iq, SHUTTING_DOWN)
         elif kind in REPLY_TYPES and recipient == self.jat.component:
             # The component's own request asked it, whoever it is: the
             # target's other resources may be asked too.
-            self._onPeerReply(iq, sender)
-        elif bareOf(sender) == self.target:
+            self._onPeerReply(iq, side, sender)
+        elif side is FROM_TARGET:
             if kind in REPLY_TYPES:
                 self._onReply(iq, sender, recipient)
             elif kind in REQUEST_TYPES:
@@ -246,7 +251,7 @@ class IQDispatcher(XMPPHandler):
         elif kind in REQUEST_TYPES:
             self._onRequest(iq, kind, sender, recipient)
         elif kind in REPLY_TYPES:
-            self._onPeerReply(iq, sender)
+            self._onPeerReply(iq, side, sender)
         else:
             self.stats.drop(iq, "bad-type")
 
@@ -255,31 +260,28 @@ class IQDispatcher(XMPPHandler):
         if stanzaID is None:
             self.stats.drop(iq, "request-without-id")
             return
-        refusal = self.policy.refusal(requester)
+        refusal = self.policy.admit(requester, iq)
         if refusal is not None:
-            self._refuse(iq, *refusal)
-            return
-        if self.policy.tooLargeStanza(iq):
-            self._sendError(recipient, requester, stanzaID, *TOO_LARGE)
+            self._refuse(iq, refusal)
             return
         child = onlyChildElement(iq)
         if child is None:
-            self._refuse(iq, *NOT_ONE_CHILD)
+            self._refuse(iq, NOT_ONE_CHILD)
             return
         encoded = self.jat.encode(requester)
         key = (encoded, stanzaID)
         if key in self.pending:
-            self._refuse(iq, *DUPLICATE_ID)
+            self._refuse(iq, DUPLICATE_ID)
             return
         if not self.pending.admits(requester):
-            self._refuse(iq, *TOO_MANY)
+            self._refuse(iq, TOO_MANY)
             return
         topic = self.selector.refusals.topicOf(child, kind)
         resource = self.selector.choose(
             child.uri, topic, self.selector.keyOf(child, requester), requester
         )
         if resource is None:
-            self._refuse(iq, *NO_RESOURCE)
+            self._refuse(iq, NO_RESOURCE)
             return
         attributes = iq.attributes
         attributes["from"] = self.jat.address(encoded)
@@ -484,23 +486,21 @@ class IQDispatcher(XMPPHandler):
             return
         resource = self.resources.get(sender)
         if resource is None:
-            self._refuse(
-                iq, "service-unavailable", text="Only an available resource of the target may ask"
-            )
+            self._refuse(iq, NOT_A_RESOURCE)
             return
         encoded = self.jat.decode(recipient)
         if encoded is None:
-            self._refuse(iq, "service-unavailable", text="Address a peer as component/<peer JID>")
+            self._refuse(iq, NO_PEER_ADDRESS)
             return
         peer = self.jat.peer(encoded)
         if peer is None:
-            self._refuse(iq, "jid-malformed", text="Not a peer's address")
+            self._refuse(iq, NOT_A_PEER)
             return
         if onlyChildElement(iq) is None:
-            self._refuse(iq, *NOT_ONE_CHILD)
+            self._refuse(iq, NOT_ONE_CHILD)
             return
         if not self.pending.admitsFromTarget():
-            self._refuse(iq, *TOO_MANY)
+            self._refuse(iq, TOO_MANY)
             return
         ownID = self._ids("cp")
         entry = self.pending.add((peer, ownID, REVERSE), sender, resource, stanzaID=stanzaID)
@@ -509,7 +509,7 @@ class IQDispatcher(XMPPHandler):
         iq["to"] = peer
         self.requests.record(entry, self._forward, stanzaBytes(iq), "forwarded-from-target")
 
-    def _onPeerReply(self, reply, sender):
+    def _onPeerReply(self, reply, side, sender):
         """
         A reply to a request the target started: from outside, checked by
         the policy like anything else an outsider sends (over the rate, or
@@ -518,10 +518,9 @@ class IQDispatcher(XMPPHandler):
         access lists and the rate are for outsiders). Then routed if it
         matches one.
         """
-        refusal = None if bareOf(sender) == self.target else self.policy.refusal(sender)
+        refusal = None if side is FROM_TARGET else self.policy.admit(sender, reply)
         if refusal is not None:
-            why = "reply-too-fast" if refusal is TOO_FAST else "reply-from-peer-refused"
-            self.stats.drop(reply, why)
+            self._refuse(reply, refusal)
             return
         key = (sender, reply.getAttribute("id"), REVERSE)
         self.requests.take(key, "", self._peerReplyTaken, reply, sender)
@@ -586,18 +585,11 @@ class IQDispatcher(XMPPHandler):
             for jid in [jid for jid in counters if jid not in self.resources]:
                 del counters[jid]
 
-    def _refuse(self, iq, condition, errorType=None, text=None):
+    def _refuse(self, iq, refusal):
         """
-        Answer a request with an error from the address it was sent to.
+        Answer an IQ refused with C{refusal} (L{refuse}).
         """
-        self._sendError(
-            iq.getAttribute("to"),
-            iq.getAttribute("from"),
-            iq.getAttribute("id"),
-            condition,
-            errorType,
-            text,
-        )
+        refuse(self, iq, refusal, self.stats.requests)
 
     def _sendError(self, sender, recipient, stanzaID, condition, errorType=None, text=None):
         self.stats.requests["error:" + condition] += 1

@@ -41,9 +41,10 @@ from twisted.words.xish import domish
 from wokkel.subprotocols import XMPPHandler
 
 from clientproxy.xmpp.jat import Translator
-from clientproxy.routing.errors import TOO_LARGE
+from clientproxy.handlers.refusal import refuse
+from clientproxy.routing.errors import NOT_A_PEER, NOT_A_RESOURCE, QUEUE_FULL, TOO_LARGE
 from clientproxy.xmpp.writer import parseStanza, toXml
-from clientproxy.xmpp.stanzas import bareOf, claim, errorReply
+from clientproxy.xmpp.stanzas import FROM_TARGET, NO_ADDRESS, bareOf, sort
 
 NS_CARBONS = "urn:xmpp:carbons:2"
 NS_HINTS = "urn:xmpp:hints"
@@ -192,17 +193,24 @@ class MessageRouter(XMPPHandler):
         self._draining = False
         resources.whenAdded(self._resourceAdded)
 
+    def configure(self, queuePerSender, queueSize):
+        """
+        Change the queue's bounds (a reload): what is queued stays.
+        """
+        self.queuePerSender = queuePerSender
+        self.queueSize = queueSize
+
     def connectionInitialized(self):
         self.xmlstream.addRoute("message", self.onMessage)
 
     def onMessage(self, message):
-        claimed = claim(message)
-        if claimed is None:
+        sorted = sort(message, self.target)
+        if sorted is None:
             return
-        sender, recipient, kind = claimed
-        if not sender or not recipient:
+        side, sender, recipient, kind = sorted
+        if side is NO_ADDRESS:
             self.stats.drop(message, "no-address")
-        elif bareOf(sender) == self.target:
+        elif side is FROM_TARGET:
             if kind == "error":
                 self.stats.drop(message, "error-from-target")
             else:
@@ -213,12 +221,9 @@ class MessageRouter(XMPPHandler):
             self._incoming(message, sender)
 
     def _incoming(self, message, sender):
-        refusal = self.policy.refusal(sender)
+        refusal = self.policy.admit(sender, message)
         if refusal is not None:
-            self._refuse(message, *refusal)
-            return
-        if self.policy.tooLargeStanza(message):
-            self._refuse(message, *TOO_LARGE)
+            self._refuse(message, refusal)
             return
         recipient = message["to"]
         available = self.resources.available if not self._draining else []
@@ -230,7 +235,7 @@ class MessageRouter(XMPPHandler):
         first = toXml(message)
         if self.policy.tooLarge(first):
             message["from"], message["to"] = sender, recipient
-            self._refuse(message, *TOO_LARGE)
+            self._refuse(message, TOO_LARGE)
             return
         if available:
             self._fanOut(message, available, first)
@@ -283,17 +288,9 @@ class MessageRouter(XMPPHandler):
                 why=why,
                 unlogged=unlogged,
             )
-        self.stats.messages["error:resource-constraint"] += 1
-        self.send(
-            errorReply(
-                self.jat.component,
-                sender,
-                message.getAttribute("id"),
-                "resource-constraint",
-                "No resource of the service is available and its queue is full",
-                kind="message",
-            )
-        )
+        # Answered from the component's bare JID, whatever it was sent to.
+        message["from"], message["to"] = sender, self.jat.component
+        self._refuse(message, QUEUE_FULL)
 
     def _resourceAdded(self, resource, origin):
         """
@@ -354,14 +351,10 @@ class MessageRouter(XMPPHandler):
             return
         peer = self.jat.peer(encoded)
         if peer is None:
-            self._refuse(message, "jid-malformed", text="Not a peer's address")
+            self._refuse(message, NOT_A_PEER)
             return
         if sender not in self.resources:
-            self._refuse(
-                message,
-                "service-unavailable",
-                text="Only an available resource of the target may send",
-            )
+            self._refuse(message, NOT_A_RESOURCE)
             return
         others = [r for r in self.resources.available if r.jid != sender]
         mirror = self._mirror(message, sender, peer) if others and isMirrored(message) else None
@@ -406,11 +399,9 @@ class MessageRouter(XMPPHandler):
         messages (access lists, rate, size), but a refusal is a drop, never
         an answer: errors are not answered.
         """
-        if self.policy.refusal(sender) is not None:
-            self.stats.drop(message, "error-from-peer-refused")
-            return
-        if self.policy.tooLargeStanza(message):
-            self.stats.drop(message, "error-from-peer-too-large")
+        refusal = self.policy.admit(sender, message)
+        if refusal is not None:
+            self._refuse(message, refusal)
             return
         available = self.resources.available
         if not available:
@@ -421,21 +412,13 @@ class MessageRouter(XMPPHandler):
         mark(message)
         first = toXml(message)
         if self.policy.tooLarge(first):
-            self.stats.drop(message, "error-from-peer-too-large")
+            self._refuse(message, TOO_LARGE)
             return
         self._fanOut(message, available, first)
         self.stats.messages["bounces-to-target"] += 1
 
-    def _refuse(self, message, condition, errorType=None, text=None):
-        self.stats.messages["error:" + condition] += 1
-        self.send(
-            errorReply(
-                message.getAttribute("to"),
-                message.getAttribute("from"),
-                message.getAttribute("id"),
-                condition,
-                text,
-                kind="message",
-                errorType=errorType,
-            )
-        )
+    def _refuse(self, message, refusal):
+        """
+        Answer a message refused with C{refusal} (L{refuse}).
+        """
+        refuse(self, message, refusal, self.stats.messages)

@@ -22,9 +22,15 @@ L{clientproxy.handlers.targetpresence.TargetPresence}'s.
 from twisted.logger import Logger
 from wokkel.subprotocols import XMPPHandler
 
-from clientproxy.routing.errors import DENIED, TOO_FAST
-from clientproxy.handlers.targetpresence import presenceStanza
-from clientproxy.xmpp.stanzas import bareOf, domainOf
+from clientproxy.handlers.refusal import refuse
+from clientproxy.xmpp.stanzas import (
+    FROM_TARGET,
+    NO_ADDRESS,
+    bareOf,
+    domainOf,
+    presenceStanza,
+    sort,
+)
 
 #: Default bounds of the service's subscribers: in all, and from one domain.
 MAX_SUBSCRIBERS = 10000
@@ -64,6 +70,13 @@ class ServicePresence(XMPPHandler):
         resources.whenAdded(self._changed)
         resources.whenRemoved(self._changed)
 
+    def configure(self, maxSubscribers, maxSubscribersPerDomain):
+        """
+        Change the bounds on subscribers (a reload): those subscribed stay.
+        """
+        self.maxSubscribers = maxSubscribers
+        self.maxSubscribersPerDomain = maxSubscribersPerDomain
+
     def connectionInitialized(self):
         # After TargetPresence, which takes the target's own presence.
         self.xmlstream.addRoute("presence", self.onPresence, priority=-1)
@@ -84,24 +97,6 @@ class ServicePresence(XMPPHandler):
         The service's presence as it is now, for C{recipient}.
         """
         return presenceStanza(self.component, recipient, None if self.available else "unavailable")
-
-    def _refused(self, presence, sender, bare):
-        """
-        Whether the admission policy refuses a subscribe or probe: denied
-        senders are told C{unsubscribed}; too fast or unusable ones are
-        dropped (a flood gets no answers).
-        """
-        refusal = self.policy.refusal(sender)
-        if refusal is None:
-            return False
-        if refusal is DENIED:
-            self.send(presenceStanza(self.component, bare, "unsubscribed"))
-            self.stats.presence["subscriptions-refused"] += 1
-        elif refusal is TOO_FAST:
-            self.stats.drop(presence, "presence-too-fast")
-        else:
-            self.stats.drop(presence, "presence-refused")
-        return True
 
     def _admitsSubscriber(self, bare):
         """
@@ -142,20 +137,28 @@ class ServicePresence(XMPPHandler):
         )
 
     def onPresence(self, presence):
-        if presence.handled:
+        """
+        Presence to the service from outside: subscription requests and
+        probes pass the admission policy first (a denied sender is told
+        C{unsubscribed}; one too fast, or too large, is dropped: a flood
+        gets no answers).
+        """
+        sorted = sort(presence, self.target)
+        if sorted is None:
             return
-        presence.handled = True
-        sender = presence.getAttribute("from")
-        if not sender:
+        side, sender, _, kind = sorted
+        if side is NO_ADDRESS:
             self.stats.drop(presence, "no-address")
             return
-        bare = bareOf(sender)
-        kind = presence.getAttribute("type")
-        if bare == self.target:
+        if side is FROM_TARGET:
             self.stats.drop(presence, "presence-from-target")
             return
-        if kind in ("subscribe", "probe") and self._refused(presence, sender, bare):
-            return
+        bare = bareOf(sender)
+        if kind in ("subscribe", "probe"):
+            refusal = self.policy.admit(sender, presence)
+            if refusal is not None:
+                refuse(self, presence, refusal, self.stats.presence)
+                return
         if kind == "subscribe" and not self._admitsSubscriber(bare):
             self.stats.drop(presence, "subscribers-over-limit")
         elif kind == "subscribe":

@@ -25,13 +25,12 @@ it as well, knowing it was not theirs.
 """
 
 from twisted.logger import Logger
-from twisted.words.xish import domish
 from wokkel.subprotocols import XMPPHandler
 
 from clientproxy.state.interfaces import HERE
 from clientproxy.state.local import LocalFacts
 from clientproxy.xmpp.caps import capsOf
-from clientproxy.xmpp.stanzas import splitJID
+from clientproxy.xmpp.stanzas import presenceStanza, splitJID
 
 #: The states of the component's subscription to the target's presence.
 NONE, PENDING, APPROVED, REVOKED = "none", "pending", "approved", "revoked"
@@ -58,18 +57,6 @@ APPROVAL_HINT = (
 #: on each bounce up to L{RESUBSCRIBE_MAX}.
 RESUBSCRIBE_INITIAL = 2.0
 RESUBSCRIBE_MAX = 60.0
-
-
-def presenceStanza(sender, recipient, kind=None):
-    """
-    Build a presence stanza; C{kind} C{None} is an available presence.
-    """
-    presence = domish.Element((None, "presence"))
-    presence["from"] = sender
-    presence["to"] = recipient
-    if kind is not None:
-        presence["type"] = kind
-    return presence
 
 
 #: The types of the target's presence that say a fact (L{factOf}).

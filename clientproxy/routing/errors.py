@@ -6,9 +6,10 @@ that the one there is the one L{readmeTable} writes).
 
 Each answer is an L{Answer}, C{(condition, type, text)}: the RFC 6120
 condition (8.3.3), its type (the one RFC 6120 gives the condition, unless
-L{TABLE} says why not), and a human-readable text or C{None}. It unpacks
-into the handlers' C{_refuse(stanza, *answer)} and C{_sendError(sender,
-recipient, id, *answer)}, whose arguments come in that order.
+L{TABLE} says why not), and a human-readable text or C{None}. A refused
+stanza is answered with one by L{clientproxy.handlers.refusal.refuse}, or
+dropped and counted under the name L{dropReason} gives when it must not
+be answered with an error (RFC 6120 8.3.1: an error or a result never is).
 """
 
 from collections import namedtuple
@@ -34,6 +35,36 @@ UNSHARED = Answer(
     "The state shared by the service's processes cannot be reached",
 )
 INTERNAL = Answer("internal-server-error", "wait", None)
+QUEUE_FULL = Answer(
+    "resource-constraint", "wait", "No resource of the service is available and its queue is full"
+)
+NOT_A_RESOURCE = Answer(
+    "service-unavailable", "cancel", "Only an available resource of the target may send"
+)
+NO_PEER_ADDRESS = Answer("service-unavailable", "cancel", "Address a peer as component/<peer JID>")
+NOT_A_PEER = Answer("jid-malformed", "modify", "Not a peer's address")
+
+#: How a stanza refused by the admission policy is counted when it gets no
+#: error: by the stanza's name, then by the refusal (C{None}: any other).
+DROPS = {
+    # A reply from outside to a request the target started.
+    "iq": {TOO_FAST: "reply-too-fast", None: "reply-from-peer-refused"},
+    # An error message from outside (a bounce of a message the target sent).
+    "message": {TOO_LARGE: "error-from-peer-too-large", None: "error-from-peer-refused"},
+    # A subscription request or probe to the service (a denied sender is
+    # told unsubscribed instead).
+    "presence": {TOO_FAST: "presence-too-fast", None: "presence-refused"},
+}
+
+
+def dropReason(name, refusal):
+    """
+    The name a refused C{name} stanza is counted under when dropped (see
+    L{DROPS}).
+    """
+    drops = DROPS[name]
+    return drops.get(refusal) or drops[None]
+
 
 #: The situations in which each answer is given, in the order of docs/routing.md.
 TABLE = (
@@ -74,6 +105,17 @@ TABLE = (
         "building or sending the answer failed inside the component (logged at once with its "
         "traceback, counted)",
         INTERNAL,
+    ),
+    ("a message while no resource is available and the queue is full (`--queue-size`)", QUEUE_FULL),
+    (
+        "an IQ request or message from the target to `component/<peer>` by a resource that is "
+        "not available (or not admitted by `--resources`)",
+        NOT_A_RESOURCE,
+    ),
+    ("an IQ request from the target to the bare component JID", NO_PEER_ADDRESS),
+    (
+        "an IQ request or message from the target to a `component/<x>` that encodes no JID",
+        NOT_A_PEER,
     ),
 )
 

@@ -13,7 +13,7 @@ defaults), a check costs two attribute tests on the stanza path.
 
 from twisted.words.protocols.jabber.jid import InvalidFormat, parse
 
-from clientproxy.routing.errors import DENIED, TOO_FAST, TOO_LONG
+from clientproxy.routing.errors import DENIED, TOO_FAST, TOO_LARGE, TOO_LONG
 from clientproxy.xmpp.jat import MAX_PART_BYTES
 from clientproxy.xmpp.stanzas import bareOf, domainOf
 from clientproxy.xmpp.writer import stanzaBytes
@@ -189,6 +189,18 @@ class Policy:
             if self.domainBuckets is not None and not self.domainBuckets.take(domainOf(bare)):
                 return TOO_FAST
         return None
+
+    def admit(self, sender, stanza):
+        """
+        The one admission of a stanza from outside, IQ, message or
+        presence alike: the answer owed to C{sender} (L{refusal}), or
+        C{TOO_LARGE} when C{stanza} is larger than L{maxStanzaSize} as it
+        came in (L{tooLargeStanza}), or C{None} if it may go on.
+        """
+        refusal = self.refusal(sender)
+        if refusal is None and self.tooLargeStanza(stanza):
+            return TOO_LARGE
+        return refusal
 
     def tooLargeStanza(self, stanza):
         """

@@ -231,8 +231,3 @@ class ThrowawayServer:
         Remove the server's directory.
         """
         shutil.rmtree(self.directory, ignore_errors=True)
-
-    @defer.inlineCallbacks
-    def stopAndCleanUp(self):
-        yield self.stop()
-        self.cleanUp()

@@ -35,17 +35,44 @@ def errorReply(sender, recipient, stanzaID, condition, text=None, kind="iq", err
     return reply
 
 
-def claim(stanza):
+#: Where a stanza comes from (L{sort}): it lacks an address, the target
+#: sent it, or anybody else (an outsider) did.
+NO_ADDRESS, FROM_TARGET, FROM_OUTSIDE = "no-address", "target", "outside"
+
+
+def presenceStanza(sender, recipient, kind=None):
     """
-    Take a stanza for the calling handler: C{None} if another handler has
-    it already, else its C{(from, to, type)} attributes (C{None} where
-    absent).
+    Build a presence stanza; C{kind} C{None} is an available presence.
+    """
+    presence = domish.Element((None, "presence"))
+    presence["from"] = sender
+    presence["to"] = recipient
+    if kind is not None:
+        presence["type"] = kind
+    return presence
+
+
+def sort(stanza, target):
+    """
+    The one sort of every stanza a handler takes: C{None} if another
+    handler has it already; else it is taken (marked handled) and sorted
+    as C{(side, from, to, type)}, C{side} one of L{NO_ADDRESS} (no C{from}
+    or no C{to}: the server stamps both on what it routes),
+    L{FROM_TARGET} (from the bare JID C{target} or a resource of it) and
+    L{FROM_OUTSIDE}; absent attributes are C{None}.
     """
     if stanza.handled:
         return None
     stanza.handled = True
     get = stanza.attributes.get
-    return get("from"), get("to"), get("type")
+    sender, recipient = get("from"), get("to")
+    if not sender or not recipient:
+        side = NO_ADDRESS
+    elif bareOf(sender) == target:
+        side = FROM_TARGET
+    else:
+        side = FROM_OUTSIDE
+    return side, sender, recipient, get("type")
 
 
 def isAnswer(iq, asker, asked):

@@ -266,7 +266,7 @@ class Cluster(XMPPHandler):
         if bareOf(sender) != self.target:
             if "@" in sender:
                 return
-            if self.policy is not None and self.policy.refusal(sender) is not None:
+            if self.policy is not None and self.policy.admit(sender, iq) is not None:
                 return
         iq.handled = True
         self.stats.cluster["passed-on"] += 1
