@@ -44,6 +44,11 @@ from clientproxy.routing.strategies import DEFAULT, makeStrategy
 #: Seconds a request waits for its reply by default.
 DEFAULT_TIMEOUT = 30.0
 
+#: The settings of the admission policy (L{Policy.configure}).
+POLICY_SETTINGS = frozenset(
+    ("allow", "deny", "rate", "burst", "domain-rate", "domain-burst", "max-stanza-size")
+)
+
 
 class Handlers:
     """
@@ -68,6 +73,47 @@ class Handlers:
         self.dispatcher = handlers["dispatcher"]
         self.messages = handlers["messages"]
         self.servicePresence = handlers["servicePresence"]
+
+    def reconfigure(self, settings, changed):
+        """
+        Apply the live settings to the handlers and what they share (a
+        reload): C{settings} by option name, C{changed} the names of those
+        that changed.
+        """
+        if any(key in POLICY_SETTINGS for key in changed):
+            self.policy.configure(
+                settings["allow"],
+                settings["deny"],
+                settings["rate"],
+                settings["burst"],
+                settings["max-stanza-size"],
+                settings["domain-rate"],
+                settings["domain-burst"],
+            )
+        self.dispatcher.pending.configure(
+            settings["timeout"],
+            settings["max-pending"],
+            settings["max-pending-per-requester"],
+            settings["max-pending-from-target"],
+            settings["max-pending-bytes"],
+        )
+        self.servicePresence.configure(
+            settings["max-subscribers"], settings["max-subscribers-per-domain"]
+        )
+        self.messages.configure(settings["queue-per-sender"], settings["queue-size"])
+        self.keepalive.setInterval(settings["keepalive"])
+        selector = self.dispatcher.selector
+        if "strategy" in changed:
+            selector.configure(strategy=makeStrategy(settings["strategy"]))
+        if any(key in changed for key in ("match-features", "affinity", "refusal-ttl")):
+            selector.configure(
+                match=settings["match-features"],
+                affinity=settings["affinity"],
+                refusalTTL=settings["refusal-ttl"],
+            )
+            self.capabilities.setEnabled(settings["match-features"] != "off")
+        if "resources" in changed:
+            self.presence.refilter(settings["resources"])
 
     def all(self):
         handlers = [

@@ -48,7 +48,7 @@ class SettingsTests(unittest.TestCase):
         """
         self.assertEqual(set(reload.LIVE), set(settings.named(settings.LIVE)))
         self.assertEqual(set(reload.RESTART), set(settings.named(settings.RESTART)))
-        self.assertTrue(set(reload.POLICY) <= set(reload.LIVE))
+        self.assertTrue(set(assembly.POLICY_SETTINGS) <= set(reload.LIVE))
         self.assertFalse(set(reload.LIVE) & set(reload.RESTART))
 
     def test_fileKeysFromTheTable(self):

@@ -21,18 +21,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from clientproxy.ops import settings
-from clientproxy.routing.strategies import makeStrategy
 
-#: The settings of the access policy, applied together.
-POLICY = (
-    "allow",
-    "deny",
-    "rate",
-    "burst",
-    "domain-rate",
-    "domain-burst",
-    "max-stanza-size",
-)
 #: Settings applied to a running proxy, and settings that need a restart.
 LIVE = settings.named(settings.LIVE)
 RESTART = settings.named(settings.RESTART)
@@ -40,45 +29,14 @@ RESTART = settings.named(settings.RESTART)
 
 def reconfigure(proxy, old, new):
     """
-    Apply to C{proxy} what changed from options C{old} to C{new}.
+    Apply to C{proxy} what changed from options C{old} to C{new}
+    (L{clientproxy.xmpp.connection.ProxyComponent.reconfigure}).
 
     @return: C{(applied, needing a restart)}, lists of option names.
     """
     changed = [key for key in LIVE if old[key] != new[key]]
     restart = [key for key in RESTART if old[key] != new[key]]
-    parts = proxy.parts
-    if any(key in POLICY for key in changed):
-        parts.policy.configure(
-            new["allow"],
-            new["deny"],
-            new["rate"],
-            new["burst"],
-            new["max-stanza-size"],
-            new["domain-rate"],
-            new["domain-burst"],
-        )
-    table = parts.dispatcher.pending
-    table.maxPending = new["max-pending"]
-    table.maxPendingPerRequester = new["max-pending-per-requester"]
-    table.maxPendingFromTarget = new["max-pending-from-target"]
-    table.maxPendingBytes = new["max-pending-bytes"]
-    table.setTimeout(new["timeout"])
-    parts.servicePresence.maxSubscribers = new["max-subscribers"]
-    parts.servicePresence.maxSubscribersPerDomain = new["max-subscribers-per-domain"]
-    parts.messages.queuePerSender = new["queue-per-sender"]
-    parts.messages.queueSize = new["queue-size"]
-    proxy.grace = new["grace"]
-    parts.keepalive.setInterval(new["keepalive"])
-    selector = parts.dispatcher.selector
-    if "strategy" in changed:
-        selector.configure(strategy=makeStrategy(new["strategy"]))
-    if any(key in changed for key in ("match-features", "affinity", "refusal-ttl")):
-        selector.configure(
-            match=new["match-features"], affinity=new["affinity"], refusalTTL=new["refusal-ttl"]
-        )
-        parts.capabilities.setEnabled(new["match-features"] != "off")
-    if "resources" in changed:
-        parts.presence.refilter(new["resources"])
+    proxy.reconfigure(new, changed)
     return changed, restart
 
 

@@ -204,6 +204,19 @@ class PendingTable:
         """
         return self._entries.get(key)
 
+    def configure(
+        self, timeout, maxPending, maxPendingPerRequester, maxPendingFromTarget, maxPendingBytes
+    ):
+        """
+        Change the timeout (L{setTimeout}) and the bounds (a reload): those
+        in flight stay, whatever the new bounds.
+        """
+        self.maxPending = maxPending
+        self.maxPendingPerRequester = maxPendingPerRequester
+        self.maxPendingFromTarget = maxPendingFromTarget
+        self.maxPendingBytes = maxPendingBytes
+        self.setTimeout(timeout)
+
     def setTimeout(self, timeout):
         """
         Give requests added from now on C{timeout} seconds; those in flight

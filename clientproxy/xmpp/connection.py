@@ -159,6 +159,14 @@ class ProxyComponent(Component):
         if self.running:
             self._connection = self._getConnection()
 
+    def reconfigure(self, settings, changed):
+        """
+        Apply the live settings (a reload): C{settings} by option name,
+        C{changed} the names of those that changed.
+        """
+        self.grace = settings["grace"]
+        self.parts.reconfigure(settings, changed)
+
     def stopService(self):
         """
         Stop gracefully: take no new requests, give those in flight
