@@ -225,7 +225,7 @@ class RequestsInFlightTests:
         entry = process.add()
         yield self.recorded(requests, entry)
         claimed = defer.Deferred()
-        requests.claim(entry, claimed.callback)
+        requests.claim(entry, False, claimed.callback)
         self.assertIs((yield claimed), entry)
         yield requests.settled()
 
@@ -300,7 +300,7 @@ class SharedRequestsTests(RequestsInFlightTests, RedisProcesses, unittest.TestCa
         yield self.recorded(mine, entry)
         yield theirs._take(entry.key, RESOURCE)
         claimed = []
-        mine.claim(entry, claimed.append)
+        mine.claim(entry, False, claimed.append)
         yield mine.settled()
         self.assertEqual(claimed, [])
 

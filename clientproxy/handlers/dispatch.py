@@ -413,7 +413,7 @@ class IQDispatcher(XMPPHandler):
         (L{IRequestsInFlight.claim}), or anyway if that cannot be found out
         (the entry is this process's own and must be answered).
         """
-        self.requests.claim(entry, lambda entry: self._settle(entry, outcome), anyway=True)
+        self.requests.claim(entry, True, self._settle, outcome)
 
     def _settle(self, entry, outcome):
         """
@@ -549,7 +549,7 @@ class IQDispatcher(XMPPHandler):
         """
         self._pruneResourceStats()
         for entry in self.pending.entriesOf(resource):
-            self.requests.claim(entry, self._retryOrFail)
+            self.requests.claim(entry, False, self._retryOrFail)
 
     def _retryOrFail(self, entry):
         other = None
@@ -572,7 +572,7 @@ class IQDispatcher(XMPPHandler):
         if entry.fromTarget:
             self.pending.adopt(entry)
         else:
-            self.requests.claim(entry, self._retryOrFail)
+            self.requests.claim(entry, False, self._retryOrFail)
 
     def _pruneResourceStats(self):
         """

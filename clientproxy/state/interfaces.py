@@ -55,12 +55,13 @@ class IRequestsInFlight(Interface):
         resource.
         """
 
-    def claim(entry, then, anyway=False):
+    def claim(entry, anyway, then, *args):
         """
         This process is about to answer C{entry} on its own (a timeout,
-        its resource left, a shutdown): call C{then(entry)} once it may,
-        and not at all if another process answered it. With C{anyway},
-        also when that cannot be found out (the entry is this process's).
+        its resource left, a shutdown): call C{then(entry, *args)} once it
+        may, and not at all if another process answered it. With
+        C{anyway}, also when that cannot be found out (the entry is this
+        process's).
         """
 
     def settled():

@@ -37,8 +37,8 @@ class LocalRequests:
             entry = WRONG_RESOURCE
         then(entry, *args)
 
-    def claim(self, entry, then, anyway=False):
-        then(entry)
+    def claim(self, entry, anyway, then, *args):
+        then(entry, *args)
 
     def settled(self):
         return succeed(None)

@@ -204,19 +204,19 @@ class SharedRequests:
         self._forget(entry)
         return entry
 
-    def claim(self, entry, then, anyway=False):
+    def claim(self, entry, anyway, then, *args):
         if self._untaken.get(entry.key) is not entry:
-            then(entry)
+            then(entry, *args)
             return
         if anyway and not self.cluster.reachable:
             self._forget(entry)
-            then(entry)
+            then(entry, *args)
             return
 
         def taken(data):
             if data:
                 self._forget(entry)
-                then(entry)
+                then(entry, *args)
             else:
                 self.cluster.stats.cluster["answered-elsewhere"] += 1
 
@@ -224,7 +224,7 @@ class SharedRequests:
             self.cluster.failed(failure, "taking a request")
             if anyway:
                 self._forget(entry)
-                then(entry)
+                then(entry, *args)
 
         self._take(entry.key).addCallbacks(taken, failed)
 
