@@ -2,7 +2,7 @@
 Soak run: several minutes of mixed valid and hostile traffic against
 clientproxy (run as `twistd -n clientproxy`) on a throwaway Prosody.
 
-    bash tools/setup.sh && python3 bench/soak.py [--minutes 3]
+    bash tools/setup.sh && .venv/bin/python bench/soak.py [--minutes 3]
 
 Valid: requesters pipelining IQ gets to two echoing resources; every one
 must get its result (no error, none lost). Hostile, each with the answer
