@@ -8,13 +8,16 @@ L{makeService}.
 
 import gc
 import os
+import platform
 import re
 import sys
 
+import twisted
 from twisted.application import service
 from twisted.python import usage
 from twisted.words.protocols.jabber.jid import JID, InvalidFormat
 
+from clientproxy import __version__
 from clientproxy.assembly import makeProxy
 from clientproxy.ops import settings
 from clientproxy.ops.config import ConfigError, proxyArguments, proxyName, readConfig
@@ -28,6 +31,24 @@ from clientproxy.state.redis.store import checkURL as checkRedisURL
 from clientproxy.xmpp.connection import TLSSettings
 
 SECRET_ENVIRONMENT = "CLIENTPROXY_SECRET"
+
+#: What --redis needs that clientproxy[redis] installs.
+REDIS_EXTRA = "hiredis"
+
+
+def missingRedisSupport():
+    """
+    Why C{--redis} cannot be used here, or C{None} when it can: its
+    C{hiredis} comes with the C{clientproxy[redis]} extra only.
+    """
+    try:
+        __import__(REDIS_EXTRA)
+    except ImportError:
+        return (
+            "--redis needs the Redis support, which is not installed: "
+            "pip install 'clientproxy[redis]' (it adds %s)" % (REDIS_EXTRA,)
+        )
+    return None
 
 
 def normalisedJID(value, what):
@@ -69,6 +90,16 @@ class Options(usage.Options):
     def opt_deny(self, entry):
         """This bare JID or domain may not use the service (repeatable)."""
         self["deny"].append(entry)
+
+    def opt_version(self):
+        """
+        Display clientproxy's version (with Twisted's and Python's) and exit.
+        """
+        print(
+            "clientproxy %s (Twisted %s, Python %s)"
+            % (__version__, twisted.__version__, platform.python_version())
+        )
+        raise SystemExit(0)
 
     def opt_help_strategies(self):
         for name, plugin in sorted(availableStrategies().items()):
@@ -209,6 +240,9 @@ class Options(usage.Options):
                 checkRedisURL(self["redis"])
             except ValueError as e:
                 raise usage.UsageError("--redis: %s" % (e,))
+            missing = missingRedisSupport()
+            if missing is not None:
+                raise usage.UsageError(missing)
         if self["match-features"] not in MATCH_MODES:
             raise usage.UsageError(
                 "--match-features: one of %s, not %r"

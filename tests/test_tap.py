@@ -301,6 +301,71 @@ class OptionsTests(unittest.TestCase):
         proxy.store.close()
 
 
+class VersionAndExtrasTests(unittest.TestCase):
+    """
+    C{twistd clientproxy --version}, and C{--redis} without the
+    C{clientproxy[redis]} extra.
+    """
+
+    def test_version(self):
+        """
+        C{--version} prints clientproxy's version (from
+        C{clientproxy.__version__}, the one place it is written) with
+        Twisted's, and exits 0.
+        """
+        import io
+        import sys
+
+        import twisted
+
+        from clientproxy import __version__
+
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        error = self.assertRaises(SystemExit, Options().parseOptions, ["--version"])
+        self.assertEqual(error.code, 0)
+        self.assertTrue(out.getvalue().startswith("clientproxy %s (" % (__version__,)))
+        self.assertIn("Twisted %s" % (twisted.__version__,), out.getvalue())
+
+    def hiredis(self, module):
+        """
+        Make C{import hiredis} give C{module} (C{None}: an ImportError) for
+        the test.
+        """
+        import sys
+
+        if "hiredis" in sys.modules:
+            self.addCleanup(sys.modules.__setitem__, "hiredis", sys.modules["hiredis"])
+        else:
+            self.addCleanup(sys.modules.pop, "hiredis", None)
+        sys.modules["hiredis"] = module
+
+    def test_redisWithoutTheExtra(self):
+        """
+        C{--redis} where C{hiredis} (the C{clientproxy[redis]} extra) is not
+        installed is refused at start with one line saying what to install.
+        """
+        self.hiredis(None)
+        self.patch(os, "environ", {"STATE_DIRECTORY": "."})
+        error = self.assertRaises(
+            usage.UsageError,
+            Options().parseOptions,
+            REQUIRED + ["--secret", "s", "--redis", "redis://127.0.0.1:6379/0"],
+        )
+        self.assertIn("pip install 'clientproxy[redis]'", str(error))
+        self.assertNotIn("\n", str(error))
+
+    def test_redisWithTheExtra(self):
+        """
+        With C{hiredis} importable, C{--redis} is taken.
+        """
+        self.hiredis(object())
+        self.patch(os, "environ", {"STATE_DIRECTORY": "."})
+        options = Options()
+        options.parseOptions(REQUIRED + ["--secret", "s", "--redis", "redis://127.0.0.1:6379/0"])
+        self.assertEqual(options["redis"], "redis://127.0.0.1:6379/0")
+
+
 class PluginTests(unittest.TestCase):
     """
     The twistd plugin.
