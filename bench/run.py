@@ -113,6 +113,8 @@ def network(reactor, args):
                 SECRET,
                 "--port",
                 str(server.componentPort),
+                "--data-dir",
+                server.directory,
                 "--strategy",
                 "round-robin",
                 "--timeout",

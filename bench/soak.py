@@ -147,6 +147,8 @@ def soak(reactor, args):
                 SECRET,
                 "--port",
                 str(server.componentPort),
+                "--data-dir",
+                server.directory,
                 "--timeout",
                 "5",
                 "--resources",

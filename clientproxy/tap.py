@@ -51,6 +51,34 @@ def missingRedisSupport():
     return None
 
 
+def defaultDataDir(environ=None):
+    """
+    The data directory when C{--data-dir} is not given: systemd's
+    C{$STATE_DIRECTORY} (the first, if the unit names several), else the
+    user's state directory, C{$XDG_STATE_HOME/clientproxy} (by default
+    C{~/.local/state/clientproxy}), made if missing (mode 0700). Never the
+    working directory, where a store would be left wherever a command ran.
+
+    @raise usage.UsageError: the user's state directory cannot be made.
+    """
+    environ = os.environ if environ is None else environ
+    state = environ.get("STATE_DIRECTORY")
+    if state:
+        return state.split(":")[0]
+    home = environ.get("XDG_STATE_HOME")
+    if not home or not os.path.isabs(home):
+        home = os.path.join(os.path.expanduser("~"), ".local", "state")
+    directory = os.path.join(home, "clientproxy")
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+    except OSError as e:
+        raise usage.UsageError(
+            "--data-dir not given, and the default %s cannot be made (%s): give --data-dir"
+            % (directory, e.strerror)
+        )
+    return directory
+
+
 def normalisedJID(value, what):
     """
     Parse and normalise a JID given on the command line.
@@ -233,6 +261,8 @@ class Options(usage.Options):
                 "--strategy: unknown strategy %r; known: %s"
                 % (self["strategy"], ", ".join(sorted(strategies)))
             )
+        if self["data-dir"] is None:
+            self["data-dir"] = defaultDataDir()
         if not os.path.isdir(self["data-dir"]):
             raise usage.UsageError("--data-dir: no such directory: %s" % (self["data-dir"],))
         if self["redis"] is not None:

@@ -128,6 +128,8 @@ def main(reactor):
                 secretFile,
                 "--port",
                 str(server.componentPort),
+                "--data-dir",
+                server.directory,
                 "--timeout",
                 "5",
             ],

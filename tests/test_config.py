@@ -42,9 +42,10 @@ class ConfigTests(unittest.TestCase):
     """
 
     def setUp(self):
-        self.patch(os, "environ", {})
-        self.directory = self.mktemp()
+        self.directory = os.path.abspath(self.mktemp())
         os.mkdir(self.directory)
+        # The default data directory: the test's own, not one in the home.
+        self.patch(os, "environ", {"STATE_DIRECTORY": self.directory})
         self.secret = os.path.join(self.directory, "secret")
         with open(self.secret, "w") as f:
             f.write("hunter2\n")
@@ -141,7 +142,9 @@ class ConfigTests(unittest.TestCase):
         A proxy without C{secret-file} takes its secret from
         C{$CLIENTPROXY_SECRET}.
         """
-        self.patch(os, "environ", {SECRET_ENVIRONMENT: "from-env"})
+        self.patch(
+            os, "environ", {SECRET_ENVIRONMENT: "from-env", "STATE_DIRECTORY": self.directory}
+        )
         text = TWO.replace('secret-file = "{secret}"\n', "")
         focus = self.parse("--config", self.write(text))["proxies"][0]
         self.assertEqual(focus["secret"], "from-env")
@@ -208,7 +211,9 @@ class ReloadTests(unittest.TestCase):
     """
 
     def setUp(self):
-        self.patch(os, "environ", {SECRET_ENVIRONMENT: "s"})
+        state = os.path.abspath(self.mktemp())
+        os.mkdir(state)
+        self.patch(os, "environ", {SECRET_ENVIRONMENT: "s", "STATE_DIRECTORY": state})
         self.path = self.mktemp()
         self.write(
             '[[proxy]]\njid = "proxy.example.org"\ntarget = "svc@example.org"\n'

@@ -197,10 +197,13 @@ SETTINGS = (
     ),
     Setting(
         "data-dir",
-        ".",
-        "Where queued messages and service subscribers are kept (one SQLite file per component).",
+        None,
+        "Where queued messages and service subscribers are kept (one SQLite file per "
+        "component). Default: $STATE_DIRECTORY (systemd's StateDirectory=), else "
+        "$XDG_STATE_HOME/clientproxy (~/.local/state/clientproxy), made if missing.",
         when=RESTART,
         argument="dataDir",
+        shown="`$STATE_DIRECTORY`, else the user's",
     ),
     Setting(
         "redis",
