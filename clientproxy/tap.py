@@ -290,30 +290,52 @@ class Options(usage.Options):
 
     def _secret(self):
         """
-        The secret from exactly one of --secret-file, --secret and the
-        environment. The secret itself never appears in a message.
+        The secret from exactly one of --secret-file, --secret-credential,
+        --secret and the environment. The secret itself never appears in a
+        message.
         """
-        given = [source for source in ("secret-file", "secret") if self[source] is not None]
+        sources = ("secret-file", "secret-credential", "secret")
+        given = [source for source in sources if self[source] is not None]
         if len(given) > 1:
-            raise usage.UsageError("give only one of --secret-file and --secret")
-        if self["secret-file"] is not None:
+            raise usage.UsageError(
+                "give only one of --secret-file, --secret-credential and --secret"
+            )
+        path, option = self["secret-file"], "--secret-file"
+        if self["secret-credential"] is not None:
+            path, option = self._credentialPath(self["secret-credential"]), "--secret-credential"
+        if path is not None:
             try:
-                with open(self["secret-file"], encoding="utf-8") as f:
+                with open(path, encoding="utf-8") as f:
                     secret = f.read().strip("\r\n")
             except OSError as e:
-                raise usage.UsageError(
-                    "--secret-file: cannot read %s: %s" % (self["secret-file"], e.strerror)
-                )
+                raise usage.UsageError("%s: cannot read %s: %s" % (option, path, e.strerror))
         elif self["secret"] is not None:
             secret = self["secret"]
         else:
             secret = os.environ.get(SECRET_ENVIRONMENT)
         if not secret:
             raise usage.UsageError(
-                "the component secret is required: --secret-file, --secret or $%s"
-                % (SECRET_ENVIRONMENT,)
+                "the component secret is required: --secret-file, --secret-credential, "
+                "--secret or $%s" % (SECRET_ENVIRONMENT,)
             )
         return secret
+
+    @staticmethod
+    def _credentialPath(name):
+        """
+        The file of the systemd credential C{name}: systemd copies each
+        C{LoadCredential=NAME:FILE} of the unit to C{$CREDENTIALS_DIRECTORY/NAME},
+        readable by the service's user alone (C{DynamicUser=} included).
+        """
+        if not name or "/" in name or name in (".", ".."):
+            raise usage.UsageError("--secret-credential: not a credential name: %r" % (name,))
+        directory = os.environ.get("CREDENTIALS_DIRECTORY")
+        if not directory:
+            raise usage.UsageError(
+                "--secret-credential %s: $CREDENTIALS_DIRECTORY is not set (systemd sets it "
+                "for a unit with LoadCredential=%s:FILE)" % (name, name)
+            )
+        return os.path.join(directory, name)
 
 
 def proxyArgumentsOf(options):

@@ -321,24 +321,24 @@ class ExampleTests(unittest.TestCase):
     def test_contribExampleLoads(self):
         """
         contrib/clientproxy.toml, the README's complete example, is a valid
-        configuration (with its paths pointed at a temporary directory).
+        configuration as shipped, under the environment the systemd unit
+        gives it (its credentials and state directory in a temporary one).
         """
         from twisted.python.filepath import FilePath
 
         example = FilePath(__file__).parent().sibling("contrib").child("clientproxy.toml")
         directory = os.path.abspath(self.mktemp())
         os.mkdir(directory)
-        text = example.getContent().decode("utf-8").replace("/var/lib/clientproxy", directory)
+        # The secrets are the systemd credentials the unit loads, and the
+        # data directory is the state directory systemd makes.
         for name in ("focus", "search"):
-            secret = os.path.join(directory, name + ".secret")
-            with open(secret, "w") as f:
+            with open(os.path.join(directory, name + ".secret"), "w") as f:
                 f.write("s\n")
-            text = text.replace("/etc/clientproxy/%s.secret" % (name,), secret)
-        path = os.path.join(directory, "clientproxy.toml")
-        with open(path, "w") as f:
-            f.write(text)
+        self.patch(
+            os, "environ", {"CREDENTIALS_DIRECTORY": directory, "STATE_DIRECTORY": directory}
+        )
         options = Options()
-        options.parseOptions(["--config", path])
+        options.parseOptions(["--config", example.path])
         self.assertEqual(
             [p["jid"] for p in options["proxies"]], ["focus.example.org", "search.example.org"]
         )

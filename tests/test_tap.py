@@ -198,6 +198,39 @@ class OptionsTests(unittest.TestCase):
         )
         self.assertIn("/nonexistent/s", str(e))
 
+    def test_secretCredential(self):
+        """
+        C{--secret-credential NAME} reads the secret from the systemd
+        credential C{NAME}, the file C{$CREDENTIALS_DIRECTORY/NAME}.
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        FilePath(os.path.join(directory, "focus.secret")).setContent(b"from-credential\n")
+        os.environ["CREDENTIALS_DIRECTORY"] = directory
+        options = self.parse(*REQUIRED + ["--secret-credential", "focus.secret"])
+        self.assertEqual(options["secret"], "from-credential")
+
+    def test_secretCredentialProblems(self):
+        """
+        Without C{$CREDENTIALS_DIRECTORY} (not run by systemd, or the unit
+        loads no credential), with a name that is a path, or a credential
+        the unit does not load, C{--secret-credential} is a usage error that
+        says which.
+        """
+        e = self.assertRaises(
+            usage.UsageError, self.parse, *REQUIRED + ["--secret-credential", "focus.secret"]
+        )
+        self.assertIn("$CREDENTIALS_DIRECTORY is not set", str(e))
+        os.environ["CREDENTIALS_DIRECTORY"] = os.path.abspath(self.mktemp())
+        e = self.assertRaises(
+            usage.UsageError, self.parse, *REQUIRED + ["--secret-credential", "../etc/passwd"]
+        )
+        self.assertIn("not a credential name", str(e))
+        e = self.assertRaises(
+            usage.UsageError, self.parse, *REQUIRED + ["--secret-credential", "focus.secret"]
+        )
+        self.assertIn("--secret-credential: cannot read", str(e))
+
     def test_secretFromEnvironment(self):
         """
         Without C{--secret} or C{--secret-file}, the secret comes from
@@ -214,14 +247,17 @@ class OptionsTests(unittest.TestCase):
 
     def test_oneSecretOnly(self):
         """
-        Both C{--secret} and C{--secret-file} together are refused, rather than
-        one of them silently winning.
+        Two of C{--secret}, C{--secret-file} and C{--secret-credential} are
+        refused, rather than one of them silently winning.
         """
         path = self.mktemp()
         FilePath(path).setContent(b"x")
-        self.assertRaises(
-            usage.UsageError, self.parse, *REQUIRED + ["--secret", "a", "--secret-file", path]
-        )
+        for two in (
+            ["--secret", "a", "--secret-file", path],
+            ["--secret-credential", "c", "--secret-file", path],
+            ["--secret", "a", "--secret-credential", "c"],
+        ):
+            self.assertRaises(usage.UsageError, self.parse, *REQUIRED + two)
 
     def test_secretNotInErrors(self):
         """

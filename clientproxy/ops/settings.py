@@ -125,6 +125,13 @@ SETTINGS = (
     Setting(
         "secret", None, "The component secret (visible in ps: prefer --secret-file).", when=RESTART
     ),
+    Setting(
+        "secret-credential",
+        None,
+        "The name of a systemd credential holding the component secret (LoadCredential=NAME:FILE "
+        "in the unit), read from $CREDENTIALS_DIRECTORY/NAME.",
+        when=ONCE,
+    ),
     Setting("host", "127.0.0.1", "The server's component host.", when=RESTART, argument="host"),
     Setting(
         "port",
