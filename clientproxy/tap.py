@@ -14,12 +14,15 @@ import sys
 
 import twisted
 from twisted.application import service
+from twisted.logger import ILogObserver
+from twisted.python.components import Componentized
 from twisted.python import usage
 from twisted.words.protocols.jabber.jid import JID, InvalidFormat
 
 from clientproxy import __version__
 from clientproxy.assembly import makeProxy
 from clientproxy.ops import settings
+from clientproxy.ops import logs
 from clientproxy.ops.config import ConfigError, proxyArguments, proxyName, readConfig
 from clientproxy.ops.metrics import metricsService
 from clientproxy.ops.reload import ReloadService
@@ -216,6 +219,18 @@ class Options(usage.Options):
         else:
             self.checkProxy()
             self["proxies"] = [self]
+        self.checkProcess()
+
+    def checkProcess(self):
+        """
+        Check the options of the whole process (given on the command line
+        or at the top of the file).
+        """
+        for name, known in (("log-level", logs.LEVELS), ("log-format", logs.FORMATS)):
+            if self[name] not in known:
+                raise usage.UsageError(
+                    "--%s: one of %s, not %r" % (name, ", ".join(known), self[name])
+                )
 
     def checkProxy(self):
         """
@@ -383,3 +398,31 @@ def makeService(config):
     if systemd:
         SystemdNotifier(proxies).setServiceParent(top)
     return top
+
+
+class ProcessService(service.MultiService):
+    """
+    What C{twistd clientproxy} runs: the service L{makeService} made, and
+    the process's log observer (L{clientproxy.ops.logs}: C{--log-level},
+    C{--log-format}, journald priorities), set on the twistd application
+    it is added to, which twistd then logs with (instead of its own
+    observer).
+    """
+
+    def __init__(self, child, observer):
+        service.MultiService.__init__(self)
+        child.setServiceParent(self)
+        self.observer = observer
+
+    def setServiceParent(self, parent):
+        service.MultiService.setServiceParent(self, parent)
+        if self.observer is not None and isinstance(parent, Componentized):
+            parent.setComponent(ILogObserver, self.observer)
+
+
+def makeProcessService(config):
+    """
+    The service of C{twistd clientproxy} for parsed L{Options}: the one of
+    L{makeService}, and the log as C{--log-level} and C{--log-format} say.
+    """
+    return ProcessService(makeService(config), logs.observerFor(config))

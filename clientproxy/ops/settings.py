@@ -380,6 +380,19 @@ SETTINGS = (
         "The address the metrics endpoint listens on.",
         when=PROCESS,
     ),
+    Setting(
+        "log-level",
+        "info",
+        "The lowest level of the log lines written: debug, info, warn, error or critical.",
+        when=PROCESS,
+    ),
+    Setting(
+        "log-format",
+        "text",
+        "text (twistd's lines) or json (one JSON object a line, with twisted.logger's fields); "
+        "written to the journal, each line carries its priority.",
+        when=PROCESS,
+    ),
     Setting("help-strategies", False, "List the dispatch strategies and exit.", FLAG, when=ONCE),
 )
 
