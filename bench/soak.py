@@ -247,9 +247,11 @@ def soak(reactor, args):
                 for line in metrics.splitlines()
                 if line.startswith(
                     (
-                        "clientproxy_requests_total",
+                        "clientproxy_requests_",
+                        "clientproxy_request_errors_total",
                         "clientproxy_dropped_total",
-                        "clientproxy_messages_total",
+                        "clientproxy_messages_",
+                        "clientproxy_message_errors_total",
                         "clientproxy_pending",
                     )
                 )

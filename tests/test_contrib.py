@@ -14,11 +14,13 @@ import socket
 import subprocess
 import tempfile
 
+from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
 from twisted.web.client import Agent, readBody
 
 from clientproxy.ops.config import tomllib
+from clientproxy.ops.metrics import COUNTERS
 from clientproxy.testing.prosody import ThrowawayProsody
 from clientproxy.testing.server import freePort
 from clientproxy.testing.twistd import ComponentProcess, twistdPath
@@ -194,7 +196,8 @@ class UnitRunTests(ServerTestCase):
         as the credentials the unit loads, and the state directory systemd
         makes: both proxies connect, systemd is told READY=1, the stores are
         in the state directory (nothing in the working directory or the
-        home), and /metrics answers.
+        home), and /metrics shows every counter, at zero but for the one
+        attempt to connect each proxy made.
         """
         proxies = exampleProxies()
         with open(EXAMPLE, encoding="utf-8") as f:
@@ -249,6 +252,25 @@ class UnitRunTests(ServerTestCase):
         )
         body = (yield readBody(response)).decode("utf-8")
         self.assertEqual(response.code, 200)
-        self.assertIn("clientproxy_build_info", body)
+        # Right after the start, every counter of each proxy is there, at
+        # zero but the one attempt each made to connect.
+        counted = {
+            (family.name + "_total", sample.labels["component"]): sample.value
+            for family in text_string_to_metric_families(body)
+            if family.type == "counter" and family.name.startswith("clientproxy_")
+            for sample in family.samples
+            if sample.value
+        }
+        present = {
+            (family.name + "_total", sample.labels.get("component"))
+            for family in text_string_to_metric_families(body)
+            for sample in family.samples
+        }
+        for p in proxies:
+            for name in COUNTERS:
+                self.assertIn((name, p["jid"]), present)
+            attempts = ("clientproxy_server_connection_attempts_total", p["jid"])
+            self.assertEqual(counted.pop(attempts), 1)
+        self.assertEqual(counted, {})
         yield process.stop()
         self.assertIn("STOPPING=1", notified())

@@ -21,6 +21,35 @@ from clientproxy.ops.throttle import Throttle, quoted
 DOWN, CONNECTING, HANDSHAKE, UP, STANDBY = "down", "connecting", "handshake", "up", "standby"
 LINK_STATES = (DOWN, CONNECTING, HANDSHAKE, UP, STANDBY)
 
+#: Every reason a stanza is dropped for (L{Stats.drop}), so the metrics
+#: show each at zero from the start (tests/test_metrics.py checks that the
+#: handlers drop for no other).
+DROP_REASONS = (
+    "answer-to-gone-resource",
+    "bad-type",
+    "error-from-peer-refused",
+    "error-from-peer-too-large",
+    "error-from-peer-undeliverable",
+    "error-from-target",
+    "message-from-target-to-component",
+    "no-address",
+    "presence-from-bare-target",
+    "presence-from-outsider",
+    "presence-from-target",
+    "presence-refused",
+    "presence-too-fast",
+    "probe-from-outsider",
+    "reply-from-outsider",
+    "reply-from-peer-refused",
+    "reply-from-wrong-resource",
+    "reply-too-fast",
+    "request-without-id",
+    "stanza-too-large",
+    "stanza-too-many-elements",
+    "subscribers-over-limit",
+    "unknown-reply",
+)
+
 #: Upper bounds (seconds) of the request latency histogram's buckets.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
