@@ -13,7 +13,7 @@ It splits stanzas by searching for the end of the top-level element
 for nothing else. Resources are given on the command line and used in
 turn.
 
-    python3 bench/forwarder.py --jid fwd.localhost --secret S --port 5347 \\
+    .venv/bin/python bench/forwarder.py --jid fwd.localhost --secret S --port 5347 \\
         --resource svc@localhost/r0 [--resource ...]
 """
 

@@ -5,7 +5,7 @@ same parser, handlers and serialiser as in production); what it writes is
 counted, not parsed. One round trip is: request in, request out, reply in,
 reply out.
 
-    python3 bench/inprocess.py [--requests N] [--resources K] [--profile]
+    .venv/bin/python bench/inprocess.py [--requests N] [--resources K] [--profile]
 
 Prints round trips per second of CPU time on one core, and with --profile
 the functions where the time goes. --dispatch chooses what the dispatch

@@ -3,7 +3,7 @@ Several clientproxy processes on one component of ejabberd, sharing their
 state in Redis (C{--redis}, L{clientproxy.state.redis.cluster}), against one process
 with the embedded default:
 
-    python3 bench/instances.py [--requesters N] [--window W] [--duration S]
+    .venv/bin/python bench/instances.py [--requesters N] [--window W] [--duration S]
 
 For each set-up (one process embedded; 1, 2 and 3 processes with Redis), a
 throwaway ejabberd and Redis on loopback, two resources of the target that

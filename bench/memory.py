@@ -12,7 +12,7 @@ stream, handlers and tables as in production, fed serialised stanzas.
   attribute names never seen before (must stay flat: the parser keeps no
   names across stanzas).
 
-    python3 bench/memory.py [--in-flight 100000] [--distinct 1000000]
+    .venv/bin/python bench/memory.py [--in-flight 100000] [--distinct 1000000]
         [--fresh-names 100000]
 """
 

@@ -1,7 +1,7 @@
 """
 All of clientproxy's benchmarks, in one command (a few minutes on 2 cores):
 
-    bash tools/setup.sh && python3 bench/run.py
+    bash tools/setup.sh && .venv/bin/python bench/run.py
 
 1. Network, side by side, interleaved rounds (A B C A B C ...), medians:
    direct (requester to a resource of the target), the bare forwarder
@@ -113,6 +113,8 @@ def network(reactor, args):
                 SECRET,
                 "--port",
                 str(server.componentPort),
+                "--data-dir",
+                server.directory,
                 "--strategy",
                 "round-robin",
                 "--timeout",

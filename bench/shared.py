@@ -5,7 +5,7 @@ process, as bench/inprocess.py, but with the reactor running, since Redis
 answers asynchronously; a throwaway Redis (Debian's redis-server) on
 loopback.
 
-    python3 bench/shared.py [--requests N] [--window W]
+    .venv/bin/python bench/shared.py [--requests N] [--window W]
 
 Prints, for each set-up, the CPU of the component process per round trip
 (request in, request out, reply in, reply out), the CPU of redis-server

@@ -2,7 +2,7 @@
 Soak run: several minutes of mixed valid and hostile traffic against
 clientproxy (run as `twistd -n clientproxy`) on a throwaway Prosody.
 
-    bash tools/setup.sh && python3 bench/soak.py [--minutes 3]
+    bash tools/setup.sh && .venv/bin/python bench/soak.py [--minutes 3]
 
 Valid: requesters pipelining IQ gets to two echoing resources; every one
 must get its result (no error, none lost). Hostile, each with the answer
@@ -147,6 +147,8 @@ def soak(reactor, args):
                 SECRET,
                 "--port",
                 str(server.componentPort),
+                "--data-dir",
+                server.directory,
                 "--timeout",
                 "5",
                 "--resources",
@@ -245,9 +247,11 @@ def soak(reactor, args):
                 for line in metrics.splitlines()
                 if line.startswith(
                     (
-                        "clientproxy_requests_total",
+                        "clientproxy_requests_",
+                        "clientproxy_request_errors_total",
                         "clientproxy_dropped_total",
-                        "clientproxy_messages_total",
+                        "clientproxy_messages_",
+                        "clientproxy_message_errors_total",
                         "clientproxy_pending",
                     )
                 )

@@ -8,15 +8,21 @@ L{makeService}.
 
 import gc
 import os
+import platform
 import re
 import sys
 
+import twisted
 from twisted.application import service
+from twisted.logger import ILogObserver
+from twisted.python.components import Componentized
 from twisted.python import usage
 from twisted.words.protocols.jabber.jid import JID, InvalidFormat
 
+from clientproxy import __version__
 from clientproxy.assembly import makeProxy
 from clientproxy.ops import settings
+from clientproxy.ops import logs
 from clientproxy.ops.config import ConfigError, proxyArguments, proxyName, readConfig
 from clientproxy.ops.metrics import metricsService
 from clientproxy.ops.reload import ReloadService
@@ -28,6 +34,52 @@ from clientproxy.state.redis.store import checkURL as checkRedisURL
 from clientproxy.xmpp.connection import TLSSettings
 
 SECRET_ENVIRONMENT = "CLIENTPROXY_SECRET"
+
+#: What --redis needs that clientproxy[redis] installs.
+REDIS_EXTRA = "hiredis"
+
+
+def missingRedisSupport():
+    """
+    Why C{--redis} cannot be used here, or C{None} when it can: its
+    C{hiredis} comes with the C{clientproxy[redis]} extra only.
+    """
+    try:
+        __import__(REDIS_EXTRA)
+    except ImportError:
+        return (
+            "--redis needs the Redis support, which is not installed: "
+            "pip install 'clientproxy[redis]' (it adds %s)" % (REDIS_EXTRA,)
+        )
+    return None
+
+
+def defaultDataDir(environ=None):
+    """
+    The data directory when C{--data-dir} is not given: systemd's
+    C{$STATE_DIRECTORY} (the first, if the unit names several), else the
+    user's state directory, C{$XDG_STATE_HOME/clientproxy} (by default
+    C{~/.local/state/clientproxy}), made if missing (mode 0700). Never the
+    working directory, where a store would be left wherever a command ran.
+
+    @raise usage.UsageError: the user's state directory cannot be made.
+    """
+    environ = os.environ if environ is None else environ
+    state = environ.get("STATE_DIRECTORY")
+    if state:
+        return state.split(":")[0]
+    home = environ.get("XDG_STATE_HOME")
+    if not home or not os.path.isabs(home):
+        home = os.path.join(os.path.expanduser("~"), ".local", "state")
+    directory = os.path.join(home, "clientproxy")
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+    except OSError as e:
+        raise usage.UsageError(
+            "--data-dir not given, and the default %s cannot be made (%s): give --data-dir"
+            % (directory, e.strerror)
+        )
+    return directory
 
 
 def normalisedJID(value, what):
@@ -69,6 +121,16 @@ class Options(usage.Options):
     def opt_deny(self, entry):
         """This bare JID or domain may not use the service (repeatable)."""
         self["deny"].append(entry)
+
+    def opt_version(self):
+        """
+        Display clientproxy's version (with Twisted's and Python's) and exit.
+        """
+        print(
+            "clientproxy %s (Twisted %s, Python %s)"
+            % (__version__, twisted.__version__, platform.python_version())
+        )
+        raise SystemExit(0)
 
     def opt_help_strategies(self):
         for name, plugin in sorted(availableStrategies().items()):
@@ -157,6 +219,18 @@ class Options(usage.Options):
         else:
             self.checkProxy()
             self["proxies"] = [self]
+        self.checkProcess()
+
+    def checkProcess(self):
+        """
+        Check the options of the whole process (given on the command line
+        or at the top of the file).
+        """
+        for name, known in (("log-level", logs.LEVELS), ("log-format", logs.FORMATS)):
+            if self[name] not in known:
+                raise usage.UsageError(
+                    "--%s: one of %s, not %r" % (name, ", ".join(known), self[name])
+                )
 
     def checkProxy(self):
         """
@@ -202,6 +276,8 @@ class Options(usage.Options):
                 "--strategy: unknown strategy %r; known: %s"
                 % (self["strategy"], ", ".join(sorted(strategies)))
             )
+        if self["data-dir"] is None:
+            self["data-dir"] = defaultDataDir()
         if not os.path.isdir(self["data-dir"]):
             raise usage.UsageError("--data-dir: no such directory: %s" % (self["data-dir"],))
         if self["redis"] is not None:
@@ -209,6 +285,9 @@ class Options(usage.Options):
                 checkRedisURL(self["redis"])
             except ValueError as e:
                 raise usage.UsageError("--redis: %s" % (e,))
+            missing = missingRedisSupport()
+            if missing is not None:
+                raise usage.UsageError(missing)
         if self["match-features"] not in MATCH_MODES:
             raise usage.UsageError(
                 "--match-features: one of %s, not %r"
@@ -226,30 +305,52 @@ class Options(usage.Options):
 
     def _secret(self):
         """
-        The secret from exactly one of --secret-file, --secret and the
-        environment. The secret itself never appears in a message.
+        The secret from exactly one of --secret-file, --secret-credential,
+        --secret and the environment. The secret itself never appears in a
+        message.
         """
-        given = [source for source in ("secret-file", "secret") if self[source] is not None]
+        sources = ("secret-file", "secret-credential", "secret")
+        given = [source for source in sources if self[source] is not None]
         if len(given) > 1:
-            raise usage.UsageError("give only one of --secret-file and --secret")
-        if self["secret-file"] is not None:
+            raise usage.UsageError(
+                "give only one of --secret-file, --secret-credential and --secret"
+            )
+        path, option = self["secret-file"], "--secret-file"
+        if self["secret-credential"] is not None:
+            path, option = self._credentialPath(self["secret-credential"]), "--secret-credential"
+        if path is not None:
             try:
-                with open(self["secret-file"], encoding="utf-8") as f:
+                with open(path, encoding="utf-8") as f:
                     secret = f.read().strip("\r\n")
             except OSError as e:
-                raise usage.UsageError(
-                    "--secret-file: cannot read %s: %s" % (self["secret-file"], e.strerror)
-                )
+                raise usage.UsageError("%s: cannot read %s: %s" % (option, path, e.strerror))
         elif self["secret"] is not None:
             secret = self["secret"]
         else:
             secret = os.environ.get(SECRET_ENVIRONMENT)
         if not secret:
             raise usage.UsageError(
-                "the component secret is required: --secret-file, --secret or $%s"
-                % (SECRET_ENVIRONMENT,)
+                "the component secret is required: --secret-file, --secret-credential, "
+                "--secret or $%s" % (SECRET_ENVIRONMENT,)
             )
         return secret
+
+    @staticmethod
+    def _credentialPath(name):
+        """
+        The file of the systemd credential C{name}: systemd copies each
+        C{LoadCredential=NAME:FILE} of the unit to C{$CREDENTIALS_DIRECTORY/NAME},
+        readable by the service's user alone (C{DynamicUser=} included).
+        """
+        if not name or "/" in name or name in (".", ".."):
+            raise usage.UsageError("--secret-credential: not a credential name: %r" % (name,))
+        directory = os.environ.get("CREDENTIALS_DIRECTORY")
+        if not directory:
+            raise usage.UsageError(
+                "--secret-credential %s: $CREDENTIALS_DIRECTORY is not set (systemd sets it "
+                "for a unit with LoadCredential=%s:FILE)" % (name, name)
+            )
+        return os.path.join(directory, name)
 
 
 def proxyArgumentsOf(options):
@@ -297,3 +398,31 @@ def makeService(config):
     if systemd:
         SystemdNotifier(proxies).setServiceParent(top)
     return top
+
+
+class ProcessService(service.MultiService):
+    """
+    What C{twistd clientproxy} runs: the service L{makeService} made, and
+    the process's log observer (L{clientproxy.ops.logs}: C{--log-level},
+    C{--log-format}, journald priorities), set on the twistd application
+    it is added to, which twistd then logs with (instead of its own
+    observer).
+    """
+
+    def __init__(self, child, observer):
+        service.MultiService.__init__(self)
+        child.setServiceParent(self)
+        self.observer = observer
+
+    def setServiceParent(self, parent):
+        service.MultiService.setServiceParent(self, parent)
+        if self.observer is not None and isinstance(parent, Componentized):
+            parent.setComponent(ILogObserver, self.observer)
+
+
+def makeProcessService(config):
+    """
+    The service of C{twistd clientproxy} for parsed L{Options}: the one of
+    L{makeService}, and the log as C{--log-level} and C{--log-format} say.
+    """
+    return ProcessService(makeService(config), logs.observerFor(config))

@@ -4,7 +4,7 @@ The clientproxy demo: a throwaway Prosody on loopback, the component run as
 and a requester. It prints the exchange (requests, a message fanned out, an
 answer and its mirror, a resource leaving), then cleans everything up.
 
-    bash tools/setup.sh && python3 demo/run.py
+    bash tools/setup.sh && .venv/bin/python demo/run.py
 """
 
 import os
@@ -128,6 +128,8 @@ def main(reactor):
                 secretFile,
                 "--port",
                 str(server.componentPort),
+                "--data-dir",
+                server.directory,
                 "--timeout",
                 "5",
             ],

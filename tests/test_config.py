@@ -42,9 +42,10 @@ class ConfigTests(unittest.TestCase):
     """
 
     def setUp(self):
-        self.patch(os, "environ", {})
-        self.directory = self.mktemp()
+        self.directory = os.path.abspath(self.mktemp())
         os.mkdir(self.directory)
+        # The default data directory: the test's own, not one in the home.
+        self.patch(os, "environ", {"STATE_DIRECTORY": self.directory})
         self.secret = os.path.join(self.directory, "secret")
         with open(self.secret, "w") as f:
             f.write("hunter2\n")
@@ -141,7 +142,9 @@ class ConfigTests(unittest.TestCase):
         A proxy without C{secret-file} takes its secret from
         C{$CLIENTPROXY_SECRET}.
         """
-        self.patch(os, "environ", {SECRET_ENVIRONMENT: "from-env"})
+        self.patch(
+            os, "environ", {SECRET_ENVIRONMENT: "from-env", "STATE_DIRECTORY": self.directory}
+        )
         text = TWO.replace('secret-file = "{secret}"\n', "")
         focus = self.parse("--config", self.write(text))["proxies"][0]
         self.assertEqual(focus["secret"], "from-env")
@@ -208,7 +211,9 @@ class ReloadTests(unittest.TestCase):
     """
 
     def setUp(self):
-        self.patch(os, "environ", {SECRET_ENVIRONMENT: "s"})
+        state = os.path.abspath(self.mktemp())
+        os.mkdir(state)
+        self.patch(os, "environ", {SECRET_ENVIRONMENT: "s", "STATE_DIRECTORY": state})
         self.path = self.mktemp()
         self.write(
             '[[proxy]]\njid = "proxy.example.org"\ntarget = "svc@example.org"\n'
@@ -316,24 +321,24 @@ class ExampleTests(unittest.TestCase):
     def test_contribExampleLoads(self):
         """
         contrib/clientproxy.toml, the README's complete example, is a valid
-        configuration (with its paths pointed at a temporary directory).
+        configuration as shipped, under the environment the systemd unit
+        gives it (its credentials and state directory in a temporary one).
         """
         from twisted.python.filepath import FilePath
 
         example = FilePath(__file__).parent().sibling("contrib").child("clientproxy.toml")
         directory = os.path.abspath(self.mktemp())
         os.mkdir(directory)
-        text = example.getContent().decode("utf-8").replace("/var/lib/clientproxy", directory)
+        # The secrets are the systemd credentials the unit loads, and the
+        # data directory is the state directory systemd makes.
         for name in ("focus", "search"):
-            secret = os.path.join(directory, name + ".secret")
-            with open(secret, "w") as f:
+            with open(os.path.join(directory, name + ".secret"), "w") as f:
                 f.write("s\n")
-            text = text.replace("/etc/clientproxy/%s.secret" % (name,), secret)
-        path = os.path.join(directory, "clientproxy.toml")
-        with open(path, "w") as f:
-            f.write(text)
+        self.patch(
+            os, "environ", {"CREDENTIALS_DIRECTORY": directory, "STATE_DIRECTORY": directory}
+        )
         options = Options()
-        options.parseOptions(["--config", path])
+        options.parseOptions(["--config", example.path])
         self.assertEqual(
             [p["jid"] for p in options["proxies"]], ["focus.example.org", "search.example.org"]
         )

@@ -94,6 +94,7 @@ class ConnectionTests(unittest.TestCase):
         self.assertEqual(event["condition"], "not-authorized")
         self.assertIn("secret", event["hint"])
         self.assertIn("component of that name", event["hint"])
+        self.assertEqual(self.proxy.stats.connectionFailures["handshake"], 1)
         self.assertTrue(self.proxy.running)
         for e in events:
             self.assertNotIn("hunter2", repr(e))

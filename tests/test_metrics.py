@@ -3,17 +3,36 @@ Tests for L{clientproxy.ops.metrics}: the Prometheus text, health, and the
 endpoint over HTTP on loopback.
 """
 
+import ast
+import json
+import os
+import re
+
+from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import defer, reactor
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial import unittest
 from twisted.web.client import Agent, readBody
 
-import json
-
-from prometheus_client.parser import text_string_to_metric_families
-
-from clientproxy.ops.metrics import health, metricsService, readiness, render
 from clientproxy.assembly import makeProxy
+from clientproxy.ops import metrics
+from clientproxy.ops.metrics import (
+    COUNTERS,
+    MAX_FEATURES_PER_RESOURCE,
+    health,
+    metricsService,
+    readiness,
+    render,
+)
+from clientproxy.ops.stats import DROP_REASONS, LINK_STATES
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+#: Units a name may not use: Prometheus' base units are seconds and bytes.
+NOT_BASE_UNITS = re.compile(
+    r"_(ms|milliseconds|millis|microseconds|us|ns|minutes|hours|days|kb|kib|mb|mib|gb|"
+    r"kilobytes|megabytes|percent)(_|$)"
+)
 
 
 def proxy(jid="proxy.example.org"):
@@ -22,10 +41,9 @@ def proxy(jid="proxy.example.org"):
     return p
 
 
-class RenderTests(unittest.TestCase):
+class SampleAssertions:
     """
-    The Prometheus exposition and the health and readiness reports, read from a
-    proxy's own counters.
+    An assertion on a sample of the exposition.
     """
 
     def assertSample(self, text, name, labels, value):
@@ -41,6 +59,13 @@ class RenderTests(unittest.TestCase):
         ]
         self.assertEqual(found, [value], (name, labels))
 
+
+class RenderTests(SampleAssertions, unittest.TestCase):
+    """
+    The Prometheus exposition and the health and readiness reports, read from a
+    proxy's own counters.
+    """
+
     def test_perResource(self):
         """
         Per-resource counters, and the features learnt per resource.
@@ -51,16 +76,10 @@ class RenderTests(unittest.TestCase):
         resource = p.dispatcher.resources.update("svc@example.org/a", "a", 0)
         p.dispatcher.resources.learnt(resource, frozenset(["urn:x"]))
         text = render([p])
-        self.assertSample(
-            text,
-            "clientproxy_resource_requests_total",
-            {
-                "component": "proxy.example.org",
-                "resource": "svc@example.org/a",
-                "outcome": "refusals",
-            },
-            1,
-        )
+        resource = {"component": "proxy.example.org", "resource": "svc@example.org/a"}
+        self.assertSample(text, "clientproxy_resource_requests_total", resource, 4)
+        self.assertSample(text, "clientproxy_resource_refusals_total", resource, 1)
+        self.assertSample(text, "clientproxy_resource_timeouts_total", resource, 0)
         self.assertSample(
             text,
             "clientproxy_resource_features",
@@ -70,9 +89,10 @@ class RenderTests(unittest.TestCase):
 
     def test_countersGaugesHistogram(self):
         """
-        The request and drop counters by outcome and reason, the pending and
-        connected gauges, and the latency histogram (cumulative buckets, count)
-        are exposed with the proxy's C{component} label.
+        The requests replied, the errors by condition and the drops by
+        reason, the pending and connected gauges, and the latency histogram
+        (cumulative buckets, count) are exposed with the proxy's
+        C{component} label.
         """
         p = proxy()
         p.stats.requests["answered"] = 3
@@ -83,14 +103,18 @@ class RenderTests(unittest.TestCase):
         text = render([p])
         self.assertSample(
             text,
-            "clientproxy_requests_total",
-            {"component": "proxy.example.org", "outcome": "answered"},
+            "clientproxy_requests_replied_total",
+            {"component": "proxy.example.org", "origin": "peer"},
             3,
         )
         self.assertSample(
             text,
-            "clientproxy_requests_total",
-            {"component": "proxy.example.org", "outcome": "error:remote-server-timeout"},
+            "clientproxy_request_errors_total",
+            {
+                "component": "proxy.example.org",
+                "origin": "peer",
+                "condition": "remote-server-timeout",
+            },
             1,
         )
         self.assertSample(
@@ -186,6 +210,247 @@ class RenderTests(unittest.TestCase):
         self.assertEqual(readiness([p])[0], True)
 
 
+class AlertableTests(SampleAssertions, unittest.TestCase):
+    """
+    Metrics operators can alert on: named by the rules, one kind of event
+    per counter, every known series at zero from the start, bounded label
+    sets.
+    """
+
+    def families(self, *proxies):
+        return list(text_string_to_metric_families(render(list(proxies))))
+
+    def test_namingRules(self):
+        """
+        Every family parses with prometheus_client's own parser and follows
+        Prometheus' naming rules: a valid lower-case name under
+        C{clientproxy_}; counters (and only counters) end in C{_total};
+        no name ends in a suffix the exposition reserves; a histogram of
+        time is in seconds, and no name uses a unit other than the base
+        ones; label names are valid and none is reserved.
+        """
+        p = proxy()
+        resource = p.dispatcher.resources.update("svc@example.org/a", "a", 0)
+        p.dispatcher.resources.learnt(resource, frozenset(["urn:x"]))
+        p.stats.resources["svc@example.org/a"]["requests"] = 1
+        families = self.families(p)
+        mine = [f for f in families if f.name.startswith("clientproxy_")]
+        self.assertGreater(len(mine), 40)
+        for family in mine:
+            name = family.name
+            self.assertRegex(name, r"^clientproxy_[a-z][a-z0-9_]*[a-z0-9]$")
+            self.assertNotRegex(name, NOT_BASE_UNITS)
+            self.assertFalse(name.endswith(("_count", "_sum", "_bucket", "_created")), name)
+            self.assertNotIn("_total_", name)
+            if family.type == "counter":
+                self.assertEqual({s.name for s in family.samples}, {name + "_total"}, name)
+            else:
+                self.assertFalse(name.endswith("_total"), name)
+            if family.type == "histogram":
+                self.assertTrue(name.endswith(("_seconds", "_bytes")), name)
+            if family.type == "info":
+                self.assertTrue(all(s.name == name + "_info" for s in family.samples))
+            for sample in family.samples:
+                for label in sample.labels:
+                    self.assertRegex(label, r"^[a-z][a-z0-9_]*$")
+                    if label == "le":
+                        self.assertEqual(family.type, "histogram")
+                if family.type not in ("info",) and not name.startswith("clientproxy_build"):
+                    self.assertIn("component", sample.labels, name)
+            self.assertTrue(family.documentation, name)
+
+    def test_everyCounterAtZeroFromTheStart(self):
+        """
+        A fresh proxy exposes every counter of L{COUNTERS}, every one of its
+        label combinations, at zero: an alert on a rate sees the first
+        event.
+        """
+        families = {f.name + "_total": f for f in self.families(proxy()) if f.type == "counter"}
+        self.assertTrue(set(COUNTERS) <= set(families), set(COUNTERS) - set(families))
+        for name, (_, labels) in COUNTERS.items():
+            samples = families[name].samples
+            expected = 1
+            for values in labels.values():
+                expected *= len(values)
+            self.assertEqual(len(samples), expected, name)
+            self.assertEqual({s.value for s in samples}, {0}, name)
+        self.assertEqual(
+            {s.labels["reason"] for s in families["clientproxy_dropped_total"].samples},
+            set(DROP_REASONS),
+        )
+
+    def test_oneKindOfEventPerCounter(self):
+        """
+        The proxy's mixed tallies go to counters of their own: requests
+        forwarded, resent, replied and answered with an error (by origin
+        and condition), messages by what was done, presence, keepalive,
+        capabilities, shared state.
+        """
+        p = proxy()
+        p.stats.requests.update(
+            {
+                "forwarded": 5,
+                "forwarded-from-target": 2,
+                "retried": 1,
+                "refused": 3,
+                "answered": 4,
+                "answered-to-target": 2,
+                "error:service-unavailable": 1,
+                "error-to-target:remote-server-timeout": 1,
+            }
+        )
+        p.stats.messages.update({"queued": 2, "error:resource-constraint": 1})
+        p.stats.presence.update({"subscribed": 3, "probes-refused": 1})
+        p.stats.keepalive.update({"pings": 6, "dead-links": 1})
+        p.stats.capabilities.update({"queries": 2, "verified": 1})
+        p.stats.cluster.update({"redis-errors": 4})
+        text = render([p])
+        component = {"component": "proxy.example.org"}
+
+        def sample(name, value, **labels):
+            self.assertSample(text, name, dict(component, **labels), value)
+
+        sample("clientproxy_requests_forwarded_total", 5, origin="peer")
+        sample("clientproxy_requests_forwarded_total", 2, origin="target")
+        sample("clientproxy_requests_resent_total", 1, reason="resource-left")
+        sample("clientproxy_requests_resent_total", 3, reason="refusal")
+        sample("clientproxy_requests_replied_total", 4, origin="peer")
+        sample("clientproxy_requests_replied_total", 2, origin="target")
+        sample(
+            "clientproxy_request_errors_total", 1, origin="peer", condition="service-unavailable"
+        )
+        sample(
+            "clientproxy_request_errors_total",
+            1,
+            origin="target",
+            condition="remote-server-timeout",
+        )
+        sample("clientproxy_messages_queued_total", 2)
+        sample("clientproxy_message_errors_total", 1, condition="resource-constraint")
+        sample("clientproxy_presence_subscriptions_total", 3, result="accepted")
+        sample("clientproxy_presence_probes_total", 1, result="refused")
+        sample("clientproxy_keepalive_pings_total", 6)
+        sample("clientproxy_dead_links_total", 1)
+        sample("clientproxy_capability_queries_total", 2)
+        sample("clientproxy_capability_answers_total", 1, verification="verified")
+        sample("clientproxy_redis_errors_total", 4)
+
+    def test_serverLink(self):
+        """
+        The link's state is one of its states at 1, the others at 0; the
+        attempts and the failures by reason are counted.
+        """
+        p = proxy()
+        p.stats.link = "up"
+        p.stats.connectionAttempts = 3
+        p.stats.connectionFailures["refused"] = 2
+        text = render([p])
+        for state in LINK_STATES:
+            self.assertSample(
+                text,
+                "clientproxy_server_link_state",
+                {"component": "proxy.example.org", "state": state},
+                int(state == "up"),
+            )
+        self.assertSample(
+            text, "clientproxy_server_connection_attempts_total", {"component": p.jid}, 3
+        )
+        self.assertSample(
+            text,
+            "clientproxy_server_connection_failures_total",
+            {"component": p.jid, "reason": "refused"},
+            2,
+        )
+
+    def test_featuresCapped(self):
+        """
+        A resource advertising thousands of features makes at most
+        L{MAX_FEATURES_PER_RESOURCE} series (the first by name); another
+        gauge says how many it advertises.
+        """
+        p = proxy()
+        resource = p.dispatcher.resources.update("svc@example.org/a", "a", 0)
+        many = frozenset("urn:feature:%04d" % (n,) for n in range(3000))
+        p.dispatcher.resources.learnt(resource, many)
+        [features] = [f for f in self.families(p) if f.name == "clientproxy_resource_features"]
+        self.assertEqual(len(features.samples), MAX_FEATURES_PER_RESOURCE)
+        self.assertEqual(features.samples[0].labels["feature"], "urn:feature:0000")
+        self.assertSample(
+            render([p]),
+            "clientproxy_resource_features_advertised",
+            {"component": p.jid, "resource": "svc@example.org/a"},
+            3000,
+        )
+
+    def test_availableResourceAtZero(self):
+        """
+        An available resource has its counters from the start, at zero.
+        """
+        p = proxy()
+        p.dispatcher.resources.update("svc@example.org/b", "b", 0)
+        self.assertSample(
+            render([p]),
+            "clientproxy_resource_timeouts_total",
+            {"component": p.jid, "resource": "svc@example.org/b"},
+            0,
+        )
+
+    def test_dropReasonsKnown(self):
+        """
+        Every reason the code drops a stanza for (a literal given to
+        C{drop} or C{dropped[...]}, or a variable's literal values in the
+        parser and dispatch) is in L{DROP_REASONS}, so it is exported at
+        zero from the start.
+        """
+        found = set()
+        for directory, _, files in os.walk(os.path.join(ROOT, "clientproxy")):
+            for f in files:
+                if not f.endswith(".py"):
+                    continue
+                with open(os.path.join(directory, f), encoding="utf-8") as source:
+                    tree = ast.parse(source.read())
+                for node in ast.walk(tree):
+                    if (
+                        isinstance(node, ast.Call)
+                        and getattr(node.func, "attr", None) == "drop"
+                        and len(node.args) == 2
+                    ):
+                        found |= literals(node.args[1])
+                    elif (
+                        isinstance(node, ast.Subscript)
+                        and getattr(node.value, "attr", None) == "dropped"
+                    ):
+                        found |= literals(node.slice)
+                    elif isinstance(node, ast.Assign) and any(
+                        getattr(t, "attr", getattr(t, "id", None)) in ("_oversized", "why")
+                        for t in node.targets
+                    ):
+                        found |= literals(node.value)
+        found = {reason for reason in found if re.match(r"^[a-z]+(-[a-z]+)+$", reason)}
+        self.assertGreater(len(found), 15)
+        self.assertEqual(sorted(found - set(DROP_REASONS)), [])
+
+    def test_readmeIsTheTable(self):
+        """
+        docs/operations.md's table of metrics is the one
+        L{metrics.readmeTable} writes.
+        """
+        with open(os.path.join(ROOT, "docs", "operations.md"), encoding="utf-8") as f:
+            text = f.read()
+        header = metrics.readmeTable()[0]
+        start = text.index(header)
+        self.assertEqual(text[start:].split("\n\n", 1)[0].splitlines(), metrics.readmeTable())
+
+
+def literals(node):
+    """
+    The string constants in an expression (both sides of a conditional).
+    """
+    return {
+        n.value for n in ast.walk(node) if isinstance(n, ast.Constant) and isinstance(n.value, str)
+    }
+
+
 class EndpointTests(unittest.TestCase):
     """
     The HTTP endpoint, on a real loopback port.
@@ -208,7 +473,10 @@ class EndpointTests(unittest.TestCase):
         response = yield agent.request(b"GET", b"http://127.0.0.1:%d/metrics" % port)
         body = yield readBody(response)
         self.assertEqual(response.code, 200)
-        self.assertIn(b'outcome="answered"} 5', body)
+        self.assertIn(
+            b'clientproxy_requests_replied_total{component="proxy.example.org",origin="peer"} 5',
+            body,
+        )
         response = yield agent.request(b"GET", b"http://127.0.0.1:%d/health" % port)
         body = yield readBody(response)
         self.assertEqual(response.code, 503)

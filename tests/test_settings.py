@@ -56,7 +56,10 @@ class SettingsTests(unittest.TestCase):
         The file's process keys and list keys, with their types, are the
         table's.
         """
-        self.assertEqual(config.PROCESS_KEYS, {"metrics-port": int, "metrics-interface": str})
+        self.assertEqual(
+            config.PROCESS_KEYS,
+            {"metrics-port": int, "metrics-interface": str, "log-level": str, "log-format": str},
+        )
         self.assertEqual(config.LIST_KEYS, ("allow", "deny"))
 
     def test_argumentsAreMakeProxys(self):

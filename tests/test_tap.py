@@ -13,7 +13,7 @@ from twisted.trial import unittest
 
 from clientproxy.xmpp.connection import ProxyComponent
 from clientproxy.routing.strategies import LeastPendingStrategy
-from clientproxy.tap import SECRET_ENVIRONMENT, Options, makeService
+from clientproxy.tap import SECRET_ENVIRONMENT, Options, defaultDataDir, makeService
 
 REQUIRED = ["--jid", "proxy.example.org", "--target", "svc@example.org"]
 TAC = FilePath(__file__).parent().sibling("tac")
@@ -26,7 +26,11 @@ class OptionsTests(unittest.TestCase):
     """
 
     def setUp(self):
-        self.patch(os, "environ", {})
+        # The default data directory is systemd's $STATE_DIRECTORY when set:
+        # a directory of the test's own, so none is made in the home.
+        self.state = os.path.abspath(self.mktemp())
+        os.makedirs(self.state)
+        self.patch(os, "environ", {"STATE_DIRECTORY": self.state})
 
     def parse(self, *arguments):
         options = Options()
@@ -37,8 +41,9 @@ class OptionsTests(unittest.TestCase):
         """
         With only the required options the component connects to
         127.0.0.1:5347, waits 30 s for a reply, picks among all resources at
-        random, keeps its store in the working directory, and queues 100
-        messages per sender, 10000 in all.
+        random, keeps its store in the default data directory (here
+        systemd's C{$STATE_DIRECTORY}), and queues 100 messages per sender,
+        10000 in all.
         """
         options = self.parse(*REQUIRED + ["--secret", "s"])
         self.assertEqual(options["host"], "127.0.0.1")
@@ -46,7 +51,7 @@ class OptionsTests(unittest.TestCase):
         self.assertEqual(options["timeout"], 30.0)
         self.assertEqual(options["strategy"], "random")
         self.assertIsNone(options["resources"])
-        self.assertEqual(options["data-dir"], ".")
+        self.assertEqual(options["data-dir"], self.state)
         self.assertEqual((options["queue-per-sender"], options["queue-size"]), (100, 10000))
 
     def test_allOptions(self):
@@ -193,6 +198,39 @@ class OptionsTests(unittest.TestCase):
         )
         self.assertIn("/nonexistent/s", str(e))
 
+    def test_secretCredential(self):
+        """
+        C{--secret-credential NAME} reads the secret from the systemd
+        credential C{NAME}, the file C{$CREDENTIALS_DIRECTORY/NAME}.
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        FilePath(os.path.join(directory, "focus.secret")).setContent(b"from-credential\n")
+        os.environ["CREDENTIALS_DIRECTORY"] = directory
+        options = self.parse(*REQUIRED + ["--secret-credential", "focus.secret"])
+        self.assertEqual(options["secret"], "from-credential")
+
+    def test_secretCredentialProblems(self):
+        """
+        Without C{$CREDENTIALS_DIRECTORY} (not run by systemd, or the unit
+        loads no credential), with a name that is a path, or a credential
+        the unit does not load, C{--secret-credential} is a usage error that
+        says which.
+        """
+        e = self.assertRaises(
+            usage.UsageError, self.parse, *REQUIRED + ["--secret-credential", "focus.secret"]
+        )
+        self.assertIn("$CREDENTIALS_DIRECTORY is not set", str(e))
+        os.environ["CREDENTIALS_DIRECTORY"] = os.path.abspath(self.mktemp())
+        e = self.assertRaises(
+            usage.UsageError, self.parse, *REQUIRED + ["--secret-credential", "../etc/passwd"]
+        )
+        self.assertIn("not a credential name", str(e))
+        e = self.assertRaises(
+            usage.UsageError, self.parse, *REQUIRED + ["--secret-credential", "focus.secret"]
+        )
+        self.assertIn("--secret-credential: cannot read", str(e))
+
     def test_secretFromEnvironment(self):
         """
         Without C{--secret} or C{--secret-file}, the secret comes from
@@ -209,14 +247,17 @@ class OptionsTests(unittest.TestCase):
 
     def test_oneSecretOnly(self):
         """
-        Both C{--secret} and C{--secret-file} together are refused, rather than
-        one of them silently winning.
+        Two of C{--secret}, C{--secret-file} and C{--secret-credential} are
+        refused, rather than one of them silently winning.
         """
         path = self.mktemp()
         FilePath(path).setContent(b"x")
-        self.assertRaises(
-            usage.UsageError, self.parse, *REQUIRED + ["--secret", "a", "--secret-file", path]
-        )
+        for two in (
+            ["--secret", "a", "--secret-file", path],
+            ["--secret-credential", "c", "--secret-file", path],
+            ["--secret", "a", "--secret-credential", "c"],
+        ):
+            self.assertRaises(usage.UsageError, self.parse, *REQUIRED + two)
 
     def test_secretNotInErrors(self):
         """
@@ -301,6 +342,138 @@ class OptionsTests(unittest.TestCase):
         proxy.store.close()
 
 
+class DataDirTests(unittest.TestCase):
+    """
+    The data directory when C{--data-dir} is not given: systemd's, else the
+    user's state directory; never the working directory.
+    """
+
+    def directory(self):
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        return directory
+
+    def test_stateDirectory(self):
+        """
+        Under systemd (C{StateDirectory=}), C{$STATE_DIRECTORY} is the data
+        directory; of several, the first.
+        """
+        self.assertEqual(defaultDataDir({"STATE_DIRECTORY": "/var/lib/a:/var/lib/b"}), "/var/lib/a")
+
+    def test_xdgStateHome(self):
+        """
+        Otherwise it is C{$XDG_STATE_HOME/clientproxy}, made (mode 0700, the
+        queued messages are the users') if missing.
+        """
+        home = self.directory()
+        directory = defaultDataDir({"XDG_STATE_HOME": home})
+        self.assertEqual(directory, os.path.join(home, "clientproxy"))
+        self.assertEqual(os.stat(directory).st_mode & 0o777, 0o700)
+
+    def test_home(self):
+        """
+        Without C{$XDG_STATE_HOME}, or with a relative one (which the XDG
+        specification says to ignore), it is C{~/.local/state/clientproxy}.
+        """
+        home = self.directory()
+        expected = os.path.join(home, ".local", "state", "clientproxy")
+        self.patch(os, "environ", {"HOME": home})
+        self.assertEqual(defaultDataDir(), expected)
+        self.assertEqual(defaultDataDir({"HOME": home, "XDG_STATE_HOME": "relative"}), expected)
+        self.assertTrue(os.path.isdir(expected))
+
+    def test_cannotBeMade(self):
+        """
+        A user's state directory that cannot be made is a usage error that
+        names the directory and says to give C{--data-dir}.
+        """
+        notADirectory = os.path.join(self.directory(), "file")
+        open(notADirectory, "w").close()
+        error = self.assertRaises(
+            usage.UsageError, defaultDataDir, {"XDG_STATE_HOME": notADirectory}
+        )
+        self.assertIn(notADirectory, str(error))
+        self.assertIn("give --data-dir", str(error))
+
+    def test_optionsUseIt(self):
+        """
+        Options without C{--data-dir} take the default; one given wins.
+        """
+        home, given = self.directory(), self.directory()
+        self.patch(os, "environ", {"XDG_STATE_HOME": home})
+        options = Options()
+        options.parseOptions(REQUIRED + ["--secret", "s"])
+        self.assertEqual(options["data-dir"], os.path.join(home, "clientproxy"))
+        options = Options()
+        options.parseOptions(REQUIRED + ["--secret", "s", "--data-dir", given])
+        self.assertEqual(options["data-dir"], given)
+
+
+class VersionAndExtrasTests(unittest.TestCase):
+    """
+    C{twistd clientproxy --version}, and C{--redis} without the
+    C{clientproxy[redis]} extra.
+    """
+
+    def test_version(self):
+        """
+        C{--version} prints clientproxy's version (from
+        C{clientproxy.__version__}, the one place it is written) with
+        Twisted's, and exits 0.
+        """
+        import io
+        import sys
+
+        import twisted
+
+        from clientproxy import __version__
+
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        error = self.assertRaises(SystemExit, Options().parseOptions, ["--version"])
+        self.assertEqual(error.code, 0)
+        self.assertTrue(out.getvalue().startswith("clientproxy %s (" % (__version__,)))
+        self.assertIn("Twisted %s" % (twisted.__version__,), out.getvalue())
+
+    def hiredis(self, module):
+        """
+        Make C{import hiredis} give C{module} (C{None}: an ImportError) for
+        the test.
+        """
+        import sys
+
+        if "hiredis" in sys.modules:
+            self.addCleanup(sys.modules.__setitem__, "hiredis", sys.modules["hiredis"])
+        else:
+            self.addCleanup(sys.modules.pop, "hiredis", None)
+        sys.modules["hiredis"] = module
+
+    def test_redisWithoutTheExtra(self):
+        """
+        C{--redis} where C{hiredis} (the C{clientproxy[redis]} extra) is not
+        installed is refused at start with one line saying what to install.
+        """
+        self.hiredis(None)
+        self.patch(os, "environ", {"STATE_DIRECTORY": "."})
+        error = self.assertRaises(
+            usage.UsageError,
+            Options().parseOptions,
+            REQUIRED + ["--secret", "s", "--redis", "redis://127.0.0.1:6379/0"],
+        )
+        self.assertIn("pip install 'clientproxy[redis]'", str(error))
+        self.assertNotIn("\n", str(error))
+
+    def test_redisWithTheExtra(self):
+        """
+        With C{hiredis} importable, C{--redis} is taken.
+        """
+        self.hiredis(object())
+        self.patch(os, "environ", {"STATE_DIRECTORY": "."})
+        options = Options()
+        options.parseOptions(REQUIRED + ["--secret", "s", "--redis", "redis://127.0.0.1:6379/0"])
+        self.assertEqual(options["redis"], "redis://127.0.0.1:6379/0")
+
+
 class PluginTests(unittest.TestCase):
     """
     The twistd plugin.
@@ -324,11 +497,11 @@ class TacTests(unittest.TestCase):
     """
 
     def setUp(self):
-        self.patch(os, "environ", {SECRET_ENVIRONMENT: "s"})
-        # The tac files keep their stores in the working directory: a fresh
-        # one, so no store another test left open is in the way.
-        directory = self.mktemp()
+        # The tac files keep their stores in the default data directory: a
+        # fresh one, so no store another test left open is in the way.
+        directory = os.path.abspath(self.mktemp())
         os.makedirs(directory)
+        self.patch(os, "environ", {SECRET_ENVIRONMENT: "s", "STATE_DIRECTORY": directory})
         self.addCleanup(os.chdir, os.getcwd())
         os.chdir(directory)
 
@@ -370,7 +543,9 @@ class TLSOptionTests(unittest.TestCase):
     """
 
     def setUp(self):
-        self.patch(os, "environ", {SECRET_ENVIRONMENT: "s"})
+        state = os.path.abspath(self.mktemp())
+        os.makedirs(state)
+        self.patch(os, "environ", {SECRET_ENVIRONMENT: "s", "STATE_DIRECTORY": state})
 
     def test_tlsNameDefaultsToHost(self):
         """

@@ -22,8 +22,9 @@ Each table is checked by the very same L{clientproxy.tap.Options} as the
 command line, so a value means the same in both places. An unknown key, a
 value of the wrong type or a missing required key is reported in one line
 naming the file, the proxy and the key. The secret comes from
-C{secret-file} or C{$CLIENTPROXY_SECRET}: an inline C{secret} is refused, a
-configuration file being easier to leak than a file of its own.
+C{secret-credential} (a systemd credential), C{secret-file} or
+C{$CLIENTPROXY_SECRET}: an inline C{secret} is refused, a configuration file
+being easier to leak than a file of its own.
 
 Read with C{tomllib} (Python 3.11 and later) or its backport C{tomli}.
 """
@@ -43,7 +44,8 @@ LIST_KEYS = tuple(s.name for s in SETTINGS if s.kind is list)
 
 #: Options that cannot be in the file.
 REFUSED_KEYS = {
-    "secret": "put the secret in a file named by secret-file, or in $CLIENTPROXY_SECRET",
+    "secret": "put the secret in a systemd credential named by secret-credential, a file "
+    "named by secret-file, or $CLIENTPROXY_SECRET",
     "config": "a configuration file cannot name another",
     "help-strategies": "not a setting",
 }

@@ -125,6 +125,13 @@ SETTINGS = (
     Setting(
         "secret", None, "The component secret (visible in ps: prefer --secret-file).", when=RESTART
     ),
+    Setting(
+        "secret-credential",
+        None,
+        "The name of a systemd credential holding the component secret (LoadCredential=NAME:FILE "
+        "in the unit), read from $CREDENTIALS_DIRECTORY/NAME.",
+        when=ONCE,
+    ),
     Setting("host", "127.0.0.1", "The server's component host.", when=RESTART, argument="host"),
     Setting(
         "port",
@@ -197,10 +204,13 @@ SETTINGS = (
     ),
     Setting(
         "data-dir",
-        ".",
-        "Where queued messages and service subscribers are kept (one SQLite file per component).",
+        None,
+        "Where queued messages and service subscribers are kept (one SQLite file per "
+        "component). Default: $STATE_DIRECTORY (systemd's StateDirectory=), else "
+        "$XDG_STATE_HOME/clientproxy (~/.local/state/clientproxy), made if missing.",
         when=RESTART,
         argument="dataDir",
+        shown="`$STATE_DIRECTORY`, else the user's",
     ),
     Setting(
         "redis",
@@ -368,6 +378,19 @@ SETTINGS = (
         "metrics-interface",
         "127.0.0.1",
         "The address the metrics endpoint listens on.",
+        when=PROCESS,
+    ),
+    Setting(
+        "log-level",
+        "info",
+        "The lowest level of the log lines written: debug, info, warn, error or critical.",
+        when=PROCESS,
+    ),
+    Setting(
+        "log-format",
+        "text",
+        "text (twistd's lines) or json (one JSON object a line, with twisted.logger's fields); "
+        "written to the journal, each line carries its priority.",
         when=PROCESS,
     ),
     Setting("help-strategies", False, "List the dispatch strategies and exit.", FLAG, when=ONCE),

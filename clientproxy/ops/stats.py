@@ -14,6 +14,42 @@ from twisted.logger import Logger
 from clientproxy.ops.throttle import Throttle, quoted
 
 
+#: The states of the link to the server: not connected (waiting to try
+#: again), a TCP connection being made, connected and doing the handshake,
+#: up (the handshake done), standing by (another process holds the
+#: component, or the store's lock).
+DOWN, CONNECTING, HANDSHAKE, UP, STANDBY = "down", "connecting", "handshake", "up", "standby"
+LINK_STATES = (DOWN, CONNECTING, HANDSHAKE, UP, STANDBY)
+
+#: Every reason a stanza is dropped for (L{Stats.drop}), so the metrics
+#: show each at zero from the start (tests/test_metrics.py checks that the
+#: handlers drop for no other).
+DROP_REASONS = (
+    "answer-to-gone-resource",
+    "bad-type",
+    "error-from-peer-refused",
+    "error-from-peer-too-large",
+    "error-from-peer-undeliverable",
+    "error-from-target",
+    "message-from-target-to-component",
+    "no-address",
+    "presence-from-bare-target",
+    "presence-from-outsider",
+    "presence-from-target",
+    "presence-refused",
+    "presence-too-fast",
+    "probe-from-outsider",
+    "reply-from-outsider",
+    "reply-from-peer-refused",
+    "reply-from-wrong-resource",
+    "reply-too-fast",
+    "request-without-id",
+    "stanza-too-large",
+    "stanza-too-many-elements",
+    "subscribers-over-limit",
+    "unknown-reply",
+)
+
 #: Upper bounds (seconds) of the request latency histogram's buckets.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -59,6 +95,10 @@ class Stats:
     @ivar otherInstances: other clientproxy processes seen connected as the
         same component (L{clientproxy.handlers.instances}).
     @ivar latency: a L{Histogram} of seconds from request to answer.
+    @ivar link: the state of the link to the server, one of L{LINK_STATES}.
+    @ivar connectionAttempts: attempts to connect to the server.
+    @ivar connectionFailures: attempts that failed, by why (the keys of
+        L{clientproxy.xmpp.connection.FAILURES}).
     """
 
     def __init__(self, now=time.monotonic):
@@ -74,6 +114,9 @@ class Stats:
         self.reconnects = 0
         self.otherInstances = 0
         self.latency = Histogram(LATENCY_BUCKETS)
+        self.link = DOWN
+        self.connectionAttempts = 0
+        self.connectionFailures = Counter()
 
     log = Logger()
 

@@ -46,11 +46,18 @@ class ComponentProcess(protocol.ProcessProtocol):
         Start `twistd -n clientproxy ARGUMENTS` in C{directory}.
         """
         twistd = twistdPath(self.python)
+        self.run([twistd, "-n", "--pidfile=", "clientproxy"] + list(arguments), directory)
+
+    def run(self, command, directory, env=None):
+        """
+        Start C{command} (a twistd command line, the program first) in
+        C{directory}, with C{env} (this process's environment by default).
+        """
         self._process = self.reactor.spawnProcess(
             self,
-            twistd,
-            [twistd, "-n", "--pidfile=", "clientproxy"] + list(arguments),
-            env=dict(os.environ),
+            command[0],
+            command,
+            env=dict(os.environ) if env is None else env,
             path=directory,
         )
         self.pid = self._process.pid

@@ -17,12 +17,20 @@ The link may be direct TLS (L{TLSSettings}): the server's certificate is
 verified for a name with Twisted's C{optionsForClientTLS} (service-identity
 does the name checks); one it does not accept is logged as such and
 retried like a refused handshake.
+
+Every attempt is counted, and every one that fails by why (L{FAILURES}:
+refused, timed out, the name not found, TLS, the handshake refused, a
+conflict, the connection closed before the handshake); while the server
+cannot be reached, one line says why at once and then at most one every
+L{clientproxy.ops.throttle.INTERVAL} seconds, with the number of attempts
+not logged since. The link's state (L{clientproxy.ops.stats.LINK_STATES})
+is kept in the stats for the metrics.
 """
 
 from OpenSSL import SSL
 from service_identity import VerificationError
 from twisted.application import service
-from twisted.internet import defer, ssl
+from twisted.internet import defer, error, ssl
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.logger import Logger
 from twisted.words.protocols.jabber import xmlstream
@@ -31,6 +39,8 @@ from twisted.words.xish.xmlstream import XmlStreamFactoryMixin
 from wokkel.component import Component
 from wokkel.subprotocols import StreamManager
 
+from clientproxy.ops.stats import CONNECTING, DOWN, HANDSHAKE, STANDBY, UP
+from clientproxy.ops.throttle import Throttle
 from clientproxy.xmpp.stream import ProxyXmlStream
 
 #: Seconds: the longest wait between two connection attempts.
@@ -47,6 +57,40 @@ HANDSHAKE_REFUSALS = {
     "external component of that name",
     "host-unknown": "the server has no external component of that name",
 }
+
+
+#: Why an attempt to connect failed, as counted and logged: what each
+#: reason says in the log line.
+FAILURES = {
+    "refused": "connection refused (is the server running, with a component listener on that "
+    "port?)",
+    "timeout": "timed out (is the host reachable, or a firewall dropping the connection?)",
+    "dns": "the host name does not resolve",
+    "tls": "TLS failed",
+    "handshake": "the server refused the handshake",
+    "conflict": "another process is connected as the component",
+    "closed": "the server closed the connection before the handshake (is it a component listener?)",
+    "other": "the connection failed",
+}
+
+
+def failureKind(reason):
+    """
+    The key of L{FAILURES} for a failed connection's C{reason} (a Failure).
+    """
+    if reason is None:
+        return "closed"
+    if reason.check(error.ConnectionRefusedError):
+        return "refused"
+    if reason.check(error.TimeoutError, error.TCPTimedOutError):
+        return "timeout"
+    if reason.check(error.DNSLookupError):
+        return "dns"
+    if reason.check(SSL.Error, VerificationError):
+        return "tls"
+    if reason.check(error.ConnectionDone, error.ConnectionLost):
+        return "closed"
+    return "other"
 
 
 class TLSSettings:
@@ -87,6 +131,10 @@ class ComponentFactory(xmlstream.XmlStreamFactory):
     maxDelay = MAX_RECONNECT_DELAY
     protocol = ProxyXmlStream
 
+    #: Called when an attempt starts, and with the Failure when one fails
+    #: before a connection is made (L{ProxyComponent} sets them).
+    onAttempt = onFailure = None
+
     def __init__(self, authenticator, clock, stats=None):
         xmlstream.XmlStreamFactory.__init__(self, authenticator)
         self.clock = clock
@@ -94,6 +142,16 @@ class ComponentFactory(xmlstream.XmlStreamFactory):
 
     def buildProtocol(self, addr):
         return XmlStreamFactoryMixin.buildProtocol(self, addr)
+
+    def startedConnecting(self, connector):
+        if self.onAttempt is not None:
+            self.onAttempt()
+        xmlstream.XmlStreamFactory.startedConnecting(self, connector)
+
+    def clientConnectionFailed(self, connector, reason):
+        if self.onFailure is not None:
+            self.onFailure(reason)
+        xmlstream.XmlStreamFactory.clientConnectionFailed(self, connector, reason)
 
 
 class ProxyComponent(Component):
@@ -137,10 +195,16 @@ class ProxyComponent(Component):
             ConnectComponentAuthenticator(jid, secret), reactor, handlers.stats
         )
         factory.addBootstrap(xmlstream.STREAM_ERROR_EVENT, self._onStreamError)
+        factory.onAttempt = self._attempt
+        factory.onFailure = self._failed
         StreamManager.__init__(self, factory, reactor)
         self.authenticated = False
         self._everConnected = False
         self._standingBy = False
+        # Why the current connection is failing, once the server said so
+        # (a stream error) before it closes it.
+        self._failure = None
+        self._unreachable = Throttle(self._reactor.seconds)
         for handler in handlers.all():
             handler.setHandlerParent(self)
 
@@ -153,6 +217,7 @@ class ProxyComponent(Component):
             Component.startService(self)
             return
         service.Service.startService(self)
+        self.stats.link = STANDBY
         self.standby.acquire(self._connect)
 
     def _connect(self):
@@ -203,9 +268,63 @@ class ProxyComponent(Component):
             factory = TLSMemoryBIOFactory(self.tls.creator(), True, factory)
         return self._reactor.connectTCP(self.host, self.port, factory)
 
+    def _attempt(self):
+        self.stats.connectionAttempts += 1
+        self.stats.link = CONNECTING
+        self._failure = None
+
+    def _connected(self, xs):
+        self.stats.link = HANDSHAKE
+        StreamManager._connected(self, xs)
+
+    def _failed(self, reason, kind=None, **fields):
+        """
+        An attempt failed (C{kind}, a key of L{FAILURES}, else worked out
+        from C{reason}): count it, and say why unless a line was written
+        less than an interval ago (C{fields} go with the line). A conflict
+        is standing by, said once by L{_onStreamError}.
+        """
+        kind = kind or failureKind(reason)
+        self.stats.connectionFailures[kind] += 1
+        self.stats.link = STANDBY if self._standingBy else DOWN
+        if kind == "conflict":
+            return
+        unlogged = self._unreachable("unreachable")
+        if unlogged is None:
+            return
+        why = FAILURES[kind]
+        if kind == "tls":
+            fields["name"] = self.tls.name if self.tls is not None else self.host
+            why = "TLS failed: the server's certificate is not accepted for %s (%s)" % (
+                fields["name"],
+                reason.getErrorMessage(),
+            )
+        elif kind == "handshake":
+            why = "the server refused the handshake (%s): %s" % (
+                fields["condition"],
+                fields["hint"],
+            )
+        elif kind == "other" and reason is not None:
+            why = "%s (%s)" % (why, reason.getErrorMessage())
+        self.log.error(
+            "Cannot connect to the server at {host}:{port} as {jid}: {why}; trying again "
+            "every {delay:.0f} s at most ({unlogged} more failed attempts since the last "
+            "such line)",
+            host=self.host,
+            port=self.port,
+            jid=self.jid,
+            why=why,
+            kind=kind,
+            delay=self.factory.maxDelay,
+            unlogged=unlogged,
+            **fields,
+        )
+
     def _authd(self, xs):
         self.factory.resetDelay()
         self.authenticated = True
+        self.stats.link = UP
+        self._failure = None
         if self._everConnected:
             self.stats.reconnects += 1
         self._everConnected = True
@@ -234,30 +353,30 @@ class ProxyComponent(Component):
         xs.removeObserver('/iq[@type="error"]', self._onIQResponse)
 
     def _disconnected(self, reason):
-        if (
-            self.tls is not None
-            and reason is not None
-            and reason.check(SSL.Error, VerificationError)
-        ):
-            self.log.error(
-                "TLS with {host}:{port} failed: the server's certificate is not accepted "
-                "for {name} ({why}); trying again",
-                host=self.host,
-                port=self.port,
-                name=self.tls.name,
-                why=reason.getErrorMessage(),
-            )
-        elif self.authenticated and self.running:
-            self.log.warn(
-                "Connection to the server lost ({reason}); reconnecting",
-                reason=reason.getErrorMessage(),
-            )
+        if self.authenticated:
+            if self.running:
+                self.log.warn(
+                    "Connection to the server lost ({reason}); reconnecting",
+                    reason=reason.getErrorMessage(),
+                )
+            self.stats.link = DOWN
+        elif self._failure is not None:
+            # Counted and said when the server refused the handshake.
+            self.stats.link = STANDBY if self._standingBy else DOWN
+        elif self.running:
+            # Connected, but never authenticated: a failed attempt.
+            tls = reason is not None and reason.check(SSL.Error, VerificationError)
+            self._failed(reason, "tls" if tls else "closed")
+        else:
+            self.stats.link = DOWN
+        self._failure = None
         self.authenticated = False
         Component._disconnected(self, reason)
 
     def _onStreamError(self, reason):
         condition = getattr(reason.value, "condition", None)
         if not self.authenticated and condition == "conflict":
+            self._failure = "conflict"
             # Another process holds the component (Prosody keeps one
             # connection per component and refuses a second): stand by,
             # and take over when it goes. Said once, not at every attempt.
@@ -270,11 +389,12 @@ class ProxyComponent(Component):
                     jid=self.jid,
                     delay=self.factory.maxDelay,
                 )
+            self._failed(reason, "conflict")
         elif not self.authenticated:
-            self.log.error(
-                "The server refused the handshake of component {jid} ({condition}): "
-                "{hint}; trying again",
-                jid=self.jid,
+            self._failure = "handshake"
+            self._failed(
+                reason,
+                "handshake",
                 condition=condition,
                 hint=HANDSHAKE_REFUSALS.get(condition, "see the server's log"),
             )

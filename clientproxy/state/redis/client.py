@@ -20,7 +20,10 @@ L{ConnectionLost}, as Redis may or may not have run them.
 import hashlib
 from collections import deque
 
-import hiredis
+try:
+    import hiredis
+except ImportError:  # without clientproxy[redis]: --redis says so (clientproxy.tap)
+    hiredis = None
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet import defer, protocol
 from twisted.internet.endpoints import TCP4ClientEndpoint
