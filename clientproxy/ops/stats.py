@@ -12,6 +12,7 @@ from collections import Counter, defaultdict
 from twisted.logger import Logger
 
 from clientproxy.ops.throttle import Throttle, quoted
+from clientproxy.routing.errors import DROPS
 
 
 #: The states of the link to the server: not connected (waiting to try
@@ -23,31 +24,31 @@ LINK_STATES = (DOWN, CONNECTING, HANDSHAKE, UP, STANDBY)
 
 #: Every reason a stanza is dropped for (L{Stats.drop}), so the metrics
 #: show each at zero from the start (tests/test_metrics.py checks that the
-#: handlers drop for no other).
-DROP_REASONS = (
-    "answer-to-gone-resource",
-    "bad-type",
-    "error-from-peer-refused",
-    "error-from-peer-too-large",
-    "error-from-peer-undeliverable",
-    "error-from-target",
-    "message-from-target-to-component",
-    "no-address",
-    "presence-from-bare-target",
-    "presence-from-outsider",
-    "presence-from-target",
-    "presence-refused",
-    "presence-too-fast",
-    "probe-from-outsider",
-    "reply-from-outsider",
-    "reply-from-peer-refused",
-    "reply-from-wrong-resource",
-    "reply-too-fast",
-    "request-without-id",
-    "stanza-too-large",
-    "stanza-too-many-elements",
-    "subscribers-over-limit",
-    "unknown-reply",
+#: handlers drop for no other): those a refusal is counted under are the
+#: error table's (L{clientproxy.routing.errors.DROPS}).
+DROP_REASONS = tuple(
+    sorted(
+        {reason for drops in DROPS.values() for reason in drops.values()}
+        | {
+            "answer-to-gone-resource",
+            "bad-type",
+            "error-from-peer-undeliverable",
+            "error-from-target",
+            "message-from-target-to-component",
+            "no-address",
+            "presence-from-bare-target",
+            "presence-from-outsider",
+            "presence-from-target",
+            "probe-from-outsider",
+            "reply-from-outsider",
+            "reply-from-wrong-resource",
+            "request-without-id",
+            "stanza-too-large",
+            "stanza-too-many-elements",
+            "subscribers-over-limit",
+            "unknown-reply",
+        }
+    )
 )
 
 #: Upper bounds (seconds) of the request latency histogram's buckets.
