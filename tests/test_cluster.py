@@ -15,6 +15,7 @@ from twisted.trial import unittest
 
 from clientproxy.state.redis.cluster import HEARTBEAT
 from clientproxy.ops.metrics import readiness
+from clientproxy.xmpp.connection import ProxyComponent
 from clientproxy.state.redis.store import Listener, RedisStore, connect
 from clientproxy.testing.redis import startRedis
 from tests.helpers import COMPONENT, TARGET, Harness, errorCondition, waitFor
@@ -33,6 +34,7 @@ class Connected:
     xmlstream = object()
     authenticated = True
     jid = COMPONENT
+    status = ProxyComponent.status
 
     def __init__(self, harness):
         self.parts = harness.handlers

@@ -243,6 +243,13 @@ class ProxyCollector:
     def __init__(self, proxies):
         self.proxies = proxies
 
+    def statuses(self):
+        """
+        Each proxy's L{clientproxy.xmpp.connection.Status}: all a scrape
+        reads of it.
+        """
+        return [p.status() for p in self.proxies]
+
     def collect(self):
         yield InfoMetricFamily(
             "clientproxy_build", "clientproxy's version.", {"version": __version__}
@@ -260,7 +267,7 @@ class ProxyCollector:
         The counter families of L{COUNTERS}, every known series at zero.
         """
         values = {name: {} for name in COUNTERS}
-        for p in self.proxies:
+        for p in self.statuses():
             stats = p.stats
             for name, (_, labels) in COUNTERS.items():
                 for combination in product(*labels.values()):
@@ -325,8 +332,8 @@ class ProxyCollector:
             "Features an available resource advertises, all of them.",
             labels=["component", "resource"],
         )
-        for p in self.proxies:
-            available = sorted(p.dispatcher.resources.available, key=lambda r: r.jid)
+        for p in self.statuses():
+            available = sorted(p.resources, key=lambda r: r.jid)
             jids = sorted(set(p.stats.resources) | {r.jid for r in available})
             for jid in jids:
                 counts = p.stats.resources.get(jid, {})
@@ -340,7 +347,7 @@ class ProxyCollector:
         return list(counters.values()) + [features, advertised]
 
     def gauges(self):
-        proxies = self.proxies
+        proxies = self.statuses()
 
         def gauge(name, help, read):
             family = GaugeMetricFamily(name, help, labels=["component"])
@@ -351,27 +358,27 @@ class ProxyCollector:
         yield gauge(
             "clientproxy_pending_requests",
             "Requests in flight.",
-            lambda p: len(p.dispatcher.pending),
+            lambda p: p.pending,
         )
         yield gauge(
             "clientproxy_resources_available",
             "Usable resources of the target.",
-            lambda p: len(p.dispatcher.resources),
+            lambda p: len(p.resources),
         )
         yield gauge(
             "clientproxy_queued_messages",
             "Messages queued for an offline target.",
-            lambda p: p.store.queueLength(),
+            lambda p: p.queued,
         )
         yield gauge(
             "clientproxy_subscribers",
             "Entities subscribed to the service's presence.",
-            lambda p: p.store.subscriberCount(),
+            lambda p: p.subscribers,
         )
         yield gauge(
             "clientproxy_connected",
             "1 while connected to the server, the handshake done.",
-            lambda p: int(p.xmlstream is not None and p.authenticated),
+            lambda p: int(p.connected and p.authenticated),
         )
         link = GaugeMetricFamily(
             "clientproxy_server_link_state",
@@ -390,7 +397,7 @@ class ProxyCollector:
             for state in LINK_STATES:
                 link.add_metric([p.jid, state], int(p.stats.link == state))
             for state in SUBSCRIPTION_STATES:
-                subscription.add_metric([p.jid, state], int(p.parts.presence.subscription == state))
+                subscription.add_metric([p.jid, state], int(p.subscription == state))
         yield link
         yield subscription
 
@@ -400,7 +407,7 @@ class ProxyCollector:
             "Time from request to answer (replies and the component's errors).",
             labels=["component"],
         )
-        for p in self.proxies:
+        for p in self.statuses():
             histogram = p.stats.latency
             buckets, cumulative = [], 0
             for bound, count in zip(LATENCY_BUCKETS, histogram.counts):
@@ -435,9 +442,10 @@ def health(proxies):
     C{(healthy, reason)} for C{proxies}.
     """
     for p in proxies:
-        if p.xmlstream is None or not p.authenticated:
+        p = p.status()
+        if not p.connected or not p.authenticated:
             return False, "%s: not connected to the server" % (p.jid,)
-        if not len(p.dispatcher.resources):
+        if not p.resources:
             return False, "%s: no resource of the target is available" % (p.jid,)
     return True, "ok"
 
@@ -449,22 +457,21 @@ def readiness(proxies):
     """
     report = {}
     for p in proxies:
+        p = p.status()
         unmet = []
-        if p.standby is not None and not p.standby.held:
+        if p.standingBy:
             unmet.append("the store's lock held (another process holds it: standing by)")
-        if p.xmlstream is None:
+        if not p.connected:
             unmet.append("connected to the server")
         if not p.authenticated:
             unmet.append("handshake with the server done")
-        subscription = p.parts.presence.subscription
-        if subscription != APPROVED:
+        if p.subscription != APPROVED:
             unmet.append(
-                "presence subscription to %s approved (it is %s)"
-                % (p.parts.presence.target, subscription)
+                "presence subscription to %s approved (it is %s)" % (p.target, p.subscription)
             )
-        if not len(p.dispatcher.resources):
-            unmet.append("at least one usable resource of %s" % (p.parts.presence.target,))
-        if p.parts.cluster is not None and not p.parts.cluster.reachable:
+        if not p.resources:
+            unmet.append("at least one usable resource of %s" % (p.target,))
+        if p.sharedReachable is False:
             unmet.append("Redis answering (new requests are refused until it does)")
         report[p.jid] = {"ready": not unmet, "unmet": unmet}
     ready = all(r["ready"] for r in report.values())

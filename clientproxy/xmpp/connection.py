@@ -154,6 +154,32 @@ class ComponentFactory(xmlstream.XmlStreamFactory):
         xmlstream.XmlStreamFactory.clientConnectionFailed(self, connector, reason)
 
 
+class Status:
+    """
+    What the HTTP endpoints show of one proxy (L{ProxyComponent.status}),
+    read in one place.
+
+    @ivar jid: the component's JID.
+    @ivar target: the target's bare JID.
+    @ivar stats: its L{clientproxy.ops.stats.Stats}.
+    @ivar standingBy: whether another process holds the store's lock, so
+        this one waits.
+    @ivar connected: whether a connection to the server is up.
+    @ivar authenticated: whether its handshake is done.
+    @ivar subscription: the state of the presence subscription to the
+        target (L{clientproxy.handlers.targetpresence}).
+    @ivar resources: the usable resources of the target (a list).
+    @ivar pending: the requests in flight.
+    @ivar queued: the messages queued.
+    @ivar subscribers: the subscribers to the service's presence.
+    @ivar sharedReachable: with state shared by several processes,
+        whether it can be reached; C{None} for a process alone.
+    """
+
+    def __init__(self, **fields):
+        self.__dict__.update(fields)
+
+
 class ProxyComponent(Component):
     """
     The external component: a wokkel stream manager, connected to the server
@@ -223,6 +249,27 @@ class ProxyComponent(Component):
     def _connect(self):
         if self.running:
             self._connection = self._getConnection()
+
+    def status(self):
+        """
+        What the HTTP endpoints show of this proxy, as a L{Status}.
+        """
+        parts = self.parts
+        cluster = parts.cluster
+        return Status(
+            jid=self.jid,
+            target=parts.presence.target,
+            stats=parts.stats,
+            standingBy=self.standby is not None and not self.standby.held,
+            connected=self.xmlstream is not None,
+            authenticated=self.authenticated,
+            subscription=parts.presence.subscription,
+            resources=list(parts.resources.available),
+            pending=len(parts.dispatcher.pending),
+            queued=parts.store.queueLength(),
+            subscribers=parts.store.subscriberCount(),
+            sharedReachable=None if cluster is None else cluster.reachable,
+        )
 
     def reconfigure(self, settings, changed):
         """
