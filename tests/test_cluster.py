@@ -352,6 +352,24 @@ class SharedViewTests(SharedProcesses):
     """
 
     @defer.inlineCallbacks
+    def test_factsIgnoredWhileDisconnected(self):
+        """
+        A process whose connection to the server is down acts on no fact
+        the others learn: it learns the target's resources again from the
+        probe when it connects, so that what it does on a resource's
+        arrival (ask its features, show the service available) is done
+        then, not skipped as already known.
+        """
+        a, b = yield self.processes()
+        b.manager.disconnect()
+        a.online("b")
+        # A store notice published after the fact: once B has it, B has
+        # had the fact too (one channel, in order).
+        a.handlers.store.addSubscriber("carol@example.org")
+        yield waitFor(lambda: b.handlers.store.isSubscriber("carol@example.org"))
+        self.assertNotIn(TARGET + "/b", b.resources)
+
+    @defer.inlineCallbacks
     def test_affinityAcrossProcesses(self):
         """
         With affinity, a key goes to the same resource whichever process

@@ -224,6 +224,26 @@ class QueueTests(unittest.TestCase):
             % (sender, COMPONENT, text)
         )
 
+    def test_storeFailureAnswered(self):
+        """
+        A message the store cannot keep (here a full disk: SQLite refuses
+        to grow) is answered internal-server-error (wait), and the failure
+        logged; the stream goes on serving.
+        """
+        db = self.h.store._db
+        db.execute("PRAGMA max_page_count = %d" % db.execute("PRAGMA page_count").fetchone())
+        self.send("x" * 20000)
+        [answer] = self.h.take()
+        self.assertEqual(
+            (answer.name, answer["type"], answer["to"], errorCondition(answer)),
+            ("message", "error", ALICE, ("internal-server-error", "wait")),
+        )
+        self.assertEqual(len(self.flushLoggedErrors()), 1)
+        self.h.online("a")
+        self.h.take()
+        self.send("served")
+        self.assertEqual([body(m) for m in self.h.take()], ["served"])
+
     def test_queuedThenDeliveredInOrder(self):
         """
         While no resource is available messages are queued; the first resource

@@ -35,7 +35,7 @@ class Refusing(XMPPHandler):
 
     def refuse(self, xml, refusal):
         stanza = parse(xml)
-        refuse(self, stanza, refusal, self.counters)
+        refuse(self, stanza, refusal, self.counters, COMPONENT)
 
 
 def parse(xml):
@@ -84,6 +84,17 @@ class RefuseTests(unittest.TestCase):
             ("message", "error", ("forbidden", "auth")),
         )
 
+    def test_resultMessageAnswered(self):
+        """
+        A message of type C{result} (no type of RFC 6121's: a normal
+        message) is answered like any message, unlike an IQ result.
+        """
+        self.handler.refuse(
+            "<message type='result' from='%s' to='%s'/>" % (OUTSIDER, COMPONENT), DENIED
+        )
+        [answer] = self.manager.take()
+        self.assertEqual((answer.name, answer["type"]), ("message", "error"))
+
     def test_errorsAndResultsNeverAnswered(self):
         """
         An error or a result is dropped and counted under its name, never
@@ -108,7 +119,7 @@ class RefuseTests(unittest.TestCase):
         answers).
         """
         self.handler.refuse(
-            "<presence type='subscribe' from='%s' to='%s'/>" % (OUTSIDER, COMPONENT), DENIED
+            "<presence type='subscribe' from='%s' to='room@%s'/>" % (OUTSIDER, COMPONENT), DENIED
         )
         self.handler.refuse(
             "<presence type='subscribe' from='%s' to='%s'/>" % (OUTSIDER, COMPONENT), TOO_FAST

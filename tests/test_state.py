@@ -11,6 +11,7 @@ one.
 from twisted.internet import defer, task
 from twisted.trial import unittest
 from twisted.words.xish import domish
+from wokkel.test.helpers import XmlStreamStub
 from zope.interface.verify import verifyObject
 
 from clientproxy.ops.stats import Stats
@@ -305,6 +306,25 @@ class SharedRequestsTests(RequestsInFlightTests, RedisProcesses, unittest.TestCa
         self.assertEqual(claimed, [])
 
     @defer.inlineCallbacks
+    def test_replyRacingTimeoutForgotten(self):
+        """
+        A reply taken while the timeout's claim is on its way (the entry
+        left the table meanwhile) is answered once, by the reply, and
+        nothing is kept of the entry afterwards.
+        """
+        process = Process()
+        requests = yield self.requestsFor(process)
+        entry = process.add()
+        yield self.recorded(requests, entry)
+        replied, claimed = [], []
+        requests.take(entry.key, RESOURCE, replied.append)
+        process.table.fail(entry, "remote-server-timeout")
+        requests.claim(entry, True, claimed.append)
+        yield requests.settled()
+        self.assertEqual((len(replied), claimed), (1, []))
+        self.assertEqual(requests._untaken, {})
+
+    @defer.inlineCallbacks
     def test_sameKeyThroughAnother(self):
         """
         The same requester and id in flight through two processes: the
@@ -390,6 +410,9 @@ class SharedFactsTests(FactsTests, RedisProcesses, unittest.TestCase):
     @defer.inlineCallbacks
     def factsFor(self, process):
         cluster = yield self.cluster(process)
+        # Connected to a server (a stream stub): a process hears the
+        # others' facts only while it is.
+        cluster.makeConnection(XmlStreamStub().xmlstream)
         return SharedFacts(cluster)
 
     def settle(self, facts):

@@ -42,7 +42,13 @@ from wokkel.subprotocols import XMPPHandler
 
 from clientproxy.xmpp.jat import Translator
 from clientproxy.handlers.refusal import refuse
-from clientproxy.routing.errors import NOT_A_PEER, NOT_A_RESOURCE, QUEUE_FULL, TOO_LARGE
+from clientproxy.routing.errors import (
+    INTERNAL,
+    NOT_A_PEER,
+    NOT_A_RESOURCE,
+    QUEUE_FULL,
+    TOO_LARGE,
+)
 from clientproxy.xmpp.writer import parseStanza, toXml
 from clientproxy.xmpp.stanzas import FROM_TARGET, NO_ADDRESS, bareOf, sort
 
@@ -263,13 +269,32 @@ class MessageRouter(XMPPHandler):
         delay["stamp"] = utcStamp(self.clock)
         message["to"] = self.target
         d = self.store.enqueue(bareOf(sender), toXml(message), self.queueSize, self.queuePerSender)
-        d.addCallback(self._enqueued, message, sender)
+        d.addCallbacks(self._enqueued, self._notQueued, (message, sender), None, (message, sender))
 
     def _enqueued(self, refusal, message, sender):
         if refusal is None:
             self.stats.messages["queued"] += 1
         else:
             self._queueFull(message, sender, refusal)
+
+    def _notQueued(self, failure, message, sender):
+        """
+        The store failed to keep a message (a full disk, Redis refusing a
+        write): logged, at most a line every
+        L{clientproxy.ops.throttle.INTERVAL} seconds with its traceback, and
+        the sender answered C{internal-server-error}.
+        """
+        unlogged = self.stats.throttle("queue-failed")
+        if unlogged is not None:
+            self.log.failure(
+                "Queueing a message from {sender} failed ({unlogged} more since the last "
+                "such line)",
+                failure,
+                sender=sender,
+                unlogged=unlogged,
+            )
+        message["from"], message["to"] = sender, self.jat.component
+        self._refuse(message, INTERNAL)
 
     def _queueFull(self, message, sender, why):
         """

@@ -157,7 +157,7 @@ class ServicePresence(XMPPHandler):
         if kind in ("subscribe", "probe"):
             refusal = self.policy.admit(sender, presence)
             if refusal is not None:
-                refuse(self, presence, refusal, self.stats.presence)
+                refuse(self, presence, refusal, self.stats.presence, self.component)
                 return
         if kind == "subscribe" and not self._admitsSubscriber(bare):
             self.stats.drop(presence, "subscribers-over-limit")

@@ -102,8 +102,8 @@ TABLE = (
         UNSHARED,
     ),
     (
-        "building or sending the answer failed inside the component (logged at once with its "
-        "traceback, counted)",
+        "building or sending the answer failed inside the component, or the store could not "
+        "keep a message (logged with its traceback, counted)",
         INTERNAL,
     ),
     ("a message while no resource is available and the queue is full (`--queue-size`)", QUEUE_FULL),

@@ -8,7 +8,9 @@ SQLite in WAL mode writes a small row in microseconds, and the store is
 used only off the IQ path (queueing happens only while the target is
 offline), so every call is done at once; those that
 L{clientproxy.state.interfaces.IStore} says may wait return a Deferred that
-has fired already.
+has fired already, with the result or with the failure (a full disk, a
+file gone): never an exception raised into the handler, whose caller is
+the stream.
 """
 
 import os
@@ -16,7 +18,7 @@ import re
 import sqlite3
 from collections import Counter
 
-from twisted.internet.defer import succeed
+from twisted.internet.defer import execute
 from zope.interface import implementer
 
 from clientproxy.state.interfaces import IStore
@@ -106,8 +108,10 @@ class Store:
         Count the subscribers again, from the file: another process sharing
         it (an instance this one stood by for) may have changed them.
         """
+        return execute(self._recount)
+
+    def _recount(self):
         self._counts = SubscriberCounts(self.subscribers())
-        return succeed(None)
 
     def close(self):
         self._db.close()
@@ -121,20 +125,22 @@ class Store:
         @return: a Deferred firing with C{None} once queued, or with why
             the queue refused it.
         """
+        return execute(self._enqueue, sender, stanza, queueSize, queuePerSender)
+
+    def _enqueue(self, sender, stanza, queueSize, queuePerSender):
         if queueSize and self.queueLength() >= queueSize:
-            return succeed(QUEUE_REFUSALS[1])
+            return QUEUE_REFUSALS[1]
         if queuePerSender and self.queueLength(sender) >= queuePerSender:
-            return succeed(QUEUE_REFUSALS[2])
+            return QUEUE_REFUSALS[2]
         self._db.execute("INSERT INTO queue (sender, stanza) VALUES (?, ?)", (sender, stanza))
-        return succeed(None)
 
     def queued(self, limit=-1):
         """
         The queued messages, oldest first, as C{(id, stanza)}: at most
         C{limit} of them (all by default); a Deferred.
         """
-        return succeed(
-            self._db.execute(
+        return execute(
+            lambda: self._db.execute(
                 "SELECT id, stanza FROM queue ORDER BY id LIMIT ?", (limit,)
             ).fetchall()
         )

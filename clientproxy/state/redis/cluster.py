@@ -276,8 +276,12 @@ class Cluster(XMPPHandler):
         kind, _, rest = message.partition("\0")
         try:
             if kind == "fact":
+                # While not connected to the server (before the first
+                # connection, or between two), this process acts on no
+                # fact: it learns the target's resources from the probe
+                # when it connects, and acts on their arrival then.
                 origin, _, fact = rest.partition("\0")
-                if origin != self.instanceID:
+                if origin != self.instanceID and self.xmlstream is not None:
                     self.facts.told(origin, fact)
             elif kind == "iq":
                 self._handOver(parseStanza(rest))

@@ -29,6 +29,7 @@ Redis until then.
 """
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from clientproxy.routing.errors import DUPLICATE_ID, UNSHARED
@@ -75,8 +76,10 @@ class SharedRequests:
     def __init__(self, cluster, table):
         self.cluster = cluster
         self.table = table
-        # The entries written to Redis and not taken back since, by key:
-        # answering one starts by taking it.
+        # The entries written to Redis and not taken back since, by key, as
+        # (entry, its own marker object): answering one starts by taking
+        # it. The marker tells a take's answer whether the key was
+        # recorded again since the take was sent.
         self._untaken = {}
         # Takes not decided yet: a shutdown waits.
         self._takes = set()
@@ -110,7 +113,7 @@ class SharedRequests:
         if not cluster.reachable:
             self._refuse(entry, then, UNSHARED, args)
             return
-        self._untaken[entry.key] = entry
+        self._mark(entry)
         # One string, read back whole by a take: a reply of many parts costs
         # the client far more than one of the same length.
         data = "\0".join(
@@ -153,8 +156,14 @@ class SharedRequests:
         self.table.discard(entry.key)
         then(entry, refusal, *args)
 
+    def _mark(self, entry):
+        self._untaken[entry.key] = (entry, object())
+
+    def _isUntaken(self, entry):
+        return self._untaken.get(entry.key, (None,))[0] is entry
+
     def _forget(self, entry):
-        if self._untaken.get(entry.key) is entry:
+        if self._isUntaken(entry):
             del self._untaken[entry.key]
 
     def _take(self, key, sender=""):
@@ -175,9 +184,15 @@ class SharedRequests:
         )
         cluster.stats.cluster["takes"] += 1
         self._takes.add(d)
+        marked = self._untaken.get(key)
 
         def done(result):
             self._takes.discard(d)
+            # Taken, or found gone: nothing of it is left in Redis, unless
+            # it was recorded again since (then the marker differs).
+            gone = result.__class__ is not Failure and result != 0
+            if gone and marked is not None and self._untaken.get(key) is marked:
+                del self._untaken[key]
             return result
 
         return d.addBoth(done)
@@ -201,11 +216,10 @@ class SharedRequests:
         entry = self.table.get(key)
         if entry is None:
             return self.entryFrom(key, data)
-        self._forget(entry)
         return entry
 
     def claim(self, entry, anyway, then, *args):
-        if self._untaken.get(entry.key) is not entry:
+        if not self._isUntaken(entry):
             then(entry, *args)
             return
         if anyway and not self.cluster.reachable:
@@ -215,7 +229,6 @@ class SharedRequests:
 
         def taken(data):
             if data:
-                self._forget(entry)
                 then(entry, *args)
             else:
                 self.cluster.stats.cluster["answered-elsewhere"] += 1
@@ -253,7 +266,7 @@ class SharedRequests:
         here): handed to the observer, to be answered once taken.
         """
         entry = self.entryFrom(self.keyOf(redisKey), data)
-        self._untaken[entry.key] = entry
+        self._mark(entry)
         self._adopted(entry)
 
     def entryFrom(self, key, data):
