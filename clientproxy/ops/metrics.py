@@ -238,8 +238,18 @@ def readiness(proxies):
             )
         if not len(p.dispatcher.resources):
             unmet.append("at least one usable resource of %s" % (p.parts.presence.target,))
-        if p.parts.cluster is not None and not p.parts.cluster.reachable:
-            unmet.append("Redis answering (new requests are refused until it does)")
+        cluster = p.parts.cluster
+        if cluster is not None:
+            problem = getattr(cluster.redis, "problem", None)
+            if problem is not None:
+                unmet.append("Redis accepting this process (%s)" % (problem,))
+            if not cluster.reachable:
+                unmet.append("Redis answering (new requests are refused until it does)")
+            elif not cluster.synced:
+                unmet.append(
+                    "Redis channels subscribed, and what was published while they were not "
+                    "read back"
+                )
         report[p.jid] = {"ready": not unmet, "unmet": unmet}
     ready = all(r["ready"] for r in report.values())
     return ready, {"ready": ready, "proxies": report}
