@@ -24,7 +24,8 @@ from clientproxy.state.redis.client import (
     encode,
 )
 from clientproxy.state.redis.store import Listener, connect
-from clientproxy.testing.redis import startRedis
+from clientproxy.testing.redis import ThrowawaySentinel, startRedis
+from tests.helpers import waitFor
 
 
 class ProtocolTests(unittest.TestCase):
@@ -517,3 +518,89 @@ class URLTests(unittest.TestCase):
             parseURL("redis+sentinel://:a@b@s1,s2/m").redacted(), "redis+sentinel://:***@s1,s2/m"
         )
         self.assertNotIn("pw", repr(parseURL("unix://:pw@/s")))
+
+
+class ReachingRedisTests(unittest.TestCase):
+    """
+    The ways to reach a real Redis (a throwaway redis-server on loopback):
+    a Unix socket, TLS with the server's name checked, Sentinel naming the
+    master and following it when it changes.
+    """
+
+    timeout = 60
+
+    def client(self, address):
+        client = connect(address)
+        self.addCleanup(client.disconnect)
+        return client
+
+    @defer.inlineCallbacks
+    def test_unixSocket(self):
+        """
+        C{unix:///path?db=N}: the socket, and the database selected.
+        """
+        redis = yield startRedis(self, unixSocket=True)
+        client = self.client("unix://%s?db=3" % (redis.socket,))
+        yield client.execute("SET", "k", "by-socket")
+        tcp = self.client("redis://127.0.0.1:%d/3" % (redis.port,))
+        self.assertEqual((yield tcp.execute("GET", "k")), "by-socket")
+
+    @defer.inlineCallbacks
+    def test_tlsNameChecked(self):
+        """
+        C{rediss://}: with the CA that signed the server's certificate, for
+        the name connected to, commands go through; a certificate for
+        another name is refused (no command ever reaches Redis: each fails
+        at its deadline).
+        """
+        redis = yield startRedis(self, tls=True, tlsNames=("redis.example.org",))
+        url = "rediss://127.0.0.1:%d/0" % (redis.tlsPort,)
+        refused = self.client(parseURL(url).with_(caFile=redis.caFile, deadline=1.0))
+        with self.assertRaises(DeadlineMissed):
+            yield refused.execute("SET", "k", "v")
+        self.assertIsNone((yield self.client(redis.url).execute("GET", "k")))
+
+        other = yield startRedis(self, tls=True)
+        url = "rediss://127.0.0.1:%d/0" % (other.tlsPort,)
+        client = self.client(parseURL(url).with_(caFile=other.caFile))
+        self.assertEqual((yield client.execute("PING")), "PONG")
+
+    @defer.inlineCallbacks
+    def test_sentinelFollowsTheMaster(self):
+        """
+        C{redis+sentinel://}: the client writes to the master Sentinel
+        names; after a failover (SENTINEL FAILOVER: the replica promoted)
+        it follows the new master, told by C{+switch-master} or by the old
+        one refusing writes (READONLY), and writes go there.
+        """
+        master = yield startRedis(self)
+        replica = yield startRedis(self, replicaOf=("127.0.0.1", master.port))
+        sentinel = ThrowawaySentinel(("127.0.0.1", master.port))
+        self.addCleanup(sentinel.cleanUp)
+        self.addCleanup(sentinel.stop)
+        yield sentinel.start()
+        url = "redis+sentinel://127.0.0.1:1,127.0.0.1:%d/%s/2" % (
+            sentinel.port,
+            sentinel.service,
+        )
+        client = self.client(parseURL(url).with_(deadline=1.0))
+        yield client.execute("SET", "k", "before")
+        self.assertEqual(client.endpoint.master, ("127.0.0.1", master.port))
+        admin = self.client("redis://127.0.0.1:%d/0" % (sentinel.port,))
+        onReplica = self.client("redis://127.0.0.1:%d/2" % (replica.port,))
+        yield waitFor(lambda: onReplica.execute("GET", "k"), "the replica in sync", 20)
+
+        def failover():
+            d = admin.execute("SENTINEL", "FAILOVER", sentinel.service)
+            # NOGOODSLAVE until Sentinel has seen the replica.
+            return d.addErrback(lambda _: False)
+
+        yield waitFor(failover, "Sentinel to start the failover", 20)
+        yield waitFor(lambda: client.endpoint.master == ("127.0.0.1", replica.port), "followed", 20)
+
+        def written():
+            d = client.execute("SET", "k", "after")
+            return d.addErrback(lambda _: False)
+
+        yield waitFor(written, "a write accepted", 20)
+        self.assertEqual((yield onReplica.execute("GET", "k")), "after")

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Install what clientproxy's demo, tests and benchmarks need on a fresh
 # Debian machine: Prosody and ejabberd (Debian's packages; the integration
-# tests run against both), Redis (for the state several processes share)
+# tests run against both), Redis and Redis Sentinel (for the state several
+# processes share)
 # and clientproxy itself with its Python
 # dependencies (an editable install of this checkout). The servers' own
 # services are not used: the tests start throwaway instances on loopback.
@@ -15,6 +16,8 @@ missing=""
 command -v prosodyctl >/dev/null 2>&1 || missing="$missing prosody"
 ls -d /usr/lib/*/ejabberd-* >/dev/null 2>&1 || missing="$missing ejabberd"
 command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
+# Redis Sentinel, for the tests of a Redis that fails over (redis+sentinel://).
+command -v redis-sentinel >/dev/null 2>&1 || missing="$missing redis-sentinel"
 if [ -n "$missing" ]; then
     echo "setup: installing$missing from Debian's packages"
     $SUDO apt-get update -qq

@@ -111,6 +111,57 @@ def checkURL(url):
     return parseURL(url)
 
 
+#: Every command clientproxy sends to Redis, itself or from its Lua scripts
+#: (read from the code: client.py's handshake, the Listener, the Cluster's
+#: heartbeat and scripts, requests.py's and this module's scripts); the ACL
+#: user of L{aclRules} may run these and no other.
+ACL_COMMANDS = (
+    # The handshake (ROLE: through Sentinel), the subscriber's pings.
+    "auth",
+    "ping",
+    "select",
+    "role",
+    # The channels.
+    "subscribe",
+    "unsubscribe",
+    "publish",
+    # The scripts, and what they call.
+    "evalsha",
+    "eval",
+    "exists",
+    "del",
+    "set",
+    "pexpire",
+    "sadd",
+    "srem",
+    "smembers",
+    "hset",
+    "hget",
+    "hmget",
+    "hdel",
+    "hincrby",
+    "hgetall",
+    "llen",
+    "rpush",
+    "lpush",
+    "lrange",
+    "ltrim",
+)
+
+
+def aclRules(component):
+    """
+    The rules of C{ACL SETUSER} for a user that may do what clientproxy
+    serving C{component} needs and nothing else: the commands of
+    L{ACL_COMMANDS}, on the keys and channels of L{prefixOf} only (add
+    C{on} and C{>password}).
+    """
+    prefix = prefixOf(component)
+    return ["resetkeys", "resetchannels", "~%s*" % (prefix,), "&%s*" % (prefix,), "-@all"] + [
+        "+" + command for command in ACL_COMMANDS
+    ]
+
+
 def prefixOf(component):
     """
     The start of every Redis key and channel of C{component}.
