@@ -106,6 +106,7 @@ class RedisProtocol(protocol.Protocol):
         if clock is None:
             from twisted.internet import reactor as clock
         self.clock = clock
+        self._seconds = clock.seconds
         self.deadline = deadline
         self.where = where
         self._reader = hiredis.Reader(encoding="utf-8", errors="surrogateescape")
@@ -132,8 +133,17 @@ class RedisProtocol(protocol.Protocol):
         self._lostObservers.append(onLost)
 
     def execute(self, *arguments):
+        # On the path of every command: send() inlined.
         d = defer.Deferred()
-        self.send(encode(arguments), d, self.clock.seconds() + self.deadline)
+        if self._failure is not None:
+            # Dropped, the loss not yet told.
+            d.errback(self._failure)
+            return d
+        due = self._seconds() + self.deadline
+        self._waiting.append((d, due))
+        if self._timer is None:
+            self._timer = self.clock.callLater(self.deadline, self._check)
+        self.transport.write(encode(arguments))
         return d
 
     def send(self, data, d, due):
@@ -142,12 +152,11 @@ class RedisProtocol(protocol.Protocol):
         is when its deadline is.
         """
         if self._failure is not None:
-            # Dropped, the loss not yet told.
             d.errback(self._failure)
             return
         self._waiting.append((d, due))
         if self._timer is None:
-            self._timer = self.clock.callLater(max(0.0, due - self.clock.seconds()), self._check)
+            self._timer = self.clock.callLater(max(0.0, due - self._seconds()), self._check)
         self.transport.write(data)
 
     def _check(self):
