@@ -8,6 +8,8 @@ random. Redis answers asynchronously, so the tests wait for what they
 expect, bounded by L{waitFor}.
 """
 
+import os
+
 from hypothesis import given, settings, strategies as st
 from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
@@ -568,6 +570,15 @@ class LockedRedisTests(ClusterTests):
 
     def redisURL(self):
         return "redis://clientproxy:%s@127.0.0.1:%d/0" % (ACL_PASSWORD, self.redis.port)
+
+    def test_documented(self):
+        """
+        docs/instances.md gives the very ACL these tests run with.
+        """
+        line = " ".join(["ACL SETUSER clientproxy on >PASSWORD"] + aclRules("proxy.example.org"))
+        docs = os.path.join(os.path.dirname(os.path.dirname(__file__)), "docs", "instances.md")
+        with open(docs, encoding="utf-8") as f:
+            self.assertIn(line, f.read())
 
     @defer.inlineCallbacks
     def test_nothingElse(self):
