@@ -259,15 +259,21 @@ class HandshakeTests(unittest.TestCase):
     PASSWORD = "s3cr3t-pw"
     timeout = 5
 
+    def setUp(self):
+        # What was logged by other tests' clients of the same address.
+        self.patch(Redis, "_told", {})
+
     def closing(self, client):
         """
         Disconnect C{client} at the end of the test (the loss told at the
         next turn of the clock).
         """
 
+        clock = self.clock
+
         def close():
             d = client.disconnect()
-            self.clock.advance(0)
+            clock.advance(0)
             return d
 
         self.addCleanup(close)
@@ -348,6 +354,18 @@ class HandshakeTests(unittest.TestCase):
         self.assertIsNone(self.successResultOf(waiting))
         for _, text in lines.lines:
             self.assertNotIn(self.PASSWORD, text)
+
+    def test_oneLineForAllClients(self):
+        """
+        The two clients of one process (commands, subscriber) refused
+        alike: one error line, not one each.
+        """
+        lines = LogLines(self)
+        for _ in range(2):
+            self.client("redis://:%s@h/0" % (self.PASSWORD,))
+            p = self.endpoint.connections[0][0]
+            p.dataReceived(b"-WRONGPASS invalid username-password pair or user is disabled.\r\n")
+        self.assertEqual(len(lines.errors()), 1)
 
     def test_noAuth(self):
         """

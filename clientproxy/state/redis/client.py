@@ -376,6 +376,8 @@ class Redis:
     """
 
     log = Logger()
+    # The problem last logged, by where Redis is.
+    _told = {}
 
     def __init__(
         self, address, reactor=None, onConnected=None, endpoint=None, handshake=True, role=None
@@ -478,8 +480,8 @@ class Redis:
             # Lost, or a deadline missed: made again.
             connection.drop()
             return
-        if self.problem is not None:
-            self.problem = None
+        self.problem = None
+        if Redis._told.pop(address.where(), None) is not None:
             self.log.info(
                 "{role} at {where} accepts this process's credentials again",
                 role=self._role,
@@ -510,8 +512,11 @@ class Redis:
             problem = "%s (user %s)" % (error, address.username or "default")
         else:
             problem = error
-        if problem != self.problem:
-            self.problem = problem
+        self.problem = problem
+        # Once for all the clients of one Redis (the commands', the
+        # subscriber's), until it changes.
+        if Redis._told.get(address.where()) != problem:
+            Redis._told[address.where()] = problem
             self.log.error(
                 "{role} at {where} refused this process: {problem}; trying again",
                 role=self._role,
