@@ -36,7 +36,7 @@ from clientproxy.handlers.servicepresence import (
 )
 from clientproxy.xmpp.stanzas import StanzaIDs
 from clientproxy.ops.stats import Stats
-from clientproxy.state.redis.store import Listener, RedisStore, connect as connectRedis
+from clientproxy.state.redis.store import Listener, RedisStore, checkURL, connect as connectRedis
 from clientproxy.ops.standby import lockFor
 from clientproxy.state.sqlite import Store, storePath
 from clientproxy.routing.strategies import DEFAULT, makeStrategy
@@ -279,6 +279,8 @@ def makeHandlers(
     facts.observe(selector.apply)
     if cluster is not None:
         handlers.dispatcher.requests.whenAdopted(handlers.dispatcher.adopted)
+        # Resources that came while the channels were down are learnt again.
+        cluster.whenResyncing(handlers.presence.probe)
     return handlers
 
 
@@ -300,7 +302,9 @@ def makeProxy(
 
     @param jid: the component's JID (a string, already normalised).
     @param target: the target's bare JID (a string, already normalised).
-    @param redis: a C{redis://host:port/db} URL: the requests in flight,
+    @param redis: a L{clientproxy.state.redis.address.RedisAddress}, or
+        its URL (C{redis://host:port/db} and the other forms L{checkURL}
+        reads): the requests in flight,
         the target's resources, the queue and the subscribers are shared
         there with the other processes serving the component
         (L{clientproxy.state.redis.cluster}, L{clientproxy.state.redis.store}); C{dataDir} is
@@ -320,10 +324,10 @@ def makeProxy(
     if reactor is None:
         from twisted.internet import reactor
     if redis is not None:
-        url = redis
-        redis = connectRedis(url)
+        address = checkURL(redis) if isinstance(redis, str) else redis
+        redis = connectRedis(address, reactor)
         store = RedisStore(redis, jid)
-        options.update(redis=redis, listen=lambda onMessage: Listener(url, onMessage, reactor))
+        options.update(redis=redis, listen=lambda onMessage: Listener(address, onMessage, reactor))
     else:
         store = Store(":memory:" if dataDir is None else storePath(dataDir, jid))
     handlers = makeHandlers(jid, target, reactor, store, **options)

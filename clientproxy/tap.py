@@ -30,10 +30,12 @@ from clientproxy.ops.systemd import SystemdNotifier, notifySocket
 from clientproxy.routing.policy import normalise, readAccessFile
 from clientproxy.routing.selection import MATCH_MODES, Affinity
 from clientproxy.routing.strategies import availableStrategies
+from clientproxy.state.redis.client import PASSWORD_ENVIRONMENT
 from clientproxy.state.redis.store import checkURL as checkRedisURL
 from clientproxy.xmpp.connection import TLSSettings
 
 SECRET_ENVIRONMENT = "CLIENTPROXY_SECRET"
+REDIS_PASSWORD_ENVIRONMENT = PASSWORD_ENVIRONMENT
 
 #: What --redis needs that clientproxy[redis] installs.
 REDIS_EXTRA = "hiredis"
@@ -111,6 +113,7 @@ class Options(usage.Options):
 
     def __init__(self):
         usage.Options.__init__(self)
+        self.redisAddress = None
         self["allow"] = []
         self["deny"] = []
 
@@ -280,11 +283,8 @@ class Options(usage.Options):
             self["data-dir"] = defaultDataDir()
         if not os.path.isdir(self["data-dir"]):
             raise usage.UsageError("--data-dir: no such directory: %s" % (self["data-dir"],))
-        if self["redis"] is not None:
-            try:
-                checkRedisURL(self["redis"])
-            except ValueError as e:
-                raise usage.UsageError("--redis: %s" % (e,))
+        self.redisAddress = self._redisAddress()
+        if self.redisAddress is not None:
             missing = missingRedisSupport()
             if missing is not None:
                 raise usage.UsageError(missing)
@@ -302,6 +302,48 @@ class Options(usage.Options):
                 re.compile(self["resources"])
             except re.error as e:
                 raise usage.UsageError("--resources: not a regular expression: %s" % (e,))
+
+    def _redisAddress(self):
+        """
+        The L{clientproxy.state.redis.address.RedisAddress} of C{--redis},
+        with its password from exactly one of the URL and
+        C{--redis-password-file}, or else from the environment; C{None}
+        without C{--redis}. The password never appears in a message.
+        """
+        if self["redis"] is None:
+            for option in ("redis-password-file", "redis-ca-file"):
+                if self[option] is not None:
+                    raise usage.UsageError("--%s is used only with --redis" % (option,))
+            return None
+        try:
+            address = checkRedisURL(self["redis"])
+        except ValueError as e:
+            raise usage.UsageError("--redis: %s" % (e,))
+        password = address.password
+        if self["redis-password-file"] is not None:
+            if password is not None:
+                raise usage.UsageError(
+                    "give the Redis password once: in the --redis URL or --redis-password-file"
+                )
+            try:
+                with open(self["redis-password-file"], encoding="utf-8") as f:
+                    password = f.read().strip("\r\n")
+            except OSError as e:
+                raise usage.UsageError(
+                    "--redis-password-file: cannot read %s: %s"
+                    % (self["redis-password-file"], e.strerror)
+                )
+        elif password is None:
+            password = os.environ.get(REDIS_PASSWORD_ENVIRONMENT) or None
+        if address.username and password is None:
+            raise usage.UsageError("--redis: a user name without a password")
+        caFile = self["redis-ca-file"]
+        if caFile is not None:
+            if not address.tls:
+                raise usage.UsageError("--redis-ca-file is used only with a rediss:// URL")
+            if not os.path.isfile(caFile):
+                raise usage.UsageError("--redis-ca-file: no such file: %s" % (caFile,))
+        return address.with_(password=password, caFile=caFile, deadline=self["redis-timeout"])
 
     def _secret(self):
         """
@@ -360,7 +402,7 @@ def proxyArgumentsOf(options):
     tls = None
     if options["tls"]:
         tls = TLSSettings(options["tls-name"] or options["host"], options["ca-file"])
-    return dict(settings.proxyArguments(options), tls=tls)
+    return dict(settings.proxyArguments(options), tls=tls, redis=options.redisAddress)
 
 
 def makeService(config):

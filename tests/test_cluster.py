@@ -8,6 +8,8 @@ random. Redis answers asynchronously, so the tests wait for what they
 expect, bounded by L{waitFor}.
 """
 
+import os
+
 from hypothesis import given, settings, strategies as st
 from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
@@ -16,7 +18,9 @@ from twisted.trial import unittest
 from clientproxy.state.redis.cluster import HEARTBEAT
 from clientproxy.ops.metrics import readiness
 from clientproxy.xmpp.connection import ProxyComponent
-from clientproxy.state.redis.store import Listener, RedisStore, connect
+from clientproxy.state.redis.address import parseURL
+from clientproxy.state.redis.client import RedisError
+from clientproxy.state.redis.store import Listener, RedisStore, aclRules, connect
 from clientproxy.testing.redis import startRedis
 from tests.helpers import COMPONENT, TARGET, Harness, errorCondition, waitFor
 from tests.xmlgen import RECIPIENTS, RESOURCES, attribute, readStanzas, stanzas
@@ -60,17 +64,24 @@ class SharedProcesses(unittest.TestCase):
     def setUp(self):
         self.redis = yield startRedis(self)
 
+    def redisURL(self):
+        """
+        The URL the processes reach Redis by.
+        """
+        return self.redis.url
+
     def process(self, name, **options):
         """
         One process of the component, sharing its state through Redis;
         C{options} go to L{Harness}.
         """
-        redis = connect(self.redis.url)
+        url = self.redisURL()
+        redis = connect(url)
         store = RedisStore(redis, COMPONENT)
         listeners = []
 
         def listen(onMessage):
-            listener = Listener(self.redis.url, onMessage)
+            listener = Listener(url, onMessage)
             listeners.append(listener)
             return listener
 
@@ -250,7 +261,8 @@ class ClusterTests(SharedProcesses):
     @defer.inlineCallbacks
     def test_readyAgain(self):
         """
-        Once Redis answers again, requests are taken again.
+        Once Redis answers again, and the process has read back what it
+        may have missed, it is ready and requests are taken again.
         """
         (a,) = yield self.processes(1)
         self.assertEqual(readinessOf(a), [])
@@ -260,6 +272,10 @@ class ClusterTests(SharedProcesses):
         yield waitFor(lambda: not a.handlers.cluster.reachable)
         yield self.redis.start()
         yield waitFor(lambda: a.clock.advance(HEARTBEAT) or a.handlers.cluster.reachable, 15)
+        # Subscribed again, the process resyncs (and probes the target).
+        yield waitFor(lambda: a.handlers.cluster.synced, "resynced")
+        self.assertEqual(readinessOf(a), [])
+        a.take()
         (forwarded,) = yield self.forwarded(a, stanzaID="y")
         self.assertEqual(forwarded["to"], TARGET + "/a")
 
@@ -552,3 +568,129 @@ class MembershipTests(SharedProcesses):
         a.clock.advance(HEARTBEAT)
         yield cluster.redis.execute("PING")
         self.assertEqual((yield cluster.redis.execute("SMEMBERS", key)), [cluster.instanceID])
+
+
+#: The ACL user's password in L{LockedRedisTests}.
+ACL_PASSWORD = "acl-pw"
+
+
+class LockedRedisTests(ClusterTests):
+    """
+    The same rules against a Redis locked as docs/instances.md says: the
+    default user has a password (requirepass) the processes do not know,
+    and they authenticate as an ACL user that may run exactly the
+    commands of L{ACL_COMMANDS} on the component's keys and channels. A
+    command missing from the list fails these tests with NOPERM.
+    """
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        rule = " ".join(["clientproxy", "on", ">" + ACL_PASSWORD] + aclRules(COMPONENT))
+        self.redis = yield startRedis(self, password="default-pw", users=[rule])
+
+    def redisURL(self):
+        return "redis://clientproxy:%s@127.0.0.1:%d/0" % (ACL_PASSWORD, self.redis.port)
+
+    def test_documented(self):
+        """
+        docs/instances.md gives the very ACL these tests run with.
+        """
+        line = " ".join(["ACL SETUSER clientproxy on >PASSWORD"] + aclRules("proxy.example.org"))
+        docs = os.path.join(os.path.dirname(os.path.dirname(__file__)), "docs", "instances.md")
+        with open(docs, encoding="utf-8") as f:
+            self.assertIn(line, f.read())
+
+    @defer.inlineCallbacks
+    def test_nothingElse(self):
+        """
+        The ACL user can touch no other key, no other channel, and no
+        command off the list; the default user is refused without its
+        password.
+        """
+        client = connect(self.redisURL())
+        self.addCleanup(client.disconnect)
+        for command in (
+            ("GET", "other:key"),
+            ("SET", "clientproxy:other.example.org:x", "1"),
+            ("PUBLISH", "other", "x"),
+            ("GET", "clientproxy:%s:x" % (COMPONENT,)),
+            ("KEYS", "*"),
+            ("FLUSHALL",),
+            ("CONFIG", "GET", "requirepass"),
+        ):
+            with self.assertRaises(RedisError) as caught:
+                yield client.execute(*command)
+            self.assertTrue(str(caught.exception).startswith("NOPERM"), command)
+        anonymous = connect(self.redis.url.replace("redis://", "redis://:wrong@"))
+        self.addCleanup(anonymous.disconnect)
+        yield waitFor(lambda: anonymous.problem, "the wrong password refused")
+        self.assertIn("WRONGPASS", anonymous.problem)
+
+
+class TLSClusterTests(ClusterTests):
+    """
+    The same rules with Redis reached over TLS (C{rediss://}, its
+    certificate checked against the throwaway CA) and a password.
+    """
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.redis = yield startRedis(self, password="tls-pw", tls=True)
+
+    def redisURL(self):
+        return parseURL("rediss://:tls-pw@127.0.0.1:%d/0" % (self.redis.tlsPort,)).with_(
+            caFile=self.redis.caFile
+        )
+
+
+class ResyncTests(SharedProcesses):
+    """
+    What a process does when its subscriber connection comes back, and
+    what /readyz says of a Redis that refuses it.
+    """
+
+    @defer.inlineCallbacks
+    def test_resyncAfterResubscribing(self):
+        """
+        The subscriber connection killed (as a half-open link dropped at
+        its deadline would be): once subscribed again, the process reads
+        the store's counts back (a subscriber added by another meanwhile is
+        counted), probes the target's presence, and is not ready until both
+        are done.
+        """
+        a, b = yield self.processes(2)
+        listener = a.handlers.cluster.listener
+        admin = connect(self.redis.url)
+        self.addCleanup(admin.disconnect)
+        ids = yield admin.execute("CLIENT", "LIST", "TYPE", "pubsub")
+        # a's listener was made first: the lower id.
+        first = min(int(line.split(" ")[0][3:]) for line in ids.splitlines())
+        yield admin.execute("CLIENT", "KILL", "ID", first)
+        yield waitFor(lambda: not listener.subscribed, "the subscription lost")
+        self.assertIn("Redis channels subscribed", " ".join(readinessOf(a)))
+        b.handlers.store.addSubscriber("bob@example.org")
+        yield b.handlers.store.redis.execute("PING")
+        yield waitFor(lambda: listener.subscriptions == 2, "subscribed again")
+        yield waitFor(lambda: a.handlers.cluster.synced, "resynced")
+        self.assertEqual(readinessOf(a), [])
+        self.assertTrue(a.handlers.store.isSubscriber("bob@example.org"))
+        probes = [s for s in a.take() if s.name == "presence" and s.getAttribute("type") == "probe"]
+        self.assertEqual([p["to"] for p in probes], [TARGET])
+
+    @defer.inlineCallbacks
+    def test_wrongPasswordNamed(self):
+        """
+        A Redis that refuses the password: /readyz names WRONGPASS.
+        """
+        yield self.redis.stop()
+        self.redis.password = "right"
+        yield self.redis.start()
+        self.redisURL = lambda: self.redis.url.replace("redis://", "redis://:wrong@")
+        a = self.process("A")
+        yield waitFor(lambda: a.handlers.cluster.redis.problem, "the password refused")
+        a.clock.advance(HEARTBEAT)
+        a.clock.advance(HEARTBEAT)
+        unmet = " ".join(readinessOf(a))
+        self.assertIn("Redis accepting this process (WRONGPASS", unmet)
+        self.assertIn("Redis answering", unmet)
+        self.assertNotIn(":wrong", unmet)

@@ -129,7 +129,8 @@ class RedisStoreTests(unittest.TestCase):
 
 class URLTests(unittest.TestCase):
     """
-    The C{--redis} URL.
+    The C{--redis} URL as the store reads it (every form and refusal:
+    L{tests.test_redisclient.URLTests}).
     """
 
     def test_urls(self):
@@ -139,7 +140,9 @@ class URLTests(unittest.TestCase):
         that is not a number is a C{ValueError}, so a wrong C{--redis} fails at
         start.
         """
-        self.assertEqual(checkURL("redis://10.0.0.1:6380/2"), ("10.0.0.1", 6380, 2))
-        self.assertEqual(checkURL("redis://localhost"), ("localhost", 6379, 0))
+        a = checkURL("redis://10.0.0.1:6380/2")
+        self.assertEqual((a.host, a.port, a.db), ("10.0.0.1", 6380, 2))
+        a = checkURL("redis://localhost")
+        self.assertEqual((a.host, a.port, a.db), ("localhost", 6379, 0))
         for bad in ("http://x", "redis://", "redis://h/x"):
             self.assertRaises(ValueError, checkURL, bad)

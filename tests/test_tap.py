@@ -13,7 +13,13 @@ from twisted.trial import unittest
 
 from clientproxy.xmpp.connection import ProxyComponent
 from clientproxy.routing.strategies import LeastPendingStrategy
-from clientproxy.tap import SECRET_ENVIRONMENT, Options, defaultDataDir, makeService
+from clientproxy.tap import (
+    REDIS_PASSWORD_ENVIRONMENT,
+    SECRET_ENVIRONMENT,
+    Options,
+    defaultDataDir,
+    makeService,
+)
 
 REQUIRED = ["--jid", "proxy.example.org", "--target", "svc@example.org"]
 TAC = FilePath(__file__).parent().sibling("tac")
@@ -258,6 +264,59 @@ class OptionsTests(unittest.TestCase):
             ["--secret", "a", "--secret-credential", "c"],
         ):
             self.assertRaises(usage.UsageError, self.parse, *REQUIRED + two)
+
+    def test_redisPassword(self):
+        """
+        The Redis password comes from the URL, C{--redis-password-file}
+        (without its final newline) or C{$CLIENTPROXY_REDIS_PASSWORD}, in
+        that order; the URL and the file together are refused; the deadline
+        and the CA file go with the address.
+        """
+        base = REQUIRED + ["--secret", "s"]
+        address = self.parse(*base + ["--redis", "redis://u:a%40b@h/1"]).redisAddress
+        self.assertEqual((address.username, address.password, address.db), ("u", "a@b", 1))
+        path = self.mktemp()
+        FilePath(path).setContent(b"from-file\n")
+        address = self.parse(*base + ["--redis", "redis://h", "--redis-password-file", path])
+        self.assertEqual(address.redisAddress.password, "from-file")
+        os.environ[REDIS_PASSWORD_ENVIRONMENT] = "from-env"
+        self.assertEqual(
+            self.parse(*base + ["--redis", "redis://h"]).redisAddress.password, "from-env"
+        )
+        self.assertRaises(
+            usage.UsageError,
+            self.parse,
+            *base + ["--redis", "redis://:x@h", "--redis-password-file", path],
+        )
+        ca = self.mktemp()
+        FilePath(ca).setContent(b"")
+        address = self.parse(
+            *base + ["--redis", "rediss://h", "--redis-ca-file", ca, "--redis-timeout", "1.5"]
+        ).redisAddress
+        self.assertEqual((address.tls, address.caFile, address.deadline), (True, ca, 1.5))
+        self.assertEqual(self.parse(*base).redisAddress, None)
+
+    def test_redisRefusals(self):
+        """
+        A C{--redis} URL with parts that would be ignored, a CA file without
+        TLS or that does not exist, a password file without C{--redis}, a
+        deadline under 0.1 s: each one usage error (one line), never showing
+        the password.
+        """
+        base = REQUIRED + ["--secret", "s"]
+        for extra in (
+            ["--redis", "redis://u:hunter2@h/0?timeout=1"],
+            ["--redis", "redis://u:hunter2@h/x"],
+            ["--redis", "redis://u:hunter2@h/0#f"],
+            ["--redis", "unix://u:hunter2@/s?db=1&x=1"],
+            ["--redis", "redis://:hunter2@h", "--redis-ca-file", "/etc/hostname"],
+            ["--redis", "rediss://:hunter2@h", "--redis-ca-file", "/nonexistent/ca"],
+            ["--redis-password-file", "/etc/hostname"],
+            ["--redis", "redis://h", "--redis-timeout", "0"],
+        ):
+            e = self.assertRaises(usage.UsageError, self.parse, *base + extra)
+            self.assertNotIn("hunter2", str(e))
+            self.assertNotIn("\n", str(e))
 
     def test_secretNotInErrors(self):
         """

@@ -6,7 +6,7 @@
 #  - from Debian's packages: Python 3 with its venv module (python3-venv:
 #    Debian's Python refuses pip outside a virtual environment, PEP 668),
 #    Prosody and ejabberd (the integration tests run against both) and
-#    Redis (the state several processes share). The servers' own services
+#    Redis and Redis Sentinel (the state several processes share). The servers' own services
 #    are not used: the tests start throwaway instances on loopback.
 #  - into .venv, with `python3 -m venv` of the python3 first on the PATH:
 #    clientproxy, editable (`pip install -e '.[test,redis]'`), with what its
@@ -27,6 +27,8 @@ python3 -c "import ensurepip, venv" >/dev/null 2>&1 || missing="$missing python3
 command -v prosodyctl >/dev/null 2>&1 || missing="$missing prosody"
 ls -d /usr/lib/*/ejabberd-* >/dev/null 2>&1 || missing="$missing ejabberd"
 command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
+# Redis Sentinel, for the tests of a Redis that fails over (redis+sentinel://).
+command -v redis-sentinel >/dev/null 2>&1 || missing="$missing redis-sentinel"
 if [ -n "$missing" ]; then
     echo "setup: installing$missing from Debian's packages"
     $SUDO apt-get update -qq

@@ -471,8 +471,14 @@ def readiness(proxies):
             )
         if not p.resources:
             unmet.append("at least one usable resource of %s" % (p.target,))
+        if p.sharedProblem is not None:
+            unmet.append("Redis accepting this process (%s)" % (p.sharedProblem,))
         if p.sharedReachable is False:
             unmet.append("Redis answering (new requests are refused until it does)")
+        elif p.sharedReachable and not p.sharedSynced:
+            unmet.append(
+                "Redis channels subscribed, and what was published while they were not read back"
+            )
         report[p.jid] = {"ready": not unmet, "unmet": unmet}
     ready = all(r["ready"] for r in report.values())
     return ready, {"ready": ready, "proxies": report}

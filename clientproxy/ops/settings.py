@@ -34,6 +34,7 @@ from clientproxy.routing.policy import MAX_STANZA_SIZE
 from clientproxy.routing.refusals import REFUSAL_TTL
 from clientproxy.routing.selection import AUTO
 from clientproxy.routing.strategies import DEFAULT as DEFAULT_STRATEGY
+from clientproxy.state.redis.address import DEFAULT_DEADLINE
 
 #: When a setting takes effect.
 LIVE, RESTART, PROCESS, ONCE = "live", "restart", "process", "once"
@@ -216,10 +217,33 @@ SETTINGS = (
         "redis",
         None,
         "Share the requests in flight, the target's resources, queued messages and service "
-        "subscribers in Redis (redis://host:port/db) with the other processes serving the "
-        "component (see docs/instances.md).",
+        "subscribers in Redis with the other processes serving the component: "
+        "redis://[user:password@]host:port/db, rediss:// (TLS), unix:///path?db=N or "
+        "redis+sentinel://host:26379,host2:26379/service/db (see docs/instances.md).",
         when=RESTART,
         argument="redis",
+    ),
+    Setting(
+        "redis-password-file",
+        None,
+        "A file holding the Redis password (a trailing newline is ignored); "
+        "or $CLIENTPROXY_REDIS_PASSWORD, or in the URL.",
+        when=ONCE,
+    ),
+    Setting(
+        "redis-ca-file",
+        None,
+        "With rediss://: a PEM file of the certificate authority to trust (default: the system's).",
+        when=RESTART,
+    ),
+    Setting(
+        "redis-timeout",
+        DEFAULT_DEADLINE,
+        "Seconds a Redis command may wait for its reply; a connection that misses it is "
+        "dropped and made again.",
+        float,
+        when=RESTART,
+        minimum=0.1,
     ),
     Setting(
         "queue-per-sender",

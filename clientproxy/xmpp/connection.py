@@ -174,6 +174,10 @@ class Status:
     @ivar subscribers: the subscribers to the service's presence.
     @ivar sharedReachable: with state shared by several processes,
         whether it can be reached; C{None} for a process alone.
+    @ivar sharedProblem: why the shared state refuses this process (a
+        wrong password, say), or C{None}.
+    @ivar sharedSynced: whether what was published while this process was
+        not listening has been read back.
     """
 
     def __init__(self, **fields):
@@ -269,6 +273,8 @@ class ProxyComponent(Component):
             queued=parts.store.queueLength(),
             subscribers=parts.store.subscriberCount(),
             sharedReachable=None if cluster is None else cluster.reachable,
+            sharedProblem=None if cluster is None else getattr(cluster.redis, "problem", None),
+            sharedSynced=cluster is None or cluster.synced,
         )
 
     def reconfigure(self, settings, changed):

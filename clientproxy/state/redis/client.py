@@ -5,16 +5,30 @@ replies read by hiredis (the C parser of the Redis project, which redis-py
 uses too), reconnected by L{ClientService}.
 
 Why not a general client: with several processes sharing their state
-(L{clientproxy.state.redis.cluster}), every request costs two Redis commands, and
-txredisapi, the Twisted client, spent about 60 µs of CPU on each here
-(a chain of Deferreds per reply, a line parser that pauses and resumes the
-transport for every bulk string). This one keeps to what clientproxy needs:
-a command is a list of arguments, its reply a Deferred; a script runs by
-its SHA-1 (EVALSHA), sent whole once Redis says it does not know it.
+(L{clientproxy.state.redis.cluster}), every request costs two Redis
+commands. bench/shared.py measured 72.5 µs of the component's CPU per round
+trip with this client, 119.5-124.5 with txredisapi 1.6 (hiredis under it
+too), 130-133 with its reply timeout on (docs/instances.md). This one keeps
+to what clientproxy needs: a command is a list of arguments, its reply a
+Deferred; a script runs by its SHA-1 (EVALSHA), sent whole once Redis says
+it does not know it.
 
-While no connection is up, commands wait, in order, and go out once one
-is; commands sent on a connection that is lost fail with
-L{ConnectionLost}, as Redis may or may not have run them.
+Reaching Redis (L{clientproxy.state.redis.address}): TCP, TLS (the
+server's name checked with service_identity), a Unix socket, or the master
+that Redis Sentinel names, asked again on every connection. Every
+connection starts with a handshake: C{AUTH} when there is a password (else
+a C{PING}, so that a Redis that wants one says C{NOAUTH} at once),
+C{SELECT}, and through Sentinel C{ROLE} (a master, or it is dropped). A
+refusal of the credentials is one log line (until they are accepted) and
+L{Redis.problem}, which /readyz shows.
+
+Every command has a deadline (L{RedisAddress.deadline}), counted from when
+it is issued: one that has no reply by then fails with L{DeadlineMissed},
+and so do all those waiting on its connection, which is dropped and made
+again (a half-open link, a Redis stopped: the kernel may still accept).
+While no connection is up, commands wait, in order, until one is or
+until their deadline; commands sent on a connection that is lost fail
+with L{ConnectionLost}, as Redis may or may not have run them.
 """
 
 import hashlib
@@ -26,14 +40,40 @@ except ImportError:  # without clientproxy[redis]: --redis says so (clientproxy.
     hiredis = None
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet import defer, protocol
-from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.endpoints import (
+    TCP4ClientEndpoint,
+    UNIXClientEndpoint,
+    connectProtocol,
+    wrapClientTLS,
+)
 from twisted.internet.error import ConnectionLost
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
+from zope.interface import implementer
+
+from clientproxy.state.redis.address import DEFAULT_DEADLINE, RedisAddress, parseURL
 
 
 class RedisError(Exception):
     """
     Redis answered a command with an error.
+    """
+
+
+class DeadlineMissed(ConnectionLost):
+    """
+    A command had no reply within its deadline: the connection it was sent
+    on (if any) is dropped and made again. Redis may or may not have run
+    it.
+    """
+
+    def __str__(self):
+        return self.args[0]
+
+
+class NoMaster(Exception):
+    """
+    No sentinel named a master for the service.
     """
 
 
@@ -56,14 +96,30 @@ class RedisProtocol(protocol.Protocol):
     @ivar onPush: called with each message of a subscribed channel, as
         C{onPush(channel, message)}, on a connection that subscribed (one
         channel per SUBSCRIBE, so that each has one reply).
+    @ivar clock: the L{IReactorTime} of the deadlines.
+    @ivar deadline: seconds a command may wait for its reply.
     """
 
     onPush = None
-    onLost = None
+    #: Whether a C{READONLY} error drops the connection (the master that
+    #: Sentinel named was demoted: the next connection asks again).
+    followsMaster = False
 
-    def __init__(self):
+    def __init__(self, clock=None, deadline=DEFAULT_DEADLINE, where="Redis"):
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.clock = clock
+        self._seconds = clock.seconds
+        self.deadline = deadline
+        self.where = where
         self._reader = hiredis.Reader(encoding="utf-8", errors="surrogateescape")
+        # (Deferred, when its deadline is), oldest first: the first's is
+        # the soonest.
         self._waiting = deque()
+        self._timer = None
+        self._pinger = None
+        self._failure = None
+        self._lostObservers = []
 
     def listen(self, onPush):
         """
@@ -77,13 +133,84 @@ class RedisProtocol(protocol.Protocol):
         """
         Call C{onLost()} once this connection is lost.
         """
-        self.onLost = onLost
+        self._lostObservers.append(onLost)
 
     def execute(self, *arguments):
+        # On the path of every command: send() inlined.
         d = defer.Deferred()
-        self._waiting.append(d)
+        if self._failure is not None:
+            # Dropped, the loss not yet told.
+            d.errback(self._failure)
+            return d
+        due = self._seconds() + self.deadline
+        self._waiting.append((d, due))
+        if self._timer is None:
+            self._timer = self.clock.callLater(self.deadline, self._check)
         self.transport.write(encode(arguments))
         return d
+
+    def send(self, data, d, due):
+        """
+        Write C{data}, one or more commands whose reply goes to C{d}; C{due}
+        is when its deadline is.
+        """
+        if self._failure is not None:
+            d.errback(self._failure)
+            return
+        self._waiting.append((d, due))
+        if self._timer is None:
+            self._timer = self.clock.callLater(max(0.0, due - self._seconds()), self._check)
+        self.transport.write(data)
+
+    def _check(self):
+        self._timer = None
+        if not self._waiting:
+            return
+        due = self._waiting[0][1]
+        now = self.clock.seconds()
+        if due > now:
+            self._timer = self.clock.callLater(due - now, self._check)
+            return
+        self.drop(
+            DeadlineMissed(
+                "%s did not answer within %g s: the connection is dropped and made again"
+                % (self.where, self.deadline)
+            )
+        )
+
+    def ping(self, interval):
+        """
+        Send a C{PING} every C{interval} seconds (on a subscribed
+        connection too, where Redis answers C{pong}): a link that no
+        longer carries anything misses the deadline and is dropped.
+        """
+        if self._pinger is None:
+
+            def beat():
+                self._pinger = self.clock.callLater(interval, beat)
+                self.execute("PING").addErrback(lambda _: None)
+
+            self._pinger = self.clock.callLater(interval, beat)
+
+    def drop(self, error=None):
+        """
+        Drop the connection at once (no waiting for a reply that will not
+        come); the commands waiting fail with C{error}.
+        """
+        if error is None:
+            error = ConnectionLost("the connection to %s was dropped" % (self.where,))
+        if self._failure is None:
+            self._failure = error
+        self._fail(error)
+        transport = self.transport
+        if transport is not None:
+            abort = getattr(transport, "abortConnection", None)
+            (abort or transport.loseConnection)()
+
+    def _fail(self, error):
+        waiting, self._waiting = self._waiting, deque()
+        for d, _ in waiting:
+            d.errback(error)
 
     def dataReceived(self, data):
         reader = self._reader
@@ -100,65 +227,317 @@ class RedisProtocol(protocol.Protocol):
             ):
                 self.onPush(reply[1], reply[2])
                 continue
-            d = self._waiting.popleft()
+            if not self._waiting:
+                return
+            d = self._waiting.popleft()[0]
             if isinstance(reply, hiredis.ReplyError):
                 d.errback(RedisError(str(reply)))
+                if self.followsMaster and str(reply).startswith("READONLY"):
+                    self.drop(
+                        ConnectionLost(
+                            "%s is no longer the master: asking Sentinel again" % (self.where,)
+                        )
+                    )
+                    return
             else:
                 d.callback(reply)
 
     def connectionLost(self, reason):
-        if self.onLost is not None:
-            self.onLost()
-        waiting, self._waiting = self._waiting, deque()
-        for d in waiting:
-            d.errback(ConnectionLost("the connection to Redis was lost"))
+        for call in (self._timer, self._pinger):
+            if call is not None and call.active():
+                call.cancel()
+        self._timer = self._pinger = None
+        for onLost in self._lostObservers:
+            onLost()
+        self._fail(self._failure or ConnectionLost("the connection to %s was lost" % (self.where,)))
+
+
+class _Factory(protocol.Factory):
+    def __init__(self, clock, deadline, where, followsMaster=False):
+        self.clock = clock
+        self.deadline = deadline
+        self.where = where
+        self.followsMaster = followsMaster
+
+    def buildProtocol(self, addr):
+        p = RedisProtocol(self.clock, self.deadline, self.where)
+        p.followsMaster = self.followsMaster
+        p.factory = self
+        return p
+
+
+@implementer(IStreamClientEndpoint)
+class SentinelEndpoint:
+    """
+    The master that Redis Sentinel names for a service: every connection
+    asks the sentinels in turn (the one that answered last first) with
+    C{SENTINEL get-master-addr-by-name}, then connects there.
+
+    @ivar master: the C{(host, port)} named last, or C{None}.
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor, address, connectTo=None):
+        """
+        @param connectTo: called as C{connectTo(host, port)} for the
+            endpoint of a host (a sentinel's, the master's); TCP by default.
+        """
+        self._reactor = reactor
+        self.address = address
+        self.sentinels = list(address.sentinels)
+        self.master = None
+        if connectTo is None:
+
+            def connectTo(host, port):
+                return TCP4ClientEndpoint(reactor, host, port, timeout=address.deadline)
+
+        self._connectTo = connectTo
+
+    @defer.inlineCallbacks
+    def ask(self):
+        """
+        The master's C{(host, port)}, as the first sentinel that knows
+        says.
+
+        @raise NoMaster: none does.
+        """
+        why = []
+        for host, port in list(self.sentinels):
+            p = RedisProtocol(self._reactor, self.address.deadline, "Sentinel %s:%d" % (host, port))
+            try:
+                yield connectProtocol(self._connectTo(host, port), p)
+                reply = yield p.execute("SENTINEL", "get-master-addr-by-name", self.address.service)
+            except Exception as e:
+                why.append("%s:%d: %s" % (host, port, e))
+                continue
+            finally:
+                if p.transport is not None:
+                    p.transport.loseConnection()
+            if not reply or len(reply) != 2:
+                why.append("%s:%d: does not know %r" % (host, port, self.address.service))
+                continue
+            # The one that answered is asked first next time.
+            self.sentinels.remove((host, port))
+            self.sentinels.insert(0, (host, port))
+            master = (reply[0], int(reply[1]))
+            if master != self.master:
+                self.log.info(
+                    "Sentinel {sentinel} names {host}:{port} the master of {service}",
+                    sentinel="%s:%d" % (host, port),
+                    host=master[0],
+                    port=master[1],
+                    service=self.address.service,
+                )
+                self.master = master
+            return master
+        error = NoMaster(
+            "no sentinel named a master for %r (%s)" % (self.address.service, "; ".join(why))
+        )
+        if self.master is not False:
+            # Once, until one does.
+            self.master = False
+            self.log.error("{error}; asking again", error=str(error))
+        raise error
+
+    @defer.inlineCallbacks
+    def connect(self, factory):
+        host, port = yield self.ask()
+        p = yield self._connectTo(host, port).connect(factory)
+        return p
+
+
+def endpointFor(address, reactor):
+    """
+    The L{IStreamClientEndpoint} of a L{RedisAddress}.
+    """
+    if address.kind == "unix":
+        return UNIXClientEndpoint(reactor, address.path, timeout=address.deadline)
+    if address.kind == "sentinel":
+        return SentinelEndpoint(reactor, address)
+    endpoint = TCP4ClientEndpoint(reactor, address.host, address.port, timeout=address.deadline)
+    if address.tls:
+        from clientproxy.xmpp.connection import TLSSettings
+
+        endpoint = wrapClientTLS(TLSSettings(address.host, address.caFile).creator(), endpoint)
+    return endpoint
+
+
+#: The beginnings of the errors that say the credentials are wrong or
+#: missing.
+CREDENTIALS_ERRORS = ("WRONGPASS", "NOAUTH", "NOPERM", "ERR AUTH", "ERR invalid password")
 
 
 class Redis:
     """
     A client of one Redis database that reconnects by itself.
+
+    @ivar problem: why Redis refused the last handshake (its credentials,
+        a replica where a master was expected), or C{None}: /readyz shows
+        it.
+    @ivar connected: whether a connection is up and its handshake done.
     """
 
     log = Logger()
+    # The problem last logged, by where Redis is.
+    _told = {}
 
-    def __init__(self, host, port, db=0, reactor=None, onConnected=None):
+    def __init__(
+        self, address, reactor=None, onConnected=None, endpoint=None, handshake=True, role=None
+    ):
         """
+        @param address: a L{RedisAddress}, or a URL (see
+            L{clientproxy.state.redis.address.parseURL}).
         @param onConnected: called with each new L{RedisProtocol} once the
             database is selected, before the commands that waited are sent
             (a subscriber subscribes there).
+        @param endpoint: the L{IStreamClientEndpoint} to connect to instead
+            of C{address}'s (tests; the sentinels' watcher).
+        @param handshake: C{False}: no AUTH, PING, SELECT (a sentinel).
+        @param role: what the connection is for, in log lines.
         """
         if reactor is None:
             from twisted.internet import reactor
-        self._db = db
+        if isinstance(address, str):
+            address = parseURL(address)
+        self.address = address
+        self._reactor = reactor
         self._onConnected = onConnected
+        self._handshake = handshake
+        self._role = role or "Redis"
+        self.problem = None
+        self.connected = False
         # The live connection's execute (looked up once: L{ClientService}
         # hands out a proxy of the protocol), or None while there is none.
         self._execute = None
-        self._queued = []
+        self._connection = None
+        # (arguments, Deferred, when its deadline is), oldest first.
+        self._queued = deque()
+        self._queueTimer = None
         self._scripts = {}
-        factory = protocol.Factory.forProtocol(RedisProtocol)
+        if endpoint is None:
+            endpoint = endpointFor(address, reactor)
+        self.endpoint = endpoint
+        self._watcher = None
+        if isinstance(endpoint, SentinelEndpoint):
+            self._watcher = SentinelWatcher(endpoint, self.reconnect, reactor)
+        factory = _Factory(
+            reactor,
+            address.deadline,
+            "%s at %s" % (self._role, address.where()),
+            address.kind == "sentinel",
+        )
         self._service = ClientService(
-            TCP4ClientEndpoint(reactor, host, port),
+            endpoint,
             factory,
             retryPolicy=backoffPolicy(initialDelay=0.1, maxDelay=5.0),
             prepareConnection=self._prepare,
+            clock=reactor,
         )
         self._service.startService()
 
     @defer.inlineCallbacks
     def _prepare(self, connection):
-        if self._db:
-            yield connection.execute("SELECT", self._db)
-        if self._onConnected is not None:
-            yield self._onConnected(connection)
-        execute = self._execute = connection.execute
+        """
+        The handshake, then the commands that waited. It never fails: a
+        connection whose handshake fails is dropped, and L{ClientService}
+        makes another once it is lost (a failure here while the loss is
+        still to come would leave its state machine with a loss it has no
+        transition for).
+        """
+        address = self.address
+        try:
+            if self._handshake:
+                if address.password is not None:
+                    credentials = [address.password]
+                    if address.username:
+                        credentials.insert(0, address.username)
+                    yield connection.execute("AUTH", *credentials)
+                else:
+                    yield connection.execute("PING")
+                if address.db:
+                    yield connection.execute("SELECT", address.db)
+                if address.kind == "sentinel":
+                    role = yield connection.execute("ROLE")
+                    if not role or role[0] != "master":
+                        raise RedisError(
+                            "NOTMASTER the server Sentinel named is a %s, not a master"
+                            % (role[0] if role else "server of no role",)
+                        )
+            if self._onConnected is not None:
+                yield self._onConnected(connection)
+        except RedisError as e:
+            connection.drop()
+            self._refused(str(e))
+            return
+        except defer.CancelledError:
+            # The service stops while this connection is being prepared:
+            # L{ClientService} is stopped already and has no transition for
+            # its loss, so the loss is not told to it (its proxy's
+            # notification, an attribute of the proxy itself).
+            if hasattr(connection, "_lostNotification"):
+                connection._lostNotification = lambda reason: None
+            connection.drop()
+            raise
+        except Exception:
+            # Lost, or a deadline missed: made again.
+            connection.drop()
+            return
+        self.problem = None
+        if Redis._told.pop(address.where(), None) is not None:
+            self.log.info(
+                "{role} at {where} accepts this process's credentials again",
+                role=self._role,
+                where=address.where(),
+            )
+        self._connection = connection
+        self.connected = True
+        self._execute = connection.execute
         connection.whenLost(self._lost)
-        queued, self._queued = self._queued, []
-        for arguments, d in queued:
-            execute(*arguments).chainDeferred(d)
+        queued, self._queued = self._queued, deque()
+        for arguments, d, due in queued:
+            connection.send(encode(arguments), d, due)
+
+    def _refused(self, error):
+        """
+        The handshake was refused with C{error}: say so once, until it is
+        accepted.
+        """
+        address = self.address
+        if error.startswith("NOTMASTER"):
+            problem = error
+        elif error.startswith("NOAUTH") or "without any password" in error:
+            problem = "%s (give the password in the URL, --redis-password-file or $%s)" % (
+                error,
+                PASSWORD_ENVIRONMENT,
+            )
+        elif error.startswith(CREDENTIALS_ERRORS):
+            problem = "%s (user %s)" % (error, address.username or "default")
+        else:
+            problem = error
+        self.problem = problem
+        # Once for all the clients of one Redis (the commands', the
+        # subscriber's), until it changes.
+        if Redis._told.get(address.where()) != problem:
+            Redis._told[address.where()] = problem
+            self.log.error(
+                "{role} at {where} refused this process: {problem}; trying again",
+                role=self._role,
+                where=address.where(),
+                problem=problem,
+            )
 
     def _lost(self):
-        self._execute = None
+        self._execute = self._connection = None
+        self.connected = False
+
+    def reconnect(self):
+        """
+        Drop the connection, if there is one, and make another (the
+        master changed).
+        """
+        if self._connection is not None:
+            self._connection.drop()
 
     def execute(self, *arguments):
         """
@@ -167,8 +546,29 @@ class Redis:
         if self._execute is not None:
             return self._execute(*arguments)
         d = defer.Deferred()
-        self._queued.append((arguments, d))
+        due = self._reactor.seconds() + self.address.deadline
+        self._queued.append((arguments, d, due))
+        if self._queueTimer is None:
+            self._queueTimer = self._reactor.callLater(self.address.deadline, self._expire)
         return d
+
+    def _expire(self):
+        """
+        Fail the commands that waited for a connection past their deadline.
+        """
+        self._queueTimer = None
+        now = self._reactor.seconds()
+        queued = self._queued
+        while queued and queued[0][2] <= now:
+            _, d, _ = queued.popleft()
+            d.errback(
+                DeadlineMissed(
+                    "%s at %s could not be reached within %g s"
+                    % (self._role, self.address.where(), self.address.deadline)
+                )
+            )
+        if queued:
+            self._queueTimer = self._reactor.callLater(queued[0][2] - now, self._expire)
 
     def eval(self, script, keys=(), args=()):
         """
@@ -193,7 +593,88 @@ class Redis:
         """
         Stop reconnecting and close the connection.
         """
-        for _, d in self._queued:
+        if self._queueTimer is not None and self._queueTimer.active():
+            self._queueTimer.cancel()
+        self._queueTimer = None
+        queued, self._queued = self._queued, deque()
+        for _, d, _ in queued:
             d.errback(ConnectionLost("the Redis client was closed"))
-        self._queued = []
-        return self._service.stopService()
+        stopped = [self._service.stopService()]
+        if self._watcher is not None:
+            stopped.append(self._watcher.stop())
+        return defer.gatherResults(stopped, consumeErrors=True).addCallback(lambda _: None)
+
+
+#: Where the password may come from when neither the URL nor a file gives
+#: it (systemd's credentials, a container's secrets).
+PASSWORD_ENVIRONMENT = "CLIENTPROXY_REDIS_PASSWORD"
+
+
+class SentinelWatcher:
+    """
+    A connection to one of the sentinels, subscribed to C{+switch-master}:
+    when Sentinel switches the master of the service, C{switched()} is
+    called (the client drops its connection and asks again) without
+    waiting for a command to fail on the old one.
+    """
+
+    log = Logger()
+
+    def __init__(self, endpoint, switched, reactor):
+        self._endpoint = endpoint
+        self._switched = switched
+        address = endpoint.address
+        watched = RedisAddress("sentinels", sentinels=address.sentinels, deadline=address.deadline)
+        self._redis = Redis(
+            watched,
+            reactor,
+            onConnected=self._subscribe,
+            endpoint=_AnySentinel(endpoint),
+            handshake=False,
+            role="Sentinel",
+        )
+
+    @defer.inlineCallbacks
+    def _subscribe(self, connection):
+        connection.listen(self._message)
+        yield connection.execute("SUBSCRIBE", "+switch-master")
+        connection.ping(max(0.5, self._endpoint.address.deadline / 2))
+
+    def _message(self, channel, message):
+        # "<service> <old ip> <old port> <new ip> <new port>"
+        fields = message.split(" ")
+        if len(fields) != 5 or fields[0] != self._endpoint.address.service:
+            return
+        master = (fields[3], int(fields[4]))
+        if master != self._endpoint.master:
+            self.log.info(
+                "Sentinel switched the master of {service} to {host}:{port}: reconnecting",
+                service=fields[0],
+                host=master[0],
+                port=master[1],
+            )
+            self._switched()
+
+    def stop(self):
+        return self._redis.disconnect()
+
+
+@implementer(IStreamClientEndpoint)
+class _AnySentinel:
+    """
+    The first sentinel of a L{SentinelEndpoint} that takes a connection.
+    """
+
+    def __init__(self, sentinels):
+        self._sentinels = sentinels
+
+    @defer.inlineCallbacks
+    def connect(self, factory):
+        last = None
+        for host, port in list(self._sentinels.sentinels):
+            try:
+                p = yield self._sentinels._connectTo(host, port).connect(factory)
+                return p
+            except Exception as e:
+                last = e
+        raise last

@@ -125,6 +125,11 @@ class Cluster(XMPPHandler):
         self.listener = listen(self._onMessage)
         self.listener.subscribe(self.events)
         self._newID()
+        self._resyncs = []
+        self._resyncing = False
+        whenResubscribed = getattr(self.listener, "whenResubscribed", None)
+        if whenResubscribed is not None:
+            whenResubscribed(self.resync)
 
     def serve(self, requests):
         """
@@ -132,6 +137,43 @@ class Cluster(XMPPHandler):
         of the entries other processes take and of those adopted.
         """
         self.requests = requests
+
+    @property
+    def synced(self):
+        """
+        Whether the channels are subscribed and what was published while
+        they were not has been read back (L{resync}).
+        """
+        return not self._resyncing and getattr(self.listener, "subscribed", True)
+
+    def whenResyncing(self, step):
+        """
+        Call C{step()} (which may return a Deferred) on each L{resync}.
+        """
+        self._resyncs.append(step)
+
+    def resync(self):
+        """
+        The channels were subscribed again on a new connection: what the
+        others published meanwhile is lost (Redis keeps no message), so
+        read back what may have changed: the store's counts
+        (L{clientproxy.state.redis.store.RedisStore.recount}) and what the
+        steps registered with L{whenResyncing} do (a presence probe of the
+        target, whose answers are published as facts for all). The process
+        counts as ready again once they are done.
+        """
+        self.log.info(
+            "Redis channels subscribed again: reading back the queue and subscribers, probing "
+            "the target's presence"
+        )
+        self._resyncing = True
+        steps = [self.store.recount()] if self.store is not None else []
+        steps += [defer.maybeDeferred(step) for step in self._resyncs]
+
+        def done(_):
+            self._resyncing = False
+
+        return defer.DeferredList(steps, consumeErrors=True).addBoth(done)
 
     def hear(self, facts):
         """

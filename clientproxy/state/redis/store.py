@@ -31,12 +31,12 @@ messages per sender); notices on the channel C{clientproxy:c:events}.
 
 import secrets
 from collections import Counter
-from urllib.parse import urlparse
 
 from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from clientproxy.state.redis.address import parseURL
 from clientproxy.state.redis.client import Redis
 
 from clientproxy.state.interfaces import IStore
@@ -102,17 +102,64 @@ end
 
 def checkURL(url):
     """
-    The C{(host, port, database)} of a C{redis://host[:port][/db]} URL.
+    The L{RedisAddress} of a C{--redis} URL (see
+    L{clientproxy.state.redis.address}).
 
-    @raise ValueError: it is not one.
+    @raise ValueError: it is not one, or has parts that would be ignored;
+        the message shows the URL without its password.
     """
-    parsed = urlparse(url)
-    if parsed.scheme != "redis" or not parsed.hostname:
-        raise ValueError("not a redis://host:port/db URL: %s" % (url,))
-    path = parsed.path.strip("/")
-    if path and not path.isdigit():
-        raise ValueError("the database must be a number: %s" % (url,))
-    return parsed.hostname, parsed.port or 6379, int(path or 0)
+    return parseURL(url)
+
+
+#: Every command clientproxy sends to Redis, itself or from its Lua scripts
+#: (read from the code: client.py's handshake, the Listener, the Cluster's
+#: heartbeat and scripts, requests.py's and this module's scripts); the ACL
+#: user of L{aclRules} may run these and no other.
+ACL_COMMANDS = (
+    # The handshake (ROLE: through Sentinel), the subscriber's pings.
+    "auth",
+    "ping",
+    "select",
+    "role",
+    # The channels.
+    "subscribe",
+    "unsubscribe",
+    "publish",
+    # The scripts, and what they call.
+    "evalsha",
+    "eval",
+    "exists",
+    "del",
+    "set",
+    "pexpire",
+    "sadd",
+    "srem",
+    "smembers",
+    "hset",
+    "hget",
+    "hmget",
+    "hdel",
+    "hincrby",
+    "hgetall",
+    "llen",
+    "rpush",
+    "lpush",
+    "lrange",
+    "ltrim",
+)
+
+
+def aclRules(component):
+    """
+    The rules of C{ACL SETUSER} for a user that may do what clientproxy
+    serving C{component} needs and nothing else: the commands of
+    L{ACL_COMMANDS}, on the keys and channels of L{prefixOf} only (add
+    C{on} and C{>password}).
+    """
+    prefix = prefixOf(component)
+    return ["resetkeys", "resetchannels", "~%s*" % (prefix,), "&%s*" % (prefix,), "-@all"] + [
+        "+" + command for command in ACL_COMMANDS
+    ]
 
 
 def prefixOf(component):
@@ -122,38 +169,69 @@ def prefixOf(component):
     return "clientproxy:%s:" % (component,)
 
 
-def connect(url, reactor=None, onConnected=None):
+def connect(address, reactor=None, onConnected=None):
     """
-    A L{Redis} client for C{url} (see L{checkURL}) that reconnects by
-    itself; commands wait until it is connected. C{onConnected}: see
-    L{Redis}.
+    A L{Redis} client for C{address} (a L{RedisAddress}, or a URL: see
+    L{checkURL}) that reconnects by itself; commands wait until it is
+    connected, or until their deadline. C{onConnected}: see L{Redis}.
     """
-    host, port, db = checkURL(url)
-    return Redis(host, port, db, reactor, onConnected)
+    return Redis(address, reactor, onConnected)
 
 
 class Listener:
     """
     A Redis connection subscribed to channels, that reconnects by itself
     and subscribes again when it does; messages go to C{onMessage(channel,
-    message)}.
+    message)}. The connection is pinged every half deadline, so a link
+    that carries nothing any more (half-open) misses a deadline and is
+    made again.
 
-    @ivar subscribed: whether the channels have been subscribed on a
-        connection (the first made, or a later one).
+    Messages published while it was down are lost (Redis keeps none): the
+    observers of L{whenResubscribed} are told of every new subscription
+    after the first, to read back what they may have missed.
+
+    @ivar subscribed: whether the channels have been subscribed on the
+        connection that is up (the first made, or a later one).
+    @ivar subscriptions: how many connections have subscribed so far.
     """
 
-    def __init__(self, url, onMessage, reactor=None):
+    def __init__(self, address, onMessage, reactor=None):
         self._channels = set()
         self._onMessage = onMessage
+        self._resubscribed = []
         self.subscribed = False
-        self._redis = connect(url, reactor, self._connected)
+        self.subscriptions = 0
+        self._redis = connect(address, reactor, self._connected)
+
+    @property
+    def redis(self):
+        """
+        The L{Redis} client of the connection.
+        """
+        return self._redis
+
+    def whenResubscribed(self, observer):
+        """
+        Call C{observer()} each time the channels are subscribed again on a
+        new connection.
+        """
+        self._resubscribed.append(observer)
 
     @defer.inlineCallbacks
     def _connected(self, connection):
         connection.listen(self._onMessage)
+        connection.whenLost(self._lost)
         for channel in sorted(self._channels):
             yield connection.execute("SUBSCRIBE", channel)
+        connection.ping(max(0.1, self._redis.address.deadline / 2))
         self.subscribed = True
+        self.subscriptions += 1
+        if self.subscriptions > 1:
+            for observer in self._resubscribed:
+                observer()
+
+    def _lost(self):
+        self.subscribed = False
 
     def subscribe(self, channel):
         if channel not in self._channels:
