@@ -95,6 +95,8 @@ def makeHandlers(
     matchFeatures=AUTO,
     refusalTTL=REFUSAL_TTL,
     affinity="none",
+    hold=0.0,
+    idempotent=(),
     queuePerSender=QUEUE_PER_SENDER,
     queueSize=QUEUE_SIZE,
     maxPending=MAX_PENDING,
@@ -130,6 +132,9 @@ def makeHandlers(
         (0: refusals are not learnt).
     @param affinity: C{none}, C{requester}, C{bare-requester} or
         C{attribute:NAME}.
+    @param hold: seconds a request may wait in line for a resource
+        (C{--hold}; 0: none waits).
+    @param idempotent: namespaces whose C{set}s are safe to repeat.
     @param queuePerSender: the most messages queued from one sender (bare
         JID) while no resource is available.
     @param queueSize: the most messages queued in all.
@@ -212,6 +217,8 @@ def makeHandlers(
             requests,
             maxPendingBytes,
             facts,
+            hold,
+            idempotent,
         ),
         messages=MessageRouter(
             jid, target, available, store, stats, clock, policy, queuePerSender, queueSize
