@@ -35,6 +35,7 @@ The shapes were read from the sources (nothing of them is copied here):
 """
 
 import itertools
+import os
 
 from twisted.internet import reactor as globalReactor, task
 from twisted.words.xish import domish
@@ -46,13 +47,72 @@ from clientproxy.testing.client import (
     resultFor,
     supporting,
 )
+from clientproxy.testing.prosody import ThrowawayProsody
 
 NS_FOCUS = "http://jitsi.org/protocol/focus"
+
+#: The deployment to copy (a checkout's contrib/jitsi).
+CONTRIB = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "contrib", "jitsi"
+)
+
+#: What matters here of the host file jitsi-meet-prosody writes: the domain
+#: of jicofo's account, and the focus address served by mod_client_proxy.
+JITSI_HOST = """\
+-- As jitsi-meet-prosody declares the focus address (mod_client_proxy).
+VirtualHost "auth.{domain}"
+Component "focus.{domain}" "client_proxy"
+    target_address = "focus@auth.{domain}"
+"""
+
+#: The names of the two files in the throwaway Prosody's directory.
+JITSI_FILES = {"jitsi": "jitsi-meet.cfg.lua", "clientproxy": "focus-clientproxy.cfg.lua"}
 
 #: The properties lib-jitsi-meet sends with the defaults of a web client.
 DEFAULT_PROPERTIES = (("rtcstatsEnabled", "false"), ("visitors-version", "1"))
 
 _machines = itertools.count()
+
+
+def fill(text, edits):
+    """
+    C{text} with each C{(old, new)} of C{edits} made once; each C{old} must
+    be there (the file it comes from changed otherwise).
+    """
+    for old, new in edits:
+        if old not in text:
+            raise ValueError("%r is not in the file any more" % (old,))
+        text = text.replace(old, new, 1)
+    return text
+
+
+def jitsiProsody(secretFile, order=("jitsi", "clientproxy"), **kwargs):
+    """
+    A throwaway Prosody laid out as a Jitsi Meet host with clientproxy:
+    jitsi-meet-prosody's declaration of the focus address (L{JITSI_HOST})
+    and contrib/jitsi/focus-clientproxy.cfg.lua as an operator installs it
+    (the domain and the secret's file filled in; its component port made
+    the throwaway server's), included in C{order} (names of
+    L{JITSI_FILES}). The focus account is C{focus@auth.<domain>}; register
+    it with C{register("focus", password, host="auth." + domain)}.
+
+    @param kwargs: for L{ThrowawayProsody}.
+    @rtype: L{ThrowawayProsody}
+    """
+    server = ThrowawayProsody({}, includes=[JITSI_FILES[name] for name in order], **kwargs)
+    with open(os.path.join(CONTRIB, "focus-clientproxy.cfg.lua"), encoding="utf-8") as f:
+        ours = fill(
+            f.read(),
+            [
+                ('"meet.example.org"', '"%s"' % (server.domain,)),
+                ('"/etc/clientproxy/focus.secret"', '"%s"' % (secretFile,)),
+                ("{ 5347 }", "{ %d }" % (server.componentPort,)),
+            ],
+        )
+    for name, text in (("jitsi", JITSI_HOST.format(domain=server.domain)), ("clientproxy", ours)):
+        with open(os.path.join(server.directory, JITSI_FILES[name]), "w", encoding="utf-8") as f:
+            f.write(text)
+    return server
 
 
 def conferenceRequest(focus, room, machineUID=None, token=None, sessionID=None, properties=None):
