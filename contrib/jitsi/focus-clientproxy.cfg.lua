@@ -12,8 +12,10 @@
 -- docker/docker-compose.clientproxy.yml; the domain, the secret's file and
 -- the interface come from the container's environment.
 
--- Lua's own functions: Prosody 0.12 lets a configuration file reach them
--- directly; Prosody 13 under the name Lua.
+-- Lua's own functions (io, require, prosody): Prosody 0.12 lets a
+-- configuration file reach them directly; a newer Prosody may offer them under
+-- the name Lua only (not tried). Without either, Prosody refuses to start,
+-- naming this file.
 local G = Lua or _G
 
 local domain = ENV_XMPP_DOMAIN or "meet.example.org"
