@@ -543,8 +543,10 @@ class PendingTable:
 
     def _expire(self):
         """
-        Fail the entries whose deadline has passed, oldest first, and set
-        the timer for the next deadline.
+        Answer the entries that have waited the hold in line (in the order
+        they joined it), then those whose deadline has passed (oldest
+        first; one waiting in line gets the line's answer, not a timeout),
+        and set the timer for whichever is due next.
         """
         self._timer = None
         now = self._clock.seconds()
