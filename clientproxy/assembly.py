@@ -96,7 +96,9 @@ class Handlers:
             settings["max-pending-per-requester"],
             settings["max-pending-from-target"],
             settings["max-pending-bytes"],
+            settings["hold"],
         )
+        self.dispatcher.configure(settings["idempotent"])
         self.servicePresence.configure(
             settings["max-subscribers"], settings["max-subscribers-per-domain"]
         )
@@ -141,6 +143,8 @@ def makeHandlers(
     matchFeatures=AUTO,
     refusalTTL=REFUSAL_TTL,
     affinity="none",
+    hold=0.0,
+    idempotent=(),
     queuePerSender=QUEUE_PER_SENDER,
     queueSize=QUEUE_SIZE,
     maxPending=MAX_PENDING,
@@ -176,6 +180,9 @@ def makeHandlers(
         (0: refusals are not learnt).
     @param affinity: C{none}, C{requester}, C{bare-requester} or
         C{attribute:NAME}.
+    @param hold: seconds a request may wait in line for a resource
+        (C{--hold}; 0: none waits).
+    @param idempotent: namespaces whose C{set}s are safe to repeat.
     @param queuePerSender: the most messages queued from one sender (bare
         JID) while no resource is available.
     @param queueSize: the most messages queued in all.
@@ -258,6 +265,8 @@ def makeHandlers(
             requests,
             maxPendingBytes,
             facts,
+            hold,
+            idempotent,
         ),
         messages=MessageRouter(
             jid, target, available, store, stats, clock, policy, queuePerSender, queueSize

@@ -84,6 +84,10 @@ def defaultDataDir(environ=None):
     return directory
 
 
+#: The repeatable options: each given value is appended to a list.
+LISTS = tuple(s.name for s in settings.SETTINGS if s.coerce is settings.LIST)
+
+
 def normalisedJID(value, what):
     """
     Parse and normalise a JID given on the command line.
@@ -114,16 +118,8 @@ class Options(usage.Options):
     def __init__(self):
         usage.Options.__init__(self)
         self.redisAddress = None
-        self["allow"] = []
-        self["deny"] = []
-
-    def opt_allow(self, entry):
-        """Only this bare JID or domain (and others so given) may use the service."""
-        self["allow"].append(entry)
-
-    def opt_deny(self, entry):
-        """This bare JID or domain may not use the service (repeatable)."""
-        self["deny"].append(entry)
+        for name in LISTS:
+            self[name] = []
 
     def opt_version(self):
         """
@@ -169,7 +165,7 @@ class Options(usage.Options):
         kinds = self.kinds()
         arguments = []
         for name in dict.fromkeys(self.given):
-            if name in ("allow", "deny"):
+            if name in LISTS:
                 for entry in self[name]:
                     arguments += ["--" + name, entry]
             elif kinds.get(name) is bool:
@@ -265,6 +261,9 @@ class Options(usage.Options):
                 self[listed] = [normalise(entry) for entry in self[listed]]
             except ValueError as e:
                 raise usage.UsageError("--%s: %s" % (listed, e))
+        for namespace in self["idempotent"]:
+            if not namespace or namespace != namespace.strip():
+                raise usage.UsageError("--idempotent: not a namespace: %r" % (namespace,))
         settings.checkMinimums(self)
         for rate, burst in (("rate", "burst"), ("domain-rate", "domain-burst")):
             if (self[rate] is not None and self[rate] < 0) or (
@@ -393,6 +392,28 @@ class Options(usage.Options):
                 "for a unit with LoadCredential=%s:FILE)" % (name, name)
             )
         return os.path.join(directory, name)
+
+
+def _listOption(name, help):
+    """
+    The C{opt_} method of the repeatable option C{name}: its help is the
+    setting's.
+    """
+
+    def option(self, value):
+        self[name].append(value)
+
+    option.__doc__ = help
+    return option
+
+
+for _setting in settings.SETTINGS:
+    if _setting.coerce is settings.LIST:
+        setattr(
+            Options,
+            "opt_" + _setting.name.replace("-", "_"),
+            _listOption(_setting.name, _setting.help),
+        )
 
 
 def proxyArgumentsOf(options):

@@ -302,6 +302,63 @@ targetReplies = st.builds(
 )
 
 
+class SharedHoldTests(SharedProcesses):
+    """
+    The line (C{--hold}) with shared state: a waiting request is in Redis
+    too, so it is served by its process when another sees a resource come,
+    and taken over by another when its process goes.
+    """
+
+    @defer.inlineCallbacks
+    def test_servedWhenAnotherProcessSeesTheResource(self):
+        """
+        A request waits in line in one process; the resource's presence
+        reaches the other, which publishes it: the first sends the request,
+        and the reply, wherever it arrives, answers it once.
+        """
+        a, b = yield self.processes(hold=10)
+        a.offline("a")
+        yield waitFor(lambda: all(len(p.resources) == 0 for p in (a, b)))
+        a.request(requester=REQUESTER, stanzaID="h", kind="set")
+        yield waitFor(lambda: a.pending.lineLength == 1)
+        b.online("b")
+        out = []
+        yield waitFor(lambda: out.extend(a.take()) or out)
+        (sent,) = out
+        self.assertEqual((sent["to"], sent["id"]), (TARGET + "/b", "h"))
+        b.reply("b", requester=sent["from"].split("/", 1)[1], stanzaID="h", kind="result")
+        answers = []
+        yield waitFor(lambda: answers.extend(self.collect(a, b)) or answers)
+        yield deferLater(reactor, 0.1, lambda: None)
+        answers.extend(self.collect(a, b))
+        self.assertEqual([(s["type"], s["to"]) for s in answers], [("result", REQUESTER)])
+
+    @defer.inlineCallbacks
+    def test_waitingRequestTakenOver(self):
+        """
+        The process holding a waiting request goes away: another takes it
+        over, keeps it waiting, and sends it when a resource comes.
+        """
+        a, b = yield self.processes(hold=10)
+        a.offline("a")
+        yield waitFor(lambda: all(len(p.resources) == 0 for p in (a, b)))
+        a.request(requester=REQUESTER, stanzaID="h", kind="set")
+        yield waitFor(lambda: a.pending.lineLength == 1)
+        # Its entry is in Redis once recorded: the next PING comes after.
+        yield a.handlers.cluster.redis.execute("PING")
+        a.manager.disconnect()
+        yield a.handlers.cluster.redis.execute("PING")
+        b.clock.advance(HEARTBEAT)
+        yield waitFor(lambda: b.pending.lineLength == 1)
+        self.assertEqual(b.take(), [])
+        b.online("b")
+        out = []
+        yield waitFor(lambda: out.extend(b.take()) or out)
+        self.assertEqual(
+            [(s["to"], s["id"], s["type"]) for s in out], [(TARGET + "/b", "h", "set")]
+        )
+
+
 class HostileSharedTests(SharedProcesses):
     """
     The fuzz run of L{tests.test_properties} with two processes sharing a

@@ -268,6 +268,35 @@ class ReloadTests(unittest.TestCase):
         [event] = [e for e in events if "applied" in e.get("log_format", "")]
         self.assertEqual((event["applied"], event["restart"]), ("max-pending-bytes", "nothing"))
 
+    def test_holdAndIdempotentAppliedLive(self):
+        """
+        C{hold} and C{idempotent} change on a reload without a restart: the
+        table's hold and the dispatcher's namespaces are the new ones; an
+        empty namespace is refused.
+        """
+        self.write(
+            '[[proxy]]\njid = "proxy.example.org"\ntarget = "svc@example.org"\n'
+            'timeout = 30\nstrategy = "random"\nhold = 20\n'
+            'idempotent = ["http://jitsi.org/protocol/focus", "urn:x"]\n'
+        )
+        with capturedLogs() as events:
+            self.reload.reload()
+        dispatcher = self.proxy.parts.dispatcher
+        self.assertEqual(dispatcher.pending.hold, 20.0)
+        self.assertEqual(
+            dispatcher.idempotent, frozenset(["http://jitsi.org/protocol/focus", "urn:x"])
+        )
+        [event] = [e for e in events if "applied" in e.get("log_format", "")]
+        self.assertEqual((event["applied"], event["restart"]), ("hold, idempotent", "nothing"))
+        self.write(
+            '[[proxy]]\njid = "proxy.example.org"\ntarget = "svc@example.org"\nidempotent = [""]\n'
+        )
+        with capturedLogs() as events:
+            self.reload.reload()
+        [error] = [e for e in events if e["log_level"].name == "error"]
+        self.assertIn("--idempotent: not a namespace", error["why"])
+        self.assertEqual(dispatcher.pending.hold, 20.0)
+
     def test_tlsNeedsARestart(self):
         """
         A change of the TLS settings is reported as needing a restart, not

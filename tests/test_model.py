@@ -18,6 +18,11 @@ After every step:
    resources, never take one away;
  - a timeout means a resource asked stayed silent; C{recipient-unavailable}
    means a resource asked left;
+ - with C{--hold} (drawn: none, shorter or longer than the timeout) a
+   request no resource could serve waits, and one whose resource left
+   waits for the next if it is safe to repeat; a C{set} outside the
+   C{--idempotent} namespaces (drawn) is never sent again once a
+   resource holding it left;
  - an error with an application-specific condition reaches the requester
    unchanged, from a resource that gave it;
  - every table stays under its bound.
@@ -83,6 +88,10 @@ class Request:
         self.servers = servers
         self.asked = []
         self.left = False
+        # The resource it was sent to last, and whether that one left with
+        # it in flight.
+        self.holder = None
+        self.lost = False
         self.answers = []
 
 
@@ -98,9 +107,18 @@ class Dispatch(RuleBasedStateMachine):
         advertised=st.fixed_dictionaries(
             {resource: st.sets(st.sampled_from(NAMESPACES)) for resource in RESOURCES}
         ),
+        hold=st.sampled_from([0, 3, TIMEOUT * 2]),
+        idempotent=st.sets(st.sampled_from(NAMESPACES)),
     )
-    def start(self, policy, affinity, online, advertised):
-        self.h = Harness(timeout=TIMEOUT, matchFeatures="auto", affinity=affinity)
+    def start(self, policy, affinity, online, advertised, hold, idempotent):
+        self.h = Harness(
+            timeout=TIMEOUT,
+            matchFeatures="auto",
+            affinity=affinity,
+            hold=hold,
+            idempotent=idempotent,
+        )
+        self.idempotent = idempotent
         self.policy = policy
         self.advertised = advertised
         self.online = set()
@@ -148,7 +166,11 @@ class Dispatch(RuleBasedStateMachine):
                 return
             requester = sender.split("/", 1)[1]
             request = self.requests[(requester, stanza["id"])]
+            assert not request.lost or request.kind == "get" or request.ns in self.idempotent, (
+                "a set sent again after its resource left: %s" % (request.stanzaID,)
+            )
             request.asked.append(resource)
+            request.holder = resource
             assert resource in self.online, "sent to a resource offline: %s" % (resource,)
             self.act(resource, request, stanza)
         elif stanza.getAttribute("type") in ("result", "error"):
@@ -185,7 +207,7 @@ class Dispatch(RuleBasedStateMachine):
             assert any(self.action(r, request) == "serve" for r in request.asked)
             return
         [error] = [c for c in answer.elements() if c.name == "error"]
-        conditions = [c.name for c in error.elements() if c.uri == NS_STANZAS]
+        conditions = [c.name for c in error.elements() if c.uri == NS_STANZAS and c.name != "text"]
         application = [c for c in error.elements() if c.uri != NS_STANZAS]
         if application:
             assert any(self.action(r, request) == "application" for r in request.asked)
@@ -229,6 +251,8 @@ class Dispatch(RuleBasedStateMachine):
                 request.servers.discard(resource)
                 if resource in request.asked:
                     request.left = True
+                if request.holder == resource:
+                    request.lost = True
         self.h.offline(resource)
         self.pump()
 

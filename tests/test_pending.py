@@ -438,3 +438,117 @@ class PendingBytesTests(unittest.TestCase):
             self.assertLessEqual(self.table.bytes, 1000)
         self.table.failAll("recipient-unavailable")
         self.assertEqual(self.table.bytes, 0)
+
+
+class LineTests(unittest.TestCase):
+    """
+    The line (C{--hold}): entries assigned to the table's line resource
+    wait, counted like any entry, and leave it by being moved to a
+    resource, or answered once the hold or their deadline passes, on the
+    table's one timer.
+    """
+
+    def setUp(self):
+        self.clock = task.Clock()
+        self.answers = []
+        self.line = Resource("", "")
+        self.table = PendingTable(
+            self.clock,
+            5,
+            lambda entry, outcome: self.answers.append((entry, outcome)),
+            line=self.line,
+        )
+        self.table.setHold(2)
+        self.a = Resource("svc@x/a", "a")
+
+    def test_waitingCountedOnce(self):
+        """
+        An entry added to the line is in flight and in line: one entry,
+        one count per bound.
+        """
+        entry = self.table.add(("enc", "1"), "alice@x/r", self.line, b"<iq/>", True)
+        self.assertEqual((len(self.table), self.table.lineLength), (1, 1))
+        self.assertEqual((self.table.fromOutside, self.table.heldBy("alice@x")), (1, 1))
+        self.assertEqual(self.table.waiting(), [entry])
+        self.assertEqual(self.line.pending, 1)
+
+    def test_holdPassesOnTheOneTimer(self):
+        """
+        The head of the line is due after the hold, before the deadline,
+        on the table's single timer; its answer says the hold passed.
+        """
+        entry = self.table.add(("enc", "1"), "alice@x/r", self.line, b"<iq/>", True)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.clock.advance(2)
+        [(answered, outcome)] = self.answers
+        self.assertIs(answered, entry)
+        self.assertEqual(
+            (outcome.condition, outcome.text),
+            ("service-unavailable", "No resource of the service came in time"),
+        )
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_movedOutAndBack(self):
+        """
+        Moved to a resource, an entry leaves the line (and its hold); moved
+        back, it joins the end and waits a full hold, with the answer of one
+        whose resource left.
+        """
+        entry = self.table.add(("enc", "1"), "alice@x/r", self.line, b"<iq/>", True)
+        self.clock.advance(1.5)
+        self.assertTrue(self.table.reassign(entry, self.a))
+        self.assertEqual((self.table.lineLength, self.line.pending, self.a.pending), (0, 0, 1))
+        self.clock.advance(1)
+        self.assertTrue(self.table.reassign(entry, self.line))
+        self.clock.advance(1.9)
+        self.assertEqual(self.answers, [])
+        self.clock.advance(0.1)
+        [(_, outcome)] = self.answers
+        self.assertEqual(outcome.condition, "recipient-unavailable")
+
+    @given(
+        st.lists(
+            st.tuples(
+                st.sampled_from(["add", "wait", "move", "complete", "hold"]),
+                st.integers(0, 20),
+            ),
+            max_size=60,
+        )
+    )
+    def test_everyEntryAnsweredOnce(self, steps):
+        """
+        Whatever the adds, moves in and out of the line, answers, hold
+        changes and time: the line holds exactly the entries assigned to
+        it, a waiting entry is never answered with a timeout, and once
+        every deadline has passed each entry was answered once.
+        """
+        self.setUp()
+        added = []
+        for number, (step, pick) in enumerate(steps):
+            entries = list(self.table._entries.values())
+            entry = entries[pick % len(entries)] if entries else None
+            if step == "add":
+                resource = self.line if pick % 2 else self.a
+                added.append(
+                    self.table.add(("enc", str(number)), "u@x/r", resource, b"<iq/>", True)
+                )
+            elif step == "wait":
+                self.clock.advance(pick / 4.0)
+            elif step == "hold":
+                self.table.setHold(pick / 5.0)
+            elif entry is None:
+                continue
+            elif step == "complete":
+                self.table.complete(entry, "reply")
+            else:
+                self.table.reassign(entry, self.a if entry.resource is self.line else self.line)
+            inLine = [e for e in self.table._entries.values() if e.resource is self.line]
+            self.assertEqual({id(e) for e in self.table.waiting()}, {id(e) for e in inLine})
+            self.assertEqual(self.table.lineLength, len(inLine))
+            self.assertEqual(self.line.pending, len(inLine))
+        self.clock.advance(10)
+        self.assertEqual(len(self.table), 0)
+        self.assertEqual(sorted(id(e) for e, _ in self.answers), sorted(id(e) for e in added))
+        for entry, outcome in self.answers:
+            if entry.resource is self.line:
+                self.assertNotEqual(getattr(outcome, "condition", None), "remote-server-timeout")

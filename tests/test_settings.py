@@ -38,7 +38,7 @@ class SettingsTests(unittest.TestCase):
         """
         options = Options()
         names = {p[0] for p in options.optParameters} | {f[0] for f in options.optFlags}
-        names |= {"allow", "deny"}
+        names |= {s.name for s in settings.SETTINGS if s.coerce is settings.LIST}
         self.assertEqual(names, set(settings.BY_NAME))
 
     def test_reloadSplitFromTheTable(self):
@@ -60,7 +60,7 @@ class SettingsTests(unittest.TestCase):
             config.PROCESS_KEYS,
             {"metrics-port": int, "metrics-interface": str, "log-level": str, "log-format": str},
         )
-        self.assertEqual(config.LIST_KEYS, ("allow", "deny"))
+        self.assertEqual(config.LIST_KEYS, ("idempotent", "allow", "deny"))
 
     def test_argumentsAreMakeProxys(self):
         """

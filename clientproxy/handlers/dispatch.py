@@ -21,6 +21,16 @@ to another candidate not yet tried (a C{set} too: it was refused, not
 lost), within its original deadline, and the refusal is learnt; when every
 candidate refused, the requester gets the last refusal as it came.
 
+A resource that leaves with requests in flight: each that is safe to repeat
+(a C{get}, or a C{set} whose child is in an C{--idempotent} namespace) is
+sent once at once to another candidate; with C{--hold}, one that finds
+none waits in the line (L{clientproxy.routing.pending}) for the next; the
+rest get C{recipient-unavailable}. With C{--hold}, a request that no
+resource can serve when it comes waits in that line too, instead of
+C{service-unavailable} at once; whenever a resource comes (or what one
+supports becomes known), the line is served in order through the same
+selection.
+
 A resource of the target may also ask a peer: an IQ request to
 C{component/<encoded peer>} goes to the peer from the component's bare JID,
 and the peer's reply goes back to that resource, with the same checks. The
@@ -44,6 +54,7 @@ from clientproxy.routing.pending import (
 from clientproxy.routing.errors import (
     CONNECTION_LOST,
     DUPLICATE_ID,
+    HOLD_PASSED,
     INTERNAL,
     NO_PEER_ADDRESS,
     NO_RESOURCE,
@@ -58,6 +69,7 @@ from clientproxy.routing.errors import (
 )
 from clientproxy.handlers.refusal import refuse
 from clientproxy.routing.refusals import REFUSALS
+from clientproxy.routing.resources import Resource
 from clientproxy.state.interfaces import WRONG_RESOURCE
 from clientproxy.state.local import LocalFacts, LocalRequests
 from clientproxy.xmpp.stanzas import (
@@ -137,6 +149,8 @@ class IQDispatcher(XMPPHandler):
         that says whether this process may answer an entry of the table.
     @ivar facts: the L{clientproxy.state.interfaces.IFacts} told what is
         learnt of the resources (refusals).
+    @ivar idempotent: the namespaces whose C{set}s are safe to repeat
+        (C{--idempotent}).
     """
 
     log = Logger()
@@ -158,10 +172,15 @@ class IQDispatcher(XMPPHandler):
         requests=LocalRequests,
         maxPendingBytes=MAX_PENDING_BYTES,
         facts=None,
+        hold=0.0,
+        idempotent=(),
     ):
         """
         @param requests: called with the L{PendingTable} for the
             L{clientproxy.state.interfaces.IRequestsInFlight} over it.
+        @param hold: seconds a request may wait in line for a resource
+            (C{--hold}; 0: no line).
+        @param idempotent: see L{idempotent}.
         """
         XMPPHandler.__init__(self)
         self.policy = policy
@@ -177,13 +196,26 @@ class IQDispatcher(XMPPHandler):
             maxPendingPerRequester,
             maxPendingFromTarget,
             maxPendingBytes,
+            # Held requests are addressed to nobody: no reply can match them.
+            line=Resource("", ""),
         )
+        self.pending.setHold(hold)
+        self.idempotent = frozenset(idempotent)
         self.stats = stats
         resources.whenRemoved(self._resourceRemoved)
+        resources.whenAdded(self._serveLine)
+        resources.whenLearnt(self._serveLine)
         self._ids = StanzaIDs() if ids is None else ids
         self.closing = False
         self.requests = requests(self.pending)
         self.facts = LocalFacts() if facts is None else facts
+
+    def configure(self, idempotent):
+        """
+        Change the C{--idempotent} namespaces (a reload): they apply to the
+        requests whose resource leaves from now on.
+        """
+        self.idempotent = frozenset(idempotent)
 
     def connectionInitialized(self):
         # The ids the handlers share (keepalive, disco#info queries, the
@@ -281,8 +313,10 @@ class IQDispatcher(XMPPHandler):
             child.uri, topic, self.selector.keyOf(child, requester), requester
         )
         if resource is None:
-            self._refuse(iq, NO_RESOURCE)
-            return
+            if not self.pending.hold:
+                self._refuse(iq, NO_RESOURCE)
+                return
+            resource = self.pending.line
         attributes = iq.attributes
         attributes["from"] = self.jat.address(encoded)
         attributes["to"] = resource.jid
@@ -295,26 +329,31 @@ class IQDispatcher(XMPPHandler):
             requester,
             resource,
             request,
-            resendable=kind == "get",
+            resendable=True,
             via=None if recipient == self.jat.component else recipient,
         )
         if entry is None:
             self._sendError(recipient, requester, stanzaID, *TOO_MANY)
             return
         entry.topic = topic
-        self.requests.record(entry, self._forward, request, "forwarded")
+        why = "held" if resource is self.pending.line else "forwarded"
+        self.requests.record(entry, self._forward, request, why)
 
     def _forward(self, entry, refusal, request, why):
         """
         Send C{request} for C{entry}, once it may be (L{IRequestsInFlight.record});
-        or answer C{refusal} instead.
+        or answer C{refusal} instead. An entry in the line is not sent: it
+        waits, counted as C{why}.
         """
         if refusal is not None:
             self._sendError(self._answerFrom(entry), entry.requester, entry.stanzaID, *refusal)
             return
         self.stats.requests[why] += 1
+        resource = entry.resource
+        if resource is self.pending.line:
+            return
         if not entry.fromTarget:
-            self.stats.resources[entry.resource.jid]["requests"] += 1
+            self.stats.resources[resource.jid]["requests"] += 1
         self.send(request)
 
     def _onReply(self, reply, sender, recipient):
@@ -393,9 +432,10 @@ class IQDispatcher(XMPPHandler):
     def _resend(self, entry, other, why):
         """
         Send the request of C{entry} again, to C{other}, as first sent but
-        for its recipient (kept as sent, for the next time). C{entry} may
-        come from another process (L{adopted}, or taken from another's
-        part of the table): it is this process's own from now on.
+        for its recipient (kept as sent, for the next time); or, C{other}
+        being the table's line, put it back in line. C{entry} may come
+        from another process (L{adopted}, or taken from another's part of
+        the table): it is this process's own from now on.
         """
         request = entry.request = retarget(entry.request, entry.resource.jid, other.jid)
         if self.pending.get(entry.key) is entry:
@@ -427,7 +467,9 @@ class IQDispatcher(XMPPHandler):
         fromTarget = entry.fromTarget
         if not fromTarget:
             self.stats.latency.observe(self.pending.age(entry))
-            if outcome.__class__ is StanzaError and outcome.condition == TIMEOUT.condition:
+            if entry.resource is self.pending.line:
+                self.stats.requests["held-unserved"] += 1
+            elif outcome.__class__ is StanzaError and outcome.condition == TIMEOUT.condition:
                 self.stats.resources[entry.resource.jid]["timeouts"] += 1
         elif entry.requester not in self.resources:
             # The resource that asked is gone: nobody to answer.
@@ -542,25 +584,71 @@ class IQDispatcher(XMPPHandler):
 
     def _resourceRemoved(self, resource, origin):
         """
-        A resource went away with requests in flight: send each C{get} once
-        more to another candidate, and fail the rest with
-        C{recipient-unavailable} (a C{set} is not safe to repeat), once
-        this process may (L{IRequestsInFlight.claim}).
+        A resource went away with requests in flight: each is retried,
+        put back in line or answered (L{_retryOrFail}), once this process
+        may (L{IRequestsInFlight.claim}).
         """
         self._pruneResourceStats()
         for entry in self.pending.entriesOf(resource):
             self.requests.claim(entry, False, self._retryOrFail)
 
     def _retryOrFail(self, entry):
+        """
+        The resource of C{entry} left (or the process that held it is
+        gone). A request safe to repeat (a C{get}, or a C{set} in an
+        C{--idempotent} namespace, as configured now) goes at once to
+        another candidate, once; with C{--hold}, one that finds none, or
+        was sent at once already, waits in line for the next resource.
+        Anything else is answered C{recipient-unavailable}: a C{set} may
+        have been acted on. A request that was waiting in line (taken over
+        from a process gone) goes to a resource if one can serve it, and
+        waits on otherwise. A request the resource itself started has
+        nobody left to answer (L{_settle} drops it).
+        """
+        if entry.fromTarget:
+            self.pending.fail(entry, RESOURCE_LEFT.condition)
+            return
+        feature, topic, key = self._describe(entry)
+        line = self.pending.line
+        waiting = entry.resource is line
+        if not (waiting or topic[2] == "get" or feature in self.idempotent):
+            self.pending.fail(entry, RESOURCE_LEFT.condition)
+            return
         other = None
-        if entry.resendable:
-            feature, topic, key = self._describe(entry)
+        if waiting or entry.resendable:
             other = self.selector.choose(feature, topic, key, entry.requester, entry.tried or ())
         if other is not None:
+            if waiting:
+                self._resend(entry, other, "sent-from-line")
+                return
             entry.resendable = False
             self._resend(entry, other, "retried")
+        elif self.pending.hold:
+            self._resend(entry, line, "held" if waiting else "held-again")
         else:
-            self.pending.fail(entry, RESOURCE_LEFT.condition)
+            answer = HOLD_PASSED if waiting else RESOURCE_LEFT
+            self.pending.fail(entry, answer.condition, answer.text)
+
+    def _serveLine(self, *ignored):
+        """
+        A resource came, or what one supports became known: each request
+        waiting in line, in the order they joined it, goes to the resource
+        the selection now gives it (feature match, refusals, affinity),
+        once this process may (L{IRequestsInFlight.claim}); the others wait
+        on.
+        """
+        if not self.pending.lineLength:
+            return
+        for entry in self.pending.waiting():
+            feature, topic, key = self._describe(entry)
+            other = self.selector.choose(feature, topic, key, entry.requester, entry.tried or ())
+            if other is not None:
+                self.requests.claim(entry, False, self._leaveLine, other)
+
+    def _leaveLine(self, entry, other):
+        # Still waiting: not moved meanwhile by another turn of the line.
+        if entry.resource is self.pending.line and self.pending.get(entry.key) is entry:
+            self._resend(entry, other, "sent-from-line")
 
     def adopted(self, entry):
         """

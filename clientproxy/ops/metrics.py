@@ -9,7 +9,8 @@ prometheus_client in Prometheus' text format: off by default, bound to
     GET /readyz    200 when every proxy is connected, its handshake done,
                    the target's subscription approved and at least one
                    resource usable; else 503, with a JSON body naming each
-                   unmet condition per proxy
+                   unmet condition per proxy, and how many requests wait
+                   in line for a resource (--hold)
     GET /health    as documented before /readyz: 200 "ok" while connected
                    with a usable resource, else 503 and the reason (kept
                    for existing health checks)
@@ -357,8 +358,13 @@ class ProxyCollector:
 
         yield gauge(
             "clientproxy_pending_requests",
-            "Requests in flight.",
+            "Requests in flight (those waiting in line included).",
             lambda p: p.pending,
+        )
+        yield gauge(
+            "clientproxy_held_requests",
+            "Requests waiting in line for a resource (--hold).",
+            lambda p: p.held,
         )
         yield gauge(
             "clientproxy_resources_available",
@@ -453,7 +459,9 @@ def health(proxies):
 def readiness(proxies):
     """
     C{(ready, report)}: whether every proxy can serve requests, and for each
-    the conditions not met, as a JSON-able dict.
+    the conditions not met and the requests waiting in line for a resource
+    (C{held}: with C{--hold}, a proxy with no usable resource is not ready,
+    and its requests wait there), as a JSON-able dict.
     """
     report = {}
     for p in proxies:
@@ -479,7 +487,7 @@ def readiness(proxies):
             unmet.append(
                 "Redis channels subscribed, and what was published while they were not read back"
             )
-        report[p.jid] = {"ready": not unmet, "unmet": unmet}
+        report[p.jid] = {"ready": not unmet, "unmet": unmet, "held": p.held}
     ready = all(r["ready"] for r in report.values())
     return ready, {"ready": ready, "proxies": report}
 

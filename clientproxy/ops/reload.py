@@ -7,7 +7,8 @@ The file is read again with the same command line (so it is checked exactly
 as at start). For each running proxy, the settings that can change live are
 applied: access lists, rate and size limits, in-flight and subscriber
 bounds, the queue bounds, the resource filter, the strategy and the
-dispatch options, the timeout of new requests, the shutdown grace and the
+dispatch options, the timeout of new requests, the hold (for the requests
+waiting too) and the idempotent namespaces, the shutdown grace and the
 keepalive. What cannot (the component's address, the server, the secret,
 the data directory, TLS to the server, proxies added or removed) is named in the log as
 needing a restart. A file that does not load leaves the running

@@ -204,6 +204,25 @@ SETTINGS = (
         argument="affinity",
     ),
     Setting(
+        "hold",
+        0.0,
+        "Seconds a request waits in line for a resource when none can serve it, and a request "
+        "safe to repeat whose resource left waits for the next (within --timeout; 0: "
+        "service-unavailable at once).",
+        float,
+        argument="hold",
+        minimum=0,
+    ),
+    Setting(
+        "idempotent",
+        (),
+        "A namespace whose sets are safe to repeat: sent again like a get when their resource "
+        "leaves (repeatable).",
+        LIST,
+        argument="idempotent",
+        shown="none",
+    ),
+    Setting(
         "data-dir",
         None,
         "Where queued messages and service subscribers are kept (one SQLite file per "

@@ -35,6 +35,13 @@ UNSHARED = Answer(
     "The state shared by the service's processes cannot be reached",
 )
 INTERNAL = Answer("internal-server-error", "wait", None)
+#: With C{--hold}: what a request waiting in line gets when the hold (or its
+#: timeout) passes with no resource to serve it; the condition it would have
+#: had at once without the hold (L{NO_RESOURCE}, L{RESOURCE_LEFT}).
+HOLD_PASSED = Answer("service-unavailable", "cancel", "No resource of the service came in time")
+HOLD_PASSED_LEFT = Answer(
+    "recipient-unavailable", "wait", "The resource left and no other came in time"
+)
 QUEUE_FULL = Answer(
     "resource-constraint", "wait", "No resource of the service is available and its queue is full"
 )
@@ -73,11 +80,21 @@ TABLE = (
         "advertises the namespace)",
         NO_RESOURCE,
     ),
+    (
+        "with `--hold`: no resource could serve it within the hold (or before `--timeout`), "
+        "having waited in line",
+        HOLD_PASSED,
+    ),
     ("no reply within `--timeout`", TIMEOUT),
     (
         "the resource left with the request in flight, no retry possible (a `set`, a `get` "
         "already retried, or no other resource)",
         RESOURCE_LEFT,
+    ),
+    (
+        "with `--hold`: its resource left, it waited in line for another (a `get`, or a `set` "
+        "in an `--idempotent` namespace) and none came within the hold (or before `--timeout`)",
+        HOLD_PASSED_LEFT,
     ),
     (
         "the connection to the server was lost with the request in flight (sent once the "

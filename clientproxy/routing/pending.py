@@ -33,6 +33,22 @@ L{StanzaError} (C{remote-server-timeout} once the timeout passes). Waiters
 for an empty table (a shutdown) are told only after that answer was
 written.
 
+The line (C{--hold}). A request from outside that no resource can serve
+when it comes may wait in the table for one, in the line: its entry's
+resource is then L{PendingTable.line}, a L{Resource} that stands for no
+session (its address is the target's bare JID, so the request as kept is
+addressed there, and no reply can match it). A held entry is an entry like
+any other: counted once, against the same bounds and bytes, answered once
+through L{PendingTable._finish}. It leaves the line when the dispatcher
+sends it to a resource (L{PendingTable.reassign}), or when it has waited
+L{PendingTable.hold} seconds in line, or its own deadline comes first: it is
+then answered with what it would have had at once without the hold
+(L{clientproxy.routing.errors.HOLD_PASSED}, or C{HOLD_PASSED_LEFT} for one
+put back in line after its resource left). Entries join the line at its end
+and wait the same hold, so they are due in line order: the same single
+timer serves the line, set for whichever comes first, the oldest deadline
+or the head of the line.
+
 Every request gets the same timeout, so deadlines grow in the order
 requests are added; the table keeps its entries in that order (a dict keeps
 insertion order) and needs a single timer, on an injectable
@@ -49,7 +65,7 @@ Deferreds: one request, one answer, no callback chain to keep.
 from twisted.internet.defer import Deferred, succeed
 from twisted.words.protocols.jabber.error import StanzaError
 
-from clientproxy.routing.errors import TIMEOUT
+from clientproxy.routing.errors import HOLD_PASSED, HOLD_PASSED_LEFT, TIMEOUT
 from clientproxy.xmpp.stanzas import bareOf
 
 #: Marks the keys of requests started by a resource of the target.
@@ -79,11 +95,13 @@ class PendingRequest:
     @ivar request: the request as sent to the resource, serialised as
         UTF-8, for a request from outside (it may be sent again to another
         resource); C{None} for one started by the target.
-    @ivar resendable: whether it may be sent again if its resource leaves
-        (a C{get} not yet sent again for that reason).
+    @ivar resendable: whether it may be sent at once to another resource
+        if its resource leaves: true until it has been, once (whether its
+        kind allows it is the dispatcher's to say).
     @ivar tried: the resources that refused it, or C{None}.
     @ivar resource: the L{clientproxy.routing.resources.Resource} it concerns: the
-        one it was sent to, or the one that started it.
+        one it was sent to, or the one that started it; the table's
+        L{PendingTable.line} while it waits for one.
     @ivar deadline: when it times out, in the table's clock's seconds.
     @ivar weight: the bytes the table counts for it while it is in the
         table (L{weigh} when it was added or last moved).
@@ -156,6 +174,9 @@ class PendingTable:
     @ivar fromOutside: requests from outside in flight.
     @ivar fromTarget: requests started by the target in flight.
     @ivar bytes: the bytes every entry in the table keeps (see L{weigh}).
+    @ivar line: the L{Resource} held entries are assigned to, or C{None}
+        (no line: nothing may wait).
+    @ivar hold: seconds an entry may wait in the line (see L{setHold}).
     """
 
     def __init__(
@@ -167,11 +188,13 @@ class PendingTable:
         maxPendingPerRequester=MAX_PENDING_PER_REQUESTER,
         maxPendingFromTarget=MAX_PENDING_FROM_TARGET,
         maxPendingBytes=MAX_PENDING_BYTES,
+        line=None,
     ):
         """
         @param answer: called as C{answer(entry, outcome)} once for every
             entry that leaves the table, with the reply element or a
             L{StanzaError}; it must send exactly one answer.
+        @param line: see L{line}.
         """
         self._clock = clock
         self.timeout = timeout
@@ -191,6 +214,11 @@ class PendingTable:
         self.bytes = 0
         self._timer = None
         self._emptyWaiters = []
+        self.line = line
+        self.hold = 0.0
+        # The keys of the entries in the line, in the order they joined it,
+        # with when they did and what they get if the hold passes.
+        self._line = {}
 
     def __len__(self):
         return len(self._entries)
@@ -205,17 +233,25 @@ class PendingTable:
         return self._entries.get(key)
 
     def configure(
-        self, timeout, maxPending, maxPendingPerRequester, maxPendingFromTarget, maxPendingBytes
+        self,
+        timeout,
+        maxPending,
+        maxPendingPerRequester,
+        maxPendingFromTarget,
+        maxPendingBytes,
+        hold,
     ):
         """
-        Change the timeout (L{setTimeout}) and the bounds (a reload): those
-        in flight stay, whatever the new bounds.
+        Change the timeout (L{setTimeout}), the bounds and the hold
+        (L{setHold}) (a reload): those in flight stay, whatever the new
+        bounds.
         """
         self.maxPending = maxPending
         self.maxPendingPerRequester = maxPendingPerRequester
         self.maxPendingFromTarget = maxPendingFromTarget
         self.maxPendingBytes = maxPendingBytes
         self.setTimeout(timeout)
+        self.setHold(hold)
 
     def setTimeout(self, timeout):
         """
@@ -227,6 +263,28 @@ class PendingTable:
             if self._entries:
                 last = max(entry.deadline for entry in self._entries.values())
                 self._mixedUntil = max(last, self._mixedUntil or last)
+
+    def setHold(self, hold):
+        """
+        Let entries wait C{hold} seconds in the line from now on, those
+        waiting already too (counted from when they joined it).
+        """
+        self.hold = hold
+        self._scheduleLine()
+
+    @property
+    def lineLength(self):
+        """
+        The entries waiting in the line.
+        """
+        return len(self._line)
+
+    def waiting(self):
+        """
+        The entries in the line, in the order they joined it.
+        """
+        entries = self._entries
+        return [entries[key] for key in self._line]
 
     def heldBy(self, bare):
         """
@@ -318,6 +376,8 @@ class PendingTable:
         elif self._mixedUntil is not None and entry.deadline < self._timer.getTime():
             # A shorter timeout since a reload: this one is due first.
             self._timer.reset(self.timeout)
+        if resource is self.line:
+            self._join(entry, HOLD_PASSED)
         return entry
 
     def adopt(self, entry):
@@ -340,6 +400,8 @@ class PendingTable:
         entry.weight = weigh(entry)
         self._entries[entry.key] = entry
         self._count(entry, 1)
+        if entry.resource is self.line:
+            self._join(entry, HOLD_PASSED)
 
     def discard(self, key):
         """
@@ -365,7 +427,9 @@ class PendingTable:
         """
         Move C{entry} (from outside) to C{resource}: it is to be sent again
         there, its request (already changed) addressed to it. The deadline
-        stays: a requester waits at most C{timeout} in all.
+        stays: a requester waits at most C{timeout} in all. To the L{line}
+        (its resource left), it joins the end of the line; from it, it
+        leaves the line.
 
         @return: whether it was moved: not if its request, now longer (a
             longer address), does not fit under L{maxPendingBytes}; it is
@@ -378,9 +442,14 @@ class PendingTable:
         bare = bareOf(entry.requester)
         self._heldBytes[bare] += weight - entry.weight
         entry.weight = weight
+        line = self.line
+        if entry.resource is line:
+            del self._line[entry.key]
         entry.resource.pending -= 1
         entry.resource = resource
         resource.pending += 1
+        if resource is line:
+            self._join(entry, HOLD_PASSED_LEFT)
         return True
 
     def age(self, entry):
@@ -444,6 +513,34 @@ class PendingTable:
     def _remove(self, entry):
         del self._entries[entry.key]
         self._count(entry, -1)
+        if entry.resource is self.line:
+            del self._line[entry.key]
+
+    def _join(self, entry, answer):
+        """
+        C{entry} joins the end of the line; if the hold passes, it gets
+        C{answer}.
+        """
+        self._line[entry.key] = (self._clock.seconds(), answer)
+        self._scheduleLine()
+
+    def _lineDue(self):
+        """
+        When the head of the line has waited the hold, or C{None}.
+        """
+        head = next(iter(self._line.values()), None)
+        return None if head is None else head[0] + self.hold
+
+    def _scheduleLine(self):
+        """
+        Have the timer fire no later than the head of the line is due.
+        """
+        due = self._lineDue()
+        if due is None or self._timer is None:
+            # No line; or no entry at all, so no line either.
+            return
+        if due < self._timer.getTime():
+            self._timer.reset(max(0.0, due - self._clock.seconds()))
 
     def _finish(self, entry, outcome):
         # An entry taken from another process's share of the table is
@@ -467,11 +564,21 @@ class PendingTable:
 
     def _expire(self):
         """
-        Fail the entries whose deadline has passed, oldest first, and set
-        the timer for the next deadline.
+        Answer the entries that have waited the hold in line (in the order
+        they joined it), then those whose deadline has passed (oldest
+        first; one waiting in line gets the line's answer, not a timeout),
+        and set the timer for whichever is due next.
         """
         self._timer = None
         now = self._clock.seconds()
+        if self._line:
+            due = []
+            for key, (joined, answer) in self._line.items():
+                if joined + self.hold > now:
+                    break
+                due.append((self._entries[key], answer))
+            for entry, answer in due:
+                self.fail(entry, answer.condition, answer.text)
         mixed = self._mixedUntil is not None
         if mixed:
             expired = [entry for entry in self._entries.values() if entry.deadline <= now]
@@ -482,7 +589,12 @@ class PendingTable:
                     break
                 expired.append(entry)
         for entry in expired:
-            self.fail(entry, TIMEOUT.condition)
+            if entry.resource is self.line:
+                # Its deadline came before the hold passed.
+                answer = self._line[entry.key][1]
+                self.fail(entry, answer.condition, answer.text)
+            else:
+                self.fail(entry, TIMEOUT.condition)
         if self._mixedUntil is not None and now >= self._mixedUntil:
             self._mixedUntil = None
         if self._entries and self._timer is None:
@@ -490,4 +602,7 @@ class PendingTable:
                 oldest = next(iter(self._entries.values())).deadline
             else:
                 oldest = min(entry.deadline for entry in self._entries.values())
+            line = self._lineDue()
+            if line is not None and line < oldest:
+                oldest = line
             self._timer = self._clock.callLater(max(0.0, oldest - now), self._expire)

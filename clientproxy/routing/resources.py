@@ -73,6 +73,7 @@ class ResourceSet:
         self._removedObservers = []
         self._addedObservers = []
         self._capsObservers = []
+        self._learntObservers = []
         self.accept = re.compile(accept) if isinstance(accept, str) else accept
         self.version = 0
 
@@ -121,6 +122,13 @@ class ResourceSet:
         """
         self._capsObservers.append(observer)
 
+    def whenLearnt(self, observer):
+        """
+        Call C{observer(resource)} whenever what an available resource
+        supports becomes known, or changes (L{learnt}).
+        """
+        self._learntObservers.append(observer)
+
     def update(self, jid, name, priority, caps=None, origin=None):
         """
         Record an available presence of resource C{jid}.
@@ -156,6 +164,8 @@ class ResourceSet:
         if resource.features != features:
             resource.features = features
             self.version += 1
+            for observer in list(self._learntObservers):
+                observer(resource)
 
     def remove(self, jid, origin=None):
         """

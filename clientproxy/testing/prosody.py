@@ -34,6 +34,7 @@ allow_unencrypted_plain_auth = true
 authentication = "internal_plain"
 VirtualHost "{domain}"
 {components}
+{includes}
 """
 
 TLS = """\
@@ -55,7 +56,14 @@ class ThrowawayProsody(ThrowawayServer):
 
     name = "prosody"
 
-    def __init__(self, components, domain="localhost", reactor=None, loglevel="info", tls=None):
+    def __init__(
+        self, components, domain="localhost", reactor=None, loglevel="info", tls=None, includes=()
+    ):
+        """
+        @param includes: more configuration files, named relative to the
+            server's directory, included last and in this order (they need
+            exist only once the server starts).
+        """
         kwargs = {} if reactor is None else {"reactor": reactor}
         ThrowawayServer.__init__(self, components, domain, tls=tls, **kwargs)
         for sub in ("data", "certs"):
@@ -68,7 +76,13 @@ class ThrowawayProsody(ThrowawayServer):
             module = '"net_multiplex";'
             fragment = TLS.format(port=self.componentTLSPort, certificate=tls[0], key=tls[1])
         self.config = self.writeConfig(
-            "prosody.cfg.lua", CONFIG, COMPONENT, loglevel=loglevel, tls=fragment, tlsModule=module
+            "prosody.cfg.lua",
+            CONFIG,
+            COMPONENT,
+            loglevel=loglevel,
+            tls=fragment,
+            tlsModule=module,
+            includes="".join('Include "%s"\n' % (name,) for name in includes),
         )
 
     @property
@@ -81,12 +95,13 @@ class ThrowawayProsody(ThrowawayServer):
     def command(self):
         return PROSODY, [PROSODY, "--config", self.config, "-F"], dict(os.environ)
 
-    def register(self, user, password):
+    def register(self, user, password, host=None):
         """
-        Create an account (synchronous; it takes a few milliseconds).
+        Create an account on C{host} (the server's domain by default;
+        synchronous, it takes a few milliseconds).
         """
         subprocess.run(
-            [PROSODYCTL, "--config", self.config, "register", user, self.domain, password],
+            [PROSODYCTL, "--config", self.config, "register", user, host or self.domain, password],
             check=True,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

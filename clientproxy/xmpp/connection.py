@@ -169,7 +169,8 @@ class Status:
     @ivar subscription: the state of the presence subscription to the
         target (L{clientproxy.handlers.targetpresence}).
     @ivar resources: the usable resources of the target (a list).
-    @ivar pending: the requests in flight.
+    @ivar pending: the requests in flight (those waiting in line included).
+    @ivar held: the requests waiting in line for a resource (C{--hold}).
     @ivar queued: the messages queued.
     @ivar subscribers: the subscribers to the service's presence.
     @ivar sharedReachable: with state shared by several processes,
@@ -270,6 +271,7 @@ class ProxyComponent(Component):
             subscription=parts.presence.subscription,
             resources=list(parts.resources.available),
             pending=len(parts.dispatcher.pending),
+            held=parts.dispatcher.pending.lineLength,
             queued=parts.store.queueLength(),
             subscribers=parts.store.subscriberCount(),
             sharedReachable=None if cluster is None else cluster.reachable,

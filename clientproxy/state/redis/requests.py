@@ -11,7 +11,11 @@ the timeout; the resource gone; a shutdown) starts by taking the entry
 with one Lua script that deletes it: the process whose take finds it
 answers, every other finds nothing and stays silent. A reply is checked
 as in a process alone (the entry exists: in time; it comes from the
-resource asked) inside the same script. The process that added an entry
+resource asked) inside the same script. A request waiting in line
+(C{--hold}) is written too, with no resource (no reply can match it):
+sending it from the line, like any resend, takes it first and writes it
+again; a process gone leaves it to another, which serves it from its own
+line. The process that added an entry
 (its owner) keeps its timer; one that takes it from another tells the
 owner, which forgets it. The entries of a process gone are adopted by
 another (L{clientproxy.state.redis.cluster}), handed to the observer
@@ -277,7 +281,12 @@ class SharedRequests:
         """
         resources = self.cluster.resources
         jid, requester, stanzaID, via, resendable, deadline, tried, request = data.split("\0", 7)
-        resource = resources.get(jid) or Resource(jid, jid.partition("/")[2])
+        line = self.table.line
+        if line is not None and jid == line.jid:
+            # It was waiting in its process's line (--hold).
+            resource = line
+        else:
+            resource = resources.get(jid) or Resource(jid, jid.partition("/")[2])
         entry = PendingRequest(
             key,
             requester,
