@@ -7,4 +7,4 @@ configured target account, with the requester's address translated into a
 resource of the component (JAT), and the reply translated back.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"

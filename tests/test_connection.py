@@ -9,7 +9,7 @@ from twisted.trial import unittest
 from twisted.internet.error import ConnectionLost
 from twisted.python.failure import Failure
 
-from clientproxy.xmpp.connection import MAX_RECONNECT_DELAY
+from clientproxy.xmpp.connection import HANDSHAKE_TIMEOUT, MAX_RECONNECT_DELAY
 from clientproxy.assembly import makeProxy
 
 HEADER = (
@@ -98,6 +98,26 @@ class ConnectionTests(unittest.TestCase):
         self.assertTrue(self.proxy.running)
         for e in events:
             self.assertNotIn("hunter2", repr(e))
+
+    def test_silentServerTimesOut(self):
+        """
+        A server that accepts the connection but never completes the
+        handshake (hung, or not a component listener) is dropped after
+        L{HANDSHAKE_TIMEOUT} seconds, counted and said in one error line,
+        and tried again; a handshake done in time is not.
+        """
+        xs, transport = self.connect()
+        with capturedLogs() as events:
+            self.reactor.advance(HANDSHAKE_TIMEOUT)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.proxy.stats.connectionFailures["silent"], 1)
+        [event] = [e for e in events if e.get("log_level").name == "error"]
+        self.assertEqual(event["kind"], "silent")
+        xs, transport = self.connect()
+        xs.dataReceived(HEADER)
+        xs.dataReceived(b"<handshake/>")
+        self.reactor.advance(HANDSHAKE_TIMEOUT)
+        self.assertFalse(transport.disconnecting)
 
     def test_handshakeSuccessStartsHandlers(self):
         """

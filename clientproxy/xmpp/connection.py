@@ -70,8 +70,16 @@ FAILURES = {
     "handshake": "the server refused the handshake",
     "conflict": "another process is connected as the component",
     "closed": "the server closed the connection before the handshake (is it a component listener?)",
+    "silent": "the server accepted the connection but did not finish the handshake in time (is "
+    "it hung, or is the port not a component listener?)",
     "other": "the connection failed",
 }
+
+
+#: Seconds from the TCP connection to the end of the handshake, at most: a
+#: server that accepts connections but answers nothing (hung, stopped, or
+#: not an XMPP listener) would otherwise hold the component silent for ever.
+HANDSHAKE_TIMEOUT = 15.0
 
 
 def failureKind(reason):
@@ -235,6 +243,7 @@ class ProxyComponent(Component):
         # Why the current connection is failing, once the server said so
         # (a stream error) before it closes it.
         self._failure = None
+        self._handshakeTimer = None
         self._unreachable = Throttle(self._reactor.seconds)
         for handler in handlers.all():
             handler.setHandlerParent(self)
@@ -330,7 +339,26 @@ class ProxyComponent(Component):
 
     def _connected(self, xs):
         self.stats.link = HANDSHAKE
+        self._handshakeTimer = self._reactor.callLater(
+            HANDSHAKE_TIMEOUT, self._handshakeTimedOut, xs
+        )
         StreamManager._connected(self, xs)
+
+    def _handshakeTimedOut(self, xs):
+        """
+        The server took the connection but not the handshake within
+        L{HANDSHAKE_TIMEOUT}: count it, say it, drop the connection (the
+        factory tries again).
+        """
+        self._handshakeTimer = None
+        self._failure = "silent"
+        self._failed(None, "silent")
+        xs.transport.abortConnection()
+
+    def _cancelHandshakeTimer(self):
+        if self._handshakeTimer is not None and self._handshakeTimer.active():
+            self._handshakeTimer.cancel()
+        self._handshakeTimer = None
 
     def _failed(self, reason, kind=None, **fields):
         """
@@ -376,6 +404,7 @@ class ProxyComponent(Component):
         )
 
     def _authd(self, xs):
+        self._cancelHandshakeTimer()
         self.factory.resetDelay()
         self.authenticated = True
         self.stats.link = UP
@@ -408,6 +437,7 @@ class ProxyComponent(Component):
         xs.removeObserver('/iq[@type="error"]', self._onIQResponse)
 
     def _disconnected(self, reason):
+        self._cancelHandshakeTimer()
         if self.authenticated:
             if self.running:
                 self.log.warn(
