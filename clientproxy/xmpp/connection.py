@@ -378,13 +378,18 @@ class ProxyComponent(Component):
         why = FAILURES[kind]
         if kind == "tls":
             fields["name"] = self.tls.name if self.tls is not None else self.host
-            why = "TLS failed: the server's certificate is not accepted for %s (%s)" % (
-                fields["name"],
-                reason.getErrorMessage(),
-            )
+            message = reason.getErrorMessage()
+            if "wrong version number" in message:
+                # What OpenSSL says when the other side does not speak TLS.
+                why = "TLS failed: the port does not speak TLS (is it the plain component port?)"
+            else:
+                why = "TLS failed: the server's certificate is not accepted for %s (%s)" % (
+                    fields["name"],
+                    message,
+                )
         elif kind == "handshake":
             why = "the server refused the handshake (%s): %s" % (
-                fields["condition"],
+                fields["condition"] or "no stream error condition",
                 fields["hint"],
             )
         elif kind == "other" and reason is not None:
