@@ -429,7 +429,8 @@ class VisibleTests(unittest.TestCase):
         self.assertIn('clientproxy_held_requests{component="proxy.example.org"} 1.0', text)
         self.assertIn('clientproxy_pending_requests{component="proxy.example.org"} 1.0', text)
         self.assertIn(
-            'clientproxy_requests_total{component="proxy.example.org",outcome="held"} 1.0', text
+            'clientproxy_requests_held_total{component="proxy.example.org",reason="no-resource"} 1.0',
+            text,
         )
         ready, report = readiness([p])
         self.assertFalse(ready)

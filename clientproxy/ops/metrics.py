@@ -64,6 +64,10 @@ REQUESTS = {
     "retried": ("clientproxy_requests_resent_total", ("resource-left",)),
     "answered": ("clientproxy_requests_replied_total", ("peer",)),
     "answered-to-target": ("clientproxy_requests_replied_total", ("target",)),
+    "held": ("clientproxy_requests_held_total", ("no-resource",)),
+    "held-again": ("clientproxy_requests_held_total", ("resource-left",)),
+    "sent-from-line": ("clientproxy_requests_sent_from_line_total", ()),
+    "held-unserved": ("clientproxy_requests_hold_expired_total", ()),
 }
 MESSAGES = {
     "fanned-out": ("clientproxy_messages_fanned_out_total", ()),
@@ -123,6 +127,19 @@ COUNTERS = {
     "clientproxy_requests_replied_total": (
         "Requests answered with the reply of the entity asked (a result or its error), by origin.",
         {"origin": ("peer", "target")},
+    ),
+    "clientproxy_requests_held_total": (
+        "Requests that joined the line to wait for a resource (--hold), by why: none could "
+        "serve them when they came, or their resource left with them.",
+        {"reason": ("no-resource", "resource-left")},
+    ),
+    "clientproxy_requests_sent_from_line_total": (
+        "Requests sent from the line to a resource that came (--hold).",
+        {},
+    ),
+    "clientproxy_requests_hold_expired_total": (
+        "Requests whose hold passed with no resource to serve them (answered with an error).",
+        {},
     ),
     "clientproxy_request_errors_total": (
         "Requests the component answered itself with an error, by origin and condition; with "
