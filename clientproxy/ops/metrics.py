@@ -460,7 +460,7 @@ def readiness(proxies):
         p = p.status()
         unmet = []
         if p.standingBy:
-            unmet.append("the store's lock held (another process holds it: standing by)")
+            unmet.append("%s held (another process holds it: standing by)" % (p.standbyWhat,))
         if not p.connected:
             unmet.append("connected to the server")
         if not p.authenticated:

@@ -162,8 +162,10 @@ class Status:
     @ivar jid: the component's JID.
     @ivar target: the target's bare JID.
     @ivar stats: its L{clientproxy.ops.stats.Stats}.
-    @ivar standingBy: whether another process holds the store's lock, so
-        this one waits.
+    @ivar standingBy: whether another process holds the store's lock or
+        the lease, so this one waits.
+    @ivar standbyWhat: what it waits for (C{"the store's lock"}), or
+        C{None}.
     @ivar connected: whether a connection to the server is up.
     @ivar authenticated: whether its handshake is done.
     @ivar subscription: the state of the presence subscription to the
@@ -200,7 +202,9 @@ class ProxyComponent(Component):
         handshake (what the health endpoints and the readiness report read).
     @ivar standby: the L{clientproxy.ops.standby.StandbyLock} on the store,
         taken before connecting (a second process for the same store stands
-        by), or C{None}.
+        by), the L{clientproxy.state.redis.lease.Lease} in Redis
+        (C{--lease}: this process connects only while it holds it, and
+        disconnects at once when it loses it), or C{None}.
     """
 
     log = Logger()
@@ -235,6 +239,9 @@ class ProxyComponent(Component):
         # (a stream error) before it closes it.
         self._failure = None
         self._unreachable = Throttle(self._reactor.seconds)
+        whenLost = getattr(standby, "whenLost", None)
+        if whenLost is not None:
+            whenLost(self._standDown)
         for handler in handlers.all():
             handler.setHandlerParent(self)
 
@@ -251,8 +258,29 @@ class ProxyComponent(Component):
         self.standby.acquire(self._connect)
 
     def _connect(self):
-        if self.running:
-            self._connection = self._getConnection()
+        if not self.running:
+            return
+        if self._connection is not None:
+            # Again, after the lease was lost (L{_standDown}) and taken.
+            self.factory.continueTrying = True
+            self.factory.resetDelay()
+        self._connection = self._getConnection()
+
+    def _standDown(self):
+        """
+        The lease was lost (L{clientproxy.state.redis.lease}): another
+        process may hold the component now. Drop the connection at once,
+        try no more, and stand by until the lease is this process's again.
+        """
+        self.stats.link = STANDBY
+        if not self.running or self._connection is None:
+            return
+        self.factory.stopTrying()
+        connector = self._connection
+        if getattr(connector, "state", None) == "connected" and connector.transport is not None:
+            connector.transport.abortConnection()
+        else:
+            connector.disconnect()
 
     def status(self):
         """
@@ -265,6 +293,7 @@ class ProxyComponent(Component):
             target=parts.presence.target,
             stats=parts.stats,
             standingBy=self.standby is not None and not self.standby.held,
+            standbyWhat=getattr(self.standby, "what", None),
             connected=self.xmlstream is not None,
             authenticated=self.authenticated,
             subscription=parts.presence.subscription,
@@ -308,10 +337,14 @@ class ProxyComponent(Component):
                 service.Service.stopService(self)
             else:
                 Component.stopService(self)
+            waits = []
             if self.standby is not None:
-                self.standby.release()
+                # A lease is deleted at once, for a standby to take.
+                waits.append(defer.maybeDeferred(self.standby.release))
             if self.parts.cluster is not None:
-                return self.parts.cluster.stop()
+                waits.append(self.parts.cluster.stop())
+            d = defer.gatherResults(waits, consumeErrors=True)
+            return d.addCallbacks(lambda _: None, lambda _: None)
 
         return drained.addBoth(close)
 
@@ -406,13 +439,15 @@ class ProxyComponent(Component):
         xs.removeObserver('/iq[@type="error"]', self._onIQResponse)
 
     def _disconnected(self, reason):
+        # Dropped on purpose: the lease was lost (said by the lease).
+        dropped = self.standby is not None and not self.standby.held
         if self.authenticated:
-            if self.running:
+            if self.running and not dropped:
                 self.log.warn(
                     "Connection to the server lost ({reason}); reconnecting",
                     reason=reason.getErrorMessage(),
                 )
-            self.stats.link = DOWN
+            self.stats.link = STANDBY if dropped else DOWN
         elif self._failure is not None:
             # Counted and said when the server refused the handshake.
             self.stats.link = STANDBY if self._standingBy else DOWN
@@ -450,6 +485,15 @@ class ProxyComponent(Component):
                 "handshake",
                 condition=condition,
                 hint=HANDSHAKE_REFUSALS.get(condition, "see the server's log"),
+            )
+        elif condition == "conflict":
+            # Another process connected as the component, and the server
+            # (Prosody with component_conflict_resolve = "kick_old") closes
+            # this connection for it.
+            self.log.warn(
+                "The server closed this connection: another process connected as component "
+                "{jid} (conflict)",
+                jid=self.jid,
             )
         else:
             self.log.error("Stream error from the server: {condition}", condition=condition)
