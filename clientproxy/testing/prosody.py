@@ -32,6 +32,7 @@ modules_disabled = {{ "s2s" }}
 c2s_require_encryption = false
 allow_unencrypted_plain_auth = true
 authentication = "internal_plain"
+{extra}
 VirtualHost "{domain}"
 {components}
 """
@@ -55,7 +56,13 @@ class ThrowawayProsody(ThrowawayServer):
 
     name = "prosody"
 
-    def __init__(self, components, domain="localhost", reactor=None, loglevel="info", tls=None):
+    def __init__(
+        self, components, domain="localhost", reactor=None, loglevel="info", tls=None, extra=""
+    ):
+        """
+        @param extra: more lines for the global section of the
+            configuration (C{component_conflict_resolve = "kick_old"}, say).
+        """
         kwargs = {} if reactor is None else {"reactor": reactor}
         ThrowawayServer.__init__(self, components, domain, tls=tls, **kwargs)
         for sub in ("data", "certs"):
@@ -68,7 +75,13 @@ class ThrowawayProsody(ThrowawayServer):
             module = '"net_multiplex";'
             fragment = TLS.format(port=self.componentTLSPort, certificate=tls[0], key=tls[1])
         self.config = self.writeConfig(
-            "prosody.cfg.lua", CONFIG, COMPONENT, loglevel=loglevel, tls=fragment, tlsModule=module
+            "prosody.cfg.lua",
+            CONFIG,
+            COMPONENT,
+            loglevel=loglevel,
+            tls=fragment,
+            tlsModule=module,
+            extra=extra,
         )
 
     @property
