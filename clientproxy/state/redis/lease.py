@@ -132,6 +132,7 @@ class Lease:
         self.token = None
         self._onHeld = None
         self._onLost = None
+        self._onStandingBy = []
         self._loop = None
         self._expiry = None
         self._trying = False
@@ -144,6 +145,18 @@ class Lease:
         Call C{onLost()} when this process loses the lease it held.
         """
         self._onLost = onLost
+
+    def whenStandingBy(self, observer):
+        """
+        Call C{observer()} each time this process starts standing by: the
+        lease is another's, or Redis cannot be asked (systemd's C{READY=1}
+        counts it as started).
+        """
+        self._onStandingBy.append(observer)
+
+    def _standingBy(self):
+        for observer in self._onStandingBy:
+            observer()
 
     def acquire(self, onHeld):
         """
@@ -187,6 +200,7 @@ class Lease:
                         epoch=holderOf(token),
                         interval=self.poll,
                     )
+                    self._standingBy()
                 return
             self._taken(token, sent)
 
@@ -201,6 +215,7 @@ class Lease:
                     why=failure.getErrorMessage(),
                     interval=self.poll,
                 )
+                self._standingBy()
 
         d.addCallbacks(answered, failed)
 
