@@ -383,8 +383,8 @@ class ProxyCollector:
         link = GaugeMetricFamily(
             "clientproxy_server_link_state",
             "1 for the state of the link to the server: down (waiting to try again), "
-            "connecting, handshake, up, standby (another process holds the component or the "
-            "store).",
+            "connecting, handshake, up, standby (another process holds the component, the "
+            "store or the lease).",
             labels=["component", "state"],
         )
         subscription = GaugeMetricFamily(

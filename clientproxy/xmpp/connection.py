@@ -440,7 +440,7 @@ class ProxyComponent(Component):
 
     def _disconnected(self, reason):
         # Dropped on purpose: the lease was lost (said by the lease).
-        dropped = self.standby is not None and not self.standby.held
+        dropped = self.running and self.standby is not None and not self.standby.held
         if self.authenticated:
             if self.running and not dropped:
                 self.log.warn(
