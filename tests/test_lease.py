@@ -8,7 +8,7 @@ real Redis; and the component's use of the lease on a memory reactor.
 """
 
 from twisted.internet import defer, reactor, task
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import capturedLogs
 from twisted.trial import unittest
 
@@ -19,7 +19,8 @@ from clientproxy.state.redis.lease import POLL, RELEASE, RENEW, RENEW_SCRIPT, TA
 from clientproxy.state.redis.store import connect
 from clientproxy.state.sqlite import Store
 from clientproxy.testing.redis import startRedis
-from clientproxy.xmpp.connection import ProxyComponent
+from clientproxy.xmpp.connection import LEASE_UNUSED, ProxyComponent
+from tests.test_systemd import HEADER
 
 COMPONENT = "proxy.example.org"
 
@@ -377,6 +378,51 @@ class LeasedComponentTests(unittest.TestCase):
         self.assertTrue(self.lease.held)
         self.assertEqual(len(reactor.tcpClients), 2)
         self.assertTrue(self.proxy.factory.continueTrying)
+
+    def handshake(self):
+        """
+        The server accepts the proxy's connection and its handshake.
+        """
+        xs = self.proxy.factory.buildProtocol(None)
+        xs.makeConnection(StringTransport())
+        xs.dataReceived(HEADER % (COMPONENT.encode(),) + b"<handshake/>")
+
+    def test_handsBackWhenTheServerCannotBeReached(self):
+        """
+        A holder that has not completed a handshake with the server within
+        LEASE_UNUSED seconds of taking the lease lets it go, and leaves it to
+        the others for LEASE_PAUSE seconds: a standby that may reach the
+        server takes it.
+        """
+        self.other.release()
+        self.reactor.advance(POLL)
+        self.assertTrue(self.lease.held)
+        self.reactor.advance(LEASE_UNUSED - 1)
+        self.assertTrue(self.lease.held)
+        third = Lease(self.redis, COMPONENT, self.reactor)
+        self.addCleanup(third.release)
+        third.acquire(lambda: None)
+        self.reactor.advance(1)
+        self.assertFalse(self.lease.held)
+        self.assertEqual(self.proxy.stats.link, STANDBY)
+        self.reactor.advance(POLL)
+        self.assertTrue(third.held)
+        for _ in range(120):
+            self.reactor.advance(0.25)
+        self.assertTrue(third.held)
+        self.assertEqual(len(self.reactor.tcpClients), 1)
+
+    def test_keptWhileConnected(self):
+        """
+        A holder connected to the server keeps the lease.
+        """
+        self.other.release()
+        self.reactor.advance(POLL)
+        self.handshake()
+        self.assertTrue(self.proxy.authenticated)
+        for _ in range(int(LEASE_UNUSED * 3 / 0.25)):
+            self.reactor.advance(0.25)
+        self.assertTrue(self.lease.held)
 
     def test_stopReleases(self):
         """

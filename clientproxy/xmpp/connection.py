@@ -47,6 +47,11 @@ from clientproxy.xmpp.stream import ProxyXmlStream
 MAX_RECONNECT_DELAY = 5.0
 #: Seconds: the wait before the first new attempt.
 INITIAL_RECONNECT_DELAY = 0.5
+#: Seconds a process holding the lease may go without a connection to the
+#: server before it lets the lease go for a standby that may reach it.
+LEASE_UNUSED = 15.0
+#: Seconds it then leaves the lease to the others.
+LEASE_PAUSE = 3.0
 
 #: Stream error conditions that mean the server refused the handshake, with
 #: what an operator should check (C{conflict}, another process connected as
@@ -233,6 +238,7 @@ class ProxyComponent(Component):
         factory.onFailure = self._failed
         StreamManager.__init__(self, factory, reactor)
         self.authenticated = False
+        self._unused = None
         self._everConnected = False
         self._standingBy = False
         # Why the current connection is failing, once the server said so
@@ -265,6 +271,32 @@ class ProxyComponent(Component):
             self.factory.continueTrying = True
             self.factory.resetDelay()
         self._connection = self._getConnection()
+        self._watchUnused()
+
+    def _watchUnused(self):
+        """
+        With a lease: hand it back if no handshake with the server is done
+        within L{LEASE_UNUSED} seconds (this process may be cut off from the
+        server while another is not).
+        """
+        if getattr(self.standby, "handBack", None) is None or not self.standby.held:
+            return
+        if self._unused is None or not self._unused.active():
+            self._unused = self._reactor.callLater(LEASE_UNUSED, self._leaseUnused)
+
+    def _unwatchUnused(self):
+        if self._unused is not None and self._unused.active():
+            self._unused.cancel()
+        self._unused = None
+
+    def _leaseUnused(self):
+        self._unused = None
+        if self.running and not self.authenticated and self.standby.held:
+            self.standby.handBack(
+                "no connection to the server for %g s: leaving it to another process for %g s"
+                % (LEASE_UNUSED, LEASE_PAUSE),
+                LEASE_PAUSE,
+            )
 
     def _standDown(self):
         """
@@ -273,6 +305,7 @@ class ProxyComponent(Component):
         try no more, and stand by until the lease is this process's again.
         """
         self.stats.link = STANDBY
+        self._unwatchUnused()
         if not self.running or self._connection is None:
             return
         self.factory.stopTrying()
@@ -330,6 +363,7 @@ class ProxyComponent(Component):
             drained = self.dispatcher.shutdown(self._reactor, self.grace)
 
         def close(_):
+            self._unwatchUnused()
             if self.xmlstream is not None:
                 self.parts.servicePresence.shutdown()
             if self._connection is None:
@@ -407,6 +441,7 @@ class ProxyComponent(Component):
         )
 
     def _authd(self, xs):
+        self._unwatchUnused()
         self.factory.resetDelay()
         self.authenticated = True
         self.stats.link = UP
@@ -459,6 +494,8 @@ class ProxyComponent(Component):
             self.stats.link = DOWN
         self._failure = None
         self.authenticated = False
+        if self.running:
+            self._watchUnused()
         Component._disconnected(self, reason)
 
     def _onStreamError(self, reason):

@@ -139,6 +139,7 @@ class Lease:
         self._toldStandingBy = False
         self._stopped = False
         self._generation = 0
+        self._notBefore = 0.0
 
     def whenLost(self, onLost):
         """
@@ -177,6 +178,8 @@ class Lease:
 
     def _try(self):
         if self._trying or self.held or self._stopped:
+            return
+        if self.clock.seconds() < self._notBefore:
             return
         self._trying = True
         generation = self._generation
@@ -296,6 +299,21 @@ class Lease:
         if self._expiry is not None and self._expiry.active():
             self._expiry.cancel()
         self._expiry = None
+
+    def handBack(self, why, pause):
+        """
+        Let the lease go while running (this process cannot use it: it
+        cannot reach the server), and take it again no sooner than
+        C{pause} seconds from now, so that a standby that may reach the
+        server takes it first.
+        """
+        if not self.held:
+            return
+        token = self.token
+        self._notBefore = self.clock.seconds() + pause
+        self._lost(why)
+        d = self.redis.eval(RELEASE, keys=[self.key], args=[token])
+        d.addErrback(lambda f: None)
 
     def release(self):
         """
