@@ -13,6 +13,7 @@ from clientproxy.handlers.capabilities import CapabilityLearner
 from clientproxy.state.local import LocalFacts, LocalRequests
 from clientproxy.state.redis.cluster import Cluster
 from clientproxy.state.redis.facts import SharedFacts
+from clientproxy.state.redis.lease import Lease
 from clientproxy.state.redis.requests import SharedRequests
 from clientproxy.xmpp.connection import ProxyComponent
 from clientproxy.handlers.dispatch import IQDispatcher
@@ -304,6 +305,7 @@ def makeProxy(
     reactor=None,
     tls=None,
     redis=None,
+    lease=False,
     **options,
 ):
     """
@@ -321,6 +323,10 @@ def makeProxy(
     @param dataDir: the directory of the store (queued messages, service
         subscribers); C{None} keeps them in memory only (tests).
     @param grace: seconds requests in flight get when the service stops.
+    @param lease: with C{redis}: connect only while this process holds the
+        component's lease in Redis (L{clientproxy.state.redis.lease}), so
+        one process at a time is connected, and a standby takes over when
+        the holder stops renewing it (hung, or gone).
     @param tls: L{clientproxy.xmpp.connection.TLSSettings} for direct TLS to the
         server, or C{None} for plain TCP.
     @param reactor: an L{IReactorTCP} and L{IReactorTime}; the global
@@ -332,6 +338,8 @@ def makeProxy(
     """
     if reactor is None:
         from twisted.internet import reactor
+    if lease and redis is None:
+        raise ValueError("a lease is kept in Redis: it needs redis")
     if redis is not None:
         address = checkURL(redis) if isinstance(redis, str) else redis
         redis = connectRedis(address, reactor)
@@ -340,6 +348,5 @@ def makeProxy(
     else:
         store = Store(":memory:" if dataDir is None else storePath(dataDir, jid))
     handlers = makeHandlers(jid, target, reactor, store, **options)
-    return ProxyComponent(
-        host, port, jid, secret, handlers, reactor, grace, tls, standby=lockFor(store, reactor)
-    )
+    standby = Lease(redis, jid, reactor) if lease else lockFor(store, reactor)
+    return ProxyComponent(host, port, jid, secret, handlers, reactor, grace, tls, standby=standby)

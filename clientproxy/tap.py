@@ -310,6 +310,10 @@ class Options(usage.Options):
         without C{--redis}. The password never appears in a message.
         """
         if self["redis"] is None:
+            if self["lease"]:
+                raise usage.UsageError(
+                    "--lease is used only with --redis (the lease is kept there)"
+                )
             for option in ("redis-password-file", "redis-ca-file"):
                 if self[option] is not None:
                     raise usage.UsageError("--%s is used only with --redis" % (option,))

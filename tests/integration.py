@@ -178,11 +178,11 @@ class Processes:
 
     timeout = 120
 
-    def startProcess(self, directory, process=None, more=()):
+    def startProcess(self, directory, process=None, more=(), env=None):
         """
         Start C{process} (a new L{ComponentProcess} by default) for the
-        component, with C{directory} as its data directory, and C{more}
-        options.
+        component, with C{directory} as its data directory, C{more}
+        options, and C{env} (this process's environment by default).
         """
         process = process or ComponentProcess()
         self.addCleanup(process.stop)
@@ -201,6 +201,7 @@ class Processes:
             ]
             + list(more),
             directory,
+            env,
         )
         return process
 

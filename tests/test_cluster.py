@@ -20,7 +20,8 @@ from clientproxy.ops.metrics import readiness
 from clientproxy.xmpp.connection import ProxyComponent
 from clientproxy.state.redis.address import parseURL
 from clientproxy.state.redis.client import RedisError
-from clientproxy.state.redis.store import Listener, RedisStore, aclRules, connect
+from clientproxy.state.redis.lease import RELEASE, RENEW_SCRIPT, TAKE
+from clientproxy.state.redis.store import Listener, RedisStore, aclRules, connect, prefixOf
 from clientproxy.testing.redis import startRedis
 from tests.helpers import COMPONENT, TARGET, Harness, errorCondition, waitFor
 from tests.xmlgen import RECIPIENTS, RESOURCES, attribute, readStanzas, stanzas
@@ -658,6 +659,19 @@ class LockedRedisTests(ClusterTests):
             self.assertIn(line, f.read())
 
     @defer.inlineCallbacks
+    def test_lease(self):
+        """
+        The lease's scripts (L{clientproxy.state.redis.lease}) run as the
+        ACL user.
+        """
+        client = connect(self.redisURL())
+        self.addCleanup(client.disconnect)
+        keys = [prefixOf(COMPONENT) + "lease", prefixOf(COMPONENT) + "lease-epoch"]
+        self.assertEqual((yield client.eval(TAKE, keys=keys, args=["n", 3000])), [1, "1 n"])
+        self.assertEqual((yield client.eval(RENEW_SCRIPT, keys=keys, args=["1 n", 3000])), 1)
+        self.assertEqual((yield client.eval(RELEASE, keys=keys[:1], args=["1 n"])), 1)
+
+    @defer.inlineCallbacks
     def test_nothingElse(self):
         """
         The ACL user can touch no other key, no other channel, and no
@@ -670,7 +684,7 @@ class LockedRedisTests(ClusterTests):
             ("GET", "other:key"),
             ("SET", "clientproxy:other.example.org:x", "1"),
             ("PUBLISH", "other", "x"),
-            ("GET", "clientproxy:%s:x" % (COMPONENT,)),
+            ("TYPE", "clientproxy:%s:x" % (COMPONENT,)),
             ("KEYS", "*"),
             ("FLUSHALL",),
             ("CONFIG", "GET", "requirepass"),

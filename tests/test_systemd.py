@@ -100,6 +100,33 @@ class NotifierTests(unittest.TestCase):
             ready, "READY=1\nSTATUS=connected: a.example.org; standing by: b.example.org"
         )
 
+    def test_leaseStandbyCountsAsStarted(self):
+        """
+        A proxy with a lease held by another process counts as started once
+        Redis has said so, not before (it may be about to connect).
+        """
+        from clientproxy.state.redis.lease import Lease
+        from tests.test_lease import MemoryRedis
+
+        redis = MemoryRedis(self.reactor)
+        holder = Lease(redis, "b.example.org", self.reactor)
+        holder.acquire(lambda: None)
+        self.addCleanup(holder.release)
+        redis.silent = True
+        lease = Lease(redis, "b.example.org", self.reactor)
+        self.proxies[1].standby = lease
+        self.addCleanup(lease.release)
+        self.notifier.startService()
+        lease.acquire(lambda: None)
+        self.handshake(self.proxies[0])
+        self.assertEqual([m for m in self.received() if "READY" in m], [])
+        redis.silent = False
+        redis.pending.pop().callback([0, holder.token])
+        [ready] = [m for m in self.received() if "READY" in m]
+        self.assertEqual(
+            ready, "READY=1\nSTATUS=connected: a.example.org; standing by: b.example.org"
+        )
+
     def test_watchdogAndStopping(self):
         """
         The watchdog is pinged at start and every half C{WatchdogSec} (5 s of

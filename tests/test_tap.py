@@ -295,13 +295,14 @@ class OptionsTests(unittest.TestCase):
         ).redisAddress
         self.assertEqual((address.tls, address.caFile, address.deadline), (True, ca, 1.5))
         self.assertEqual(self.parse(*base).redisAddress, None)
+        self.assertTrue(self.parse(*base + ["--redis", "redis://h", "--lease"])["lease"])
 
     def test_redisRefusals(self):
         """
         A C{--redis} URL with parts that would be ignored, a CA file without
-        TLS or that does not exist, a password file without C{--redis}, a
-        deadline under 0.1 s: each one usage error (one line), never showing
-        the password.
+        TLS or that does not exist, a password file or C{--lease} without
+        C{--redis}, a deadline under 0.1 s: each one usage error (one line),
+        never showing the password.
         """
         base = REQUIRED + ["--secret", "s"]
         for extra in (
@@ -312,6 +313,7 @@ class OptionsTests(unittest.TestCase):
             ["--redis", "redis://:hunter2@h", "--redis-ca-file", "/etc/hostname"],
             ["--redis", "rediss://:hunter2@h", "--redis-ca-file", "/nonexistent/ca"],
             ["--redis-password-file", "/etc/hostname"],
+            ["--lease"],
             ["--redis", "redis://h", "--redis-timeout", "0"],
         ):
             e = self.assertRaises(usage.UsageError, self.parse, *base + extra)

@@ -406,8 +406,8 @@ class ProxyCollector:
         link = GaugeMetricFamily(
             "clientproxy_server_link_state",
             "1 for the state of the link to the server: down (waiting to try again), "
-            "connecting, handshake, up, standby (another process holds the component or the "
-            "store).",
+            "connecting, handshake, up, standby (another process holds the component, the "
+            "store or the lease).",
             labels=["component", "state"],
         )
         subscription = GaugeMetricFamily(
@@ -485,7 +485,7 @@ def readiness(proxies):
         p = p.status()
         unmet = []
         if p.standingBy:
-            unmet.append("the store's lock held (another process holds it: standing by)")
+            unmet.append("%s held (another process holds it: standing by)" % (p.standbyWhat,))
         if not p.connected:
             unmet.append("connected to the server")
         if not p.authenticated:

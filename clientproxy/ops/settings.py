@@ -243,6 +243,17 @@ SETTINGS = (
         argument="redis",
     ),
     Setting(
+        "lease",
+        False,
+        "With --redis: connect only while this process holds the component's lease in Redis, "
+        "so one process is connected at a time and a standby takes over within seconds of a "
+        "hung or lost one (for Prosody; not for several active processes on ejabberd; see "
+        "docs/instances.md).",
+        FLAG,
+        when=RESTART,
+        argument="lease",
+    ),
+    Setting(
         "redis-password-file",
         None,
         "A file holding the Redis password (a trailing newline is ignored); "

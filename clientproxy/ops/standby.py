@@ -45,6 +45,8 @@ class StandbyLock:
     """
 
     log = Logger()
+    #: What a standby waits for, as /readyz says it.
+    what = "the store's lock"
 
     def __init__(self, path, clock, interval=POLL_INTERVAL):
         self.path = path

@@ -18,7 +18,7 @@ from clientproxy.routing.errors import DROPS
 #: The states of the link to the server: not connected (waiting to try
 #: again), a TCP connection being made, connected and doing the handshake,
 #: up (the handshake done), standing by (another process holds the
-#: component, or the store's lock).
+#: component, the store's lock, or the lease).
 DOWN, CONNECTING, HANDSHAKE, UP, STANDBY = "down", "connecting", "handshake", "up", "standby"
 LINK_STATES = (DOWN, CONNECTING, HANDSHAKE, UP, STANDBY)
 

@@ -83,9 +83,16 @@ class SystemdNotifier(service.Service):
     def startService(self):
         service.Service.startService(self)
         # Started after the proxies: those that could not take their
-        # store's lock are standing by.
+        # store's lock are standing by; a lease in Redis says so when
+        # Redis has answered.
         for proxy in self.proxies:
-            if proxy.standby is not None and not proxy.standby.held:
+            standby = proxy.standby
+            if standby is None:
+                continue
+            observe = getattr(standby, "whenStandingBy", None)
+            if observe is not None:
+                observe(lambda factory=proxy.factory: self._onStandingBy(factory))
+            elif not standby.held:
                 self._standingBy.add(proxy.factory)
         self._check()
         if self.address is not None and self.interval:
@@ -98,6 +105,11 @@ class SystemdNotifier(service.Service):
         if self._watchdog is not None and self._watchdog.running:
             self._watchdog.stop()
         return service.Service.stopService(self)
+
+    def _onStandingBy(self, factory):
+        if factory not in self._ready:
+            self._standingBy.add(factory)
+            self._check()
 
     def _onAuthenticated(self, xs):
         self._ready.add(xs.factory)

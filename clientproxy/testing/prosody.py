@@ -32,6 +32,7 @@ modules_disabled = {{ "s2s" }}
 c2s_require_encryption = false
 allow_unencrypted_plain_auth = true
 authentication = "internal_plain"
+{extra}
 VirtualHost "{domain}"
 {components}
 {includes}
@@ -57,12 +58,21 @@ class ThrowawayProsody(ThrowawayServer):
     name = "prosody"
 
     def __init__(
-        self, components, domain="localhost", reactor=None, loglevel="info", tls=None, includes=()
+        self,
+        components,
+        domain="localhost",
+        reactor=None,
+        loglevel="info",
+        tls=None,
+        includes=(),
+        extra="",
     ):
         """
         @param includes: more configuration files, named relative to the
             server's directory, included last and in this order (they need
             exist only once the server starts).
+        @param extra: more lines for the global section of the
+            configuration (C{component_conflict_resolve = "kick_old"}, say).
         """
         kwargs = {} if reactor is None else {"reactor": reactor}
         ThrowawayServer.__init__(self, components, domain, tls=tls, **kwargs)
@@ -83,6 +93,7 @@ class ThrowawayProsody(ThrowawayServer):
             tls=fragment,
             tlsModule=module,
             includes="".join('Include "%s"\n' % (name,) for name in includes),
+            extra=extra,
         )
 
     @property

@@ -41,12 +41,13 @@ class ComponentProcess(protocol.ProcessProtocol):
         self._waiting = []
         self._buffer = b""
 
-    def start(self, arguments, directory):
+    def start(self, arguments, directory, env=None):
         """
-        Start `twistd -n clientproxy ARGUMENTS` in C{directory}.
+        Start `twistd -n clientproxy ARGUMENTS` in C{directory}, with
+        C{env} (this process's environment by default).
         """
         twistd = twistdPath(self.python)
-        self.run([twistd, "-n", "--pidfile=", "clientproxy"] + list(arguments), directory)
+        self.run([twistd, "-n", "--pidfile=", "clientproxy"] + list(arguments), directory, env)
 
     def run(self, command, directory, env=None):
         """

@@ -47,6 +47,11 @@ from clientproxy.xmpp.stream import ProxyXmlStream
 MAX_RECONNECT_DELAY = 5.0
 #: Seconds: the wait before the first new attempt.
 INITIAL_RECONNECT_DELAY = 0.5
+#: Seconds a process holding the lease may go without a connection to the
+#: server before it lets the lease go for a standby that may reach it.
+LEASE_UNUSED = 15.0
+#: Seconds it then leaves the lease to the others.
+LEASE_PAUSE = 3.0
 
 #: Stream error conditions that mean the server refused the handshake, with
 #: what an operator should check (C{conflict}, another process connected as
@@ -170,8 +175,10 @@ class Status:
     @ivar jid: the component's JID.
     @ivar target: the target's bare JID.
     @ivar stats: its L{clientproxy.ops.stats.Stats}.
-    @ivar standingBy: whether another process holds the store's lock, so
-        this one waits.
+    @ivar standingBy: whether another process holds the store's lock or
+        the lease, so this one waits.
+    @ivar standbyWhat: what it waits for (C{"the store's lock"}), or
+        C{None}.
     @ivar connected: whether a connection to the server is up.
     @ivar authenticated: whether its handshake is done.
     @ivar subscription: the state of the presence subscription to the
@@ -209,7 +216,9 @@ class ProxyComponent(Component):
         handshake (what the health endpoints and the readiness report read).
     @ivar standby: the L{clientproxy.ops.standby.StandbyLock} on the store,
         taken before connecting (a second process for the same store stands
-        by), or C{None}.
+        by), the L{clientproxy.state.redis.lease.Lease} in Redis
+        (C{--lease}: this process connects only while it holds it, and
+        disconnects at once when it loses it), or C{None}.
     """
 
     log = Logger()
@@ -238,6 +247,7 @@ class ProxyComponent(Component):
         factory.onFailure = self._failed
         StreamManager.__init__(self, factory, reactor)
         self.authenticated = False
+        self._unused = None
         self._everConnected = False
         self._standingBy = False
         # Why the current connection is failing, once the server said so
@@ -245,6 +255,9 @@ class ProxyComponent(Component):
         self._failure = None
         self._handshakeTimer = None
         self._unreachable = Throttle(self._reactor.seconds)
+        whenLost = getattr(standby, "whenLost", None)
+        if whenLost is not None:
+            whenLost(self._standDown)
         for handler in handlers.all():
             handler.setHandlerParent(self)
 
@@ -261,8 +274,56 @@ class ProxyComponent(Component):
         self.standby.acquire(self._connect)
 
     def _connect(self):
-        if self.running:
-            self._connection = self._getConnection()
+        if not self.running:
+            return
+        if self._connection is not None:
+            # Again, after the lease was lost (L{_standDown}) and taken.
+            self.factory.continueTrying = True
+            self.factory.resetDelay()
+        self._connection = self._getConnection()
+        self._watchUnused()
+
+    def _watchUnused(self):
+        """
+        With a lease: hand it back if no handshake with the server is done
+        within L{LEASE_UNUSED} seconds (this process may be cut off from the
+        server while another is not).
+        """
+        if getattr(self.standby, "handBack", None) is None or not self.standby.held:
+            return
+        if self._unused is None or not self._unused.active():
+            self._unused = self._reactor.callLater(LEASE_UNUSED, self._leaseUnused)
+
+    def _unwatchUnused(self):
+        if self._unused is not None and self._unused.active():
+            self._unused.cancel()
+        self._unused = None
+
+    def _leaseUnused(self):
+        self._unused = None
+        if self.running and not self.authenticated and self.standby.held:
+            self.standby.handBack(
+                "no connection to the server for %g s: leaving it to another process for %g s"
+                % (LEASE_UNUSED, LEASE_PAUSE),
+                LEASE_PAUSE,
+            )
+
+    def _standDown(self):
+        """
+        The lease was lost (L{clientproxy.state.redis.lease}): another
+        process may hold the component now. Drop the connection at once,
+        try no more, and stand by until the lease is this process's again.
+        """
+        self.stats.link = STANDBY
+        self._unwatchUnused()
+        if not self.running or self._connection is None:
+            return
+        self.factory.stopTrying()
+        connector = self._connection
+        if getattr(connector, "state", None) == "connected" and connector.transport is not None:
+            connector.transport.abortConnection()
+        else:
+            connector.disconnect()
 
     def status(self):
         """
@@ -275,6 +336,7 @@ class ProxyComponent(Component):
             target=parts.presence.target,
             stats=parts.stats,
             standingBy=self.standby is not None and not self.standby.held,
+            standbyWhat=getattr(self.standby, "what", None),
             connected=self.xmlstream is not None,
             authenticated=self.authenticated,
             subscription=parts.presence.subscription,
@@ -312,6 +374,7 @@ class ProxyComponent(Component):
             drained = self.dispatcher.shutdown(self._reactor, self.grace)
 
         def close(_):
+            self._unwatchUnused()
             if self.xmlstream is not None:
                 self.parts.servicePresence.shutdown()
             if self._connection is None:
@@ -319,10 +382,14 @@ class ProxyComponent(Component):
                 service.Service.stopService(self)
             else:
                 Component.stopService(self)
+            waits = []
             if self.standby is not None:
-                self.standby.release()
+                # A lease is deleted at once, for a standby to take.
+                waits.append(defer.maybeDeferred(self.standby.release))
             if self.parts.cluster is not None:
-                return self.parts.cluster.stop()
+                waits.append(self.parts.cluster.stop())
+            d = defer.gatherResults(waits, consumeErrors=True)
+            return d.addCallbacks(lambda _: None, lambda _: None)
 
         return drained.addBoth(close)
 
@@ -410,6 +477,7 @@ class ProxyComponent(Component):
 
     def _authd(self, xs):
         self._cancelHandshakeTimer()
+        self._unwatchUnused()
         self.factory.resetDelay()
         self.authenticated = True
         self.stats.link = UP
@@ -443,13 +511,15 @@ class ProxyComponent(Component):
 
     def _disconnected(self, reason):
         self._cancelHandshakeTimer()
+        # Dropped on purpose: the lease was lost (said by the lease).
+        dropped = self.running and self.standby is not None and not self.standby.held
         if self.authenticated:
-            if self.running:
+            if self.running and not dropped:
                 self.log.warn(
                     "Connection to the server lost ({reason}); reconnecting",
                     reason=reason.getErrorMessage(),
                 )
-            self.stats.link = DOWN
+            self.stats.link = STANDBY if dropped else DOWN
         elif self._failure is not None:
             # Counted and said when the server refused the handshake.
             self.stats.link = STANDBY if self._standingBy else DOWN
@@ -461,6 +531,8 @@ class ProxyComponent(Component):
             self.stats.link = DOWN
         self._failure = None
         self.authenticated = False
+        if self.running:
+            self._watchUnused()
         Component._disconnected(self, reason)
 
     def _onStreamError(self, reason):
@@ -487,6 +559,15 @@ class ProxyComponent(Component):
                 "handshake",
                 condition=condition,
                 hint=HANDSHAKE_REFUSALS.get(condition, "see the server's log"),
+            )
+        elif condition == "conflict":
+            # Another process connected as the component, and the server
+            # (Prosody with component_conflict_resolve = "kick_old") closes
+            # this connection for it.
+            self.log.warn(
+                "The server closed this connection: another process connected as component "
+                "{jid} (conflict)",
+                jid=self.jid,
             )
         else:
             self.log.error("Stream error from the server: {condition}", condition=condition)

@@ -113,7 +113,7 @@ def checkURL(url):
 
 #: Every command clientproxy sends to Redis, itself or from its Lua scripts
 #: (read from the code: client.py's handshake, the Listener, the Cluster's
-#: heartbeat and scripts, requests.py's and this module's scripts); the ACL
+#: heartbeat and scripts, requests.py's, lease.py's and this module's scripts); the ACL
 #: user of L{aclRules} may run these and no other.
 ACL_COMMANDS = (
     # The handshake (ROLE: through Sentinel), the subscriber's pings.
@@ -132,6 +132,9 @@ ACL_COMMANDS = (
     "del",
     "set",
     "pexpire",
+    # The lease (lease.py).
+    "get",
+    "incr",
     "sadd",
     "srem",
     "smembers",
