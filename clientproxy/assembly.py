@@ -115,6 +115,7 @@ class Handlers:
                 refusalTTL=settings["refusal-ttl"],
             )
             self.capabilities.setEnabled(settings["match-features"] != "off")
+            self.dispatcher.serveLine()
         if "resources" in changed:
             self.presence.refilter(settings["resources"])
 

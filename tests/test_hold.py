@@ -241,6 +241,30 @@ class HoldTests(unittest.TestCase):
         [out] = h.take()
         self.assertEqual((out["id"], out["to"]), ("1", TARGET + "/a"))
 
+    def test_madeUpNamespaceDoesNotWait(self):
+        """
+        With --match-features strict and a resource online whose features
+        are known, a request in a namespace it does not advertise (one an
+        outsider made up) is answered service-unavailable at once, as
+        without --hold: it would wait for nothing, holding room in the
+        table; one in an --idempotent namespace still waits.
+        """
+        h = Harness(hold=10, matchFeatures="strict", idempotent=[FOCUS])
+        h.online("a")
+        [query] = h.take()
+        h.receive(
+            "<iq type='result' id='%s' from='%s/a' to='%s'><query xmlns='%s'>"
+            "<identity category='client' type='bot'/></query></iq>"
+            % (query["id"], TARGET, COMPONENT, NS_DISCO_INFO)
+        )
+        h.request(stanzaID="junk", payload="<q xmlns='urn:made-up'/>")
+        [answer] = h.take()
+        self.assertEqual(
+            (answer["id"], errorCondition(answer)), ("junk", ("service-unavailable", "cancel"))
+        )
+        h.request(stanzaID="join", payload=conference("r"))
+        self.assertEqual((h.take(), h.pending.lineLength), ([], 1))
+
     def test_affinityChoosesWhereTheLineGoes(self):
         """
         With --affinity attribute:room, requests leaving the line go where

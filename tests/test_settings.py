@@ -86,3 +86,16 @@ class SettingsTests(unittest.TestCase):
             options[setting.name] = setting.minimum - 1
             error = self.assertRaises(usage.UsageError, settings.checkMinimums, options)
             self.assertIn("--" + setting.name, str(error))
+
+    def test_secondsFinite(self):
+        """
+        A number of seconds that is no number (nan, which compares false
+        with every bound) or infinite is refused, naming the option.
+        """
+        from twisted.python import usage
+
+        for value in (float("nan"), float("inf")):
+            options = {s.name: s.default for s in settings.SETTINGS}
+            options["hold"] = value
+            error = self.assertRaises(usage.UsageError, settings.checkMinimums, options)
+            self.assertIn("--hold", str(error))

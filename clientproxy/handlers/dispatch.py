@@ -313,7 +313,7 @@ class IQDispatcher(XMPPHandler):
             child.uri, topic, self.selector.keyOf(child, requester), requester
         )
         if resource is None:
-            if not self.pending.hold:
+            if not self._mayWait(child.uri):
                 self._refuse(iq, NO_RESOURCE)
                 return
             resource = self.pending.line
@@ -338,6 +338,26 @@ class IQDispatcher(XMPPHandler):
         entry.topic = topic
         why = "held" if resource is self.pending.line else "forwarded"
         self.requests.record(entry, self._forward, request, why)
+
+    def _mayWait(self, feature):
+        """
+        Whether a request in C{feature} that no resource can serve now
+        waits in line (C{--hold}): when no usable resource is online at all
+        (the service is restarting); when resources are online but none can
+        serve C{feature} (C{--match-features strict}), only while what one
+        of them supports is still being asked (its features come within
+        seconds), or when C{feature} is one the operator named
+        C{--idempotent} (a focus restarting beside another session of its
+        account). A namespace an outsider makes up does not wait on
+        resources that are known not to serve it: nothing would, and the
+        line would hold room and work for nobody.
+        """
+        if not self.pending.hold:
+            return False
+        available = self.resources.available
+        if not available or feature in self.idempotent:
+            return True
+        return any(resource.features is None for resource in available)
 
     def _forward(self, entry, refusal, request, why):
         """
@@ -438,6 +458,10 @@ class IQDispatcher(XMPPHandler):
         the table): it is this process's own from now on.
         """
         request = entry.request = retarget(entry.request, entry.resource.jid, other.jid)
+        if other is not self.pending.line and self.policy.tooLarge(request):
+            # Held with the line's empty address: measured now, addressed.
+            self.pending.fail(entry, TOO_LARGE.condition, TOO_LARGE.text)
+            return
         if self.pending.get(entry.key) is entry:
             if not self.pending.reassign(entry, other):
                 self.pending.fail(entry, TOO_MANY.condition, TOO_MANY.text)
@@ -647,8 +671,22 @@ class IQDispatcher(XMPPHandler):
 
     def _leaveLine(self, entry, other):
         # Still waiting: not moved meanwhile by another turn of the line.
-        if entry.resource is self.pending.line and self.pending.get(entry.key) is entry:
-            self._resend(entry, other, "sent-from-line")
+        if entry.resource is not self.pending.line or self.pending.get(entry.key) is not entry:
+            return
+        if self.resources.get(other.jid) is not other:
+            # The resource chosen left while this process claimed the entry
+            # (a round trip to Redis): choose again, or wait on.
+            feature, topic, key = self._describe(entry)
+            other = self.selector.choose(feature, topic, key, entry.requester, entry.tried or ())
+            if other is None:
+                return
+        self._resend(entry, other, "sent-from-line")
+
+    def serveLine(self):
+        """
+        Serve the line now (a reload changed what the selection gives).
+        """
+        self._serveLine()
 
     def adopted(self, entry):
         """

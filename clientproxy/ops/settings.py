@@ -18,6 +18,8 @@ that the one there is this one).
 Adding an option is one row here, plus its use where it is used.
 """
 
+import math
+
 from twisted.python import usage
 
 from clientproxy.assembly import DEFAULT_TIMEOUT
@@ -493,7 +495,11 @@ def checkMinimums(options):
     @raise usage.UsageError: a setting is below its minimum.
     """
     for s in SETTINGS:
-        if s.minimum is not None and options[s.name] is not None and options[s.name] < s.minimum:
+        value = options[s.name]
+        if s.coerce is float and value is not None and not math.isfinite(value):
+            # nan compares false with everything, inf is no number of seconds.
+            raise usage.UsageError("--%s must be a finite number" % (s.name,))
+        if s.minimum is not None and value is not None and value < s.minimum:
             if s.minimum == 0:
                 raise usage.UsageError("--%s must not be negative" % (s.name,))
             raise usage.UsageError("--%s must be at least %s" % (s.name, s.minimum))
