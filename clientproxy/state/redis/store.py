@@ -125,9 +125,10 @@ ACL_COMMANDS = (
     "subscribe",
     "unsubscribe",
     "publish",
-    # The scripts, and what they call.
+    # The scripts (loaded on every connection, then run by their SHA-1),
+    # and what they call.
+    "script|load",
     "evalsha",
-    "eval",
     "exists",
     "del",
     "set",
