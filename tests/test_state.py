@@ -297,6 +297,10 @@ class SharedRequestsTests(RequestsInFlightTests, RedisProcesses, unittest.TestCa
         owner, other = Process(), Process()
         mine = yield self.requestsFor(owner)
         theirs = yield self.requestsFor(other)
+        # The notice of the take is on its way: not handled before the
+        # claim (once handled, the entry has left the table and is never
+        # claimed).
+        mine.takenElsewhere = lambda notice: None
         entry = owner.add()
         yield self.recorded(mine, entry)
         yield theirs._take(entry.key, RESOURCE)
@@ -323,6 +327,36 @@ class SharedRequestsTests(RequestsInFlightTests, RedisProcesses, unittest.TestCa
         yield requests.settled()
         self.assertEqual((len(replied), claimed), (1, []))
         self.assertEqual(requests._untaken, {})
+
+    @defer.inlineCallbacks
+    def test_lateTakenNoticeSparesTheNewEntry(self):
+        """
+        A "taken" notice that arrives after its key was recorded again (the
+        owner's timeout found the entry gone, the requester used the id
+        again) leaves the new entry alone: it keeps its timer and is
+        answered once.
+        """
+        owner, other = Process(), Process()
+        mine = yield self.requestsFor(owner)
+        theirs = yield self.requestsFor(other)
+        held = []
+        mine.takenElsewhere = lambda *args: held.append(args)
+        first = owner.add()
+        yield self.recorded(mine, first)
+        yield theirs._take(first.key, RESOURCE)
+        yield waitFor(lambda: held, "the notice")
+        claimed = []
+        owner.table.fail(first, "remote-server-timeout")
+        mine.claim(first, True, claimed.append)
+        yield mine.settled()
+        self.assertEqual(claimed, [])
+        second = owner.add()
+        self.assertIsNone((yield self.recorded(mine, second)))
+        SharedRequests.takenElsewhere(mine, *held[0])
+        self.assertIs(owner.table.get(second.key), second)
+        owner.clock.advance(31)
+        yield mine.settled()
+        self.assertEqual([entry for entry, _ in owner.answered], [first, second])
 
     @defer.inlineCallbacks
     def test_sameKeyThroughAnother(self):

@@ -60,7 +60,9 @@ for _, id in ipairs(redis.call('SMEMBERS', prefix .. 'instances')) do
                 redis.call('HSET', key, 'owner', me)
                 redis.call('SADD', prefix .. 'owned:' .. me, key)
                 table.insert(adopted, key)
-                table.insert(adopted, redis.call('HGET', key, 'data'))
+                local found = redis.call('HMGET', key, 'data', 'token')
+                table.insert(adopted, found[1])
+                table.insert(adopted, found[2] or '')
             end
         end
         redis.call('DEL', prefix .. 'owned:' .. id)
@@ -281,11 +283,11 @@ class Cluster(XMPPHandler):
             self.log.info(
                 "Processes gone: {gone}; taking over their {count} requests in flight",
                 gone=", ".join(gone),
-                count=len(flat) // 2,
+                count=len(flat) // 3,
             )
-        for redisKey, data in zip(flat[::2], flat[1::2]):
+        for redisKey, data, token in zip(flat[::3], flat[1::3], flat[2::3]):
             self.stats.cluster["adopted"] += 1
-            self.requests.adopt(redisKey, data)
+            self.requests.adopt(redisKey, data, token)
 
     # What is published.
 

@@ -28,6 +28,8 @@ request goes out; the take when it is answered), and the request kept in
 Redis until then.
 """
 
+from itertools import count
+
 from twisted.internet import defer
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -49,14 +51,14 @@ return 1
 """
 
 TAKE = """
-local found = redis.call('HMGET', KEYS[1], 'owner', 'resource', 'data')
+local found = redis.call('HMGET', KEYS[1], 'owner', 'resource', 'data', 'token')
 local owner = found[1]
 if not owner then return nil end
 if ARGV[1] ~= '' and found[2] ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
 redis.call('SREM', ARGV[2] .. 'owned:' .. owner, KEYS[1])
 if owner ~= ARGV[3] then
-    redis.call('PUBLISH', ARGV[2] .. 'to:' .. owner, 'taken\\0' .. KEYS[1])
+    redis.call('PUBLISH', ARGV[2] .. 'to:' .. owner, 'taken\\0' .. (found[4] or '') .. '\\0' .. KEYS[1])
 end
 return found[3]
 """
@@ -77,10 +79,11 @@ class SharedRequests:
         self.cluster = cluster
         self.table = table
         # The entries written to Redis and not taken back since, by key, as
-        # (entry, its own marker object): answering one starts by taking
-        # it. The marker tells a take's answer whether the key was
-        # recorded again since the take was sent.
+        # (entry, its record's token): answering one starts by taking it.
+        # The token (in Redis too) tells a take's answer, and a "taken"
+        # notice, whether the key was recorded again since.
         self._untaken = {}
+        self._tokens = count()
         # Takes not decided yet: a shutdown waits.
         self._takes = set()
         self._adopted = None
@@ -113,7 +116,7 @@ class SharedRequests:
         if not cluster.reachable:
             self._refuse(entry, then, UNSHARED, args)
             return
-        self._mark(entry)
+        token = self._mark(entry)
         # One string, read back whole by a take: a reply of many parts costs
         # the client far more than one of the same length.
         data = "\0".join(
@@ -132,7 +135,17 @@ class SharedRequests:
         d = cluster.redis.eval(
             RECORD,
             keys=[self._redisKey(entry.key), cluster.prefix + "owned:" + cluster.instanceID],
-            args=[ttl, "owner", cluster.instanceID, "resource", entry.resource.jid, "data", data],
+            args=[
+                ttl,
+                "owner",
+                cluster.instanceID,
+                "resource",
+                entry.resource.jid,
+                "data",
+                data,
+                "token",
+                token,
+            ],
         )
         cluster.stats.cluster["recorded"] += 1
 
@@ -156,8 +169,15 @@ class SharedRequests:
         self.table.discard(entry.key)
         then(entry, refusal, *args)
 
-    def _mark(self, entry):
-        self._untaken[entry.key] = (entry, object())
+    def _mark(self, entry, token=None):
+        """
+        Count C{entry} as written to Redis and not taken since, with its
+        record's C{token} (a new one unless given): returned.
+        """
+        if token is None:
+            token = "%s.%x" % (self.cluster.instanceID, next(self._tokens))
+        self._untaken[entry.key] = (entry, token)
+        return token
 
     def _isUntaken(self, entry):
         return self._untaken.get(entry.key, (None,))[0] is entry
@@ -252,21 +272,30 @@ class SharedRequests:
         self._untaken.clear()
         self.table.discardAll()
 
-    def takenElsewhere(self, redisKey):
+    def takenElsewhere(self, notice):
         """
-        Another process answered this process's entry: forgotten here.
+        Another process answered this process's entry: forgotten here,
+        unless its key was recorded again since (C{notice}, the token of
+        the record taken and the Redis key, is then late: the new entry
+        stays, with its timer).
         """
+        token, _, redisKey = notice.partition("\0")
         key = self.keyOf(redisKey)
-        self._untaken.pop(key, None)
+        marked = self._untaken.get(key)
+        if marked is not None:
+            if marked[1] != token:
+                return
+            del self._untaken[key]
         self.table.discard(key)
 
-    def adopt(self, redisKey, data):
+    def adopt(self, redisKey, data, token):
         """
         This process took over an entry of a process gone (its timer starts
-        here): handed to the observer, to be answered once taken.
+        here), recorded with C{token}: handed to the observer, to be
+        answered once taken.
         """
         entry = self.entryFrom(self.keyOf(redisKey), data)
-        self._mark(entry)
+        self._mark(entry, token)
         self._adopted(entry)
 
     def entryFrom(self, key, data):
