@@ -574,6 +574,45 @@ class MembershipTests(SharedProcesses):
 ACL_PASSWORD = "acl-pw"
 
 
+class AdoptionTests(SharedProcesses):
+    """
+    What is answered after a process went and another took its requests
+    over.
+    """
+
+    @defer.inlineCallbacks
+    def test_peerReplyToAnAdoptedRequest(self):
+        """
+        A domain peer's reply to a request of the target that a process
+        gone had sent, reaching a third process after another adopted the
+        request, is routed to the resource that asked (not passed on to
+        the process gone).
+        """
+        a, b, c = yield self.processes(3)
+        a.receive(
+            "<iq type='get' id='t1' from='%s/a' to='%s/peer.example.net'>"
+            "<q xmlns='urn:x'/></iq>" % (TARGET, COMPONENT)
+        )
+        out = []
+        yield waitFor(lambda: out.extend(a.take()) or out)
+        (sent,) = out
+        self.assertEqual(sent["to"], "peer.example.net")
+        a.manager.disconnect()
+        yield a.handlers.cluster.redis.execute("PING")
+        b.clock.advance(HEARTBEAT)
+        yield waitFor(lambda: len(b.pending) == 1, "adopted")
+        c.receive(
+            "<iq type='result' id='%s' from='peer.example.net' to='%s'/>" % (sent["id"], COMPONENT)
+        )
+        answers = []
+        yield waitFor(lambda: answers.extend(self.collect(b, c)) or answers, "the answer")
+        yield waitFor(lambda: len(b.pending) == 0, "the adopter told")
+        (answer,) = answers + self.collect(b, c)
+        self.assertEqual(
+            (answer["type"], answer["id"], answer["to"]), ("result", "t1", TARGET + "/a")
+        )
+
+
 class LockedRedisTests(ClusterTests):
     """
     The same rules against a Redis locked as docs/instances.md says: the

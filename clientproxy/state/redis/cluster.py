@@ -16,6 +16,9 @@ any of them. So the processes share, through Redis:
    carry the asking process's id in their stanza id (L{StanzaIDs}); one
    that reaches another process is passed on to it, and handled there as
    if its server had delivered it (a stanza meant for it, not a fact).
+   One that nobody receives (that process is gone) is handled where it
+   arrived: a peer's reply to a request of the target is taken from Redis
+   there, whichever process adopted the request.
 
 This module holds what makes the processes one: each has an id, new on
 every connection to the server, and keeps a key C{alive:<id>} that
@@ -314,7 +317,18 @@ class Cluster(XMPPHandler):
                 return
         iq.handled = True
         self.stats.cluster["passed-on"] += 1
-        self.publish(self.prefix + "to:" + owner, "iq", toXml(iq))
+        xml = toXml(iq)
+
+        def heard(receivers):
+            # Nobody listens on the owner's channel: the owner is gone (its
+            # requests adopted by another, or about to be). Handled here
+            # then: a reply to a request of the target, shared in Redis, is
+            # taken by the dispatcher as if it had come here first; one to
+            # the owner's own query finds nothing and is dropped.
+            if not receivers:
+                self._handOver(parseStanza(xml))
+
+        self.publish(self.prefix + "to:" + owner, "iq", xml).addCallback(heard)
 
     def _onMessage(self, channel, message):
         kind, _, rest = message.partition("\0")
