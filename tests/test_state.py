@@ -27,7 +27,7 @@ from clientproxy.state.interfaces import (
 from clientproxy.state.local import LocalFacts, LocalRequests
 from clientproxy.state.redis.cluster import Cluster
 from clientproxy.state.redis.facts import SharedFacts, factFromText, factText
-from clientproxy.state.redis.requests import SharedRequests
+from clientproxy.state.redis.requests import RECORD, SharedRequests
 from clientproxy.state.redis.store import Listener, RedisStore, connect
 from clientproxy.state.sqlite import Store
 from clientproxy.testing.redis import startRedis
@@ -357,6 +357,77 @@ class SharedRequestsTests(RequestsInFlightTests, RedisProcesses, unittest.TestCa
         owner.clock.advance(31)
         yield mine.settled()
         self.assertEqual([entry for entry, _ in owner.answered], [first, second])
+
+    def cutAfterRunning(self, redis):
+        """
+        Lose the next reply that reaches C{redis}'s live connection: the
+        connection drops once Redis has run the command, before its reply
+        is read (a link cut at that point).
+        """
+        protocol = redis._execute.__self__
+        original = protocol.dataReceived
+
+        def cut(data):
+            protocol.dataReceived = original
+            protocol.drop()
+
+        protocol.dataReceived = cut
+
+    @defer.inlineCallbacks
+    def test_recordReplyLost(self):
+        """
+        A RECORD whose reply is lost (the script ran) is run again with its
+        token, which finds its own entry: the request is sent, not refused,
+        and its entry is in Redis once.
+        """
+        process = Process()
+        requests = yield self.requestsFor(process)
+        entry = process.add()
+        self.cutAfterRunning(requests.cluster.redis)
+        self.assertIsNone((yield self.recorded(requests, entry)))
+        self.assertIs(process.table.get(entry.key), entry)
+        self.assertIs((yield self.taken(requests, entry.key, RESOURCE)), entry)
+
+    @defer.inlineCallbacks
+    def test_recordRunAgainAfterATake(self):
+        """
+        A RECORD run again with its token once its entry was taken
+        elsewhere says so (2: answered there) instead of writing the entry
+        again; with another token, it writes over what is left of the
+        taken entry (the requester used the id again).
+        """
+        owner, other = Process(), Process()
+        mine = yield self.requestsFor(owner)
+        theirs = yield self.requestsFor(other)
+        entry = owner.add()
+        yield self.recorded(mine, entry)
+        token = mine._untaken[entry.key][1]
+        yield theirs._take(entry.key, RESOURCE)
+        cluster = mine.cluster
+        keys = [mine._redisKey(entry.key), cluster.prefix + "owned:" + cluster.instanceID]
+        fields = ["owner", cluster.instanceID, "resource", RESOURCE, "data", "x"]
+        again = yield cluster.redis.eval(RECORD, keys, [60000] + fields + ["token", token])
+        self.assertEqual(again, 2)
+        new = yield cluster.redis.eval(RECORD, keys, [60000] + fields + ["token", "new"])
+        self.assertEqual(new, 1)
+        self.assertEqual((yield cluster.redis.execute("HGET", keys[0], "taker")), None)
+
+    @defer.inlineCallbacks
+    def test_takeReplyLost(self):
+        """
+        A TAKE whose reply is lost (the script ran: the entry is taken) is
+        run again with its token, and is given the entry it took: the
+        reply is answered; nobody else can take it.
+        """
+        owner, other = Process(), Process()
+        mine = yield self.requestsFor(owner)
+        theirs = yield self.requestsFor(other)
+        entry = owner.add()
+        yield self.recorded(mine, entry)
+        self.cutAfterRunning(theirs.cluster.redis)
+        taken = yield self.taken(theirs, entry.key, RESOURCE)
+        self.assertEqual((taken.key, taken.requester), (entry.key, entry.requester))
+        self.assertIsNone((yield self.taken(mine, entry.key, RESOURCE)))
 
     @defer.inlineCallbacks
     def test_sameKeyThroughAnother(self):

@@ -407,7 +407,7 @@ class Redis:
         if isinstance(address, str):
             address = parseURL(address)
         self.address = address
-        self._reactor = reactor
+        self._reactor = self.reactor = reactor
         self._onConnected = onConnected
         self._handshake = handshake
         self._role = role or "Redis"

@@ -17,6 +17,15 @@ owner, which forgets it. The entries of a process gone are adopted by
 another (L{clientproxy.state.redis.cluster}), handed to the observer
 registered with L{SharedRequests.whenAdopted}.
 
+A script whose reply is lost (the connection dropped after it was sent:
+it may have run) is run again until the request's deadline, and gives the
+same outcome: each RECORD carries its entry's token (run again, it finds
+its own entry, or that it was taken since: answered elsewhere), each TAKE
+its own token (a taken entry is kept, marked with it, until its deadline:
+run again, the take is given the entry it took, and any other take finds
+nothing). The same token is in the "taken" notice, so that a late notice
+leaves alone an entry recorded again since under the same key.
+
 Redis unreachable: a new request is refused with C{service-unavailable}
 (wait), since no other process could route its reply; requests in flight
 are answered by their owner at their timeout even when it cannot take them
@@ -25,12 +34,13 @@ twice).
 
 Cost: two Redis round trips per request (the entry written before the
 request goes out; the take when it is answered), and the request kept in
-Redis until then.
+Redis until its deadline (answered, marked taken, until then).
 """
 
 from itertools import count
 
-from twisted.internet import defer
+from twisted.internet import defer, task
+from twisted.internet.error import ConnectionLost
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -41,22 +51,52 @@ from clientproxy.state.interfaces import WRONG_RESOURCE, IRequestsInFlight
 
 #: Seconds an entry outlives its deadline in Redis, should nobody take it.
 MARGIN = 60.0
+MARGIN_MS = int(MARGIN * 1000)
 
+#: Seconds between two runs of a script whose reply was lost.
+RETRY = 0.1
+
+# ARGV: the TTL, then the fields: owner, resource, data, token (ARGV[9]).
+# Run again with the same token after a lost reply, it finds its own
+# entry (1), or what is left of it once taken (2: answered elsewhere).
 RECORD = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local found = redis.call('HMGET', KEYS[1], 'token', 'taker')
+if found[1] then
+    if found[1] == ARGV[9] then
+        if found[2] then return 2 end
+        return 1
+    end
+    if not found[2] then return 0 end
+    redis.call('DEL', KEYS[1])
+end
 redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 redis.call('SADD', KEYS[2], KEYS[1])
 return 1
 """
 
+# ARGV: the sender (or ''), the prefix, this process's id, the take's
+# token, the margin in ms. A taken entry is kept until its deadline,
+# marked with the take's token: run again after a lost reply, the take
+# is given the entry it took; any other take finds nothing, and a RECORD
+# run again finds it answered.
 TAKE = """
-local found = redis.call('HMGET', KEYS[1], 'owner', 'resource', 'data', 'token')
+local found = redis.call('HMGET', KEYS[1], 'owner', 'resource', 'data', 'token', 'taker')
 local owner = found[1]
 if not owner then return nil end
+if found[5] then
+    if found[5] == ARGV[4] then return found[3] end
+    return nil
+end
 if ARGV[1] ~= '' and found[2] ~= ARGV[1] then return 0 end
-redis.call('DEL', KEYS[1])
 redis.call('SREM', ARGV[2] .. 'owned:' .. owner, KEYS[1])
+local left = redis.call('PTTL', KEYS[1]) - tonumber(ARGV[5])
+if left > 0 then
+    redis.call('HSET', KEYS[1], 'taker', ARGV[4])
+    redis.call('PEXPIRE', KEYS[1], left)
+else
+    redis.call('DEL', KEYS[1])
+end
 if owner ~= ARGV[3] then
     redis.call('PUBLISH', ARGV[2] .. 'to:' .. owner, 'taken\\0' .. (found[4] or '') .. '\\0' .. KEYS[1])
 end
@@ -132,10 +172,11 @@ class SharedRequests:
             )
         )
         ttl = int((max(0.0, entry.deadline - cluster.clock.seconds()) + MARGIN) * 1000)
-        d = cluster.redis.eval(
+        d = self._run(
+            entry.deadline,
             RECORD,
-            keys=[self._redisKey(entry.key), cluster.prefix + "owned:" + cluster.instanceID],
-            args=[
+            [self._redisKey(entry.key), cluster.prefix + "owned:" + cluster.instanceID],
+            [
                 ttl,
                 "owner",
                 cluster.instanceID,
@@ -152,8 +193,14 @@ class SharedRequests:
         def recorded(written):
             if self.table.get(entry.key) is not entry:
                 return
-            if int(written) == 1:
+            written = int(written)
+            if written == 1:
                 then(entry, None, *args)
+            elif written == 2:
+                # Run again after a lost reply: taken meanwhile, so
+                # answered elsewhere (never sent: nothing more to do).
+                self._forget(entry)
+                self.table.discard(entry.key)
             else:
                 self._refuse(entry, then, DUPLICATE_ID, args)
 
@@ -163,6 +210,26 @@ class SharedRequests:
                 self._refuse(entry, then, UNSHARED, args)
 
         d.addCallbacks(recorded, failed)
+
+    def _run(self, until, script, keys, args):
+        """
+        Run C{script}; one whose reply is lost (the connection dropped
+        after it was sent: it may have run) is run again, the same, until
+        C{until} (the clock's time): each script gives the same outcome
+        when run again with its token.
+        """
+        d = self.cluster.redis.eval(script, keys, args)
+        d.addErrback(self._again, until, script, keys, args)
+        return d
+
+    def _again(self, failure, until, script, keys, args):
+        cluster = self.cluster
+        if not failure.check(ConnectionLost) or cluster.clock.seconds() + RETRY >= until:
+            return failure
+        cluster.stats.cluster["retried"] += 1
+        d = task.deferLater(cluster.redis.reactor, RETRY, cluster.redis.eval, script, keys, args)
+        d.addErrback(self._again, until, script, keys, args)
+        return d
 
     def _refuse(self, entry, then, refusal, args):
         self._forget(entry)
@@ -186,21 +253,31 @@ class SharedRequests:
         if self._isUntaken(entry):
             del self._untaken[entry.key]
 
-    def _take(self, key, sender=""):
+    def _take(self, key, sender="", until=None):
         """
         Take the entry for C{key} out of Redis, if it is there and (for a
         non-empty C{sender}) was sent to C{sender}: a Deferred firing with
         it as L{record} wrote it, C{None}, or C{0} (sent to another
-        resource: it stays). A shutdown waits for it.
+        resource: it stays). A lost reply is retried until C{until} (by
+        default, a timeout from now). A shutdown waits for it.
         """
         if None in key:
             # A reply without an id, or to no encoded address.
             return defer.succeed(None)
         cluster = self.cluster
-        d = cluster.redis.eval(
+        if until is None:
+            until = cluster.clock.seconds() + self.table.timeout
+        d = self._run(
+            until,
             TAKE,
-            keys=[self._redisKey(key)],
-            args=[sender, cluster.prefix, cluster.instanceID],
+            [self._redisKey(key)],
+            [
+                sender,
+                cluster.prefix,
+                cluster.instanceID,
+                "%s.t%x" % (cluster.instanceID, next(self._tokens)),
+                MARGIN_MS,
+            ],
         )
         cluster.stats.cluster["takes"] += 1
         self._takes.add(d)
@@ -259,7 +336,7 @@ class SharedRequests:
                 self._forget(entry)
                 then(entry, *args)
 
-        self._take(entry.key).addCallbacks(taken, failed)
+        self._take(entry.key, "", entry.deadline).addCallbacks(taken, failed)
 
     def settled(self):
         return defer.DeferredList(list(self._takes))

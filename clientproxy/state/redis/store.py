@@ -133,6 +133,7 @@ ACL_COMMANDS = (
     "del",
     "set",
     "pexpire",
+    "pttl",
     "sadd",
     "srem",
     "smembers",
