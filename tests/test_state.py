@@ -30,7 +30,7 @@ from clientproxy.state.redis.facts import SharedFacts, factFromText, factText
 from clientproxy.state.redis.requests import RECORD, SharedRequests
 from clientproxy.state.redis.store import Listener, RedisStore, connect
 from clientproxy.state.sqlite import Store
-from clientproxy.testing.redis import startRedis
+from clientproxy.testing.redis import cutAfterRunning, startRedis
 from clientproxy.xmpp.caps import Caps
 from tests.helpers import COMPONENT, TARGET, waitFor
 
@@ -358,21 +358,6 @@ class SharedRequestsTests(RequestsInFlightTests, RedisProcesses, unittest.TestCa
         yield mine.settled()
         self.assertEqual([entry for entry, _ in owner.answered], [first, second])
 
-    def cutAfterRunning(self, redis):
-        """
-        Lose the next reply that reaches C{redis}'s live connection: the
-        connection drops once Redis has run the command, before its reply
-        is read (a link cut at that point).
-        """
-        protocol = redis._execute.__self__
-        original = protocol.dataReceived
-
-        def cut(data):
-            protocol.dataReceived = original
-            protocol.drop()
-
-        protocol.dataReceived = cut
-
     @defer.inlineCallbacks
     def test_recordReplyLost(self):
         """
@@ -383,7 +368,7 @@ class SharedRequestsTests(RequestsInFlightTests, RedisProcesses, unittest.TestCa
         process = Process()
         requests = yield self.requestsFor(process)
         entry = process.add()
-        self.cutAfterRunning(requests.cluster.redis)
+        cutAfterRunning(requests.cluster.redis)
         self.assertIsNone((yield self.recorded(requests, entry)))
         self.assertIs(process.table.get(entry.key), entry)
         self.assertIs((yield self.taken(requests, entry.key, RESOURCE)), entry)
@@ -424,7 +409,7 @@ class SharedRequestsTests(RequestsInFlightTests, RedisProcesses, unittest.TestCa
         theirs = yield self.requestsFor(other)
         entry = owner.add()
         yield self.recorded(mine, entry)
-        self.cutAfterRunning(theirs.cluster.redis)
+        cutAfterRunning(theirs.cluster.redis)
         taken = yield self.taken(theirs, entry.key, RESOURCE)
         self.assertEqual((taken.key, taken.requester), (entry.key, entry.requester))
         self.assertIsNone((yield self.taken(mine, entry.key, RESOURCE)))
