@@ -389,13 +389,34 @@ class SharedRequestsTests(RequestsInFlightTests, RedisProcesses, unittest.TestCa
         token = mine._untaken[entry.key][1]
         yield theirs._take(entry.key, RESOURCE)
         cluster = mine.cluster
-        keys = [mine._redisKey(entry.key), cluster.prefix + "owned:" + cluster.instanceID]
+        keys = [
+            mine._redisKey(entry.key),
+            cluster.prefix + "owned:" + cluster.instanceID,
+            cluster.prefix + "superseded:" + cluster.instanceID,
+        ]
         fields = ["owner", cluster.instanceID, "resource", RESOURCE, "data", "x"]
         again = yield cluster.redis.eval(RECORD, keys, [60000] + fields + ["token", token])
         self.assertEqual(again, 2)
         new = yield cluster.redis.eval(RECORD, keys, [60000] + fields + ["token", "new"])
         self.assertEqual(new, 1)
         self.assertEqual((yield cluster.redis.execute("HGET", keys[0], "taker")), None)
+
+    @defer.inlineCallbacks
+    def test_supersededRecordRefused(self):
+        """
+        A process whose id another counted gone (it was paused) records
+        nothing more under it: the request is refused
+        C{service-unavailable}, as with Redis away, until its heartbeat
+        gives it a new id.
+        """
+        process = Process()
+        requests = yield self.requestsFor(process)
+        cluster = requests.cluster
+        yield cluster.redis.execute("SET", cluster.prefix + "superseded:" + cluster.instanceID, "1")
+        entry = process.add()
+        refusal = yield self.recorded(requests, entry)
+        self.assertEqual(refusal.condition, "service-unavailable")
+        self.assertNotIn(entry.key, process.table)
 
     @defer.inlineCallbacks
     def test_takeReplyLost(self):

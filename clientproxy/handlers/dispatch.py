@@ -565,11 +565,16 @@ class IQDispatcher(XMPPHandler):
     def adopted(self, entry):
         """
         C{entry} belonged to a process gone (docs/instances.md): a
-        request of the target to a peer waits on here for the peer's reply;
-        one from outside is sent again if it is a C{get}, and answered
-        C{recipient-unavailable} otherwise, once this process may.
+        request of the target to a peer waits on here for the peer's reply,
+        and so does a request from outside that may not be sent again (a
+        C{set}) while its resource is there (it may have carried it out:
+        its reply reaches any process, and is taken there); a C{get} is
+        sent again, and a C{set} whose resource left is answered
+        C{recipient-unavailable}, once this process may.
         """
-        if entry.fromTarget:
+        if entry.fromTarget or (
+            not entry.resendable and self.resources.get(entry.resource.jid) is entry.resource
+        ):
             self.pending.adopt(entry)
         else:
             self.requests.claim(entry, False, self._retryOrFail)

@@ -97,6 +97,7 @@ CLUSTER = {
     "passed-on": ("clientproxy_shared_replies_passed_on_total", ()),
     "answered-elsewhere": ("clientproxy_shared_answered_elsewhere_total", ()),
     "retried": ("clientproxy_shared_scripts_retried_total", ()),
+    "superseded": ("clientproxy_shared_superseded_total", ()),
     "redis-errors": ("clientproxy_redis_errors_total", ()),
 }
 RESOURCES = {
@@ -204,6 +205,10 @@ COUNTERS = {
     ),
     "clientproxy_shared_scripts_retried_total": (
         "With --redis: scripts run again after their reply was lost.",
+        {},
+    ),
+    "clientproxy_shared_superseded_total": (
+        "With --redis: times this process was counted gone and went on with a new id.",
         {},
     ),
     "clientproxy_redis_errors_total": ("With --redis: Redis commands that failed.", {}),

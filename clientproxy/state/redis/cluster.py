@@ -70,9 +70,22 @@ for _, id in ipairs(redis.call('SMEMBERS', prefix .. 'instances')) do
         end
         redis.call('DEL', prefix .. 'owned:' .. id)
         redis.call('SREM', prefix .. 'instances', id)
+        redis.call('SET', prefix .. 'superseded:' .. id, '1', 'PX', ARGV[3])
     end
 end
 return {gone, adopted}
+"""
+
+#: Milliseconds a process counted gone is remembered as superseded: should
+#: it come back (it was paused, not dead), its heartbeat finds out.
+SUPERSEDED_FOR = 24 * 3600 * 1000
+#: One heartbeat (KEYS: alive, instances, superseded; ARGV: TTL in ms,
+#: id): 1, and nothing renewed, when this id was counted gone meanwhile.
+BEAT = """
+if redis.call('EXISTS', KEYS[3]) == 1 then return 1 end
+redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+redis.call('SADD', KEYS[2], ARGV[2])
+return 0
 """
 
 
@@ -235,29 +248,55 @@ class Cluster(XMPPHandler):
             return
         self._beatAnswered = False
 
-        def answered(_):
+        beating = self.instanceID
+
+        def answered(superseded):
             self._beatAnswered = True
             self._reachable(True)
+            if int(superseded) and beating == self.instanceID:
+                self._superseded()
 
         def refused(failure):
             self._beatAnswered = True
             self._reachable(False)
             self.failed(failure, "the heartbeat")
 
-        # Alive first, then a member: a process that looks for processes
-        # gone in between must not count this one among them. A member
-        # every time: another may have counted it gone while Redis was away.
-        d = self.redis.execute(
-            "SET", self.prefix + "alive:" + self.instanceID, "1", "PX", int(TTL * 1000)
+        # Alive and a member at once (one script): a member every time,
+        # since another may have counted it gone while Redis was away;
+        # neither if another took its requests over meanwhile.
+        prefix = self.prefix
+        d = self.redis.eval(
+            BEAT,
+            [prefix + "alive:" + beating, prefix + "instances", prefix + "superseded:" + beating],
+            [int(TTL * 1000), beating],
         )
         d.addCallbacks(answered, refused)
-        d = self.redis.execute("SADD", self.prefix + "instances", self.instanceID)
-        d.addErrback(self.failed, "the heartbeat")
         if self.clock.seconds() < self._lookAfter:
             return
-        d = self.redis.eval(ADOPT, keys=[], args=[self.prefix, self.instanceID])
+        d = self.redis.eval(ADOPT, keys=[], args=[prefix, beating, SUPERSEDED_FOR])
         d.addCallback(self._adopted)
         d.addErrback(self.failed, "looking for processes gone")
+
+    def _superseded(self):
+        """
+        Another process counted this one gone (it was paused longer than
+        L{TTL}: a stall, a long GC, a frozen VM) and took its requests
+        over: they are no longer this process's to answer. It forgets
+        them, and goes on with a new id (its ownership's new epoch); the
+        old one's entries are answered by the adopter, and its takes of
+        them find nothing (L{clientproxy.state.redis.requests}).
+        """
+        self.stats.cluster["superseded"] += 1
+        self.log.warn(
+            "Redis: this process ({id}) was counted gone (paused longer than {ttl} s) and its "
+            "requests taken over by another; going on with a new id",
+            id=self.instanceID,
+            ttl=TTL,
+        )
+        if self.requests is not None:
+            self.requests.superseded()
+        self._newID()
+        self._lookAfter = self.clock.seconds() + TTL
 
     def _reachable(self, reachable):
         if reachable != self.reachable:

@@ -59,7 +59,9 @@ RETRY = 0.1
 # ARGV: the TTL, then the fields: owner, resource, data, token (ARGV[9]).
 # Run again with the same token after a lost reply, it finds its own
 # entry (1), or what is left of it once taken (2: answered elsewhere).
+# KEYS[3]: this process's id is superseded (3: refused, see cluster.py).
 RECORD = """
+if redis.call('EXISTS', KEYS[3]) == 1 then return 3 end
 local found = redis.call('HMGET', KEYS[1], 'token', 'taker')
 if found[1] then
     if found[1] == ARGV[9] then
@@ -76,7 +78,8 @@ return 1
 """
 
 # ARGV: the sender (or ''), the prefix, this process's id, the take's
-# token, the margin in ms. A taken entry is kept until its deadline,
+# token, the margin in ms, '1' for a claim (only an entry this id owns:
+# one adopted by another since is not this process's to answer). A taken entry is kept until its deadline,
 # marked with the take's token: run again after a lost reply, the take
 # is given the entry it took; any other take finds nothing, and a RECORD
 # run again finds it answered.
@@ -89,6 +92,7 @@ if found[5] then
     return nil
 end
 if ARGV[1] ~= '' and found[2] ~= ARGV[1] then return 0 end
+if ARGV[6] == '1' and owner ~= ARGV[3] then return nil end
 redis.call('SREM', ARGV[2] .. 'owned:' .. owner, KEYS[1])
 local left = redis.call('PTTL', KEYS[1]) - tonumber(ARGV[5])
 if left > 0 then
@@ -175,7 +179,11 @@ class SharedRequests:
         d = self._run(
             entry.deadline,
             RECORD,
-            [self._redisKey(entry.key), cluster.prefix + "owned:" + cluster.instanceID],
+            [
+                self._redisKey(entry.key),
+                cluster.prefix + "owned:" + cluster.instanceID,
+                cluster.prefix + "superseded:" + cluster.instanceID,
+            ],
             [
                 ttl,
                 "owner",
@@ -191,9 +199,17 @@ class SharedRequests:
         cluster.stats.cluster["recorded"] += 1
 
         def recorded(written):
+            written = int(written)
+            if written == 3:
+                # Not written (this id was superseded): nobody else knows
+                # of it, so refused here even if the table forgot it.
+                self._forget(entry)
+                if self.table.get(entry.key) is entry:
+                    self.table.discard(entry.key)
+                then(entry, UNSHARED, *args)
+                return
             if self.table.get(entry.key) is not entry:
                 return
-            written = int(written)
             if written == 1:
                 then(entry, None, *args)
             elif written == 2:
@@ -253,7 +269,7 @@ class SharedRequests:
         if self._isUntaken(entry):
             del self._untaken[entry.key]
 
-    def _take(self, key, sender="", until=None):
+    def _take(self, key, sender="", until=None, claim=""):
         """
         Take the entry for C{key} out of Redis, if it is there and (for a
         non-empty C{sender}) was sent to C{sender}: a Deferred firing with
@@ -277,6 +293,7 @@ class SharedRequests:
                 cluster.instanceID,
                 "%s.t%x" % (cluster.instanceID, next(self._tokens)),
                 MARGIN_MS,
+                claim,
             ],
         )
         cluster.stats.cluster["takes"] += 1
@@ -336,7 +353,7 @@ class SharedRequests:
                 self._forget(entry)
                 then(entry, *args)
 
-        self._take(entry.key, "", entry.deadline).addCallbacks(taken, failed)
+        self._take(entry.key, "", entry.deadline, "1").addCallbacks(taken, failed)
 
     def settled(self):
         return defer.DeferredList(list(self._takes))
@@ -345,6 +362,15 @@ class SharedRequests:
         """
         The others take these over (L{clientproxy.state.redis.cluster}):
         forgotten here, unanswered.
+        """
+        self._untaken.clear()
+        self.table.discardAll()
+
+    def superseded(self):
+        """
+        Another process counted this one gone and took its entries over
+        (L{clientproxy.state.redis.cluster.Cluster._superseded}): they are
+        the adopter's to answer, forgotten here unanswered.
         """
         self._untaken.clear()
         self.table.discardAll()
