@@ -21,7 +21,7 @@ A script whose reply is lost (the connection dropped after it was sent:
 it may have run) is run again until the request's deadline, and gives the
 same outcome: each RECORD carries its entry's token (run again, it finds
 its own entry, or that it was taken since: answered elsewhere), each TAKE
-its own token (a taken entry is kept, marked with it, until its deadline:
+its own token (a taken entry is kept, marked with it, for a timeout:
 run again, the take is given the entry it took, and any other take finds
 nothing). The same token is in the "taken" notice, so that a late notice
 leaves alone an entry recorded again since under the same key.
@@ -34,7 +34,7 @@ twice).
 
 Cost: two Redis round trips per request (the entry written before the
 request goes out; the take when it is answered), and the request kept in
-Redis until its deadline (answered, marked taken, until then).
+Redis until its deadline (answered, marked taken, for a timeout).
 """
 
 from itertools import count
@@ -51,7 +51,6 @@ from clientproxy.state.interfaces import WRONG_RESOURCE, IRequestsInFlight
 
 #: Seconds an entry outlives its deadline in Redis, should nobody take it.
 MARGIN = 60.0
-MARGIN_MS = int(MARGIN * 1000)
 
 #: Seconds between two runs of a script whose reply was lost.
 RETRY = 0.1
@@ -78,11 +77,12 @@ return 1
 """
 
 # ARGV: the sender (or ''), the prefix, this process's id, the take's
-# token, the margin in ms, '1' for a claim (only an entry this id owns:
-# one adopted by another since is not this process's to answer). A taken entry is kept until its deadline,
-# marked with the take's token: run again after a lost reply, the take
-# is given the entry it took; any other take finds nothing, and a RECORD
-# run again finds it answered.
+# token, the timeout in ms, '1' for a claim (only an entry this id owns:
+# one adopted by another since is not this process's to answer). A taken
+# entry is kept for a timeout (no deadline is further off), marked with
+# the take's token: run again after a lost reply, the take is given the
+# entry it took; any other take finds nothing, and a RECORD run again
+# finds it answered.
 TAKE = """
 local found = redis.call('HMGET', KEYS[1], 'owner', 'resource', 'data', 'token', 'taker')
 local owner = found[1]
@@ -94,13 +94,8 @@ end
 if ARGV[1] ~= '' and found[2] ~= ARGV[1] then return 0 end
 if ARGV[6] == '1' and owner ~= ARGV[3] then return nil end
 redis.call('SREM', ARGV[2] .. 'owned:' .. owner, KEYS[1])
-local left = redis.call('PTTL', KEYS[1]) - tonumber(ARGV[5])
-if left > 0 then
-    redis.call('HSET', KEYS[1], 'taker', ARGV[4])
-    redis.call('PEXPIRE', KEYS[1], left)
-else
-    redis.call('DEL', KEYS[1])
-end
+redis.call('HSET', KEYS[1], 'taker', ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
 if owner ~= ARGV[3] then
     redis.call('PUBLISH', ARGV[2] .. 'to:' .. owner, 'taken\\0' .. (found[4] or '') .. '\\0' .. KEYS[1])
 end
@@ -292,7 +287,7 @@ class SharedRequests:
                 cluster.prefix,
                 cluster.instanceID,
                 "%s.t%x" % (cluster.instanceID, next(self._tokens)),
-                MARGIN_MS,
+                int(self.table.timeout * 1000) + 1,
                 claim,
             ],
         )

@@ -191,7 +191,6 @@ ACL_COMMANDS = (
     "del",
     "set",
     "pexpire",
-    "pttl",
     "time",
     "zadd",
     "zrem",
