@@ -8,7 +8,7 @@ implementation alone, and what a process alone does instead for the local
 one.
 """
 
-from twisted.internet import defer, task
+from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 from twisted.words.xish import domish
 from wokkel.test.helpers import XmlStreamStub
@@ -417,6 +417,25 @@ class SharedRequestsTests(RequestsInFlightTests, RedisProcesses, unittest.TestCa
         refusal = yield self.recorded(requests, entry)
         self.assertEqual(refusal.condition, "service-unavailable")
         self.assertNotIn(entry.key, process.table)
+
+    @defer.inlineCallbacks
+    def test_shutdownStopsRetrying(self):
+        """
+        With Redis away, a take whose command misses its deadline is run
+        again, but not once a shutdown waits for the takes: they settle
+        within a command's deadline, not the request's.
+        """
+        process = Process()
+        requests = yield self.requestsFor(process)
+        entry = process.add()
+        yield self.recorded(requests, entry)
+        yield self.redis.stop()
+        taken = []
+        requests.take(entry.key, RESOURCE, taken.append)
+        started = reactor.seconds()
+        yield requests.settled()
+        self.assertLess(reactor.seconds() - started, 10)
+        self.assertEqual(taken, [])
 
     @defer.inlineCallbacks
     def test_takeReplyLost(self):

@@ -413,6 +413,8 @@ class Redis:
         self._role = role or "Redis"
         self.problem = None
         self.connected = False
+        #: Whether L{disconnect} was called.
+        self.closed = False
         # The live connection's execute (looked up once: L{ClientService}
         # hands out a proxy of the protocol), or None while there is none.
         self._execute = None
@@ -640,6 +642,7 @@ class Redis:
         """
         Stop reconnecting and close the connection.
         """
+        self.closed = True
         if self._queueTimer is not None and self._queueTimer.active():
             self._queueTimer.cancel()
         self._queueTimer = None

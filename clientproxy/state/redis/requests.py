@@ -123,6 +123,8 @@ class SharedRequests:
         # notice, whether the key was recorded again since.
         self._untaken = {}
         self._tokens = count()
+        # A shutdown: lost replies are no longer run again.
+        self._stopping = False
         # Takes not decided yet: a shutdown waits.
         self._takes = set()
         self._adopted = None
@@ -235,7 +237,11 @@ class SharedRequests:
 
     def _again(self, failure, until, script, keys, args):
         cluster = self.cluster
-        if not failure.check(ConnectionLost) or cluster.clock.seconds() + RETRY >= until:
+        if (
+            self._stopping
+            or not failure.check(ConnectionLost)
+            or cluster.clock.seconds() + RETRY >= until
+        ):
             return failure
         cluster.stats.cluster["retried"] += 1
         d = task.deferLater(cluster.redis.reactor, RETRY, cluster.redis.eval, script, keys, args)
@@ -315,7 +321,9 @@ class SharedRequests:
             else:
                 then(self._local(key, data), *args)
 
-        self._take(key, sender).addCallback(taken)
+        # Failed past its retries: the reply is dropped; the entry is
+        # answered at its timeout by its owner.
+        self._take(key, sender).addCallbacks(taken, self.cluster.failed, errbackArgs=("a take",))
 
     def _local(self, key, data):
         """
@@ -351,6 +359,9 @@ class SharedRequests:
         self._take(entry.key, "", entry.deadline, "1").addCallbacks(taken, failed)
 
     def settled(self):
+        # What is left is answered now (a shutdown): a take whose reply
+        # was lost is not run again past its command's deadline.
+        self._stopping = True
         return defer.DeferredList(list(self._takes))
 
     def connectionLost(self):

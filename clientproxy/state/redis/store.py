@@ -357,7 +357,11 @@ class RedisStore:
         d = self.redis.eval(script, keys, args)
 
         def again(failure):
-            if not failure.check(ConnectionLost) or self._reactor.seconds() + RETRY >= until:
+            if (
+                self.redis.closed
+                or not failure.check(ConnectionLost)
+                or self._reactor.seconds() + RETRY >= until
+            ):
                 return failure
             return task.deferLater(self._reactor, RETRY, self._run, script, keys, args, until)
 
