@@ -186,25 +186,43 @@ class ClusterTests(SharedProcesses):
         """
         The requests held by a process that went away are taken over by
         another within a heartbeat or two: a C{get} is sent again, a
-        C{set} is answered C{recipient-unavailable}; the reply to the
-        C{get} sent again is routed.
+        C{set} whose resource is there waits for its reply (it may have
+        been carried out), and one whose resource left is answered
+        C{recipient-unavailable}; the replies are routed.
         """
         a, b = yield self.processes()
+        a.online("b")
+        yield waitFor(lambda: TARGET + "/b" in b.resources)
+        a.take()
         yield self.forwarded(a, stanzaID="g", kind="get")
-        yield self.forwarded(a, stanzaID="s", kind="set")
+        (sent,) = yield self.forwarded(a, stanzaID="s", kind="set")
+        (gone,) = yield self.forwarded(a, stanzaID="t", kind="set")
+        # The least pending: one set on each resource.
+        self.assertNotEqual(sent["to"], gone["to"])
         a.manager.disconnect()
         yield a.handlers.cluster.redis.execute("PING")
+        left = gone["to"].split("/", 1)[1]
+        b.offline(left)
         out = []
         b.clock.advance(HEARTBEAT)
         yield waitFor(lambda: out.extend(b.take()) or len(out) >= 2)
-        byID = {s["id"]: s for s in out}
-        self.assertEqual(byID["g"]["to"], TARGET + "/a")
-        self.assertEqual(byID["s"]["to"], REQUESTER)
-        self.assertEqual(errorCondition(byID["s"]), ("recipient-unavailable", "wait"))
-        b.reply("a", requester=byID["g"]["from"].split("/", 1)[1], stanzaID="g")
-        yield waitFor(lambda: out.extend(b.take()) or len(out) >= 3)
-        self.assertEqual((out[2]["type"], out[2]["to"]), ("result", REQUESTER))
-        self.assertEqual(b.stats.cluster["adopted"], 2)
+        yield b.handlers.cluster.redis.execute("PING")
+        out.extend(b.take())
+        byID = {s["id"]: s for s in out if s.name == "iq"}
+        self.assertEqual(sorted(byID), ["g", "t"])
+        self.assertEqual(byID["t"]["to"], REQUESTER)
+        self.assertEqual(errorCondition(byID["t"]), ("recipient-unavailable", "wait"))
+        self.assertEqual(byID["g"]["from"].split("/", 1)[1], REQUESTER)
+        resource = byID["g"]["to"].split("/", 1)[1]
+        b.reply(resource, requester=REQUESTER, stanzaID="g")
+        b.reply(sent["to"].split("/", 1)[1], requester=REQUESTER, stanzaID="s")
+        answers = []
+        yield waitFor(lambda: answers.extend(b.take()) or len(answers) >= 2)
+        self.assertEqual(
+            sorted((s["id"], s["type"], s["to"]) for s in answers),
+            [("g", "result", REQUESTER), ("s", "result", REQUESTER)],
+        )
+        self.assertEqual(b.stats.cluster["adopted"], 3)
 
     @defer.inlineCallbacks
     def test_presenceShared(self):
@@ -630,6 +648,108 @@ class MembershipTests(SharedProcesses):
 
 #: The ACL user's password in L{LockedRedisTests}.
 ACL_PASSWORD = "acl-pw"
+
+
+class AdoptionTests(SharedProcesses):
+    """
+    What is answered after a process went and another took its requests
+    over.
+    """
+
+    @defer.inlineCallbacks
+    def test_peerReplyToAnAdoptedRequest(self):
+        """
+        A domain peer's reply to a request of the target that a process
+        gone had sent, reaching a third process after another adopted the
+        request, is routed to the resource that asked (not passed on to
+        the process gone).
+        """
+        a, b, c = yield self.processes(3)
+        a.receive(
+            "<iq type='get' id='t1' from='%s/a' to='%s/peer.example.net'>"
+            "<q xmlns='urn:x'/></iq>" % (TARGET, COMPONENT)
+        )
+        out = []
+        yield waitFor(lambda: out.extend(a.take()) or out)
+        (sent,) = out
+        self.assertEqual(sent["to"], "peer.example.net")
+        a.manager.disconnect()
+        yield a.handlers.cluster.redis.execute("PING")
+        b.clock.advance(HEARTBEAT)
+        yield waitFor(lambda: len(b.pending) == 1, "adopted")
+        c.receive(
+            "<iq type='result' id='%s' from='peer.example.net' to='%s'/>" % (sent["id"], COMPONENT)
+        )
+        answers = []
+        yield waitFor(lambda: answers.extend(self.collect(b, c)) or answers, "the answer")
+        yield waitFor(lambda: len(b.pending) == 0, "the adopter told")
+        (answer,) = answers + self.collect(b, c)
+        self.assertEqual(
+            (answer["type"], answer["id"], answer["to"]), ("result", "t1", TARGET + "/a")
+        )
+
+    @defer.inlineCallbacks
+    def test_pausedProcessSetAnsweredWithItsResult(self):
+        """
+        A process paused longer than the heartbeat's TTL (its key expired)
+        is counted gone: the C{set} it held waits in the adopter for its
+        reply (its resource is there: it may have carried it out), and the
+        target's result reaches the requester, once. The paused process,
+        back, finds it was superseded: it forgets what it held, goes on
+        with a new id, and answers nothing at its timeout.
+        """
+        a, b = yield self.processes()
+        (forwarded,) = yield self.forwarded(a, stanzaID="s", kind="set")
+        paused = a.handlers.cluster
+        old = paused.instanceID
+        paused._beat.stop()
+        yield paused.redis.execute("DEL", paused.prefix + "alive:" + old)
+        b.clock.advance(HEARTBEAT)
+        yield waitFor(lambda: len(b.pending) == 1, "adopted")
+        yield b.handlers.cluster.redis.execute("PING")
+        self.assertEqual(self.collect(a, b), [])
+        b.reply("a", requester=forwarded["from"].split("/", 1)[1], stanzaID="s")
+        answers = []
+        yield waitFor(lambda: answers.extend(self.collect(a, b)) or answers, "the answer")
+        paused._heartbeat()
+        yield waitFor(lambda: paused.instanceID != old, "superseded")
+        self.assertEqual(len(a.pending), 0)
+        a.clock.advance(31)
+        b.clock.advance(31)
+        for p in (a, b):
+            yield p.handlers.cluster.redis.execute("PING")
+        answers.extend(self.collect(a, b))
+        self.assertEqual(
+            [(s["type"], s["id"], s["to"]) for s in answers], [("result", "s", REQUESTER)]
+        )
+        self.assertEqual(a.stats.cluster["superseded"], 1)
+
+    @defer.inlineCallbacks
+    def test_supersededProcessCannotClaim(self):
+        """
+        A process counted gone whose timer fires before its heartbeat
+        finds out (it was paused) cannot take back the entry another
+        adopted (here a C{get}, sent again by the adopter): its claim finds
+        nothing, and the adopter answers it.
+        """
+        a, b = yield self.processes()
+        yield self.forwarded(a, stanzaID="g", kind="get")
+        paused = a.handlers.cluster
+        paused._beat.stop()
+        yield paused.redis.execute("DEL", paused.prefix + "alive:" + paused.instanceID)
+        b.clock.advance(HEARTBEAT)
+        yield waitFor(lambda: len(b.pending) == 1, "adopted")
+        a.clock.advance(31)
+        yield a.handlers.dispatcher.requests.settled()
+        self.assertEqual(a.take(), [])
+        b.clock.advance(31)
+        out = []
+        yield waitFor(
+            lambda: out.extend(b.take()) or any(s["to"] == REQUESTER for s in out),
+            "the adopter's answer",
+        )
+        (answer,) = [s for s in out if s["to"] == REQUESTER]
+        self.assertEqual(errorCondition(answer), ("remote-server-timeout", "wait"))
 
 
 class LockedRedisTests(ClusterTests):

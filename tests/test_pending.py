@@ -78,6 +78,26 @@ class PendingTableTests(unittest.TestCase):
         self.assertEqual([entry for entry, _ in self.answers], [early, ours, late, newer])
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def test_adoptedOverAnExistingKey(self):
+        """
+        An entry adopted under the key of one the table holds (answered
+        elsewhere, the notice not yet here) replaces it: the counts hold
+        the new one only, and nothing is left counted once it leaves.
+        """
+        old = self.table.add(("enc", "1"), "req", self.a)
+        entry = PendingRequest(("enc", "1"), "req", "1", None, None, False, self.b, 20.0)
+        self.table.adopt(entry)
+        self.assertEqual(
+            (len(self.table), self.table.fromOutside, self.a.pending, self.b.pending),
+            (1, 1, 0, 1),
+        )
+        self.assertEqual(self.table.heldBy("req"), 1)
+        self.table.discard(old.key)
+        self.assertEqual(
+            (self.table.fromOutside, self.table.bytes, self.table.heldBy("req"), self.b.pending),
+            (0, 0, 0, 0),
+        )
+
     def test_adoptedIntoEmptyTable(self):
         """
         An entry adopted into an empty table times out at its deadline.

@@ -6,6 +6,8 @@ their SHA-1, commands waiting while Redis is away, subscriptions renewed
 after a reconnection.
 """
 
+import hashlib
+
 from twisted.internet import defer, reactor, task
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IStreamClientEndpoint
@@ -135,6 +137,13 @@ class ProtocolTests(unittest.TestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
 
+def sha1(script):
+    """
+    The SHA-1 Redis knows C{script} by.
+    """
+    return hashlib.sha1(script.encode("utf-8")).hexdigest()
+
+
 class ClientTests(unittest.TestCase):
     timeout = 30
 
@@ -150,8 +159,8 @@ class ClientTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_scripts(self):
         """
-        A script runs by its SHA-1, and is sent whole again once Redis has
-        forgotten it.
+        A script runs by its SHA-1, and runs again once Redis has forgotten
+        it (loaded again on a new connection).
         """
         client = self.client()
         script = "return {KEYS[1], ARGV[1]}"
@@ -160,6 +169,46 @@ class ClientTests(unittest.TestCase):
         self.assertEqual((yield client.eval(script, ["k2"], ["v2"])), ["k2", "v2"])
         with self.assertRaises(RedisError):
             yield client.eval("return redis.call('NOSUCHCOMMAND')")
+
+    @defer.inlineCallbacks
+    def test_scriptsKeepTheirOrder(self):
+        """
+        Scripts run in the order they are sent, whichever of them Redis
+        already knows: on a fresh Redis that knows only the second (a take
+        run before), a script that writes an entry then one that takes it,
+        sent back to back, find the entry written.
+        """
+        client = self.client()
+        record = "return redis.call('SET', KEYS[1], ARGV[1]) and 1"
+        take = "return redis.call('GETDEL', KEYS[1])"
+        yield client.eval(take, ["other"])
+        recorded = client.eval(record, ["k"], ["v"])
+        taken = client.eval(take, ["k"])
+        self.assertEqual((yield recorded), 1)
+        self.assertEqual((yield taken), "v")
+
+    @defer.inlineCallbacks
+    def test_scriptsKeepTheirOrderWhenFlushed(self):
+        """
+        Scripts run in the order they were sent after Redis forgot them
+        under a live connection (C{SCRIPT FLUSH}): the first that finds
+        its script unknown runs again first on a new connection, where
+        every script is loaded again; those sent after it on the old one
+        fail as on a lost connection, none runs before it.
+        """
+        client = self.client()
+        record = "return redis.call('RPUSH', KEYS[1], ARGV[1])"
+        take = "return redis.call('LRANGE', KEYS[1], 0, -1)"
+        yield client.eval(record, ["other"], ["x"])
+        yield client.eval(take, ["other"])
+        yield client.execute("SCRIPT", "FLUSH")
+        first = client.eval(record, ["k"], ["0"])
+        then = client.eval(take, ["k"])
+        self.assertEqual((yield first), 1)
+        with self.assertRaises(ConnectionLost):
+            yield then
+        self.assertEqual((yield client.eval(take, ["k"])), ["0"])
+        self.assertEqual((yield client.execute("SCRIPT", "EXISTS", sha1(take))), [1])
 
     @defer.inlineCallbacks
     def test_waitsForRedis(self):

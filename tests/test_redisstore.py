@@ -5,11 +5,13 @@ writes, another reads back; the queue keeps its order and its counts; with
 Redis gone the process serves on from memory, and writes once it is back.
 """
 
-from twisted.internet import defer
+from twisted.internet import defer, reactor
+from twisted.internet.task import deferLater
 from twisted.trial import unittest
 
+from clientproxy.state.redis import store as store_module
 from clientproxy.state.redis.store import RedisStore, checkURL, connect
-from clientproxy.testing.redis import startRedis
+from clientproxy.testing.redis import cutAfterRunning, startRedis
 
 COMPONENT = "proxy.example.org"
 
@@ -102,6 +104,59 @@ class RedisStoreTests(unittest.TestCase):
         yield self.settle(first)
         rest = yield second.queued()
         self.assertEqual([s for _, s in rest], ["<m1/>", "<m2/>"])
+
+    @defer.inlineCallbacks
+    def test_enqueueReplyLost(self):
+        """
+        A message whose ENQUEUE reply is lost (the script ran) is run again
+        with its token: it is queued once, and the sender is told it was.
+        """
+        store = self.store()
+        yield self.settle(store)
+        cutAfterRunning(store.redis)
+        self.assertIsNone((yield store.enqueue("a@x", "<m1/>")))
+        yield self.settle(store)
+        self.assertEqual((yield store.redis.execute("LLEN", store._queueKey)), 1)
+        self.assertEqual(store.queueLength(), 1)
+
+    @defer.inlineCallbacks
+    def test_batchReplyLost(self):
+        """
+        A batch whose TAKE reply is lost (the script ran: the messages are
+        off the queue) is run again with its token, and is given the
+        batch it took; once delivered, it is gone from Redis.
+        """
+        store = self.store()
+        for n in range(3):
+            yield store.enqueue("a@x", "<m%d/>" % n)
+        yield self.settle(store)
+        cutAfterRunning(store.redis)
+        batch = yield store.queued(2)
+        self.assertEqual([s for _, s in batch], ["<m0/>", "<m1/>"])
+        store.delivered([ident for ident, _ in batch])
+        yield self.settle(store)
+        self.assertEqual((yield store.redis.execute("ZCARD", store._heldKey)), 0)
+        rest = yield store.queued()
+        self.assertEqual([s for _, s in rest], ["<m2/>"])
+
+    @defer.inlineCallbacks
+    def test_batchNotDeliveredGoesBack(self):
+        """
+        A batch taken and never said delivered (its process died while
+        sending it) goes back to the head of the queue, in order, once
+        its hold is over: the next take delivers it.
+        """
+        self.patch(store_module, "BATCH_HOLD", 0.2)
+        dying, other = self.store(), self.store()
+        for n in range(3):
+            yield dying.enqueue("a@x", "<m%d/>" % n)
+        batch = yield dying.queued(2)
+        self.assertEqual(len(batch), 2)
+        self.assertEqual([s for _, s in (yield other.queued(2))], ["<m2/>"])
+        other.delivered(["a@x"])
+        yield deferLater(reactor, 0.3, lambda: None)
+        again = yield other.queued(5)
+        self.assertEqual([s for _, s in again], ["<m0/>", "<m1/>"])
 
     @defer.inlineCallbacks
     def test_redisGone(self):

@@ -8,7 +8,7 @@ implementation alone, and what a process alone does instead for the local
 one.
 """
 
-from twisted.internet import defer, task
+from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 from twisted.words.xish import domish
 from wokkel.test.helpers import XmlStreamStub
@@ -27,10 +27,10 @@ from clientproxy.state.interfaces import (
 from clientproxy.state.local import LocalFacts, LocalRequests
 from clientproxy.state.redis.cluster import Cluster
 from clientproxy.state.redis.facts import SharedFacts, factFromText, factText
-from clientproxy.state.redis.requests import SharedRequests
+from clientproxy.state.redis.requests import RECORD, SharedRequests
 from clientproxy.state.redis.store import Listener, RedisStore, connect
 from clientproxy.state.sqlite import Store
-from clientproxy.testing.redis import startRedis
+from clientproxy.testing.redis import cutAfterRunning, startRedis
 from clientproxy.xmpp.caps import Caps
 from tests.helpers import COMPONENT, TARGET, waitFor
 
@@ -297,6 +297,10 @@ class SharedRequestsTests(RequestsInFlightTests, RedisProcesses, unittest.TestCa
         owner, other = Process(), Process()
         mine = yield self.requestsFor(owner)
         theirs = yield self.requestsFor(other)
+        # The notice of the take is on its way: not handled before the
+        # claim (once handled, the entry has left the table and is never
+        # claimed).
+        mine.takenElsewhere = lambda notice: None
         entry = owner.add()
         yield self.recorded(mine, entry)
         yield theirs._take(entry.key, RESOURCE)
@@ -323,6 +327,132 @@ class SharedRequestsTests(RequestsInFlightTests, RedisProcesses, unittest.TestCa
         yield requests.settled()
         self.assertEqual((len(replied), claimed), (1, []))
         self.assertEqual(requests._untaken, {})
+
+    @defer.inlineCallbacks
+    def test_lateTakenNoticeSparesTheNewEntry(self):
+        """
+        A "taken" notice that arrives after its key was recorded again (the
+        owner's timeout found the entry gone, the requester used the id
+        again) leaves the new entry alone: it keeps its timer and is
+        answered once.
+        """
+        owner, other = Process(), Process()
+        mine = yield self.requestsFor(owner)
+        theirs = yield self.requestsFor(other)
+        held = []
+        mine.takenElsewhere = lambda *args: held.append(args)
+        first = owner.add()
+        yield self.recorded(mine, first)
+        yield theirs._take(first.key, RESOURCE)
+        yield waitFor(lambda: held, "the notice")
+        claimed = []
+        owner.table.fail(first, "remote-server-timeout")
+        mine.claim(first, True, claimed.append)
+        yield mine.settled()
+        self.assertEqual(claimed, [])
+        second = owner.add()
+        self.assertIsNone((yield self.recorded(mine, second)))
+        SharedRequests.takenElsewhere(mine, *held[0])
+        self.assertIs(owner.table.get(second.key), second)
+        owner.clock.advance(31)
+        yield mine.settled()
+        self.assertEqual([entry for entry, _ in owner.answered], [first, second])
+
+    @defer.inlineCallbacks
+    def test_recordReplyLost(self):
+        """
+        A RECORD whose reply is lost (the script ran) is run again with its
+        token, which finds its own entry: the request is sent, not refused,
+        and its entry is in Redis once.
+        """
+        process = Process()
+        requests = yield self.requestsFor(process)
+        entry = process.add()
+        cutAfterRunning(requests.cluster.redis)
+        self.assertIsNone((yield self.recorded(requests, entry)))
+        self.assertIs(process.table.get(entry.key), entry)
+        self.assertIs((yield self.taken(requests, entry.key, RESOURCE)), entry)
+
+    @defer.inlineCallbacks
+    def test_recordRunAgainAfterATake(self):
+        """
+        A RECORD run again with its token once its entry was taken
+        elsewhere says so (2: answered there) instead of writing the entry
+        again; with another token, it writes over what is left of the
+        taken entry (the requester used the id again).
+        """
+        owner, other = Process(), Process()
+        mine = yield self.requestsFor(owner)
+        theirs = yield self.requestsFor(other)
+        entry = owner.add()
+        yield self.recorded(mine, entry)
+        token = mine._untaken[entry.key][1]
+        yield theirs._take(entry.key, RESOURCE)
+        cluster = mine.cluster
+        keys = [
+            mine._redisKey(entry.key),
+            cluster.prefix + "owned:" + cluster.instanceID,
+            cluster.prefix + "superseded:" + cluster.instanceID,
+        ]
+        fields = ["owner", cluster.instanceID, "resource", RESOURCE, "data", "x"]
+        again = yield cluster.redis.eval(RECORD, keys, [60000] + fields + ["token", token])
+        self.assertEqual(again, 2)
+        new = yield cluster.redis.eval(RECORD, keys, [60000] + fields + ["token", "new"])
+        self.assertEqual(new, 1)
+        self.assertEqual((yield cluster.redis.execute("HGET", keys[0], "taker")), None)
+
+    @defer.inlineCallbacks
+    def test_supersededRecordRefused(self):
+        """
+        A process whose id another counted gone (it was paused) records
+        nothing more under it: the request is refused
+        C{service-unavailable}, as with Redis away, until its heartbeat
+        gives it a new id.
+        """
+        process = Process()
+        requests = yield self.requestsFor(process)
+        cluster = requests.cluster
+        yield cluster.redis.execute("SET", cluster.prefix + "superseded:" + cluster.instanceID, "1")
+        entry = process.add()
+        refusal = yield self.recorded(requests, entry)
+        self.assertEqual(refusal.condition, "service-unavailable")
+        self.assertNotIn(entry.key, process.table)
+
+    @defer.inlineCallbacks
+    def test_shutdownStopsRetrying(self):
+        """
+        With Redis away, a take whose command misses its deadline is run
+        again, but not once a shutdown waits for the takes: they settle
+        within a command's deadline, not the request's.
+        """
+        process = Process()
+        requests = yield self.requestsFor(process)
+        entry = process.add()
+        yield self.recorded(requests, entry)
+        yield self.redis.stop()
+        taken = []
+        requests.take(entry.key, RESOURCE, taken.append)
+        started = reactor.seconds()
+        yield requests.settled()
+        self.assertLess(reactor.seconds() - started, 10)
+        self.assertEqual(taken, [])
+
+    @defer.inlineCallbacks
+    def test_takeReplyLost(self):
+        """
+        A TAKE whose reply is lost (the script ran: the entry is taken) is
+        run again with its token, and is given the entry it took: the
+        reply is answered; nobody else can take it.
+        """
+        owner, other = Process(), Process()
+        mine = yield self.requestsFor(owner)
+        theirs = yield self.requestsFor(other)
+        entry = owner.add()
+        yield self.recorded(mine, entry)
+        cutAfterRunning(theirs.cluster.redis)
+        taken = yield self.taken(theirs, entry.key, RESOURCE)
+        self.assertEqual((taken.key, taken.requester), (entry.key, entry.requester))
+        self.assertIsNone((yield self.taken(mine, entry.key, RESOURCE)))
 
     @defer.inlineCallbacks
     def test_sameKeyThroughAnother(self):

@@ -691,14 +691,29 @@ class IQDispatcher(XMPPHandler):
     def adopted(self, entry):
         """
         C{entry} belonged to a process gone (docs/instances.md): a
-        request of the target to a peer waits on here for the peer's reply;
-        one from outside is sent again if it is a C{get}, and answered
-        C{recipient-unavailable} otherwise, once this process may.
+        request of the target to a peer waits on here for the peer's reply,
+        and so does a request from outside that may not be sent again (a
+        C{set}) while its resource is there (it may have carried it out:
+        its reply reaches any process, and is taken there); a C{get} is
+        sent again, and a C{set} whose resource left is answered
+        C{recipient-unavailable}, once this process may.
         """
-        if entry.fromTarget:
+        if entry.fromTarget or self._waitsForItsReply(entry):
             self.pending.adopt(entry)
         else:
             self.requests.claim(entry, False, self._retryOrFail)
+
+    def _waitsForItsReply(self, entry):
+        """
+        Whether C{entry}, adopted, waits here for its resource's reply: a
+        request that may not be sent again (a C{set} outside the
+        C{--idempotent} namespaces), sent to a resource still there.
+        """
+        resource = entry.resource
+        if resource is self.pending.line or self.resources.get(resource.jid) is not resource:
+            return False
+        feature, topic, _ = self._describe(entry)
+        return topic[2] != "get" and feature not in self.idempotent
 
     def _pruneResourceStats(self):
         """

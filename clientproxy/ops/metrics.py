@@ -101,6 +101,8 @@ CLUSTER = {
     "adopted": ("clientproxy_shared_requests_adopted_total", ()),
     "passed-on": ("clientproxy_shared_replies_passed_on_total", ()),
     "answered-elsewhere": ("clientproxy_shared_answered_elsewhere_total", ()),
+    "retried": ("clientproxy_shared_scripts_retried_total", ()),
+    "superseded": ("clientproxy_shared_superseded_total", ()),
     "redis-errors": ("clientproxy_redis_errors_total", ()),
 }
 RESOURCES = {
@@ -217,6 +219,14 @@ COUNTERS = {
     ),
     "clientproxy_shared_answered_elsewhere_total": (
         "With --redis: requests another process answered.",
+        {},
+    ),
+    "clientproxy_shared_scripts_retried_total": (
+        "With --redis: scripts run again after their reply was lost.",
+        {},
+    ),
+    "clientproxy_shared_superseded_total": (
+        "With --redis: times this process was counted gone and went on with a new id.",
         {},
     ),
     "clientproxy_redis_errors_total": ("With --redis: Redis commands that failed.", {}),

@@ -384,15 +384,20 @@ class PendingTable:
         """
         Track an entry another process added (L{clientproxy.state.redis.cluster}): it
         keeps its deadline, which may come before those of entries added
-        here already.
+        here already. An entry the table holds under the same key (Redis
+        holds one entry a key: that one was answered elsewhere, its notice
+        not yet here) is counted out and replaced.
         """
         now = self._clock.seconds()
+        old = self._entries.get(entry.key)
+        if old is not None:
+            self._remove(old)
         if self._timer is None:
             self._timer = self._clock.callLater(max(0.0, entry.deadline - now), self._expire)
         else:
             # The latest deadline so far: the newest entry's, or a later
             # one from before the order was last broken.
-            newest = next(reversed(self._entries.values())).deadline
+            newest = next(reversed(self._entries.values()), entry).deadline
             last = max(newest, entry.deadline, self._mixedUntil or newest)
             self._mixedUntil = last
             if entry.deadline < self._timer.getTime():

@@ -159,3 +159,20 @@ def startRedis(testCase, **options):
     testCase.addCleanup(redis.stop)
     yield redis.start()
     return redis
+
+
+def cutAfterRunning(redis):
+    """
+    Lose the next reply that reaches the live connection of C{redis} (a
+    L{clientproxy.state.redis.client.Redis}): the connection drops once
+    Redis has run the command, before its reply is read (a link cut at
+    that point).
+    """
+    protocol = redis._execute.__self__
+    original = protocol.dataReceived
+
+    def cut(data):
+        protocol.dataReceived = original
+        protocol.drop()
+
+    protocol.dataReceived = cut

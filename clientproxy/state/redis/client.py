@@ -10,8 +10,14 @@ commands. bench/shared.py measured 72.5 µs of the component's CPU per round
 trip with this client, 119.5-124.5 with txredisapi 1.6 (hiredis under it
 too), 130-133 with its reply timeout on (docs/instances.md). This one keeps
 to what clientproxy needs: a command is a list of arguments, its reply a
-Deferred; a script runs by its SHA-1 (EVALSHA), sent whole once Redis says
-it does not know it.
+Deferred; a script runs by its SHA-1 (EVALSHA), loaded (SCRIPT LOAD) on
+every connection before any other command, and before its first use on
+the connection, so that scripts run in the order they were sent (an
+EVALSHA refused with NOSCRIPT and sent again whole would run after
+commands sent meanwhile: a RECORD after the TAKE of its entry). Should
+Redis forget the scripts under a live connection (C{SCRIPT FLUSH}), the
+first NOSCRIPT drops the connection: the commands sent after it fail as
+on any lost connection, and that script runs again first on the next one.
 
 Reaching Redis (L{clientproxy.state.redis.address}): TCP, TLS (the
 server's name checked with service_identity), a Unix socket, or the master
@@ -401,12 +407,14 @@ class Redis:
         if isinstance(address, str):
             address = parseURL(address)
         self.address = address
-        self._reactor = reactor
+        self._reactor = self.reactor = reactor
         self._onConnected = onConnected
         self._handshake = handshake
         self._role = role or "Redis"
         self.problem = None
         self.connected = False
+        #: Whether L{disconnect} was called.
+        self.closed = False
         # The live connection's execute (looked up once: L{ClientService}
         # hands out a proxy of the protocol), or None while there is none.
         self._execute = None
@@ -414,7 +422,10 @@ class Redis:
         # (arguments, Deferred, when its deadline is), oldest first.
         self._queued = deque()
         self._queueTimer = None
+        # script: its SHA-1, for every script run so far.
         self._scripts = {}
+        # The scripts loaded on the live connection.
+        self._loaded = set()
         if endpoint is None:
             endpoint = endpointFor(address, reactor)
         self.endpoint = endpoint
@@ -466,6 +477,21 @@ class Redis:
                         )
             if self._onConnected is not None:
                 yield self._onConnected(connection)
+            # Every script known, before any command that may run one.
+            loaded = set()
+            while len(loaded) < len(self._scripts):
+                loading = [script for script in self._scripts if script not in loaded]
+                yield defer.gatherResults(
+                    [connection.execute("SCRIPT", "LOAD", script) for script in loading],
+                    consumeErrors=True,
+                )
+                loaded.update(loading)
+        except defer.FirstError as e:
+            # A script refused (a Redis that has no Lua, an ACL without
+            # SCRIPT LOAD).
+            connection.drop()
+            self._refused(str(e.subFailure.value))
+            return
         except RedisError as e:
             connection.drop()
             self._refused(str(e))
@@ -492,6 +518,7 @@ class Redis:
             )
         self._connection = connection
         self.connected = True
+        self._loaded = loaded
         self._execute = connection.execute
         connection.whenLost(self._lost)
         queued, self._queued = self._queued, deque()
@@ -529,6 +556,7 @@ class Redis:
 
     def _lost(self):
         self._execute = self._connection = None
+        self._loaded = set()
         self.connected = False
 
     def reconnect(self):
@@ -572,20 +600,41 @@ class Redis:
 
     def eval(self, script, keys=(), args=()):
         """
-        Run a Lua C{script} with C{keys} and C{args}, by its SHA-1 once
-        Redis knows it.
+        Run a Lua C{script} with C{keys} and C{args}, by its SHA-1: loaded
+        before on this connection, so that scripts run in the order they
+        are sent (see the module's docstring).
         """
         sha = self._scripts.get(script)
         if sha is None:
             sha = self._scripts[script] = hashlib.sha1(script.encode("utf-8")).hexdigest()
-        arguments = (len(keys),) + tuple(keys) + tuple(args)
-        d = self.execute("EVALSHA", sha, *arguments)
+        execute = self._execute
+        if execute is not None and script not in self._loaded:
+            # Its first use on this connection: loaded just before.
+            self._loaded.add(script)
+            execute("SCRIPT", "LOAD", script).addErrback(lambda _: None)
+        arguments = ("EVALSHA", sha, len(keys)) + tuple(keys) + tuple(args)
+        d = self.execute(*arguments)
 
         def unknown(failure):
             failure.trap(RedisError)
             if not str(failure.value).startswith("NOSCRIPT"):
                 return failure
-            return self.execute("EVAL", script, *arguments)
+            # Redis forgot the scripts under this connection: whatever was
+            # sent after this one may run before it if it is sent again
+            # here, so the connection is dropped; this one goes first on
+            # the next, after every script is loaded again.
+            # (Its reply came on the live connection, unless an earlier
+            # NOSCRIPT dropped it already.)
+            connection = self._connection
+            if connection is not None:
+                self._lost()
+                connection.drop(
+                    ConnectionLost(
+                        "%s at %s forgot the scripts: reconnecting to load them again"
+                        % (self._role, self.address.where())
+                    )
+                )
+            return self.execute(*arguments)
 
         return d.addErrback(unknown)
 
@@ -593,6 +642,7 @@ class Redis:
         """
         Stop reconnecting and close the connection.
         """
+        self.closed = True
         if self._queueTimer is not None and self._queueTimer.active():
             self._queueTimer.cancel()
         self._queueTimer = None

@@ -16,6 +16,9 @@ any of them. So the processes share, through Redis:
    carry the asking process's id in their stanza id (L{StanzaIDs}); one
    that reaches another process is passed on to it, and handled there as
    if its server had delivered it (a stanza meant for it, not a fact).
+   One that nobody receives (that process is gone) is handled where it
+   arrived: a peer's reply to a request of the target is taken from Redis
+   there, whichever process adopted the request.
 
 This module holds what makes the processes one: each has an id, new on
 every connection to the server, and keeps a key C{alive:<id>} that
@@ -60,14 +63,29 @@ for _, id in ipairs(redis.call('SMEMBERS', prefix .. 'instances')) do
                 redis.call('HSET', key, 'owner', me)
                 redis.call('SADD', prefix .. 'owned:' .. me, key)
                 table.insert(adopted, key)
-                table.insert(adopted, redis.call('HGET', key, 'data'))
+                local found = redis.call('HMGET', key, 'data', 'token')
+                table.insert(adopted, found[1])
+                table.insert(adopted, found[2] or '')
             end
         end
         redis.call('DEL', prefix .. 'owned:' .. id)
         redis.call('SREM', prefix .. 'instances', id)
+        redis.call('SET', prefix .. 'superseded:' .. id, '1', 'PX', ARGV[3])
     end
 end
 return {gone, adopted}
+"""
+
+#: Milliseconds a process counted gone is remembered as superseded: should
+#: it come back (it was paused, not dead), its heartbeat finds out.
+SUPERSEDED_FOR = 24 * 3600 * 1000
+#: One heartbeat (KEYS: alive, instances, superseded; ARGV: TTL in ms,
+#: id): 1, and nothing renewed, when this id was counted gone meanwhile.
+BEAT = """
+if redis.call('EXISTS', KEYS[3]) == 1 then return 1 end
+redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+redis.call('SADD', KEYS[2], ARGV[2])
+return 0
 """
 
 
@@ -230,29 +248,55 @@ class Cluster(XMPPHandler):
             return
         self._beatAnswered = False
 
-        def answered(_):
+        beating = self.instanceID
+
+        def answered(superseded):
             self._beatAnswered = True
             self._reachable(True)
+            if int(superseded) and beating == self.instanceID:
+                self._superseded()
 
         def refused(failure):
             self._beatAnswered = True
             self._reachable(False)
             self.failed(failure, "the heartbeat")
 
-        # Alive first, then a member: a process that looks for processes
-        # gone in between must not count this one among them. A member
-        # every time: another may have counted it gone while Redis was away.
-        d = self.redis.execute(
-            "SET", self.prefix + "alive:" + self.instanceID, "1", "PX", int(TTL * 1000)
+        # Alive and a member at once (one script): a member every time,
+        # since another may have counted it gone while Redis was away;
+        # neither if another took its requests over meanwhile.
+        prefix = self.prefix
+        d = self.redis.eval(
+            BEAT,
+            [prefix + "alive:" + beating, prefix + "instances", prefix + "superseded:" + beating],
+            [int(TTL * 1000), beating],
         )
         d.addCallbacks(answered, refused)
-        d = self.redis.execute("SADD", self.prefix + "instances", self.instanceID)
-        d.addErrback(self.failed, "the heartbeat")
         if self.clock.seconds() < self._lookAfter:
             return
-        d = self.redis.eval(ADOPT, keys=[], args=[self.prefix, self.instanceID])
+        d = self.redis.eval(ADOPT, keys=[], args=[prefix, beating, SUPERSEDED_FOR])
         d.addCallback(self._adopted)
         d.addErrback(self.failed, "looking for processes gone")
+
+    def _superseded(self):
+        """
+        Another process counted this one gone (it was paused longer than
+        L{TTL}: a stall, a long GC, a frozen VM) and took its requests
+        over: they are no longer this process's to answer. It forgets
+        them, and goes on with a new id (its ownership's new epoch); the
+        old one's entries are answered by the adopter, and its takes of
+        them find nothing (L{clientproxy.state.redis.requests}).
+        """
+        self.stats.cluster["superseded"] += 1
+        self.log.warn(
+            "Redis: this process ({id}) was counted gone (paused longer than {ttl} s) and its "
+            "requests taken over by another; going on with a new id",
+            id=self.instanceID,
+            ttl=TTL,
+        )
+        if self.requests is not None:
+            self.requests.superseded()
+        self._newID()
+        self._lookAfter = self.clock.seconds() + TTL
 
     def _reachable(self, reachable):
         if reachable != self.reachable:
@@ -281,11 +325,11 @@ class Cluster(XMPPHandler):
             self.log.info(
                 "Processes gone: {gone}; taking over their {count} requests in flight",
                 gone=", ".join(gone),
-                count=len(flat) // 2,
+                count=len(flat) // 3,
             )
-        for redisKey, data in zip(flat[::2], flat[1::2]):
+        for redisKey, data, token in zip(flat[::3], flat[1::3], flat[2::3]):
             self.stats.cluster["adopted"] += 1
-            self.requests.adopt(redisKey, data)
+            self.requests.adopt(redisKey, data, token)
 
     # What is published.
 
@@ -312,7 +356,18 @@ class Cluster(XMPPHandler):
                 return
         iq.handled = True
         self.stats.cluster["passed-on"] += 1
-        self.publish(self.prefix + "to:" + owner, "iq", toXml(iq))
+        xml = toXml(iq)
+
+        def heard(receivers):
+            # Nobody listens on the owner's channel: the owner is gone (its
+            # requests adopted by another, or about to be). Handled here
+            # then: a reply to a request of the target, shared in Redis, is
+            # taken by the dispatcher as if it had come here first; one to
+            # the owner's own query finds nothing and is dropped.
+            if not receivers:
+                self._handOver(parseStanza(xml))
+
+        self.publish(self.prefix + "to:" + owner, "iq", xml).addCallback(heard)
 
     def _onMessage(self, channel, message):
         kind, _, rest = message.partition("\0")

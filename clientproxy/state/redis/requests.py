@@ -21,6 +21,15 @@ owner, which forgets it. The entries of a process gone are adopted by
 another (L{clientproxy.state.redis.cluster}), handed to the observer
 registered with L{SharedRequests.whenAdopted}.
 
+A script whose reply is lost (the connection dropped after it was sent:
+it may have run) is run again until the request's deadline, and gives the
+same outcome: each RECORD carries its entry's token (run again, it finds
+its own entry, or that it was taken since: answered elsewhere), each TAKE
+its own token (a taken entry is kept, marked with it, for a timeout:
+run again, the take is given the entry it took, and any other take finds
+nothing). The same token is in the "taken" notice, so that a late notice
+leaves alone an entry recorded again since under the same key.
+
 Redis unreachable: a new request is refused with C{service-unavailable}
 (wait), since no other process could route its reply; requests in flight
 are answered by their owner at their timeout even when it cannot take them
@@ -29,10 +38,13 @@ twice).
 
 Cost: two Redis round trips per request (the entry written before the
 request goes out; the take when it is answered), and the request kept in
-Redis until then.
+Redis until its deadline (answered, marked taken, for a timeout).
 """
 
-from twisted.internet import defer
+from itertools import count
+
+from twisted.internet import defer, task
+from twisted.internet.error import ConnectionLost
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -44,23 +56,52 @@ from clientproxy.state.interfaces import WRONG_RESOURCE, IRequestsInFlight
 #: Seconds an entry outlives its deadline in Redis, should nobody take it.
 MARGIN = 60.0
 
+#: Seconds between two runs of a script whose reply was lost.
+RETRY = 0.1
+
+# ARGV: the TTL, then the fields: owner, resource, data, token (ARGV[9]).
+# Run again with the same token after a lost reply, it finds its own
+# entry (1), or what is left of it once taken (2: answered elsewhere).
+# KEYS[3]: this process's id is superseded (3: refused, see cluster.py).
 RECORD = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('EXISTS', KEYS[3]) == 1 then return 3 end
+local found = redis.call('HMGET', KEYS[1], 'token', 'taker')
+if found[1] then
+    if found[1] == ARGV[9] then
+        if found[2] then return 2 end
+        return 1
+    end
+    if not found[2] then return 0 end
+    redis.call('DEL', KEYS[1])
+end
 redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 redis.call('SADD', KEYS[2], KEYS[1])
 return 1
 """
 
+# ARGV: the sender (or ''), the prefix, this process's id, the take's
+# token, the timeout in ms, '1' for a claim (only an entry this id owns:
+# one adopted by another since is not this process's to answer). A taken
+# entry is kept for a timeout (no deadline is further off), marked with
+# the take's token: run again after a lost reply, the take is given the
+# entry it took; any other take finds nothing, and a RECORD run again
+# finds it answered.
 TAKE = """
-local found = redis.call('HMGET', KEYS[1], 'owner', 'resource', 'data')
+local found = redis.call('HMGET', KEYS[1], 'owner', 'resource', 'data', 'token', 'taker')
 local owner = found[1]
 if not owner then return nil end
+if found[5] then
+    if found[5] == ARGV[4] then return found[3] end
+    return nil
+end
 if ARGV[1] ~= '' and found[2] ~= ARGV[1] then return 0 end
-redis.call('DEL', KEYS[1])
+if ARGV[6] == '1' and owner ~= ARGV[3] then return nil end
 redis.call('SREM', ARGV[2] .. 'owned:' .. owner, KEYS[1])
+redis.call('HSET', KEYS[1], 'taker', ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
 if owner ~= ARGV[3] then
-    redis.call('PUBLISH', ARGV[2] .. 'to:' .. owner, 'taken\\0' .. KEYS[1])
+    redis.call('PUBLISH', ARGV[2] .. 'to:' .. owner, 'taken\\0' .. (found[4] or '') .. '\\0' .. KEYS[1])
 end
 return found[3]
 """
@@ -81,10 +122,13 @@ class SharedRequests:
         self.cluster = cluster
         self.table = table
         # The entries written to Redis and not taken back since, by key, as
-        # (entry, its own marker object): answering one starts by taking
-        # it. The marker tells a take's answer whether the key was
-        # recorded again since the take was sent.
+        # (entry, its record's token): answering one starts by taking it.
+        # The token (in Redis too) tells a take's answer, and a "taken"
+        # notice, whether the key was recorded again since.
         self._untaken = {}
+        self._tokens = count()
+        # A shutdown: lost replies are no longer run again.
+        self._stopping = False
         # Takes not decided yet: a shutdown waits.
         self._takes = set()
         self._adopted = None
@@ -117,7 +161,7 @@ class SharedRequests:
         if not cluster.reachable:
             self._refuse(entry, then, UNSHARED, args)
             return
-        self._mark(entry)
+        token = self._mark(entry)
         # One string, read back whole by a take: a reply of many parts costs
         # the client far more than one of the same length.
         data = "\0".join(
@@ -133,18 +177,47 @@ class SharedRequests:
             )
         )
         ttl = int((max(0.0, entry.deadline - cluster.clock.seconds()) + MARGIN) * 1000)
-        d = cluster.redis.eval(
+        d = self._run(
+            entry.deadline,
             RECORD,
-            keys=[self._redisKey(entry.key), cluster.prefix + "owned:" + cluster.instanceID],
-            args=[ttl, "owner", cluster.instanceID, "resource", entry.resource.jid, "data", data],
+            [
+                self._redisKey(entry.key),
+                cluster.prefix + "owned:" + cluster.instanceID,
+                cluster.prefix + "superseded:" + cluster.instanceID,
+            ],
+            [
+                ttl,
+                "owner",
+                cluster.instanceID,
+                "resource",
+                entry.resource.jid,
+                "data",
+                data,
+                "token",
+                token,
+            ],
         )
         cluster.stats.cluster["recorded"] += 1
 
         def recorded(written):
+            written = int(written)
+            if written == 3:
+                # Not written (this id was superseded): nobody else knows
+                # of it, so refused here even if the table forgot it.
+                self._forget(entry)
+                if self.table.get(entry.key) is entry:
+                    self.table.discard(entry.key)
+                then(entry, UNSHARED, *args)
+                return
             if self.table.get(entry.key) is not entry:
                 return
-            if int(written) == 1:
+            if written == 1:
                 then(entry, None, *args)
+            elif written == 2:
+                # Run again after a lost reply: taken meanwhile, so
+                # answered elsewhere (never sent: nothing more to do).
+                self._forget(entry)
+                self.table.discard(entry.key)
             else:
                 self._refuse(entry, then, DUPLICATE_ID, args)
 
@@ -155,13 +228,44 @@ class SharedRequests:
 
         d.addCallbacks(recorded, failed)
 
+    def _run(self, until, script, keys, args):
+        """
+        Run C{script}; one whose reply is lost (the connection dropped
+        after it was sent: it may have run) is run again, the same, until
+        C{until} (the clock's time): each script gives the same outcome
+        when run again with its token.
+        """
+        d = self.cluster.redis.eval(script, keys, args)
+        d.addErrback(self._again, until, script, keys, args)
+        return d
+
+    def _again(self, failure, until, script, keys, args):
+        cluster = self.cluster
+        if (
+            self._stopping
+            or not failure.check(ConnectionLost)
+            or cluster.clock.seconds() + RETRY >= until
+        ):
+            return failure
+        cluster.stats.cluster["retried"] += 1
+        d = task.deferLater(cluster.redis.reactor, RETRY, cluster.redis.eval, script, keys, args)
+        d.addErrback(self._again, until, script, keys, args)
+        return d
+
     def _refuse(self, entry, then, refusal, args):
         self._forget(entry)
         self.table.discard(entry.key)
         then(entry, refusal, *args)
 
-    def _mark(self, entry):
-        self._untaken[entry.key] = (entry, object())
+    def _mark(self, entry, token=None):
+        """
+        Count C{entry} as written to Redis and not taken since, with its
+        record's C{token} (a new one unless given): returned.
+        """
+        if token is None:
+            token = "%s.%x" % (self.cluster.instanceID, next(self._tokens))
+        self._untaken[entry.key] = (entry, token)
+        return token
 
     def _isUntaken(self, entry):
         return self._untaken.get(entry.key, (None,))[0] is entry
@@ -170,21 +274,32 @@ class SharedRequests:
         if self._isUntaken(entry):
             del self._untaken[entry.key]
 
-    def _take(self, key, sender=""):
+    def _take(self, key, sender="", until=None, claim=""):
         """
         Take the entry for C{key} out of Redis, if it is there and (for a
         non-empty C{sender}) was sent to C{sender}: a Deferred firing with
         it as L{record} wrote it, C{None}, or C{0} (sent to another
-        resource: it stays). A shutdown waits for it.
+        resource: it stays). A lost reply is retried until C{until} (by
+        default, a timeout from now). A shutdown waits for it.
         """
         if None in key:
             # A reply without an id, or to no encoded address.
             return defer.succeed(None)
         cluster = self.cluster
-        d = cluster.redis.eval(
+        if until is None:
+            until = cluster.clock.seconds() + self.table.timeout
+        d = self._run(
+            until,
             TAKE,
-            keys=[self._redisKey(key)],
-            args=[sender, cluster.prefix, cluster.instanceID],
+            [self._redisKey(key)],
+            [
+                sender,
+                cluster.prefix,
+                cluster.instanceID,
+                "%s.t%x" % (cluster.instanceID, next(self._tokens)),
+                int(self.table.timeout * 1000) + 1,
+                claim,
+            ],
         )
         cluster.stats.cluster["takes"] += 1
         self._takes.add(d)
@@ -210,7 +325,9 @@ class SharedRequests:
             else:
                 then(self._local(key, data), *args)
 
-        self._take(key, sender).addCallback(taken)
+        # Failed past its retries: the reply is dropped; the entry is
+        # answered at its timeout by its owner.
+        self._take(key, sender).addCallbacks(taken, self.cluster.failed, errbackArgs=("a take",))
 
     def _local(self, key, data):
         """
@@ -243,9 +360,12 @@ class SharedRequests:
                 self._forget(entry)
                 then(entry, *args)
 
-        self._take(entry.key).addCallbacks(taken, failed)
+        self._take(entry.key, "", entry.deadline, "1").addCallbacks(taken, failed)
 
     def settled(self):
+        # What is left is answered now (a shutdown): a take whose reply
+        # was lost is not run again past its command's deadline.
+        self._stopping = True
         return defer.DeferredList(list(self._takes))
 
     def connectionLost(self):
@@ -256,21 +376,39 @@ class SharedRequests:
         self._untaken.clear()
         self.table.discardAll()
 
-    def takenElsewhere(self, redisKey):
+    def superseded(self):
         """
-        Another process answered this process's entry: forgotten here.
+        Another process counted this one gone and took its entries over
+        (L{clientproxy.state.redis.cluster.Cluster._superseded}): they are
+        the adopter's to answer, forgotten here unanswered.
         """
+        self._untaken.clear()
+        self.table.discardAll()
+
+    def takenElsewhere(self, notice):
+        """
+        Another process answered this process's entry: forgotten here,
+        unless its key was recorded again since (C{notice}, the token of
+        the record taken and the Redis key, is then late: the new entry
+        stays, with its timer).
+        """
+        token, _, redisKey = notice.partition("\0")
         key = self.keyOf(redisKey)
-        self._untaken.pop(key, None)
+        marked = self._untaken.get(key)
+        if marked is not None:
+            if marked[1] != token:
+                return
+            del self._untaken[key]
         self.table.discard(key)
 
-    def adopt(self, redisKey, data):
+    def adopt(self, redisKey, data, token):
         """
         This process took over an entry of a process gone (its timer starts
-        here): handed to the observer, to be answered once taken.
+        here), recorded with C{token}: handed to the observer, to be
+        answered once taken.
         """
         entry = self.entryFrom(self.keyOf(redisKey), data)
-        self._mark(entry)
+        self._mark(entry, token)
         self._adopted(entry)
 
     def entryFrom(self, key, data):

@@ -17,6 +17,17 @@ L{queued} returns a Deferred. L{recount} (on every connection to the
 server) reads it all back, as the mirror may have missed changes while the
 process was away.
 
+Each ENQUEUE and batch taken carries a token, so that one whose reply is
+lost (the connection dropped after it ran) is run again, for
+L{STORE_RETRY_FOR} seconds, with the same outcome: a message queued once
+and said queued; the batch it took. A batch stays in Redis (C{batch}
+keys, held in C{clientproxy:c:batches}) until its process says it was
+sent (L{RedisStore.delivered}) or gives it back; one held longer than
+L{BATCH_HOLD} (its process died while sending it, or lost Redis) goes back
+to the head of the queue at the next take by any process: delivered
+again, so a process that stalls longer than that while sending may
+deliver a batch twice.
+
 Redis unreachable: the process goes on serving from what it holds in
 memory. The client (L{clientproxy.state.redis.client}) reconnects by itself and keeps the writes
 made meanwhile, in order, until Redis answers again; reading the queue for
@@ -30,9 +41,11 @@ messages per sender); notices on the channel C{clientproxy:c:events}.
 """
 
 import secrets
-from collections import Counter
+from collections import Counter, deque
+from itertools import count
 
-from twisted.internet import defer
+from twisted.internet import defer, task
+from twisted.internet.error import ConnectionLost
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -42,9 +55,20 @@ from clientproxy.state.redis.client import Redis
 from clientproxy.state.interfaces import IStore
 from clientproxy.state.sqlite import QUEUE_REFUSALS, SubscriberCounts
 
+#: Seconds a message may be retried after a lost reply, and seconds a
+#: batch taken but neither delivered nor given back stays out of the queue
+#: (its process died, or lost Redis): then it goes back to the head.
+STORE_RETRY_FOR = 30.0
+BATCH_HOLD = 60.0
+#: Seconds between two runs of a script whose reply was lost.
+RETRY = 0.1
+
 #: Queue a message if the bounds allow: 1 when the queue is full, 2 when
-#: it holds its bound from this sender, 0 when queued.
+#: it holds its bound from this sender, 0 when queued. KEYS[3] is the
+#: token's: run again after a lost reply, a message queued is not queued
+#: twice.
 ENQUEUE = """
+if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
 local size, perSender = tonumber(ARGV[3]), tonumber(ARGV[4])
 if size > 0 and redis.call('LLEN', KEYS[1]) >= size then return 1 end
 if perSender > 0 and tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0') >= perSender then
@@ -52,17 +76,54 @@ if perSender > 0 and tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0') >= pe
 end
 redis.call('RPUSH', KEYS[1], ARGV[2])
 redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+redis.call('SET', KEYS[3], '1', 'PX', ARGV[7])
 redis.call('PUBLISH', ARGV[5], 'store\0' .. ARGV[6] .. '\0+q\0' .. ARGV[1])
 return 0
 """
 
-#: Take up to ARGV[1] messages off the head of the queue.
-TAKE = """
+# Put a held batch back at the head of the queue (KEYS[1]), in order, and
+# forget it (KEYS[2]: the senders' counts; KEYS[3]: the held batches).
+PUT_BACK = """
+local function putBack(batch, channel, origin)
+    local entries = redis.call('LRANGE', batch, 0, -1)
+    redis.call('DEL', batch)
+    redis.call('ZREM', KEYS[3], batch)
+    if #entries == 0 then return end
+    local senders = {}
+    for i = #entries, 1, -1 do
+        local entry = entries[i]
+        local sender = string.sub(entry, 1, string.find(entry, '\0', 1, true) - 1)
+        redis.call('LPUSH', KEYS[1], entry)
+        redis.call('HINCRBY', KEYS[2], sender, 1)
+        table.insert(senders, sender)
+    end
+    redis.call('PUBLISH', channel, 'store\0' .. origin .. '\0+q\0' .. table.concat(senders, '\0'))
+end
+"""
+
+#: Give back to the head of the queue (KEYS[1]) the batches held longer
+#: than their hold (their process did not say it delivered them), then
+#: take up to ARGV[1] messages off the head into the batch of the token
+#: (KEYS[4]), held (KEYS[3]: a sorted set of batches by when they are due
+#: back) until L{DELIVERED} or L{GIVE_BACK}. Run again after a lost reply,
+#: it returns the batch it took.
+TAKE = (
+    PUT_BACK
+    + """
+local held = redis.call('LRANGE', KEYS[4], 0, -1)
+if #held > 0 then return held end
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+for _, batch in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ms)) do
+    putBack(batch, ARGV[2], ARGV[3])
+end
 local entries = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
 if #entries == 0 then return entries end
 redis.call('LTRIM', KEYS[1], #entries, -1)
+redis.call('ZADD', KEYS[3], ms + tonumber(ARGV[4]), KEYS[4])
 local senders = {}
 for i, entry in ipairs(entries) do
+    redis.call('RPUSH', KEYS[4], entry)
     local sender = string.sub(entry, 1, string.find(entry, '\0', 1, true) - 1)
     senders[i] = sender
     if redis.call('HINCRBY', KEYS[2], sender, -1) <= 0 then
@@ -72,19 +133,16 @@ end
 redis.call('PUBLISH', ARGV[2], 'store\0' .. ARGV[3] .. '\0-q\0' .. table.concat(senders, '\0'))
 return entries
 """
+)
 
-#: Put taken messages (ARGV[3...], oldest first) back at the head.
-GIVE_BACK = """
-local senders = {}
-for i = #ARGV, 3, -1 do
-    local entry = ARGV[i]
-    local sender = string.sub(entry, 1, string.find(entry, '\0', 1, true) - 1)
-    redis.call('LPUSH', KEYS[1], entry)
-    redis.call('HINCRBY', KEYS[2], sender, 1)
-    table.insert(senders, sender)
-end
-redis.call('PUBLISH', ARGV[1], 'store\0' .. ARGV[2] .. '\0+q\0' .. table.concat(senders, '\0'))
+#: A batch was delivered: forgotten.
+DELIVERED = """
+redis.call('DEL', KEYS[2])
+redis.call('ZREM', KEYS[1], KEYS[2])
 """
+
+#: Put a batch (KEYS[4]) back at the head of the queue, in order.
+GIVE_BACK = PUT_BACK + "putBack(KEYS[4], ARGV[1], ARGV[2])\n"
 
 #: Add (ARGV[3] '+') or remove ('-') a subscriber, and say so if it changed.
 SUBSCRIBER = """
@@ -125,13 +183,18 @@ ACL_COMMANDS = (
     "subscribe",
     "unsubscribe",
     "publish",
-    # The scripts, and what they call.
+    # The scripts (loaded on every connection, then run by their SHA-1),
+    # and what they call.
+    "script|load",
     "evalsha",
-    "eval",
     "exists",
     "del",
     "set",
     "pexpire",
+    "time",
+    "zadd",
+    "zrem",
+    "zrangebyscore",
     # The lease (lease.py).
     "get",
     "incr",
@@ -275,6 +338,37 @@ class RedisStore:
         self._senders = Counter()
         self._length = 0
         self._failing = False
+        self._heldKey = prefix + "batches"
+        self._tokenPrefix = prefix + "token:"
+        self._tokens = count()
+        # The tokens of the batches taken and not yet delivered or given
+        # back, oldest first (one is delivered at a time).
+        self._batches = deque()
+        self._reactor = getattr(redis, "reactor", None)
+
+    def _token(self):
+        return "%s%s.%x" % (self._tokenPrefix, self.origin, next(self._tokens))
+
+    def _run(self, script, keys, args, until=None):
+        """
+        Run C{script}; one whose reply is lost (it may have run) is run
+        again, the same, for L{STORE_RETRY_FOR} seconds: each script gives
+        the same outcome when run again with its token.
+        """
+        if until is None:
+            until = self._reactor.seconds() + STORE_RETRY_FOR
+        d = self.redis.eval(script, keys, args)
+
+        def again(failure):
+            if (
+                self.redis.closed
+                or not failure.check(ConnectionLost)
+                or self._reactor.seconds() + RETRY >= until
+            ):
+                return failure
+            return task.deferLater(self._reactor, RETRY, self._run, script, keys, args, until)
+
+        return d.addErrback(again)
 
     def close(self):
         return self.redis.disconnect()
@@ -362,16 +456,17 @@ class RedisStore:
             with why the queue refused it.
         """
         d = self._write(
-            self.redis.eval(
+            self._run(
                 ENQUEUE,
-                keys=[self._queueKey, self._sendersKey],
-                args=[
+                [self._queueKey, self._sendersKey, self._token()],
+                [
                     sender,
                     sender + "\0" + stanza,
                     queueSize,
                     queuePerSender,
                     self.channel,
                     self.origin,
+                    int(STORE_RETRY_FOR * 2000),
                 ],
             )
         )
@@ -390,17 +485,28 @@ class RedisStore:
         """
         Take the oldest queued messages, at most C{limit}, off the queue,
         as C{(id, stanza)}: a Deferred. Taken, because another process may
-        be delivering too: each message goes to one of them. L{giveBack}
-        returns what could not be delivered.
+        be delivering too: each message goes to one of them, held in Redis
+        as a batch until L{delivered} says it was sent (a batch neither
+        delivered nor given back within L{BATCH_HOLD} seconds goes back to
+        the head: its process died or lost Redis). L{giveBack} returns
+        what could not be delivered. One batch at a time.
         """
-        d = self.redis.eval(
+        token = self._token()
+        d = self._run(
             TAKE,
-            keys=[self._queueKey, self._sendersKey],
-            args=[limit if limit > 0 else 2**31, self.channel, self.origin],
+            [self._queueKey, self._sendersKey, self._heldKey, token],
+            [
+                limit if limit > 0 else 2**31,
+                self.channel,
+                self.origin,
+                int(BATCH_HOLD * 1000),
+            ],
         )
 
         def taken(entries):
             batch = [tuple(entry.split("\0", 1)) for entry in entries]
+            if batch:
+                self._batches.append(token)
             self._queued([sender for sender, _ in batch], -1)
             return batch
 
@@ -408,21 +514,24 @@ class RedisStore:
 
     def delivered(self, ids):
         """
-        Nothing to do: L{queued} took them off the queue already.
+        The oldest batch from L{queued} was sent: forgotten in Redis.
         """
+        if ids and self._batches:
+            token = self._batches.popleft()
+            self._write(self._run(DELIVERED, [self._heldKey, token], []))
 
     def giveBack(self, batch):
         """
         Put a batch from L{queued} back at the head of the queue, in order.
         """
-        if batch:
+        if batch and self._batches:
+            token = self._batches.popleft()
             self._queued([sender for sender, _ in batch], 1)
-            entries = [sender + "\0" + stanza for sender, stanza in batch]
             self._write(
-                self.redis.eval(
+                self._run(
                     GIVE_BACK,
-                    keys=[self._queueKey, self._sendersKey],
-                    args=[self.channel, self.origin] + entries,
+                    [self._queueKey, self._sendersKey, self._heldKey, token],
+                    [self.channel, self.origin],
                 )
             )
 
