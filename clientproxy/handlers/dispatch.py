@@ -663,11 +663,21 @@ class IQDispatcher(XMPPHandler):
         """
         if not self.pending.lineLength:
             return
+        # Namespaces (compacted, as topics hold them) no resource serves
+        # now: a request in one that no resource refused yet is passed over
+        # without reading its request again (the selection finds no
+        # candidate whatever the rest), so a long line costs a parse per
+        # request it moves, not per request it holds.
+        unserved = set()
         for entry in self.pending.waiting():
+            if not entry.tried and entry.topic is not None and entry.topic[0] in unserved:
+                continue
             feature, topic, key = self._describe(entry)
             other = self.selector.choose(feature, topic, key, entry.requester, entry.tried or ())
             if other is not None:
                 self.requests.claim(entry, False, self._leaveLine, other)
+            elif not entry.tried:
+                unserved.add(topic[0])
 
     def _leaveLine(self, entry, other):
         # Still waiting: not moved meanwhile by another turn of the line.
