@@ -9,6 +9,8 @@ one.
 """
 
 from twisted.internet import defer, reactor, task
+from twisted.logger import capturedLogs
+from twisted.python.failure import Failure
 from twisted.trial import unittest
 from twisted.words.xish import domish
 from wokkel.test.helpers import XmlStreamStub
@@ -453,6 +455,22 @@ class SharedRequestsTests(RequestsInFlightTests, RedisProcesses, unittest.TestCa
         taken = yield self.taken(theirs, entry.key, RESOURCE)
         self.assertEqual((taken.key, taken.requester), (entry.key, entry.requester))
         self.assertIsNone((yield self.taken(mine, entry.key, RESOURCE)))
+
+    @defer.inlineCallbacks
+    def test_failuresLoggedRateLimited(self):
+        """
+        Redis commands failing one per outsider's request (a stall before
+        the heartbeat says so) are each counted, and written one line per
+        interval: an outsider's rate cannot become the log's.
+        """
+        process = Process()
+        requests = yield self.requestsFor(process)
+        failure = Failure(RuntimeError("did not answer within 3 s"))
+        with capturedLogs() as events:
+            for _ in range(200):
+                requests.cluster.failed(failure, "recording a request")
+        lines = [e for e in events if "failed" in e.get("log_format", "")]
+        self.assertEqual((len(lines), process.stats.cluster["redis-errors"]), (1, 200))
 
     @defer.inlineCallbacks
     def test_sameKeyThroughAnother(self):

@@ -314,10 +314,21 @@ class Cluster(XMPPHandler):
 
     def failed(self, failure, what):
         """
-        Count and log a Redis command that failed; C{what} it was for.
+        Count and log a Redis command that failed; C{what} it was for. One
+        may fail for each request an outsider sends (while Redis stalls,
+        before a heartbeat says so): the line is written at most once an
+        interval for each C{what}, with the count of those not written.
         """
         self.stats.cluster["redis-errors"] += 1
-        self.log.warn("Redis: {what} failed: {why}", what=what, why=failure.getErrorMessage())
+        unlogged = self.stats.throttle("redis:" + what)
+        if unlogged is not None:
+            self.log.warn(
+                "Redis: {what} failed: {why} ({unlogged} more such failures since the last "
+                "such line)",
+                what=what,
+                why=failure.getErrorMessage(),
+                unlogged=unlogged,
+            )
 
     def _adopted(self, result):
         gone, flat = result
