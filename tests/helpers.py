@@ -228,3 +228,21 @@ def errorCondition(stanza):
     error = next(c for c in stanza.elements() if c.name == "error")
     condition = next(c.name for c in error.elements() if c.uri == NS_STANZAS)
     return condition, error.getAttribute("type")
+
+
+def stopProxy(proxy):
+    """
+    Stop C{proxy} (a L{clientproxy.xmpp.connection.ProxyComponent}) on its
+    fake reactor: its time is advanced, half a second at a time and a
+    minute at most, until the stop is done (the grace, the wait for the
+    connection to close, which an in-memory transport never does).
+
+    @return: the Deferred of the stop.
+    """
+    done = []
+    d = proxy.stopService().addBoth(lambda result: done.append(True) or result)
+    for _ in range(120):
+        if done:
+            break
+        proxy._reactor.advance(0.5)
+    return d

@@ -6,11 +6,12 @@ handshakes, and what the handlers see of the connection's life.
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import capturedLogs
 from twisted.trial import unittest
-from twisted.internet.error import ConnectionLost
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.python.failure import Failure
 
-from clientproxy.xmpp.connection import HANDSHAKE_TIMEOUT, MAX_RECONNECT_DELAY
+from clientproxy.xmpp.connection import CLOSE_TIMEOUT, HANDSHAKE_TIMEOUT, MAX_RECONNECT_DELAY
 from clientproxy.assembly import makeProxy
+from tests.helpers import stopProxy
 
 HEADER = (
     b"<stream:stream xmlns='jabber:component:accept' "
@@ -39,7 +40,7 @@ class ConnectionTests(unittest.TestCase):
             reactor=self.reactor,
         )
         self.proxy.startService()
-        self.addCleanup(self.proxy.stopService)
+        self.addCleanup(stopProxy, self.proxy)
         [(host, port, factory, _, _)] = self.reactor.tcpClients
         self.assertEqual((host, port), ("127.0.0.1", 5347))
         self.factory = factory
@@ -135,6 +136,28 @@ class ConnectionTests(unittest.TestCase):
         self.assertEqual(self.factory.delay, self.factory.initialDelay)
         self.assertIn(b"type='subscribe'", transport.value())
         self.assertIn(b"to='svc@example.org'", transport.value())
+
+    def test_stopWaitsForTheConnectionToClose(self):
+        """
+        A stop fires (and twistd exits) only once the connection is closed,
+        so that the last answers written are sent, not lost with the
+        process; a connection that does not close is not waited for past
+        L{CLOSE_TIMEOUT}.
+        """
+        xs, transport = self.connect()
+        xs.dataReceived(HEADER + b"<handshake/>")
+        stopped = []
+        self.proxy.stopService().addCallback(stopped.append)
+        self.reactor.advance(0)
+        self.assertEqual(stopped, [])
+        xs.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(stopped, [None])
+        self.proxy.startService()
+        xs, transport = self.connect()
+        xs.dataReceived(HEADER + b"<handshake/>")
+        self.proxy.stopService().addCallback(stopped.append)
+        self.reactor.advance(CLOSE_TIMEOUT)
+        self.assertEqual(stopped, [None, None])
 
     def test_reconnectCounted(self):
         """

@@ -12,6 +12,7 @@ from twisted.trial import unittest
 
 from clientproxy.handlers.keepalive import serverDomain
 from clientproxy.assembly import makeProxy
+from tests.helpers import stopProxy
 
 HEADER = (
     b"<stream:stream xmlns='jabber:component:accept' "
@@ -37,7 +38,7 @@ class KeepAliveTests(unittest.TestCase):
             probeInstances=False,
         )
         self.proxy.startService()
-        self.addCleanup(self.proxy.stopService)
+        self.addCleanup(stopProxy, self.proxy)
         [(_, _, factory, _, _)] = self.reactor.tcpClients
         self.xs = factory.buildProtocol(None)
         self.transport = StringTransport()
@@ -204,7 +205,7 @@ class KeepAliveOffTests(unittest.TestCase):
             probeInstances=False,
         )
         proxy.startService()
-        self.addCleanup(proxy.stopService)
+        self.addCleanup(stopProxy, proxy)
         [(_, _, factory, _, _)] = reactor.tcpClients
         xs = factory.buildProtocol(None)
         transport = StringTransport()

@@ -20,6 +20,7 @@ from clientproxy.state.redis.store import connect
 from clientproxy.state.sqlite import Store
 from clientproxy.testing.redis import startRedis
 from clientproxy.xmpp.connection import LEASE_UNUSED, ProxyComponent
+from tests.helpers import stopProxy
 from tests.test_systemd import HEADER
 
 COMPONENT = "proxy.example.org"
@@ -343,7 +344,7 @@ class LeasedComponentTests(unittest.TestCase):
             "127.0.0.1", 5347, COMPONENT, "s", handlers, self.reactor, standby=self.lease
         )
         self.proxy.startService()
-        self.addCleanup(self.proxy.stopService)
+        self.addCleanup(stopProxy, self.proxy)
 
     def test_standsByThenConnectsThenStandsDown(self):
         """

@@ -503,6 +503,161 @@ class SharedRequestsTests(RequestsInFlightTests, RedisProcesses, unittest.TestCa
         self.assertEqual((len(owner.table), owner.answered), (0, []))
         self.assertIs((yield self.taken(theirs, entry.key, RESOURCE)).key, entry.key)
 
+    @defer.inlineCallbacks
+    def restartRedis(self):
+        """
+        Kill Redis and start it again on its port, without its data (no
+        persistence, as a throwaway or a cache is run).
+        """
+        yield self.redis.stop()
+        yield self.redis.start()
+
+    @defer.inlineCallbacks
+    def test_redisRestartedEntriesWrittenAgain(self):
+        """
+        Redis restarted without its data while a request is in flight, the
+        reply reaching another process while Redis is away: the owner
+        writes its entry again on its new connection, and the other
+        process's take, run again until Redis answers and then for as long
+        as the others take to come back, finds it: the reply is answered,
+        once, and the owner's timer answers nothing.
+        """
+        owner, other = Process(), Process()
+        mine = yield self.requestsFor(owner)
+        theirs = yield self.requestsFor(other)
+        entry = owner.add()
+        yield self.recorded(mine, entry)
+        yield self.redis.stop()
+        taken = defer.Deferred()
+        theirs.take(entry.key, RESOURCE, taken.callback)
+        yield self.redis.start()
+        result = yield taken
+        self.assertEqual((result.key, result.requester), (entry.key, entry.requester))
+        # The owner's timer: it claims the entry (unless the notice of the
+        # take reached it first, its channel subscribed again in time).
+        claimed = []
+        if entry.key in owner.table:
+            mine.claim(entry, True, claimed.append)
+            stats = mine.cluster.stats.cluster
+            yield waitFor(lambda: stats["answered-elsewhere"] or entry.key not in owner.table)
+        self.assertEqual(claimed, [])
+
+    @defer.inlineCallbacks
+    def test_redisRestartedTakenSinceForgotten(self):
+        """
+        An entry taken by another process while the owner could not hear
+        the notice is found taken when the owner writes it again on its
+        new connection: forgotten there, its timer answers nothing.
+        """
+        owner, other = Process(), Process()
+        mine = yield self.requestsFor(owner)
+        theirs = yield self.requestsFor(other)
+        entry = owner.add()
+        yield self.recorded(mine, entry)
+        # The notice never reaches the owner (its channel down meanwhile).
+        mine.takenElsewhere = lambda notice: None
+        yield theirs._take(entry.key, RESOURCE)
+        self.assertIn(entry.key, owner.table)
+        mine.cluster.redis.reconnect()
+        yield waitFor(lambda: entry.key not in owner.table, "the owner finds it taken")
+        owner.clock.advance(60)
+        self.assertEqual(owner.answered, [])
+
+    @defer.inlineCallbacks
+    def test_claimWaitsForRedis(self):
+        """
+        An owner's claim (its timeout, say) made while Redis is away is
+        run again until Redis is back, not answered at once without
+        knowing whether another process answered: here another did, just
+        before, so the owner stays silent.
+        """
+        owner, other = Process(), Process()
+        mine = yield self.requestsFor(owner)
+        theirs = yield self.requestsFor(other)
+        entry = owner.add()
+        yield self.recorded(mine, entry)
+        mine.takenElsewhere = lambda notice: None
+        yield theirs._take(entry.key, RESOURCE)
+        self.redis.pause()
+        self.addCleanup(self.redis.resume)
+        # As the heartbeat finds once it has no answer.
+        mine.cluster.reachable = False
+        claimed = []
+        mine.claim(entry, True, claimed.append)
+        stats = mine.cluster.stats.cluster
+        yield waitFor(lambda: stats["retried"], "the claim run again")
+        self.redis.resume()
+        yield waitFor(lambda: stats["answered-elsewhere"], "the claim decided")
+        self.assertEqual(claimed, [])
+
+    @defer.inlineCallbacks
+    def test_claimAnsweredOnceRedisIsBack(self):
+        """
+        A claim nobody else could have beaten, made while Redis is away,
+        is decided once Redis is back: the owner answers.
+        """
+        owner = Process()
+        mine = yield self.requestsFor(owner)
+        entry = owner.add()
+        yield self.recorded(mine, entry)
+        self.redis.pause()
+        self.addCleanup(self.redis.resume)
+        # As the heartbeat finds once it has no answer.
+        mine.cluster.reachable = False
+        claimed = []
+        mine.claim(entry, True, claimed.append)
+        yield waitFor(lambda: mine.cluster.stats.cluster["retried"], "the claim run again")
+        self.assertEqual(claimed, [])
+        self.redis.resume()
+        yield waitFor(lambda: claimed, "the claim decided")
+        self.assertEqual(claimed, [entry])
+
+    @defer.inlineCallbacks
+    def test_stoppingWithARecordUndecided(self):
+        """
+        A process that stops while the record of a request is undecided
+        (Redis stopped just after it was sent) answers that request
+        itself, once: given up, its record never runs, so no other
+        process can know of it.
+        """
+        owner = Process()
+        mine = yield self.requestsFor(owner)
+        entry = owner.add()
+        self.redis.pause()
+        self.addCleanup(self.redis.resume)
+        refusals = []
+        mine.record(entry, lambda entry, refusal: refusals.append(refusal))
+        # The shutdown's grace is over: the table answers what is left.
+        owner.table.discard(entry.key)
+        claimed = []
+        mine.claim(entry, True, claimed.append)
+        yield mine.settled()
+        self.assertEqual((claimed, refusals), ([entry], []))
+
+    @defer.inlineCallbacks
+    def test_stoppingWithRedisAwayLeavesThem(self):
+        """
+        A process that stops while Redis is away answers nothing it could
+        not take: its entries stay in Redis, for another process to adopt
+        and answer once Redis is back (answering them here too could
+        answer them twice).
+        """
+        owner, other = Process(), Process()
+        mine = yield self.requestsFor(owner)
+        theirs = yield self.requestsFor(other)
+        entry = owner.add()
+        yield self.recorded(mine, entry)
+        self.redis.pause()
+        self.addCleanup(self.redis.resume)
+        # As the heartbeat finds once it has no answer.
+        mine.cluster.reachable = False
+        claimed = []
+        mine.claim(entry, True, claimed.append)
+        yield mine.settled()
+        self.assertEqual((claimed, mine.cluster.stats.cluster["left"]), ([], 1))
+        self.redis.resume()
+        self.assertIs((yield self.taken(theirs, entry.key, RESOURCE)).key, entry.key)
+
 
 class FactsTests:
     """

@@ -13,6 +13,7 @@ from twisted.trial import unittest
 
 from clientproxy.assembly import makeProxy
 from clientproxy.ops.systemd import SystemdNotifier, notifySocket, watchdogInterval
+from tests.helpers import stopProxy
 
 HEADER = (
     b"<stream:stream xmlns='jabber:component:accept' "
@@ -47,7 +48,7 @@ class NotifierTests(unittest.TestCase):
         self.notifier = SystemdNotifier(self.proxies, self.reactor, environ)
         for proxy in self.proxies:
             proxy.startService()
-            self.addCleanup(proxy.stopService)
+            self.addCleanup(stopProxy, proxy)
 
     def received(self):
         messages = []

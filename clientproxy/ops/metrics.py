@@ -103,6 +103,7 @@ CLUSTER = {
     "answered-elsewhere": ("clientproxy_shared_answered_elsewhere_total", ()),
     "retried": ("clientproxy_shared_scripts_retried_total", ()),
     "superseded": ("clientproxy_shared_superseded_total", ()),
+    "left": ("clientproxy_shared_left_to_others_total", ()),
     "redis-errors": ("clientproxy_redis_errors_total", ()),
 }
 RESOURCES = {
@@ -227,6 +228,11 @@ COUNTERS = {
     ),
     "clientproxy_shared_superseded_total": (
         "With --redis: times this process was counted gone and went on with a new id.",
+        {},
+    ),
+    "clientproxy_shared_left_to_others_total": (
+        "With --redis: requests a stopping process left in Redis unanswered (Redis did not "
+        "answer its takes), for another process to adopt.",
         {},
     ),
     "clientproxy_redis_errors_total": ("With --redis: Redis commands that failed.", {}),

@@ -9,6 +9,7 @@ redis-sentinel) watching one.
 """
 
 import os
+import signal
 
 from twisted.internet import defer
 from twisted.internet import reactor as globalReactor
@@ -112,6 +113,20 @@ class ThrowawayRedis(ThrowawayServer):
         with open(path, "w") as f:
             f.write("\n".join(self.configuration()) + "\n")
         return "redis-server", ["redis-server", path], dict(os.environ)
+
+    def pause(self):
+        """
+        Stop the server (SIGSTOP), as a stalled host or a long pause does:
+        connections stay open, nothing is answered.
+        """
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def resume(self):
+        """
+        Continue the server after L{pause} (harmless otherwise).
+        """
+        if self.pid is not None:
+            os.kill(self.pid, signal.SIGCONT)
 
 
 class ThrowawaySentinel(ThrowawayRedis):

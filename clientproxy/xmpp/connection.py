@@ -86,6 +86,10 @@ FAILURES = {
 #: not an XMPP listener) would otherwise hold the component silent for ever.
 HANDSHAKE_TIMEOUT = 15.0
 
+#: Seconds a stop waits for the connection to close once it has asked it
+#: to: what was written last (the answers of a shutdown) is sent by then.
+CLOSE_TIMEOUT = 5.0
+
 
 def failureKind(reason):
     """
@@ -232,6 +236,8 @@ class ProxyComponent(Component):
         self.port = port
         self.jid = jid
         self.grace = grace
+        # Fired once the connection a stop closes is closed.
+        self._closed = None
         self.tls = tls
         self.parts = handlers
         self.stats = handlers.stats
@@ -365,8 +371,9 @@ class ProxyComponent(Component):
         to its subscribers, then close the connection. Queued messages stay
         in the store.
 
-        @return: a Deferred that fires once the connection is being closed
-            (twistd waits for it before it exits).
+        @return: a Deferred that fires once the connection is closed, or
+            has had L{CLOSE_TIMEOUT} seconds to (twistd waits for it before
+            it exits).
         """
         if self.xmlstream is None:
             drained = defer.succeed(None)
@@ -377,12 +384,18 @@ class ProxyComponent(Component):
             self._unwatchUnused()
             if self.xmlstream is not None:
                 self.parts.servicePresence.shutdown()
+            waits = []
             if self._connection is None:
                 # Standing by: never connected.
                 service.Service.stopService(self)
             else:
+                if self.xmlstream is not None:
+                    # The last answers are written once the transport is
+                    # writable: the process must not exit before (twistd
+                    # stops the reactor once this Deferred fires).
+                    closed = self._closed = defer.Deferred()
+                    waits.append(closed.addTimeout(CLOSE_TIMEOUT, self._reactor))
                 Component.stopService(self)
-            waits = []
             if self.standby is not None:
                 # A lease is deleted at once, for a standby to take.
                 waits.append(defer.maybeDeferred(self.standby.release))
@@ -511,6 +524,9 @@ class ProxyComponent(Component):
 
     def _disconnected(self, reason):
         self._cancelHandshakeTimer()
+        closed, self._closed = self._closed, None
+        if closed is not None and not closed.called:
+            closed.callback(None)
         # Dropped on purpose: the lease was lost (said by the lease).
         dropped = self.running and self.standby is not None and not self.standby.held
         if self.authenticated:

@@ -60,6 +60,18 @@ from zope.interface import implementer
 from clientproxy.state.redis.address import DEFAULT_DEADLINE, RedisAddress, parseURL
 
 
+#: What L{Redis.evalInTime} puts before a script: nothing is done after
+#: the deadline, in milliseconds of the epoch, given as the last argument.
+IN_TIME = """local now = redis.call('TIME')
+if now[1] * 1000 + math.floor(now[2] / 1000) > tonumber(ARGV[#ARGV]) then
+    return redis.error_reply('LATE')
+end
+"""
+
+#: Seconds at most between two attempts to connect.
+RECONNECT_MAX = 1.0
+
+
 class RedisError(Exception):
     """
     Redis answered a command with an error.
@@ -430,6 +442,8 @@ class Redis:
             endpoint = endpointFor(address, reactor)
         self.endpoint = endpoint
         self._watcher = None
+        # Called on each new connection before the commands that waited.
+        self._whenConnected = []
         if isinstance(endpoint, SentinelEndpoint):
             self._watcher = SentinelWatcher(endpoint, self.reconnect, reactor)
         factory = _Factory(
@@ -441,7 +455,10 @@ class Redis:
         self._service = ClientService(
             endpoint,
             factory,
-            retryPolicy=backoffPolicy(initialDelay=0.1, maxDelay=5.0),
+            # At most a second apart: every process is back within about
+            # a second of Redis (see clientproxy.state.redis.requests,
+            # which waits that long for the others' entries written again).
+            retryPolicy=backoffPolicy(initialDelay=0.1, maxDelay=RECONNECT_MAX),
             prepareConnection=self._prepare,
             clock=reactor,
         )
@@ -521,9 +538,20 @@ class Redis:
         self._loaded = loaded
         self._execute = connection.execute
         connection.whenLost(self._lost)
+        for hook in self._whenConnected:
+            hook()
         queued, self._queued = self._queued, deque()
         for arguments, d, due in queued:
             connection.send(encode(arguments), d, due)
+
+    def whenConnected(self, hook):
+        """
+        Call C{hook()} on each new connection, once it is ready and before
+        the commands that waited for it are sent: the commands C{hook}
+        sends go first (what a process writes again after a restart of
+        Redis, before the takes that would look for it).
+        """
+        self._whenConnected.append(hook)
 
     def _refused(self, error):
         """
@@ -638,17 +666,48 @@ class Redis:
 
         return d.addErrback(unknown)
 
-    def disconnect(self):
+    def evalInTime(self, script, keys=(), args=()):
         """
-        Stop reconnecting and close the connection.
+        Like L{eval}, but the script does nothing if Redis starts it after
+        the command's deadline (Redis's clock; the hosts' clocks must
+        agree): the command then fails with L{DeadlineMissed} here, as it
+        has already failed by the time Redis would run it. A command sent
+        to a Redis that stalls, then given up (its connection dropped),
+        may still be run once Redis goes on; its sender has answered
+        without it, or run it again, or stopped: it must not act late.
+        The deadline goes last in the arguments.
         """
-        self.closed = True
+        due = int((self._reactor.seconds() + self.address.deadline) * 1000)
+        d = self.eval(IN_TIME + script, keys, tuple(args) + (due,))
+
+        def late(failure):
+            failure.trap(RedisError)
+            if str(failure.value).startswith("LATE"):
+                raise DeadlineMissed(
+                    "%s at %s ran a script after its deadline" % (self._role, self.address.where())
+                )
+            return failure
+
+        return d.addErrback(late)
+
+    def giveUpWaiting(self, why="the Redis client was closed"):
+        """
+        Fail at once, with L{ConnectionLost}, the commands waiting for a
+        connection: never sent, they never run.
+        """
         if self._queueTimer is not None and self._queueTimer.active():
             self._queueTimer.cancel()
         self._queueTimer = None
         queued, self._queued = self._queued, deque()
         for _, d, _ in queued:
-            d.errback(ConnectionLost("the Redis client was closed"))
+            d.errback(ConnectionLost(why))
+
+    def disconnect(self):
+        """
+        Stop reconnecting and close the connection.
+        """
+        self.closed = True
+        self.giveUpWaiting()
         stopped = [self._service.stopService()]
         if self._watcher is not None:
             stopped.append(self._watcher.stop())

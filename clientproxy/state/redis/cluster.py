@@ -155,6 +155,9 @@ class Cluster(XMPPHandler):
         of the entries other processes take and of those adopted.
         """
         self.requests = requests
+        whenConnected = getattr(self.redis, "whenConnected", None)
+        if whenConnected is not None:
+            whenConnected(requests.recordAgain)
 
     @property
     def synced(self):
@@ -233,13 +236,12 @@ class Cluster(XMPPHandler):
         """
         if self._beat.running:
             self._beat.stop()
-        return defer.gatherResults(
-            [
-                self.redis.execute("DEL", self.prefix + "alive:" + self.instanceID),
-                self.listener.disconnect(),
-            ],
-            consumeErrors=True,
-        ).addErrback(lambda _: None)
+        waits = [self.listener.disconnect()]
+        if self.redis.connected:
+            # Redis away, the key expires by itself within TTL: the stop
+            # does not wait for a command's deadline.
+            waits.append(self.redis.execute("DEL", self.prefix + "alive:" + self.instanceID))
+        return defer.gatherResults(waits, consumeErrors=True).addErrback(lambda _: None)
 
     def _heartbeat(self):
         if not self._beatAnswered:
@@ -273,7 +275,7 @@ class Cluster(XMPPHandler):
         d.addCallbacks(answered, refused)
         if self.clock.seconds() < self._lookAfter:
             return
-        d = self.redis.eval(ADOPT, keys=[], args=[prefix, beating, SUPERSEDED_FOR])
+        d = self.redis.evalInTime(ADOPT, keys=[], args=[prefix, beating, SUPERSEDED_FOR])
         d.addCallback(self._adopted)
         d.addErrback(self.failed, "looking for processes gone")
 

@@ -59,6 +59,12 @@ MARGIN = 60.0
 #: Seconds between two runs of a script whose reply was lost.
 RETRY = 0.1
 
+#: Seconds a take that met Redis away, and then found nothing, looks again:
+#: the time every process has to reconnect (at most a second apart, see
+#: L{clientproxy.state.redis.client.RECONNECT_MAX}) and write its entries
+#: again (L{SharedRequests.recordAgain}), should Redis have lost them.
+SETTLE = 3.0
+
 # ARGV: the TTL, then the fields: owner, resource, data, token (ARGV[9]).
 # Run again with the same token after a lost reply, it finds its own
 # entry (1), or what is left of it once taken (2: answered elsewhere).
@@ -74,7 +80,7 @@ if found[1] then
     if not found[2] then return 0 end
     redis.call('DEL', KEYS[1])
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('HSET', KEYS[1], unpack(ARGV, 2, 9))
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 redis.call('SADD', KEYS[2], KEYS[1])
 return 1
@@ -129,8 +135,11 @@ class SharedRequests:
         self._tokens = count()
         # A shutdown: lost replies are no longer run again.
         self._stopping = False
-        # Takes not decided yet: a shutdown waits.
-        self._takes = set()
+        # Records and takes not decided yet: a shutdown waits.
+        self._waiting = set()
+        # The entries whose record is not decided yet, by key, each with
+        # the claims waiting for it (L{claim}).
+        self._recording = {}
         self._adopted = None
         cluster.serve(self)
 
@@ -162,45 +171,27 @@ class SharedRequests:
             self._refuse(entry, then, UNSHARED, args)
             return
         token = self._mark(entry)
-        # One string, read back whole by a take: a reply of many parts costs
-        # the client far more than one of the same length.
-        data = "\0".join(
-            (
-                entry.resource.jid,
-                entry.requester,
-                entry.stanzaID,
-                entry.via or "",
-                "1" if entry.resendable else "",
-                repr(entry.deadline),
-                "\1".join(r.jid for r in entry.tried or ()),
-                "" if entry.request is None else entry.request.decode("utf-8"),
-            )
-        )
-        ttl = int((max(0.0, entry.deadline - cluster.clock.seconds()) + MARGIN) * 1000)
-        d = self._run(
-            entry.deadline,
-            RECORD,
-            [
-                self._redisKey(entry.key),
-                cluster.prefix + "owned:" + cluster.instanceID,
-                cluster.prefix + "superseded:" + cluster.instanceID,
-            ],
-            [
-                ttl,
-                "owner",
-                cluster.instanceID,
-                "resource",
-                entry.resource.jid,
-                "data",
-                data,
-                "token",
-                token,
-            ],
-        )
+        d = self._run(entry.deadline, RECORD, *self._recordOf(entry, token))
         cluster.stats.cluster["recorded"] += 1
+        # The claims that came while it was undecided: each is told its
+        # outcome (1 in Redis; 0, 2 answered elsewhere; 3 or None: nobody
+        # else knows of it) and decides then, alone.
+        recording = self._recording[entry.key] = (entry, [])
+
+        def decided(outcome):
+            if self._recording.get(entry.key) is recording:
+                del self._recording[entry.key]
+            claims = recording[1]
+            if claims and outcome != 1:
+                self._forget(entry)
+            for claim in claims:
+                claim(outcome)
+            return claims
 
         def recorded(written):
             written = int(written)
+            if decided(written):
+                return
             if written == 3:
                 # Not written (this id was superseded): nobody else knows
                 # of it, so refused here even if the table forgot it.
@@ -223,23 +214,90 @@ class SharedRequests:
 
         def failed(failure):
             cluster.failed(failure, "recording a request")
+            if decided(None):
+                return
             if self.table.get(entry.key) is entry:
                 self._refuse(entry, then, UNSHARED, args)
 
-        d.addCallbacks(recorded, failed)
+        self._waitFor(d.addCallbacks(recorded, failed))
 
-    def _run(self, until, script, keys, args):
+    def _waitFor(self, d):
+        """
+        Count C{d} among the commands a shutdown waits for, until it fires.
+        """
+        self._waiting.add(d)
+
+        def done(result):
+            self._waiting.discard(d)
+            return result
+
+        return d.addBoth(done)
+
+    def _recordOf(self, entry, token):
+        """
+        The keys and arguments of the RECORD of C{entry} with C{token}.
+        """
+        cluster = self.cluster
+        # One string, read back whole by a take: a reply of many parts costs
+        # the client far more than one of the same length.
+        data = "\0".join(
+            (
+                entry.resource.jid,
+                entry.requester,
+                entry.stanzaID,
+                entry.via or "",
+                "1" if entry.resendable else "",
+                repr(entry.deadline),
+                "\1".join(r.jid for r in entry.tried or ()),
+                "" if entry.request is None else entry.request.decode("utf-8"),
+            )
+        )
+        ttl = int((max(0.0, entry.deadline - cluster.clock.seconds()) + MARGIN) * 1000)
+        keys = [
+            self._redisKey(entry.key),
+            cluster.prefix + "owned:" + cluster.instanceID,
+            cluster.prefix + "superseded:" + cluster.instanceID,
+        ]
+        args = [ttl, "owner", cluster.instanceID, "resource", entry.resource.jid]
+        return keys, args + ["data", data, "token", token]
+
+    def recordAgain(self):
+        """
+        A new connection to Redis (sent before the commands that waited
+        for it): write each entry not taken again, with its token. Redis
+        restarted without its data (killed, no persistence) has them back
+        before a reply looks for them; one that kept them finds each
+        already there, or taken since (answered elsewhere, while this
+        process may have missed the notice: forgotten here).
+        """
+        redis = self.cluster.redis
+        for entry, token in list(self._untaken.values()):
+            d = redis.evalInTime(RECORD, *self._recordOf(entry, token))
+            d.addCallbacks(
+                self._recordedAgain, self.cluster.failed, (entry,), None, ("writing again",)
+            )
+
+    def _recordedAgain(self, written, entry):
+        written = int(written)
+        if written in (0, 2) and self._isUntaken(entry):
+            # Taken since (2), and even recorded again by another (0).
+            self._forget(entry)
+            if self.table.get(entry.key) is entry:
+                self.table.discard(entry.key)
+
+    def _run(self, until, script, keys, args, lost=None):
         """
         Run C{script}; one whose reply is lost (the connection dropped
-        after it was sent: it may have run) is run again, the same, until
-        C{until} (the clock's time): each script gives the same outcome
-        when run again with its token.
+        after it was sent: it may have run), or that could not be sent
+        (Redis away), is run again, the same, until C{until} (the clock's
+        time): each script gives the same outcome when run again with its
+        token. Each loss is noted in C{lost} (a list), if given.
         """
-        d = self.cluster.redis.eval(script, keys, args)
-        d.addErrback(self._again, until, script, keys, args)
+        d = self.cluster.redis.evalInTime(script, keys, args)
+        d.addErrback(self._again, until, script, keys, args, lost)
         return d
 
-    def _again(self, failure, until, script, keys, args):
+    def _again(self, failure, until, script, keys, args, lost):
         cluster = self.cluster
         if (
             self._stopping
@@ -248,9 +306,21 @@ class SharedRequests:
         ):
             return failure
         cluster.stats.cluster["retried"] += 1
-        d = task.deferLater(cluster.redis.reactor, RETRY, cluster.redis.eval, script, keys, args)
-        d.addErrback(self._again, until, script, keys, args)
-        return d
+        if lost is not None:
+            lost.append(cluster.clock.seconds())
+        return self._later(self._run, until, script, keys, args, lost)
+
+    def _later(self, run, *args):
+        """
+        Call C{run(*args)} in L{RETRY} seconds, unless a shutdown came
+        meanwhile (then fail as a lost command does).
+        """
+        return task.deferLater(self.cluster.redis.reactor, RETRY, self._unlessStopping, run, args)
+
+    def _unlessStopping(self, run, args):
+        if self._stopping:
+            raise ConnectionLost("stopping: not run again")
+        return run(*args)
 
     def _refuse(self, entry, then, refusal, args):
         self._forget(entry)
@@ -288,25 +358,42 @@ class SharedRequests:
         cluster = self.cluster
         if until is None:
             until = cluster.clock.seconds() + self.table.timeout
-        d = self._run(
-            until,
-            TAKE,
-            [self._redisKey(key)],
-            [
-                sender,
-                cluster.prefix,
-                cluster.instanceID,
-                "%s.t%x" % (cluster.instanceID, next(self._tokens)),
-                int(self.table.timeout * 1000) + 1,
-                claim,
-            ],
-        )
+        keys = [self._redisKey(key)]
+        args = [
+            sender,
+            cluster.prefix,
+            cluster.instanceID,
+            "%s.t%x" % (cluster.instanceID, next(self._tokens)),
+            int(self.table.timeout * 1000) + 1,
+            claim,
+        ]
+        # Sent while Redis is away (it waits for a connection), it counts as
+        # having met a loss: Redis may have restarted meanwhile.
+        lost = [] if cluster.redis.connected else [cluster.clock.seconds()]
+
+        def found(result, settleBy=None):
+            # Found nothing after Redis was away: it may have restarted
+            # without its data, and the entry's owner not be back yet to
+            # write it again (L{recordAgain}); looked for again, until
+            # every process has had time to reconnect.
+            if result is not None or not lost or self._stopping:
+                return result
+            # Counted on the reactor Redis is reached by: how long the
+            # others take to reconnect is real time.
+            now = cluster.redis.reactor.seconds()
+            if settleBy is None:
+                settleBy = now + SETTLE
+            if now + RETRY >= settleBy or cluster.clock.seconds() + RETRY >= until:
+                return result
+            cluster.stats.cluster["retried"] += 1
+            again = self._later(self._run, until, TAKE, keys, args, lost)
+            return again.addCallback(found, settleBy)
+
+        d = self._run(until, TAKE, keys, args, lost).addCallback(found)
         cluster.stats.cluster["takes"] += 1
-        self._takes.add(d)
         marked = self._untaken.get(key)
 
         def done(result):
-            self._takes.discard(d)
             # Taken, or found gone: nothing of it is left in Redis, unless
             # it was recorded again since (then the marker differs).
             gone = result.__class__ is not Failure and result != 0
@@ -314,7 +401,7 @@ class SharedRequests:
                 del self._untaken[key]
             return result
 
-        return d.addBoth(done)
+        return self._waitFor(d.addBoth(done))
 
     def take(self, key, sender, then, *args):
         def taken(data):
@@ -340,33 +427,78 @@ class SharedRequests:
         return entry
 
     def claim(self, entry, anyway, then, *args):
+        """
+        See L{IRequestsInFlight.claim}. Redis away, the take is run again
+        until Redis answers: with C{anyway}, until the entry has expired
+        in Redis (L{MARGIN} past its deadline: nobody can take it from
+        there any more), then answered; but a process that stops leaves it
+        in Redis, unanswered, for another to adopt (answering it too could
+        answer it twice).
+        """
         if not self._isUntaken(entry):
             then(entry, *args)
             return
-        if anyway and not self.cluster.reachable:
-            self._forget(entry)
-            then(entry, *args)
+        recording = self._recording.get(entry.key)
+        if recording is not None and recording[0] is entry:
+            # Its record is not decided yet (Redis away): whether another
+            # process can answer it depends on it.
+            recording[1].append(
+                lambda outcome: self._claimRecorded(outcome, entry, anyway, then, args)
+            )
             return
+        cluster = self.cluster
 
         def taken(data):
             if data:
                 then(entry, *args)
             else:
-                self.cluster.stats.cluster["answered-elsewhere"] += 1
+                cluster.stats.cluster["answered-elsewhere"] += 1
 
         def failed(failure):
-            self.cluster.failed(failure, "taking a request")
-            if anyway:
-                self._forget(entry)
+            cluster.failed(failure, "taking a request")
+            if not anyway:
+                return
+            self._forget(entry)
+            if self._stopping:
+                cluster.stats.cluster["left"] += 1
+            else:
                 then(entry, *args)
 
-        self._take(entry.key, "", entry.deadline, "1").addCallbacks(taken, failed)
+        until = entry.deadline + (MARGIN + 1.0 if anyway else 0.0)
+        self._take(entry.key, "", until, "1").addCallbacks(taken, failed)
+
+    def _claimRecorded(self, outcome, entry, anyway, then, args):
+        """
+        The record of C{entry}, which a claim waited for, was decided with
+        C{outcome} (see L{record}).
+        """
+        if outcome == 1:
+            self.claim(entry, anyway, then, *args)
+        elif outcome in (0, 2):
+            self.cluster.stats.cluster["answered-elsewhere"] += 1
+        else:
+            # Not in Redis: nobody else can answer it.
+            then(entry, *args)
 
     def settled(self):
-        # What is left is answered now (a shutdown): a take whose reply
-        # was lost is not run again past its command's deadline.
+        """
+        A shutdown: a script whose reply was lost is not run again; one
+        waiting for Redis to be reached is given up at once (never sent,
+        it never runs); an entry a take was for stays in Redis, for
+        another process to adopt once this one is gone.
+        """
         self._stopping = True
-        return defer.DeferredList(list(self._takes))
+        cluster = self.cluster
+        left = len(self._waiting)
+        if left and not cluster.redis.connected:
+            cluster.log.warn(
+                "Stopping with Redis away: {count} commands for requests in flight given up; "
+                "what was in Redis is left there, for another process to answer once Redis is "
+                "back",
+                count=left,
+            )
+            cluster.redis.giveUpWaiting()
+        return defer.DeferredList(list(self._waiting))
 
     def connectionLost(self):
         """
