@@ -22,7 +22,7 @@ from clientproxy.state.redis.address import parseURL
 from clientproxy.state.redis.client import RedisError
 from clientproxy.state.redis.lease import RELEASE, RENEW_SCRIPT, TAKE
 from clientproxy.state.redis.store import Listener, RedisStore, aclRules, connect, prefixOf
-from clientproxy.testing.redis import startRedis
+from clientproxy.testing.redis import cutAfterRunning, startRedis
 from tests.helpers import COMPONENT, TARGET, Harness, errorCondition, waitFor
 from tests.xmlgen import RECIPIENTS, RESOURCES, attribute, readStanzas, stanzas
 
@@ -687,6 +687,29 @@ class AdoptionTests(SharedProcesses):
         self.assertEqual(
             (answer["type"], answer["id"], answer["to"]), ("result", "t1", TARGET + "/a")
         )
+
+    @defer.inlineCallbacks
+    def test_adoptionReplyLost(self):
+        """
+        An adoption whose reply is lost (the link cut after the script
+        moved the entries of a process gone to this one) is not lost with
+        it: at the next heartbeat the process reads back the entries Redis
+        says it owns and does not know of, and sends the C{get} again.
+        """
+        a, b = yield self.processes()
+        yield self.forwarded(a, stanzaID="g", kind="get")
+        a.manager.disconnect()
+        yield a.handlers.cluster.redis.execute("PING")
+        cluster = b.handlers.cluster
+        cutAfterRunning(cluster.redis)
+        cluster._lookForGone(cluster.instanceID)
+        yield waitFor(lambda: cluster.stats.cluster["redis-errors"], "the reply lost")
+        self.assertEqual((len(b.pending), b.stats.cluster["adopted"]), (0, 0))
+        b.clock.advance(HEARTBEAT)
+        out = []
+        yield waitFor(lambda: out.extend(b.take()) or out, "the get sent again")
+        self.assertEqual([s["id"] for s in out if s.name == "iq"], ["g"])
+        self.assertEqual(b.stats.cluster["adopted"], 1)
 
     @defer.inlineCallbacks
     def test_pausedProcessSetAnsweredWithItsResult(self):

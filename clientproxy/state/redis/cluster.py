@@ -41,6 +41,7 @@ reconnects by itself.
 import secrets
 
 from twisted.internet import defer, task
+from twisted.internet.error import ConnectionLost
 from twisted.logger import Logger
 from wokkel.subprotocols import XMPPHandler
 
@@ -74,6 +75,22 @@ for _, id in ipairs(redis.call('SMEMBERS', prefix .. 'instances')) do
     end
 end
 return {gone, adopted}
+"""
+
+#: The entries this process owns and that are not taken (KEYS: its owned
+#: set; ARGV: its id), as ADOPT returns them: read back after an adoption
+#: whose reply was lost.
+ORPHANS = """
+local found = {}
+for _, key in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+    local entry = redis.call('HMGET', key, 'owner', 'data', 'token', 'taker')
+    if entry[1] == ARGV[1] and not entry[4] then
+        table.insert(found, key)
+        table.insert(found, entry[2])
+        table.insert(found, entry[3] or '')
+    end
+end
+return found
 """
 
 #: Milliseconds a process counted gone is remembered as superseded: should
@@ -138,6 +155,8 @@ class Cluster(XMPPHandler):
         self.reachable = True
         self._beatAnswered = True
         self._lookAfter = 0
+        # An adoption's reply was lost: what it took is read back.
+        self._orphans = False
         self._beat = task.LoopingCall(self._heartbeat)
         self._beat.clock = clock
         self.listener = listen(self._onMessage)
@@ -273,11 +292,44 @@ class Cluster(XMPPHandler):
             [int(TTL * 1000), beating],
         )
         d.addCallbacks(answered, refused)
-        if self.clock.seconds() < self._lookAfter:
-            return
-        d = self.redis.evalInTime(ADOPT, keys=[], args=[prefix, beating, SUPERSEDED_FOR])
+        if self._orphans:
+            self._findOrphans(beating)
+        if self.clock.seconds() >= self._lookAfter:
+            self._lookForGone(beating)
+
+    def _lookForGone(self, beating):
+        """
+        Take over the requests of the processes gone (L{ADOPT}). Should its
+        reply be lost (it may have run), what it took is found again at the
+        next heartbeat (L{ORPHANS}).
+        """
+        d = self.redis.evalInTime(ADOPT, keys=[], args=[self.prefix, beating, SUPERSEDED_FOR])
         d.addCallback(self._adopted)
-        d.addErrback(self.failed, "looking for processes gone")
+
+        def lost(failure):
+            if failure.check(ConnectionLost):
+                self._orphans = True
+            self.failed(failure, "looking for processes gone")
+
+        d.addErrback(lost)
+
+    def _findOrphans(self, beating):
+        """
+        Read back the entries Redis says this process owns and it does not
+        know of (an adoption whose reply was lost), and adopt them.
+        """
+        self._orphans = False
+        d = self.redis.eval(ORPHANS, [self.prefix + "owned:" + beating], [beating])
+
+        def found(flat):
+            if beating == self.instanceID:
+                self._adopted([[], flat], orphans=True)
+
+        def lost(failure):
+            self._orphans = True
+            self.failed(failure, "reading back adopted requests")
+
+        d.addCallbacks(found, lost)
 
     def _superseded(self):
         """
@@ -332,7 +384,7 @@ class Cluster(XMPPHandler):
                 unlogged=unlogged,
             )
 
-    def _adopted(self, result):
+    def _adopted(self, result, orphans=False):
         gone, flat = result
         if gone:
             self.log.info(
@@ -341,6 +393,8 @@ class Cluster(XMPPHandler):
                 count=len(flat) // 3,
             )
         for redisKey, data, token in zip(flat[::3], flat[1::3], flat[2::3]):
+            if orphans and self.requests.knows(redisKey, token):
+                continue
             self.stats.cluster["adopted"] += 1
             self.requests.adopt(redisKey, data, token)
 

@@ -533,6 +533,14 @@ class SharedRequests:
             del self._untaken[key]
         self.table.discard(key)
 
+    def knows(self, redisKey, token):
+        """
+        Whether the entry of C{redisKey} recorded with C{token} is one this
+        process holds, not taken.
+        """
+        marked = self._untaken.get(self.keyOf(redisKey))
+        return marked is not None and marked[1] == token
+
     def adopt(self, redisKey, data, token):
         """
         This process took over an entry of a process gone (its timer starts
