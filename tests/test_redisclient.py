@@ -144,6 +144,23 @@ def sha1(script):
     return hashlib.sha1(script.encode("utf-8")).hexdigest()
 
 
+class ShiftedClock:
+    """
+    A reactor whose clock is C{shift} seconds off the real one (a host
+    whose clock disagrees with Redis's).
+    """
+
+    def __init__(self, reactor, shift):
+        self._reactor = reactor
+        self._shift = shift
+
+    def seconds(self):
+        return self._reactor.seconds() + self._shift
+
+    def __getattr__(self, name):
+        return getattr(self._reactor, name)
+
+
 class ClientTests(unittest.TestCase):
     timeout = 30
 
@@ -169,6 +186,40 @@ class ClientTests(unittest.TestCase):
         self.assertEqual((yield client.eval(script, ["k2"], ["v2"])), ["k2", "v2"])
         with self.assertRaises(RedisError):
             yield client.eval("return redis.call('NOSUCHCOMMAND')")
+
+    @defer.inlineCallbacks
+    def test_lateScriptDoesNothing(self):
+        """
+        A script run through L{Redis.evalInTime} that Redis starts after
+        its deadline does nothing, and fails here as a deadline missed
+        (which is run again as a lost reply is); one in time runs.
+        """
+        client = self.client()
+        client.measureClock()
+        script = "redis.call('SET', KEYS[1], 'done') return 1"
+        self.assertEqual((yield client.evalInTime(script, ["in-time"])), 1)
+        client.address = client.address.with_(deadline=-10.0)
+        with self.assertRaises(DeadlineMissed):
+            yield client.evalInTime(script, ["late"])
+        self.assertEqual((yield client.execute("EXISTS", "late")), 0)
+
+    @defer.inlineCallbacks
+    def test_deadlineByRedisClock(self):
+        """
+        The deadline a script carries is moved by how far Redis's clock is
+        from this host's, measured on the connection: a host whose clock
+        is 10 s behind (or ahead) still runs its scripts in time.
+        """
+        for shift in (-10.0, 10.0):
+            client = connect(self.redis.url, ShiftedClock(reactor, shift))
+            self.addCleanup(client.disconnect)
+            client.measureClock()
+            self.assertEqual((yield client.evalInTime("return 1")), 1)
+            old = client._connection
+            client.reconnect()
+            yield waitFor(lambda: client.connected and client._connection is not old)
+            self.assertEqual((yield client.evalInTime("return 1")), 1)
+            self.assertLess(abs(client.offset + shift), 1.0)
 
     @defer.inlineCallbacks
     def test_scriptsKeepTheirOrder(self):

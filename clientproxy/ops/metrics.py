@@ -104,6 +104,7 @@ CLUSTER = {
     "retried": ("clientproxy_shared_scripts_retried_total", ()),
     "superseded": ("clientproxy_shared_superseded_total", ()),
     "left": ("clientproxy_shared_left_to_others_total", ()),
+    "redis-restarts": ("clientproxy_redis_data_lost_total", ()),
     "redis-errors": ("clientproxy_redis_errors_total", ()),
 }
 RESOURCES = {
@@ -233,6 +234,11 @@ COUNTERS = {
     "clientproxy_shared_left_to_others_total": (
         "With --redis: requests a stopping process left in Redis unanswered (Redis did not "
         "answer its takes), for another process to adopt.",
+        {},
+    ),
+    "clientproxy_redis_data_lost_total": (
+        "With --redis: times this process found Redis had lost its data (restarted empty) and "
+        "wrote its requests in flight again.",
         {},
     ),
     "clientproxy_redis_errors_total": ("With --redis: Redis commands that failed.", {}),

@@ -107,6 +107,24 @@ def encode(arguments):
     return b"".join(parts)
 
 
+class _ByRedisClock:
+    """
+    A time of this host, written in a command as Redis's clock shows it
+    then (milliseconds of the epoch): converted when the command is sent,
+    so that one that waited for a connection uses the offset measured on
+    it (L{Redis.offset}).
+    """
+
+    __slots__ = ("client", "when")
+
+    def __init__(self, client, when):
+        self.client = client
+        self.when = when
+
+    def __str__(self):
+        return str(int((self.when + self.client.offset) * 1000))
+
+
 class RedisProtocol(protocol.Protocol):
     """
     One connection: replies come in the order of the commands.
@@ -425,6 +443,10 @@ class Redis:
         self._role = role or "Redis"
         self.problem = None
         self.connected = False
+        #: Seconds Redis's clock is ahead of this host's (behind: negative),
+        #: as measured on the last connection (see L{measureClock}).
+        self.offset = 0.0
+        self._inTime = False
         #: Whether L{disconnect} was called.
         self.closed = False
         # The live connection's execute (looked up once: L{ClientService}
@@ -485,6 +507,8 @@ class Redis:
                     yield connection.execute("PING")
                 if address.db:
                     yield connection.execute("SELECT", address.db)
+                if self._inTime:
+                    yield self._measure(connection.execute)
                 if address.kind == "sentinel":
                     role = yield connection.execute("ROLE")
                     if not role or role[0] != "master":
@@ -666,10 +690,36 @@ class Redis:
 
         return d.addErrback(unknown)
 
+    def measureClock(self):
+        """
+        Measure L{offset} on every connection, in its handshake, from now
+        on (and on the live one at once): for L{evalInTime}. Called before
+        the first connection is up, the first script is in time already.
+        """
+        if not self._inTime:
+            self._inTime = True
+            if self._execute is not None:
+                self._measure(self._execute).addErrback(lambda _: None)
+
+    def _measure(self, execute):
+        """
+        How far Redis's clock is from this host's (L{offset}), read from the
+        middle of a C{TIME}'s round trip.
+        """
+        asked = self._reactor.seconds()
+
+        def measured(time):
+            seconds, micro = time
+            middle = (asked + self._reactor.seconds()) / 2
+            self.offset = int(seconds) + int(micro) / 1e6 - middle
+
+        return execute("TIME").addCallback(measured)
+
     def evalInTime(self, script, keys=(), args=()):
         """
         Like L{eval}, but the script does nothing if Redis starts it after
-        the command's deadline (Redis's clock; the hosts' clocks must
+        the command's deadline (by Redis's clock: the deadline is moved by
+        L{offset}, measured on each connection, so the clocks need not
         agree): the command then fails with L{DeadlineMissed} here, as it
         has already failed by the time Redis would run it. A command sent
         to a Redis that stalls, then given up (its connection dropped),
@@ -677,12 +727,13 @@ class Redis:
         without it, or run it again, or stopped: it must not act late.
         The deadline goes last in the arguments.
         """
-        due = int((self._reactor.seconds() + self.address.deadline) * 1000)
+        due = _ByRedisClock(self, self._reactor.seconds() + self.address.deadline)
         d = self.eval(IN_TIME + script, keys, tuple(args) + (due,))
 
         def late(failure):
             failure.trap(RedisError)
-            if str(failure.value).startswith("LATE"):
+            # Redis says "ERR LATE" (it adds the code to an error without one).
+            if "LATE" in str(failure.value).split()[:2]:
                 raise DeadlineMissed(
                     "%s at %s ran a script after its deadline" % (self._role, self.address.where())
                 )

@@ -41,6 +41,7 @@ request goes out; the take when it is answered), and the request kept in
 Redis until its deadline (answered, marked taken, for a timeout).
 """
 
+import secrets
 from itertools import count
 
 from twisted.internet import defer, task
@@ -59,8 +60,8 @@ MARGIN = 60.0
 #: Seconds between two runs of a script whose reply was lost.
 RETRY = 0.1
 
-#: Seconds a take that met Redis away, and then found nothing, looks again:
-#: the time every process has to reconnect (at most a second apart, see
+#: Seconds after Redis was found to have lost its data during which a take
+#: that finds nothing looks again: the time every process has to reconnect (at most a second apart, see
 #: L{clientproxy.state.redis.client.RECONNECT_MAX}) and write its entries
 #: again (L{SharedRequests.recordAgain}), should Redis have lost them.
 SETTLE = 3.0
@@ -113,6 +114,14 @@ return found[3]
 """
 
 
+# The epoch of Redis's data (KEYS[1]): set once by the first process to
+# reach it, the same for all until Redis loses its data.
+EPOCH = """
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+return redis.call('GET', KEYS[1])
+"""
+
+
 @implementer(IRequestsInFlight)
 class SharedRequests:
     """
@@ -137,11 +146,20 @@ class SharedRequests:
         self._stopping = False
         # Records and takes not decided yet: a shutdown waits.
         self._waiting = set()
+        # The epoch of Redis's data last seen (L{_epochSeen}), and until
+        # when (real time) takes that find nothing look again.
+        self._epoch = None
+        self._settleBy = None
         # The entries whose record is not decided yet, by key, each with
         # the claims waiting for it (L{claim}).
         self._recording = {}
         self._adopted = None
+        # Scripts carry their deadline by Redis's clock (evalInTime).
+        cluster.redis.measureClock()
         cluster.serve(self)
+        if cluster.redis.connected:
+            # Connected already (tests): the next connections are told.
+            self._readEpoch()
 
     def whenAdopted(self, observer):
         """
@@ -271,11 +289,31 @@ class SharedRequests:
         process may have missed the notice: forgotten here).
         """
         redis = self.cluster.redis
+        self._readEpoch()
         for entry, token in list(self._untaken.values()):
             d = redis.evalInTime(RECORD, *self._recordOf(entry, token))
             d.addCallbacks(
                 self._recordedAgain, self.cluster.failed, (entry,), None, ("writing again",)
             )
+
+    def _readEpoch(self):
+        d = self.cluster.redis.eval(EPOCH, [self.cluster.prefix + "epoch"], [secrets.token_hex(8)])
+        d.addCallbacks(self._epochSeen, self.cluster.failed, errbackArgs=("reading Redis's epoch",))
+
+    def _epochSeen(self, epoch):
+        """
+        The epoch of Redis's data, read on a new connection: another than
+        the last one seen means Redis lost its data (restarted empty), and
+        takes that find nothing look again for L{SETTLE} seconds.
+        """
+        if self._epoch is not None and epoch != self._epoch:
+            self._settleBy = self.cluster.redis.reactor.seconds() + SETTLE
+            self.cluster.stats.cluster["redis-restarts"] += 1
+            self.cluster.log.warn(
+                "Redis lost its data (restarted empty?): the requests in flight are written "
+                "again; the queue and subscribers it held are gone"
+            )
+        self._epoch = epoch
 
     def _recordedAgain(self, written, entry):
         written = int(written)
@@ -285,19 +323,19 @@ class SharedRequests:
             if self.table.get(entry.key) is entry:
                 self.table.discard(entry.key)
 
-    def _run(self, until, script, keys, args, lost=None):
+    def _run(self, until, script, keys, args):
         """
         Run C{script}; one whose reply is lost (the connection dropped
         after it was sent: it may have run), or that could not be sent
         (Redis away), is run again, the same, until C{until} (the clock's
         time): each script gives the same outcome when run again with its
-        token. Each loss is noted in C{lost} (a list), if given.
+        token.
         """
         d = self.cluster.redis.evalInTime(script, keys, args)
-        d.addErrback(self._again, until, script, keys, args, lost)
+        d.addErrback(self._again, until, script, keys, args)
         return d
 
-    def _again(self, failure, until, script, keys, args, lost):
+    def _again(self, failure, until, script, keys, args):
         cluster = self.cluster
         if (
             self._stopping
@@ -306,9 +344,7 @@ class SharedRequests:
         ):
             return failure
         cluster.stats.cluster["retried"] += 1
-        if lost is not None:
-            lost.append(cluster.clock.seconds())
-        return self._later(self._run, until, script, keys, args, lost)
+        return self._later(self._run, until, script, keys, args)
 
     def _later(self, run, *args):
         """
@@ -367,29 +403,23 @@ class SharedRequests:
             int(self.table.timeout * 1000) + 1,
             claim,
         ]
-        # Sent while Redis is away (it waits for a connection), it counts as
-        # having met a loss: Redis may have restarted meanwhile.
-        lost = [] if cluster.redis.connected else [cluster.clock.seconds()]
 
-        def found(result, settleBy=None):
-            # Found nothing after Redis was away: it may have restarted
-            # without its data, and the entry's owner not be back yet to
-            # write it again (L{recordAgain}); looked for again, until
-            # every process has had time to reconnect.
-            if result is not None or not lost or self._stopping:
+        def found(result):
+            # Found nothing just after Redis was found to have lost its data
+            # (restarted empty): the entry's owner may not be back yet to
+            # write it again (L{recordAgain}); looked for again until every
+            # process has had time to reconnect.
+            if result is not None or self._stopping or self._settleBy is None:
                 return result
-            # Counted on the reactor Redis is reached by: how long the
-            # others take to reconnect is real time.
-            now = cluster.redis.reactor.seconds()
-            if settleBy is None:
-                settleBy = now + SETTLE
-            if now + RETRY >= settleBy or cluster.clock.seconds() + RETRY >= until:
+            # Real time: how long the others take to reconnect.
+            if cluster.redis.reactor.seconds() + RETRY >= self._settleBy:
+                return result
+            if cluster.clock.seconds() + RETRY >= until:
                 return result
             cluster.stats.cluster["retried"] += 1
-            again = self._later(self._run, until, TAKE, keys, args, lost)
-            return again.addCallback(found, settleBy)
+            return self._later(self._run, until, TAKE, keys, args).addCallback(found)
 
-        d = self._run(until, TAKE, keys, args, lost).addCallback(found)
+        d = self._run(until, TAKE, keys, args).addCallback(found)
         cluster.stats.cluster["takes"] += 1
         marked = self._untaken.get(key)
 
