@@ -346,12 +346,12 @@ class SharedRequests:
         cluster.stats.cluster["retried"] += 1
         return self._later(self._run, until, script, keys, args)
 
-    def _later(self, run, *args):
+    def _later(self, run, *args, delay=RETRY):
         """
-        Call C{run(*args)} in L{RETRY} seconds, unless a shutdown came
+        Call C{run(*args)} in C{delay} seconds, unless a shutdown came
         meanwhile (then fail as a lost command does).
         """
-        return task.deferLater(self.cluster.redis.reactor, RETRY, self._unlessStopping, run, args)
+        return task.deferLater(self.cluster.redis.reactor, delay, self._unlessStopping, run, args)
 
     def _unlessStopping(self, run, args):
         if self._stopping:
@@ -404,20 +404,22 @@ class SharedRequests:
             claim,
         ]
 
-        def found(result):
+        def found(result, delay=RETRY):
             # Found nothing just after Redis was found to have lost its data
             # (restarted empty): the entry's owner may not be back yet to
-            # write it again (L{recordAgain}); looked for again until every
-            # process has had time to reconnect.
+            # write it again (L{recordAgain}); looked for again, less and
+            # less often (an outsider's reply to nothing costs a handful of
+            # takes), until every process has had time to reconnect.
             if result is not None or self._stopping or self._settleBy is None:
                 return result
             # Real time: how long the others take to reconnect.
-            if cluster.redis.reactor.seconds() + RETRY >= self._settleBy:
+            if cluster.redis.reactor.seconds() >= self._settleBy:
                 return result
-            if cluster.clock.seconds() + RETRY >= until:
+            if cluster.clock.seconds() + delay >= until:
                 return result
             cluster.stats.cluster["retried"] += 1
-            return self._later(self._run, until, TAKE, keys, args).addCallback(found)
+            again = self._later(self._run, until, TAKE, keys, args, delay=delay)
+            return again.addCallback(found, delay * 2)
 
         d = self._run(until, TAKE, keys, args).addCallback(found)
         cluster.stats.cluster["takes"] += 1
