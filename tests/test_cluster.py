@@ -712,6 +712,26 @@ class AdoptionTests(SharedProcesses):
         self.assertEqual(b.stats.cluster["adopted"], 1)
 
     @defer.inlineCallbacks
+    def test_orphansLeaveWhatWasGivenUpHere(self):
+        """
+        Reading back what an adoption took leaves alone an entry this
+        process recorded itself and no longer knows of (its record given
+        up after its replies were lost, and the request answered here):
+        adopting it would answer it again.
+        """
+        (a,) = yield self.processes(1)
+        yield self.forwarded(a, stanzaID="g", kind="get")
+        requests = a.dispatcher.requests
+        (entry,) = [entry for entry, _ in requests._untaken.values()]
+        requests._forget(entry)
+        cluster = a.handlers.cluster
+        cluster._orphans = True
+        a.clock.advance(HEARTBEAT)
+        self.assertFalse(cluster._orphans)
+        yield cluster.redis.execute("PING")
+        self.assertEqual((a.stats.cluster["adopted"], a.take()), (0, []))
+
+    @defer.inlineCallbacks
     def test_pausedProcessSetAnsweredWithItsResult(self):
         """
         A process paused longer than the heartbeat's TTL (its key expired)

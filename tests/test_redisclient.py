@@ -222,6 +222,26 @@ class ClientTests(unittest.TestCase):
             self.assertLess(abs(client.offset + shift), 1.0)
 
     @defer.inlineCallbacks
+    def test_clockSteppedAfterTheHandshake(self):
+        """
+        A host clock stepped back after the offset was measured makes
+        scripts late: the first refused measures it again (as a heartbeat
+        does every second), and the next runs, on the same connection.
+        """
+        clock = ShiftedClock(reactor, 0.0)
+        client = connect(self.redis.url, clock)
+        self.addCleanup(client.disconnect)
+        client.measureClock()
+        self.assertEqual((yield client.evalInTime("return 1")), 1)
+        connection = client._connection
+        clock._shift = -10.0
+        with self.assertRaises(DeadlineMissed):
+            yield client.evalInTime("return 1")
+        yield client.execute("PING")
+        self.assertEqual((yield client.evalInTime("return 1")), 1)
+        self.assertIs(client._connection, connection)
+
+    @defer.inlineCallbacks
     def test_scriptsKeepTheirOrder(self):
         """
         Scripts run in the order they are sent, whichever of them Redis

@@ -701,17 +701,28 @@ class Redis:
             if self._execute is not None:
                 self._measure(self._execute).addErrback(lambda _: None)
 
+    def checkClock(self):
+        """
+        Measure L{offset} again on the live connection, if there is one (a
+        heartbeat does, every second: a clock stepped or drifting since the
+        handshake is caught within one).
+        """
+        if self._inTime and self._execute is not None:
+            self._measure(self._execute).addErrback(lambda _: None)
+
     def _measure(self, execute):
         """
-        How far Redis's clock is from this host's (L{offset}), read from the
-        middle of a C{TIME}'s round trip.
+        How far Redis's clock is from this host's (L{offset}), from a
+        C{TIME}: Redis read its clock between the command's sending and its
+        reply's arrival; the offset is taken as if at the arrival, its
+        lowest bound, so that an error of the measure (a slow round trip)
+        makes deadlines early (a script refused, and run again), never late
+        (a script given up that still runs).
         """
-        asked = self._reactor.seconds()
 
         def measured(time):
             seconds, micro = time
-            middle = (asked + self._reactor.seconds()) / 2
-            self.offset = int(seconds) + int(micro) / 1e6 - middle
+            self.offset = int(seconds) + int(micro) / 1e6 - self._reactor.seconds()
 
         return execute("TIME").addCallback(measured)
 
@@ -734,6 +745,8 @@ class Redis:
             failure.trap(RedisError)
             # Redis says "ERR LATE" (it adds the code to an error without one).
             if "LATE" in str(failure.value).split()[:2]:
+                # The clocks may have moved since they were compared.
+                self.checkClock()
                 raise DeadlineMissed(
                     "%s at %s ran a script after its deadline" % (self._role, self.address.where())
                 )

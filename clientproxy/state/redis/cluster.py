@@ -79,15 +79,19 @@ return {gone, adopted}
 
 #: The entries this process owns and that are not taken (KEYS: its owned
 #: set; ARGV: its id), as ADOPT returns them: read back after an adoption
-#: whose reply was lost.
+#: whose reply was lost. Only those recorded by another process (their
+#: token starts with its id): one recorded here, and unknown here, was
+#: given up here (a record refused after its replies were lost), answered.
 ORPHANS = """
 local found = {}
+local mine = ARGV[1] .. '.'
 for _, key in ipairs(redis.call('SMEMBERS', KEYS[1])) do
     local entry = redis.call('HMGET', key, 'owner', 'data', 'token', 'taker')
-    if entry[1] == ARGV[1] and not entry[4] then
+    local token = entry[3] or ''
+    if entry[1] == ARGV[1] and not entry[4] and string.sub(token, 1, #mine) ~= mine then
         table.insert(found, key)
         table.insert(found, entry[2])
-        table.insert(found, entry[3] or '')
+        table.insert(found, token)
     end
 end
 return found
@@ -292,6 +296,7 @@ class Cluster(XMPPHandler):
             [int(TTL * 1000), beating],
         )
         d.addCallbacks(answered, refused)
+        self.redis.checkClock()
         if self._orphans:
             self._findOrphans(beating)
         if self.clock.seconds() >= self._lookAfter:
