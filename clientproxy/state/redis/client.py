@@ -458,6 +458,8 @@ class Redis:
         self._queueTimer = None
         # script: its SHA-1, for every script run so far.
         self._scripts = {}
+        # script: the same behind IN_TIME (one string, hashed once).
+        self._inTimeScripts = {}
         # The scripts loaded on the live connection.
         self._loaded = set()
         if endpoint is None:
@@ -738,8 +740,11 @@ class Redis:
         without it, or run it again, or stopped: it must not act late.
         The deadline goes last in the arguments.
         """
+        guarded = self._inTimeScripts.get(script)
+        if guarded is None:
+            guarded = self._inTimeScripts[script] = IN_TIME + script
         due = _ByRedisClock(self, self._reactor.seconds() + self.address.deadline)
-        d = self.eval(IN_TIME + script, keys, tuple(args) + (due,))
+        d = self.eval(guarded, keys, tuple(args) + (due,))
 
         def late(failure):
             failure.trap(RedisError)
