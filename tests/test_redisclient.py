@@ -242,6 +242,25 @@ class ClientTests(unittest.TestCase):
         self.assertIs(client._connection, connection)
 
     @defer.inlineCallbacks
+    def test_oneClockMeasureAtATime(self):
+        """
+        However many scripts are refused late at once (thousands, after a
+        stall), the clock is measured again once at a time, not once each.
+        """
+        client = self.client()
+        client.measureClock()
+        yield client.execute("PING")
+        measures = []
+        measure = client._measure
+        client._measure = lambda execute: measures.append(1) or measure(execute)
+        for _ in range(100):
+            client.checkClock()
+        self.assertEqual(len(measures), 1)
+        yield client.execute("PING")
+        client.checkClock()
+        self.assertEqual(len(measures), 2)
+
+    @defer.inlineCallbacks
     def test_scriptsKeepTheirOrder(self):
         """
         Scripts run in the order they are sent, whichever of them Redis

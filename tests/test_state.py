@@ -562,6 +562,27 @@ class SharedRequestsTests(RequestsInFlightTests, RedisProcesses, unittest.TestCa
         yield waitFor(lambda: stats["redis-restarts"], "the loss of data found")
 
     @defer.inlineCallbacks
+    def test_takesBoundedWhileRedisAway(self):
+        """
+        Replies keep coming while Redis does not answer (anyone may send
+        one): no more takes wait on Redis than this process could hold
+        requests; the others are dropped at once as replies to nothing,
+        counted.
+        """
+        process = Process()
+        requests = yield self.requestsFor(process)
+        process.table.maxPending, process.table.maxPendingFromTarget = 2, 1
+        self.redis.pause()
+        self.addCleanup(self.redis.resume)
+        taken = []
+        for n in range(5):
+            requests.take(("enc", str(n)), RESOURCE, taken.append)
+        self.assertEqual((len(requests._waiting), taken), (3, [None, None]))
+        self.assertEqual(requests.cluster.stats.cluster["takes-refused"], 2)
+        self.redis.resume()
+        yield waitFor(lambda: len(taken) == 5, "the waiting takes decided")
+
+    @defer.inlineCallbacks
     def test_redisRestartedTakenSinceForgotten(self):
         """
         An entry taken by another process while the owner could not hear

@@ -105,6 +105,7 @@ CLUSTER = {
     "superseded": ("clientproxy_shared_superseded_total", ()),
     "left": ("clientproxy_shared_left_to_others_total", ()),
     "redis-restarts": ("clientproxy_redis_data_lost_total", ()),
+    "takes-refused": ("clientproxy_shared_takes_refused_total", ()),
     "redis-errors": ("clientproxy_redis_errors_total", ()),
 }
 RESOURCES = {
@@ -239,6 +240,12 @@ COUNTERS = {
     "clientproxy_redis_data_lost_total": (
         "With --redis: times this process found Redis had lost its data (restarted empty) and "
         "wrote its requests in flight again.",
+        {},
+    ),
+    "clientproxy_shared_takes_refused_total": (
+        "With --redis: replies not looked for in Redis, as more were waiting on it than this "
+        "process could hold requests (Redis away while replies keep coming); dropped as "
+        "replies to nothing.",
         {},
     ),
     "clientproxy_redis_errors_total": ("With --redis: Redis commands that failed.", {}),

@@ -447,6 +447,7 @@ class Redis:
         #: as measured on the last connection (see L{measureClock}).
         self.offset = 0.0
         self._inTime = False
+        self._measuring = False
         #: Whether L{disconnect} was called.
         self.closed = False
         # The live connection's execute (looked up once: L{ClientService}
@@ -700,17 +701,22 @@ class Redis:
         """
         if not self._inTime:
             self._inTime = True
-            if self._execute is not None:
-                self._measure(self._execute).addErrback(lambda _: None)
+            self.checkClock()
 
     def checkClock(self):
         """
-        Measure L{offset} again on the live connection, if there is one (a
-        heartbeat does, every second: a clock stepped or drifting since the
-        handshake is caught within one).
+        Measure L{offset} again on the live connection, if there is one and
+        no measure is under way (a heartbeat does, every second: a clock
+        stepped or drifting since the handshake is caught within one; and
+        so does each script refused late, which may come by thousands).
         """
-        if self._inTime and self._execute is not None:
-            self._measure(self._execute).addErrback(lambda _: None)
+        if self._inTime and self._execute is not None and not self._measuring:
+            self._measuring = True
+
+            def done(_):
+                self._measuring = False
+
+            self._measure(self._execute).addBoth(done)
 
     def _measure(self, execute):
         """
@@ -744,20 +750,18 @@ class Redis:
         if guarded is None:
             guarded = self._inTimeScripts[script] = IN_TIME + script
         due = _ByRedisClock(self, self._reactor.seconds() + self.address.deadline)
-        d = self.eval(guarded, keys, tuple(args) + (due,))
+        return self.eval(guarded, keys, tuple(args) + (due,)).addErrback(self._late)
 
-        def late(failure):
-            failure.trap(RedisError)
-            # Redis says "ERR LATE" (it adds the code to an error without one).
-            if "LATE" in str(failure.value).split()[:2]:
-                # The clocks may have moved since they were compared.
-                self.checkClock()
-                raise DeadlineMissed(
-                    "%s at %s ran a script after its deadline" % (self._role, self.address.where())
-                )
-            return failure
-
-        return d.addErrback(late)
+    def _late(self, failure):
+        failure.trap(RedisError)
+        # Redis says "ERR LATE" (it adds the code to an error without one).
+        if "LATE" in str(failure.value).split()[:2]:
+            # The clocks may have moved since they were compared.
+            self.checkClock()
+            raise DeadlineMissed(
+                "%s at %s ran a script after its deadline" % (self._role, self.address.where())
+            )
+        return failure
 
     def giveUpWaiting(self, why="the Redis client was closed"):
         """

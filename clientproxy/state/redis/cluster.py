@@ -178,9 +178,7 @@ class Cluster(XMPPHandler):
         of the entries other processes take and of those adopted.
         """
         self.requests = requests
-        whenConnected = getattr(self.redis, "whenConnected", None)
-        if whenConnected is not None:
-            whenConnected(requests.recordAgain)
+        self.redis.whenConnected(requests.recordAgain)
 
     @property
     def synced(self):

@@ -444,6 +444,15 @@ class SharedRequests:
             else:
                 then(self._local(key, data), *args)
 
+        table = self.table
+        if len(self._waiting) >= table.maxPending + table.maxPendingFromTarget:
+            # More replies waiting on Redis than this process could hold
+            # requests (Redis away, and replies keep coming: anyone may send
+            # one): this one is not looked for, and is dropped as a reply
+            # to nothing; a real one's request is answered at its timeout.
+            self.cluster.stats.cluster["takes-refused"] += 1
+            then(None, *args)
+            return
         # Failed past its retries: the reply is dropped; the entry is
         # answered at its timeout by its owner.
         self._take(key, sender).addCallbacks(taken, self.cluster.failed, errbackArgs=("a take",))
